@@ -1,0 +1,1 @@
+//! Running code inside the target.

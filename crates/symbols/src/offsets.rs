@@ -1,0 +1,1 @@
+//! Per-version CPython struct offsets (filled in by the stack-reading work).

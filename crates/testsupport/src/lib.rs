@@ -1,0 +1,365 @@
+//! Helpers shared by pyattach's tests: start real target processes, wait until
+//! they say they are ready, and always kill them by pid when the test ends.
+//!
+//! Tests never mock ptrace or CPython; they run the interpreters installed on
+//! the machine (see [`pythons`]). A prerequisite that is missing is announced
+//! with a `NOTE: skipping …` line on stderr, never passed over silently.
+//!
+//! ```no_run
+//! let py = testsupport::python("3.12").unwrap();
+//! let target = testsupport::Target::python(&py, "sleeper.py", &[]);
+//! assert!(target.is_alive());
+//! // dropped here: killed with SIGKILL by its pid and reaped
+//! ```
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a target may take to print its ready line. Generous: only there
+/// to turn a hang into a failure with a diagnosis.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testsupport sits two levels below the root")
+        .to_path_buf()
+}
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(rel)
+}
+
+/// Where built fixtures go (inside cargo's target directory, never the tree).
+pub fn build_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("fixtures");
+    std::fs::create_dir_all(&dir).expect("create target/fixtures");
+    dir
+}
+
+/// How a Python build came to the machine; decides what symbols it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PythonKind {
+    /// pyenv build: shared libpython with DWARF and `.symtab`.
+    Pyenv,
+    /// Debian's `/usr/bin/python3.11`: stripped, `.dynsym` only (its debug
+    /// file may come from `python3.11-dbg` or a debuginfod server).
+    DebianStripped,
+    /// A small C program embedding `libpython3.11` (built by the tests).
+    Embedded,
+}
+
+/// One interpreter to test against.
+#[derive(Clone, Debug)]
+pub struct Python {
+    /// Readable id for test names and messages, e.g. `py3_12`, `debian3_11`.
+    pub id: String,
+    /// (major, minor, micro) as the build says.
+    pub version: (u32, u32, u32),
+    /// The program to run (for [`PythonKind::Embedded`], the C program: it
+    /// takes a script path as its only argument).
+    pub exe: PathBuf,
+    pub kind: PythonKind,
+}
+
+/// The pyenv versions the project supports and tests.
+pub const PYENV_VERSIONS: &[&str] = &[
+    "2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0",
+];
+
+fn pyenv_root() -> PathBuf {
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv"))
+}
+
+fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Every interpreter on the machine that the matrix covers: the pyenv builds,
+/// Debian's stripped `python3.11`, and the embedding fixture. Missing ones are
+/// announced on stderr and left out.
+pub fn pythons() -> Vec<Python> {
+    let mut out = Vec::new();
+    for v in PYENV_VERSIONS {
+        if let Some(p) = pyenv_python(v) {
+            out.push(p);
+        }
+    }
+    if let Some(p) = debian_python() {
+        out.push(p);
+    }
+    if let Some(p) = embedded_python() {
+        out.push(p);
+    }
+    out
+}
+
+fn pyenv_python(v: &str) -> Option<Python> {
+    let (maj, min, _) = parse_version(v);
+    let prefix = pyenv_root().join("versions").join(v);
+    let exe = prefix.join("bin").join(format!("python{maj}.{min}"));
+    if !exe.exists() {
+        note(&format!("pyenv {v} is not installed ({})", exe.display()));
+        return None;
+    }
+    Some(Python {
+        id: format!("py{maj}_{min}"),
+        version: parse_version(v),
+        exe,
+        kind: PythonKind::Pyenv,
+    })
+}
+
+/// Debian's stripped `/usr/bin/python3.11`.
+pub fn debian_python() -> Option<Python> {
+    let exe = PathBuf::from("/usr/bin/python3.11");
+    if !exe.exists() {
+        note("/usr/bin/python3.11 is missing (run scripts/setup)");
+        return None;
+    }
+    let out = Command::new(&exe)
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .output()
+        .ok()?;
+    Some(Python {
+        id: "debian3_11".into(),
+        version: parse_version(String::from_utf8_lossy(&out.stdout).trim()),
+        exe,
+        kind: PythonKind::DebianStripped,
+    })
+}
+
+/// The C program that embeds `libpython3.11`, built on first use.
+pub fn embedded_python() -> Option<Python> {
+    let cfg = Command::new("/usr/bin/python3.11-config").args(["--cflags", "--ldflags", "--embed"]).output();
+    let flags = match cfg {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => {
+            note("/usr/bin/python3.11-config is missing (libpython3.11-dev; run scripts/setup)");
+            return None;
+        }
+    };
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let exe = build_c("embed", &flags)?;
+    let version = debian_python().map(|p| p.version).unwrap_or((3, 11, 0));
+    Some(Python { id: "embed3_11".into(), version, exe, kind: PythonKind::Embedded })
+}
+
+/// The first interpreter whose version starts with `prefix` ("3.12", "2.7",
+/// "debian3_11" and "embed3_11" also match by id).
+pub fn python(prefix: &str) -> Option<Python> {
+    pythons().into_iter().find(|p| {
+        p.id == prefix || {
+            let v = format!("{}.{}.{}", p.version.0, p.version.1, p.version.2);
+            p.kind == PythonKind::Pyenv && (v == prefix || v.starts_with(&format!("{prefix}.")))
+        }
+    })
+}
+
+/// Prints the standard skip note for a missing prerequisite.
+pub fn note(why: &str) {
+    eprintln!("NOTE: skipping because {why}");
+}
+
+/// Compiles `tests/fixtures/c/NAME.c` into the build directory (once per
+/// change of the source) and returns the program's path. `extra` are further
+/// compiler arguments (libraries, flags). Returns `None`, with a note, if gcc
+/// is missing or the build fails.
+pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let src = fixture(&format!("c/{name}.c"));
+    let out = build_dir().join(name);
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if fresh {
+        return Some(out);
+    }
+    // Build under a unique name and rename, so tests building the same
+    // fixture at once never see a half-written program.
+    let tmp = build_dir().join(format!(".{name}.{}", std::process::id()));
+    let status = Command::new("gcc")
+        .args(["-O1", "-g", "-pthread", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .args(extra)
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            std::fs::rename(&tmp, &out).ok()?;
+            Some(out)
+        }
+        _ => {
+            note(&format!("gcc could not build {}", src.display()));
+            None
+        }
+    }
+}
+
+/// A running target process. Killed with SIGKILL (by its pid, never by name)
+/// and reaped when dropped. Its stdout is drained in the background into
+/// [`Target::output`], so a chatty target never blocks on a full pipe.
+pub struct Target {
+    child: Child,
+    /// The line the target printed to say it is ready (e.g. `READY 1234`).
+    pub ready_line: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Target {
+    /// Starts `cmd` with stdout piped and waits until it prints a line that
+    /// starts with `READY`. Panics (after dumping the target's state) if the
+    /// line does not come within [`READY_TIMEOUT`].
+    pub fn spawn(mut cmd: Command) -> Target {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let mut sent = false;
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if !sent && line.starts_with("READY") {
+                            sent = true;
+                            let _ = tx.send(line.trim_end().to_string());
+                        } else {
+                            sink.lock().unwrap().push_str(&line);
+                        }
+                    }
+                }
+            }
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            sink.lock().unwrap().push_str(&rest);
+        });
+        let ready_line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(l) => l,
+            Err(_) => {
+                let pid = child.id();
+                let diag = describe(pid);
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("target {cmd:?} (pid {pid}) did not print READY within {READY_TIMEOUT:?}\n{diag}");
+            }
+        };
+        Target { child, ready_line, output }
+    }
+
+    /// Runs `fixture(py/SCRIPT)` under `py` with `args`.
+    pub fn python(py: &Python, script: &str, args: &[&str]) -> Target {
+        let mut cmd = Command::new(&py.exe);
+        if py.kind != PythonKind::Embedded {
+            cmd.arg("-u");
+        }
+        cmd.arg(fixture(&format!("py/{script}"))).args(args);
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        Target::spawn(cmd)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// What the target wrote to stdout after its ready line, so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the target's stdout contains `needle`, up to `timeout`.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.output().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// True while the process exists and is not a zombie.
+    pub fn is_alive(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
+            Ok(s) => s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+            Err(_) => false,
+        }
+    }
+
+    /// The state letter of every thread (`R`, `S`, `t` for traced-stopped…).
+    pub fn thread_states(&self) -> Vec<(i32, char)> {
+        thread_states(self.pid())
+    }
+
+    /// The underlying child, e.g. to wait for a chosen exit.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // SIGKILL by pid; `Child::kill` does exactly that and never by name.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(tid, state)` for each thread of `pid`, read from `/proc`.
+pub fn thread_states(pid: i32) -> Vec<(i32, char)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.flatten() {
+            let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+                if let Some(c) = s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()) {
+                    out.push((tid, c));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What a hung test prints about its target before killing it.
+pub fn describe(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+    format!("--- /proc/{pid}/status\n{status}--- /proc/{pid}/stack\n{stack}")
+}
+
+/// The `pyattach` binary built for this test run (integration tests of the
+/// cli crate get it from `CARGO_BIN_EXE_pyattach`; others look in target/).
+pub fn pyattach_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_pyattach") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("pyattach");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("pyattach binary not built (cargo build -p pyattach)")
+}
