@@ -1,36 +1,48 @@
 //! `pyattach`: get into a running, unprepared CPython process.
 #![forbid(unsafe_code)]
 
+mod dump;
+mod errors;
+mod info;
+mod run;
+
 use clap::{Parser, Subcommand};
 
-/// Get into a running, unprepared CPython process: a REPL, `--run CODE`, pdb,
-/// or a stack dump read from memory.
+/// Get into a running, unprepared CPython process: an interactive prompt
+/// inside it (`pyattach PID`), code run in it (`--run`), pdb, or a stack dump
+/// read from memory (`dump`).
 #[derive(Parser, Debug)]
-#[command(name = "pyattach", version, about, long_about = None)]
+#[command(
+    name = "pyattach",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+
+    #[command(flatten)]
+    run: run::Args,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show what was found in the process: Python version, binaries, symbols.
-    Info {
-        /// Process id of the target.
-        pid: i32,
-    },
+    /// Show what was found in the process: Python version, binaries, symbols
+    /// and where each came from, threads, and whether pyattach may attach.
+    Info(info::Args),
+    /// Print every thread's Python stack, read from memory without running
+    /// any code in the target.
+    Dump(dump::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Info { pid }) => {
-            eprintln!("pyattach: info for {pid} is not implemented yet");
-            std::process::exit(1);
-        }
-        None => {
-            eprintln!("pyattach: nothing to do (see --help)");
-            std::process::exit(2);
-        }
-    }
+    let result = match cli.command {
+        Some(Command::Info(args)) => info::execute(args),
+        Some(Command::Dump(args)) => dump::execute(args),
+        None => run::execute(cli.run),
+    };
+    std::process::exit(errors::finish(result));
 }

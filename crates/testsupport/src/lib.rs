@@ -79,12 +79,18 @@ pub const PYENV_VERSIONS: &[&str] = &[
 fn pyenv_root() -> PathBuf {
     std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv")
+        })
 }
 
 fn parse_version(v: &str) -> (u32, u32, u32) {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
 }
 
 /// Every interpreter on the machine that the matrix covers: the pyenv builds,
@@ -143,7 +149,9 @@ pub fn debian_python() -> Option<Python> {
 
 /// The C program that embeds `libpython3.11`, built on first use.
 pub fn embedded_python() -> Option<Python> {
-    let cfg = Command::new("/usr/bin/python3.11-config").args(["--cflags", "--ldflags", "--embed"]).output();
+    let cfg = Command::new("/usr/bin/python3.11-config")
+        .args(["--cflags", "--ldflags", "--embed"])
+        .output();
     let flags = match cfg {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => {
@@ -154,7 +162,12 @@ pub fn embedded_python() -> Option<Python> {
     let flags: Vec<&str> = flags.split_whitespace().collect();
     let exe = build_c("embed", &flags)?;
     let version = debian_python().map(|p| p.version).unwrap_or((3, 11, 0));
-    Some(Python { id: "embed3_11".into(), version, exe, kind: PythonKind::Embedded })
+    Some(Python {
+        id: "embed3_11".into(),
+        version,
+        exe,
+        kind: PythonKind::Embedded,
+    })
 }
 
 /// The first interpreter whose version starts with `prefix` ("3.12", "2.7",
@@ -261,7 +274,11 @@ impl Target {
                 panic!("target {cmd:?} (pid {pid}) did not print READY within {READY_TIMEOUT:?}\n{diag}");
             }
         };
-        Target { child, ready_line, output }
+        Target {
+            child,
+            ready_line,
+            output,
+        }
     }
 
     /// Runs `fixture(py/SCRIPT)` under `py` with `args`.
@@ -299,7 +316,12 @@ impl Target {
     /// True while the process exists and is not a zombie.
     pub fn is_alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
-            Ok(s) => s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+            Ok(s) => {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    != Some("Z")
+            }
             Err(_) => false,
         }
     }
@@ -328,9 +350,15 @@ pub fn thread_states(pid: i32) -> Vec<(i32, char)> {
     let mut out = Vec::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for e in dir.flatten() {
-            let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
-                if let Some(c) = s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()) {
+                if let Some(c) = s
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim_start().chars().next())
+                {
                     out.push((tid, c));
                 }
             }
