@@ -4,3 +4,4 @@
 //! exactly as it was. Knows nothing about Python.
 
 pub mod permissions;
+pub mod pidfd;
