@@ -3,5 +3,12 @@
 //! remote syscalls and calls, patch code, and detach leaving the process
 //! exactly as it was. Knows nothing about Python.
 
+mod diagnose;
+mod error;
+mod memory;
 pub mod permissions;
-pub mod pidfd;
+
+pub use error::{Error, Result};
+pub use memory::ProcessMemory;
+pub use nix::sys::signal::Signal;
+pub use nix::unistd::Pid;
