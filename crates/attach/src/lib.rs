@@ -7,6 +7,7 @@ mod diagnose;
 mod error;
 mod memory;
 pub mod permissions;
+pub mod pidfd;
 
 pub use error::{Error, Result};
 pub use memory::ProcessMemory;
