@@ -2,9 +2,57 @@
 //! version and struct offsets, without ptrace and without running anything in
 //! the target.
 //!
+//! [`discover`] reads `/proc/PID/maps`, opens every mapped ELF file through
+//! `/proc/PID/root` (so containers work; `/proc/PID/map_files` when the path
+//! is gone), picks the module that holds CPython (the executable or a
+//! `libpython*.so*`, validated by `Py_Initialize` and `PyRun_SimpleString`),
+//! computes its load bias from the mapping and the `PT_LOAD` headers, and
+//! tells its version (`Py_Version`, else the `PY_VERSION` string, else the
+//! file name; cross-checked).
+//!
+//! Symbols come lazily from an ordered chain, and each answer names its
+//! [`SymbolSource`]: `.dynsym` → `.symtab` → `.gnu_debugdata` (xz) →
+//! build-id debug file → `.gnu_debuglink` (CRC-checked) → debuginfod. This
+//! crate never touches the network: the caller passes a [`DebugFetcher`]
+//! that turns a build id into a local file (the CLI's debuginfod client).
+//! No DWARF is parsed to find a symbol; symbol tables are extracted once per
+//! file and kept.
+//!
+//! Addresses in the target ([`RemoteAddr`]) and in files ([`FileAddr`]) are
+//! distinct types, converted only through a [`Module`]'s load bias.
+//!
+//! ```no_run
+//! let py = symbols::discover(1234, &symbols::DiscoverOptions::default())?;
+//! println!("CPython {} in {}", py.version, py.module.path.display());
+//! let run = py.symbol("PyRun_SimpleString").expect("always exported");
+//! println!("PyRun_SimpleString at {} from {}", run.addr, run.source);
+//! let code = py.read_module_bytes(run.addr, 16)?; // bytes of the file, for capstone
+//! let create = py.symbol_in("libc", "pthread_create");
+//! # let _ = (code, create);
+//! # Ok::<(), symbols::Error>(())
+//! ```
+//!
 //! Ownership while the workspace is young:
-//! - `maps`, `elf`, `resolve`, `version`, `discover`: ELF and symbol chain (issue 2)
+//! - `maps`, `elf`, `table`, `chain`, `version`, `discover`: ELF and symbol
+//!   chain (issue 2)
 //! - `offsets`: per-version struct layouts and `_Py_DebugOffsets` (issues 2 and 5)
 #![forbid(unsafe_code)]
 
+mod addr;
+mod chain;
+mod discover;
+mod elf;
+mod error;
+pub mod maps;
 pub mod offsets;
+mod table;
+mod version;
+
+pub use addr::{hex, FileAddr, RemoteAddr};
+pub use chain::{Symbol, SymbolSource};
+pub use discover::{
+    discover, inspect_bytes, inspect_file, BuildInfo, CodeSection, DebugFetcher, DiscoverOptions,
+    FileSummary, Interpreter, Module, Range,
+};
+pub use error::Error;
+pub use version::{PyVersion, ReleaseLevel, VersionCheck, VersionSource};

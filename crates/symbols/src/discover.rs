@@ -1,0 +1,518 @@
+//! From a pid to an [`Interpreter`]: the mapped modules, the one that holds
+//! CPython, its load bias, version and symbol chain.
+
+use crate::addr::{hex, FileAddr, RemoteAddr};
+use crate::chain::{ModuleSymbols, Symbol, SymbolSource};
+use crate::elf::ElfSource;
+use crate::error::Error;
+use crate::maps::{self, Mapping};
+use crate::version::{PyVersion, VersionCheck, VersionSource};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Fetches the debug file of a build id (raw bytes) and returns where it now
+/// is on this machine, or `None`. The CLI plugs its debuginfod client in here,
+/// so this crate never touches the network.
+pub type DebugFetcher = Arc<dyn Fn(&[u8]) -> Option<PathBuf> + Send + Sync>;
+
+/// How far discovery may look for symbols.
+#[derive(Clone)]
+pub struct DiscoverOptions {
+    /// Global debug directories (`/usr/lib/debug` by default), searched for
+    /// `.build-id/xx/rest.debug` and `.gnu_debuglink` targets, first inside
+    /// the target's file system, then in ours. Empty: no build-id lookup.
+    pub debug_dirs: Vec<PathBuf>,
+    /// Follow `.gnu_debuglink` (default true).
+    pub use_debuglink: bool,
+    /// Last resort: a debuginfod client. `None` (the default): no network.
+    pub debuginfod: Option<DebugFetcher>,
+}
+
+impl Default for DiscoverOptions {
+    fn default() -> Self {
+        DiscoverOptions {
+            debug_dirs: vec![PathBuf::from("/usr/lib/debug")],
+            use_debuglink: true,
+            debuginfod: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DiscoverOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoverOptions")
+            .field("debug_dirs", &self.debug_dirs)
+            .field("use_debuglink", &self.use_debuglink)
+            .field("debuginfod", &self.debuginfod.is_some())
+            .finish()
+    }
+}
+
+/// A mapped executable range of a module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Range {
+    pub start: RemoteAddr,
+    pub end: RemoteAddr,
+}
+
+/// An ELF file mapped into the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Module {
+    /// Path in the target's mount namespace, as `/proc/PID/maps` shows it.
+    pub path: PathBuf,
+    /// The path we read it through (`/proc/PID/root/…` or
+    /// `/proc/PID/map_files/…`).
+    pub path_via_proc_root: PathBuf,
+    /// Lowest mapped address.
+    pub base: RemoteAddr,
+    /// End of the image: the highest mapping or the end of `.bss`.
+    pub end: RemoteAddr,
+    /// Added to a file address to get the address in the target.
+    pub load_bias: u64,
+    /// GNU build id, lowercase hex.
+    pub build_id: Option<String>,
+    pub is_main_executable: bool,
+    /// The mappings that are executable.
+    pub code: Vec<Range>,
+}
+
+impl Module {
+    pub fn to_remote(&self, a: FileAddr) -> RemoteAddr {
+        RemoteAddr(a.0.wrapping_add(self.load_bias))
+    }
+    pub fn to_file(&self, a: RemoteAddr) -> FileAddr {
+        FileAddr(a.0.wrapping_sub(self.load_bias))
+    }
+    pub fn contains(&self, a: RemoteAddr) -> bool {
+        self.base <= a && a < self.end
+    }
+    /// The file name, e.g. `libpython3.12.so.1.0`.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// How the interpreter was built.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BuildInfo {
+    /// CPython lives in a `libpython*.so` rather than in the executable.
+    pub shared_library: bool,
+    /// A `--with-pydebug` build (`Py_REF_DEBUG`: `_Py_NegativeRefcount`).
+    pub debug_build: bool,
+}
+
+/// An executable section of a module (`.text`, `.plt`, `.plt.sec`, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CodeSection {
+    pub name: String,
+    pub addr: RemoteAddr,
+    pub size: u64,
+}
+
+/// The CPython found in a process.
+pub struct Interpreter {
+    pub pid: i32,
+    pub version: PyVersion,
+    pub build: BuildInfo,
+    /// The process's executable (path in the target's file system).
+    pub executable: PathBuf,
+    /// The module holding the interpreter (the executable or a libpython).
+    pub module: Module,
+    modules: Vec<Module>,
+    syms: Vec<ModuleSymbols>,
+    interp: usize,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("pid", &self.pid)
+            .field("version", &self.version)
+            .field("executable", &self.executable)
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
+}
+
+fn proc_err(pid: i32, what: &'static str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NoSuchProcess(pid)
+    } else {
+        Error::Proc {
+            pid,
+            what,
+            source: e,
+        }
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, …).
+fn state(pid: i32) -> Result<char, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| proc_err(pid, "stat", e))?;
+    Ok(stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.trim_start().chars().next())
+        .unwrap_or('?'))
+}
+
+/// The load bias of a file whose lowest mapping is `first`.
+///
+/// The kernel maps each `PT_LOAD` from `page_down(p_offset)` to
+/// `bias + page_down(p_vaddr)`, so the mapping of file offset `first.offset`
+/// tells the bias through the segment that starts on that page.
+fn load_bias(elf: &ElfSource, first: &Mapping) -> u64 {
+    const PAGE: u64 = 0xfff;
+    for seg in &elf.segments {
+        if seg.offset & !PAGE == first.offset {
+            return first.start.0.wrapping_sub(seg.vaddr & !PAGE);
+        }
+    }
+    // A mapping inside a segment (its start was unmapped): use the segment
+    // that covers the offset.
+    for seg in &elf.segments {
+        if first.offset >= seg.offset & !PAGE
+            && first.offset < seg.offset.saturating_add(seg.filesz)
+        {
+            let vaddr = (seg.vaddr & !PAGE).wrapping_add(first.offset - (seg.offset & !PAGE));
+            return first.start.0.wrapping_sub(vaddr);
+        }
+    }
+    first.start.0.wrapping_sub(first.offset)
+}
+
+/// Opens a mapped file through the target's root, else through map_files.
+fn open_mapped(
+    pid: i32,
+    path: &Path,
+    first: &Mapping,
+    deleted: bool,
+) -> Option<(ElfSource, PathBuf)> {
+    if !deleted {
+        let via =
+            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+        match ElfSource::open(&via) {
+            Ok(e) => return Some((e, via)),
+            Err(Error::BadElf { .. }) => return None,
+            Err(_) => {}
+        }
+    }
+    let via = PathBuf::from(format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        first.start.0, first.end.0
+    ));
+    ElfSource::open(&via).ok().map(|e| (e, via))
+}
+
+fn defines(ms: &ModuleSymbols, name: &str) -> bool {
+    ms.main.dynsym().get(name).is_some() || ms.main.symtab().get(name).is_some()
+}
+
+/// Finds the CPython interpreter in process `pid`.
+///
+/// Reads `/proc/PID/{stat,exe,maps}` and the mapped files; never stops or
+/// writes to the target.
+pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    if matches!(state(pid)?, 'Z' | 'X') {
+        return Err(Error::Zombie(pid));
+    }
+    let executable =
+        std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| proc_err(pid, "exe", e))?;
+    let executable = PathBuf::from(
+        executable
+            .to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+    );
+    let mappings = maps::read(pid)?;
+    if mappings.is_empty() && matches!(state(pid)?, 'Z' | 'X') {
+        return Err(Error::Zombie(pid));
+    }
+
+    // Group the mappings by file, in address order.
+    let mut groups: Vec<(PathBuf, u64, Vec<&Mapping>)> = Vec::new();
+    for m in &mappings {
+        let Some(path) = &m.path else { continue };
+        match groups
+            .iter_mut()
+            .find(|(p, ino, _)| p == path && *ino == m.inode)
+        {
+            Some(g) => g.2.push(m),
+            None => groups.push((path.clone(), m.inode, vec![m])),
+        }
+    }
+
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let mut modules = Vec::new();
+    let mut syms = Vec::new();
+    for (path, _, maps) in groups {
+        let Some(first) = maps.iter().min_by_key(|m| m.offset).copied() else {
+            continue;
+        };
+        let Some((elf, via)) = open_mapped(pid, &path, first, first.deleted) else {
+            continue;
+        };
+        let bias = load_bias(&elf, first);
+        // `.bss` lies past the file's last mapping, in anonymous memory.
+        let image_end = elf
+            .segments
+            .iter()
+            .map(|s| s.vaddr.saturating_add(s.memsz))
+            .max()
+            .map(|e| (e.wrapping_add(bias).wrapping_add(0xfff)) & !0xfff)
+            .unwrap_or(0);
+        let module = Module {
+            is_main_executable: path == executable,
+            base: maps.iter().map(|m| m.start).min().unwrap_or_default(),
+            end: maps
+                .iter()
+                .map(|m| m.end)
+                .max()
+                .unwrap_or_default()
+                .max(RemoteAddr(image_end)),
+            load_bias: bias,
+            build_id: elf.build_id.as_deref().map(hex),
+            code: maps
+                .iter()
+                .filter(|m| m.is_exec())
+                .map(|m| Range {
+                    start: m.start,
+                    end: m.end,
+                })
+                .collect(),
+            path,
+            path_via_proc_root: via,
+        };
+        modules.push(module.clone());
+        syms.push(ModuleSymbols::new(module, elf, root.clone(), opts.clone()));
+    }
+
+    // The executable if it holds CPython, else a libpython, else any module
+    // that defines the embedding API.
+    let is_py =
+        |ms: &ModuleSymbols| defines(ms, "Py_Initialize") && defines(ms, "PyRun_SimpleString");
+    let interp = syms
+        .iter()
+        .position(|ms| ms.module.is_main_executable && is_py(ms))
+        .or_else(|| {
+            syms.iter()
+                .position(|ms| ms.module.file_name().starts_with("libpython") && is_py(ms))
+        })
+        .or_else(|| syms.iter().position(is_py))
+        .ok_or_else(|| Error::NotPython {
+            pid,
+            exe: executable.clone(),
+        })?;
+
+    let ms = &syms[interp];
+    let version = detect_version(&ms.main, &ms.module.file_name())
+        .ok_or_else(|| Error::UnknownVersion(ms.module.path.clone()))?;
+    if !version.is_supported() {
+        return Err(Error::UnsupportedVersion {
+            version: version.to_string(),
+            path: ms.module.path.clone(),
+        });
+    }
+    let build = BuildInfo {
+        shared_library: !ms.module.is_main_executable,
+        debug_build: defines(ms, "_Py_NegativeRefcount"),
+    };
+    Ok(Interpreter {
+        pid,
+        version,
+        build,
+        executable,
+        module: ms.module.clone(),
+        modules,
+        syms,
+        interp,
+    })
+}
+
+pub(crate) fn detect_version(main: &ElfSource, file_name: &str) -> Option<PyVersion> {
+    let name_hint = PyVersion::from_file_name(file_name);
+    let mut chosen: Option<PyVersion> = None;
+    let mut checks = Vec::new();
+    if let Some(sym) = main
+        .dynsym()
+        .get("Py_Version")
+        .or_else(|| main.symtab().get("Py_Version"))
+    {
+        if let Some(b) = main.read_vaddr(sym.value, 4) {
+            let hex = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if let Some(v) = PyVersion::from_hex(hex) {
+                checks.push((VersionSource::PyVersionSymbol, v.to_string(), v.short()));
+                chosen = Some(v);
+            }
+        }
+    }
+    if chosen.is_none() {
+        if let Some(ro) = main.section_data(".rodata") {
+            if let Some(v) = PyVersion::scan(&ro, name_hint) {
+                checks.push((VersionSource::VersionString, v.to_string(), v.short()));
+                chosen = Some(v);
+            }
+        }
+    }
+    if let Some((maj, min)) = name_hint {
+        checks.push((VersionSource::FileName, format!("{maj}.{min}"), (maj, min)));
+        if chosen.is_none() {
+            chosen = Some(PyVersion {
+                major: maj,
+                minor: min,
+                micro: 0,
+                release_level: crate::version::ReleaseLevel::Final,
+                serial: 0,
+                detected_by: VersionSource::FileName,
+                checks: Vec::new(),
+            });
+        }
+    }
+    let mut v = chosen?;
+    v.detected_by = checks
+        .first()
+        .map(|c| c.0)
+        .unwrap_or(VersionSource::FileName);
+    let short = v.short();
+    v.checks = checks
+        .into_iter()
+        .map(|(source, found, s)| VersionCheck {
+            source,
+            found,
+            agrees: s == short,
+        })
+        .collect();
+    Some(v)
+}
+
+impl Interpreter {
+    /// Resolves a symbol of the interpreter's module through the chain.
+    pub fn symbol(&self, name: &str) -> Option<Symbol> {
+        self.syms[self.interp].lookup(name)
+    }
+
+    /// Resolves a symbol in the first module whose file name contains
+    /// `module_name_contains` (e.g. `("libc", "pthread_create")`).
+    pub fn symbol_in(&self, module_name_contains: &str, name: &str) -> Option<Symbol> {
+        self.syms
+            .iter()
+            .filter(|ms| ms.module.file_name().contains(module_name_contains))
+            .find_map(|ms| ms.lookup(name))
+    }
+
+    /// Every ELF module mapped in the target, in address order.
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    fn module_at(&self, addr: RemoteAddr) -> Option<&ModuleSymbols> {
+        self.syms.iter().find(|ms| ms.module.contains(addr))
+    }
+
+    /// The bytes of the mapped module's *file* at `addr` (code, initialized
+    /// data as it was before the program ran): nothing is read from the
+    /// target's memory.
+    pub fn read_module_bytes(&self, addr: RemoteAddr, len: usize) -> Result<Vec<u8>, Error> {
+        let ms = self.module_at(addr).ok_or(Error::NotInFile(addr))?;
+        ms.main
+            .read_vaddr(ms.module.to_file(addr).0, len)
+            .ok_or(Error::NotInFile(addr))
+    }
+
+    /// The function symbol that holds `addr` in any module (best source
+    /// first), and the offset of `addr` into it.
+    pub fn symbolize(&self, addr: RemoteAddr) -> Option<(Symbol, u64)> {
+        self.module_at(addr)?.symbolize(addr)
+    }
+
+    /// The executable sections of `module` (`.text`, `.plt`, `.plt.sec`…).
+    pub fn code_sections(&self, module: &Module) -> Vec<CodeSection> {
+        let Some(ms) = self.syms.iter().find(|ms| ms.module == *module) else {
+            return Vec::new();
+        };
+        ms.main
+            .sections
+            .iter()
+            .filter(|s| s.exec && s.size > 0)
+            .map(|s| CodeSection {
+                name: s.name.clone(),
+                addr: module.to_remote(FileAddr(s.addr)),
+                size: s.size,
+            })
+            .collect()
+    }
+
+    /// `(symbol, GOT slot)` of `module`'s `JUMP_SLOT`/`GLOB_DAT`
+    /// relocations: a call through the PLT or `call *slot(%rip)` reaches
+    /// the symbol through that slot.
+    pub fn got_slots(&self, module: &Module) -> Vec<(String, RemoteAddr)> {
+        let Some(ms) = self.syms.iter().find(|ms| ms.module == *module) else {
+            return Vec::new();
+        };
+        ms.main
+            .got_slots()
+            .into_iter()
+            .map(|(n, a)| (n, module.to_remote(FileAddr(a))))
+            .collect()
+    }
+
+    /// The debug sources found for the interpreter's module (opens each
+    /// source of the chain, so it may use the debuginfod fetcher).
+    pub fn debug_sources(&self) -> Vec<SymbolSource> {
+        self.syms[self.interp].debug_sources()
+    }
+}
+
+/// What can be learnt from one ELF file on its own: the same parsing that
+/// discovery does, for tests, fuzzing and tools. Never panics on any input.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileSummary {
+    pub build_id: Option<String>,
+    pub debuglink: Option<String>,
+    pub dynamic_symbols: usize,
+    pub symbols: usize,
+    /// Symbols in the `.gnu_debugdata` MiniDebugInfo, if present.
+    pub debugdata_symbols: Option<usize>,
+    pub got_slots: usize,
+    pub version: Option<PyVersion>,
+}
+
+/// Parses the ELF file at `path` the way discovery would.
+pub fn inspect_file(path: &Path) -> Result<FileSummary, Error> {
+    summarize(&ElfSource::open(path)?, path)
+}
+
+/// Parses an ELF image held in memory (for fuzzing).
+pub fn inspect_bytes(bytes: Vec<u8>) -> Result<FileSummary, Error> {
+    let path = PathBuf::from("<memory>");
+    summarize(&ElfSource::from_bytes(path.clone(), bytes)?, &path)
+}
+
+fn summarize(elf: &ElfSource, path: &Path) -> Result<FileSummary, Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let symtab = elf.symtab();
+    // Exercise the address index too.
+    if let Some(e) = symtab.get("main").or_else(|| symtab.get("Py_Initialize")) {
+        let _ = symtab.containing(e.value);
+    }
+    Ok(FileSummary {
+        build_id: elf.build_id.as_deref().map(hex),
+        debuglink: elf.debuglink.as_ref().map(|d| d.0.clone()),
+        dynamic_symbols: elf.dynsym().len(),
+        symbols: symtab.len(),
+        debugdata_symbols: elf.debugdata().map(|d| d.symtab().len()),
+        got_slots: elf.got_slots().len(),
+        version: detect_version(elf, &name),
+    })
+}

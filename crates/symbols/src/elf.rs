@@ -1,0 +1,343 @@
+//! One ELF file, opened without mmap: only the parts asked for are read
+//! (object's `ReadCache`), and what was extracted (headers, symbol tables)
+//! is kept, so a file is never parsed twice.
+
+use crate::error::Error;
+use crate::table::{Entry, SymbolTable};
+use object::elf;
+use object::read::elf::ElfFile64;
+use object::{
+    Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, ReadCache, ReadRef,
+    RelocationFlags, RelocationTarget, SectionFlags, SectionKind, SymbolKind,
+};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Largest `.gnu_debugdata` payload we accept after decompression, so a
+/// hostile file cannot make us allocate without bound.
+const MAX_DEBUGDATA: usize = 256 << 20;
+
+enum Backing {
+    File(Mutex<ReadCache<File>>),
+    Bytes(Vec<u8>),
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Clone, Debug)]
+pub(crate) struct Segment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+}
+
+/// A section header, reduced to what we use.
+#[derive(Clone, Debug)]
+pub(crate) struct Section {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+    pub exec: bool,
+}
+
+/// An opened ELF file and what has been extracted from it so far.
+pub(crate) struct ElfSource {
+    pub path: PathBuf,
+    backing: Backing,
+    pub segments: Vec<Segment>,
+    pub sections: Vec<Section>,
+    pub build_id: Option<Vec<u8>>,
+    /// `.gnu_debuglink`: file name and CRC32 of the debug file.
+    pub debuglink: Option<(String, u32)>,
+    has_debugdata: bool,
+    dynsym: OnceLock<SymbolTable>,
+    symtab: OnceLock<SymbolTable>,
+}
+
+impl std::fmt::Debug for ElfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfSource")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+struct Header {
+    segments: Vec<Segment>,
+    sections: Vec<Section>,
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<(String, u32)>,
+    has_debugdata: bool,
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::BadElf {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<ElfFile64<'d, Endianness, R>, Error> {
+    ElfFile64::<Endianness, R>::parse(data).map_err(|e| bad(path, e))
+}
+
+fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
+    let file = parse(data, path)?;
+    let endian = file.endian();
+    let mut segments = Vec::new();
+    for ph in file.elf_program_headers() {
+        if ph.p_type.get(endian) == elf::PT_LOAD {
+            segments.push(Segment {
+                vaddr: ph.p_vaddr.get(endian),
+                memsz: ph.p_memsz.get(endian),
+                offset: ph.p_offset.get(endian),
+                filesz: ph.p_filesz.get(endian),
+            });
+        }
+    }
+    let mut sections = Vec::new();
+    let mut has_debugdata = false;
+    for s in file.sections() {
+        let Ok(name) = s.name() else { continue };
+        if name == ".gnu_debugdata" {
+            has_debugdata = true;
+        }
+        let exec = matches!(s.flags(), SectionFlags::Elf { sh_flags, .. } if sh_flags.contains(elf::SHF_EXECINSTR));
+        sections.push(Section {
+            name: name.to_string(),
+            addr: s.address(),
+            size: s.size(),
+            exec,
+        });
+    }
+    // A broken note or debuglink only loses that piece of information.
+    let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+    let debuglink = file
+        .gnu_debuglink()
+        .ok()
+        .flatten()
+        .map(|(n, crc)| (String::from_utf8_lossy(n).into_owned(), crc));
+    Ok(Header {
+        segments,
+        sections,
+        build_id,
+        debuglink,
+        has_debugdata,
+    })
+}
+
+fn table<'d, R: ReadRef<'d>>(data: R, path: &Path, dynamic: bool) -> SymbolTable {
+    let mut t = SymbolTable::default();
+    let Ok(file) = parse(data, path) else {
+        return t;
+    };
+    let syms = if dynamic {
+        file.dynamic_symbols()
+    } else {
+        file.symbols()
+    };
+    for s in syms {
+        if !s.is_definition() || s.kind() == SymbolKind::Tls {
+            continue;
+        }
+        let Ok(name) = s.name() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        // Versioned names in .dynsym come without the @VERSION suffix from
+        // object; strip one if a .symtab spells it out.
+        let name = name.split('@').next().unwrap_or(name);
+        t.insert(
+            name,
+            Entry {
+                value: s.address(),
+                size: s.size(),
+                global: s.is_global(),
+                func: s.kind() == SymbolKind::Text,
+            },
+        );
+    }
+    t
+}
+
+fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(file) = parse(data, path) else {
+        return out;
+    };
+    let Some(relocs) = file.dynamic_relocations() else {
+        return out;
+    };
+    for (offset, r) in relocs {
+        let RelocationFlags::Elf { r_type } = r.flags() else {
+            continue;
+        };
+        if r_type != elf::R_X86_64_JUMP_SLOT && r_type != elf::R_X86_64_GLOB_DAT {
+            continue;
+        }
+        if let RelocationTarget::Symbol(idx) = r.target() {
+            // Dynamic relocations index .dynsym, not .symtab.
+            let Some(dynsym) = file.dynamic_symbol_table() else {
+                break;
+            };
+            if let Ok(sym) = dynsym.symbol_by_index(idx) {
+                if let Ok(name) = sym.name() {
+                    out.push((name.to_string(), offset));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn section_bytes<'d, R: ReadRef<'d>>(data: R, path: &Path, name: &str) -> Option<Vec<u8>> {
+    let file = parse(data, path).ok()?;
+    let s = file.section_by_name(name)?;
+    if s.kind() == SectionKind::UninitializedData {
+        return None;
+    }
+    s.data().ok().map(<[u8]>::to_vec)
+}
+
+macro_rules! with_data {
+    ($self:expr, $d:ident => $body:expr) => {
+        match &$self.backing {
+            Backing::File(m) => {
+                let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+                let $d = &*guard;
+                $body
+            }
+            Backing::Bytes(b) => {
+                let $d = b.as_slice();
+                $body
+            }
+        }
+    };
+}
+
+impl ElfSource {
+    /// Opens `path` and reads its headers.
+    pub fn open(path: &Path) -> Result<ElfSource, Error> {
+        let f = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::build(
+            path.to_path_buf(),
+            Backing::File(Mutex::new(ReadCache::new(f))),
+        )
+    }
+
+    /// An ELF file held in memory (a decompressed `.gnu_debugdata`).
+    pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<ElfSource, Error> {
+        Self::build(path, Backing::Bytes(bytes))
+    }
+
+    fn build(path: PathBuf, backing: Backing) -> Result<ElfSource, Error> {
+        let mut src = ElfSource {
+            path,
+            backing,
+            segments: Vec::new(),
+            sections: Vec::new(),
+            build_id: None,
+            debuglink: None,
+            has_debugdata: false,
+            dynsym: OnceLock::new(),
+            symtab: OnceLock::new(),
+        };
+        let h = with_data!(src, d => header(d, &src.path))?;
+        src.segments = h.segments;
+        src.sections = h.sections;
+        src.build_id = h.build_id;
+        src.debuglink = h.debuglink;
+        src.has_debugdata = h.has_debugdata;
+        Ok(src)
+    }
+
+    pub fn dynsym(&self) -> &SymbolTable {
+        self.dynsym
+            .get_or_init(|| with_data!(self, d => table(d, &self.path, true)))
+    }
+
+    pub fn symtab(&self) -> &SymbolTable {
+        self.symtab
+            .get_or_init(|| with_data!(self, d => table(d, &self.path, false)))
+    }
+
+    /// `(symbol name, GOT slot address)` of every `JUMP_SLOT`/`GLOB_DAT`
+    /// relocation: how calls through the PLT or the GOT are recognized.
+    pub fn got_slots(&self) -> Vec<(String, u64)> {
+        with_data!(self, d => got_slots(d, &self.path))
+    }
+
+    pub fn section_data(&self, name: &str) -> Option<Vec<u8>> {
+        with_data!(self, d => section_bytes(d, &self.path, name))
+    }
+
+    /// The decompressed MiniDebugInfo ELF of `.gnu_debugdata`, if any.
+    pub fn debugdata(&self) -> Option<ElfSource> {
+        if !self.has_debugdata {
+            return None;
+        }
+        let xz = self.section_data(".gnu_debugdata")?;
+        let mut out = Capped(Vec::new());
+        lzma_rs::xz_decompress(&mut &xz[..], &mut out).ok()?;
+        let mut path = self.path.clone().into_os_string();
+        path.push("#.gnu_debugdata");
+        ElfSource::from_bytes(path.into(), out.0).ok()
+    }
+
+    /// Reads `len` bytes of the file image at file address `addr`, which must
+    /// lie in the file-backed part of one `PT_LOAD` segment.
+    pub fn read_vaddr(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let end = addr.checked_add(len as u64)?;
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| addr >= s.vaddr && end <= s.vaddr.saturating_add(s.filesz))?;
+        let off = seg.offset.checked_add(addr - seg.vaddr)?;
+        self.read_at(off, len)
+    }
+
+    /// Reads `len` bytes at file offset `off`.
+    pub fn read_at(&self, off: u64, len: usize) -> Option<Vec<u8>> {
+        with_data!(self, d => d.read_bytes_at(off, len as u64).ok().map(<[u8]>::to_vec))
+    }
+
+    /// The whole file's bytes (for the `.gnu_debuglink` CRC).
+    pub fn crc32(&self) -> Option<u32> {
+        match &self.backing {
+            Backing::Bytes(b) => Some(crc32fast::hash(b)),
+            Backing::File(_) => {
+                let mut f = File::open(&self.path).ok()?;
+                let mut h = crc32fast::Hasher::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                Some(h.finalize())
+            }
+        }
+    }
+}
+
+/// A writer that refuses to grow past [`MAX_DEBUGDATA`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_DEBUGDATA {
+            return Err(std::io::Error::other(".gnu_debugdata too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
