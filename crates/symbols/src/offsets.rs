@@ -1,1 +1,241 @@
-//! Per-version CPython struct offsets (filled in by the stack-reading work).
+//! CPython struct offsets, per version.
+//!
+//! Reading stacks from outside needs to know where, say, `PyThreadState.next`
+//! sits in the target's build. Two sources, in this order:
+//! - `_Py_DebugOffsets` (3.13+), which CPython itself writes at the start of
+//!   `_PyRuntime` with the cookie `xdebugpy` ([`Offsets::from_debug_offsets`]);
+//!   it overrides the table entries it covers.
+//! - A table per minor version (2.7, 3.6–3.13) in [`tables`]: one row per
+//!   field, naming the C member it mirrors (as pystack's `py_thread_v` does),
+//!   so the tables are easy to review against CPython's headers. The test
+//!   `tests/offsets_dwarf.rs` checks every row against the DWARF of real
+//!   builds, so a wrong offset cannot hide.
+//!
+//! Offsets are for 64-bit little-endian release builds (x86_64, aarch64), the
+//! ones pyattach supports. Debug (`Py_DEBUG`/`Py_TRACE_REFS`) and
+//! free-threaded builds have other layouts and are refused by the caller.
+//!
+//! ```
+//! use symbols::offsets::{Field, Offsets};
+//! let o = Offsets::for_version(3, 12).unwrap();
+//! assert_eq!(o.get(Field::TstateNext), Some(8));
+//! ```
+
+pub mod debug;
+pub mod tables;
+
+pub use debug::{DebugOffsetsError, DEBUG_OFFSETS_COOKIE, DEBUG_OFFSETS_LEN};
+
+macro_rules! fields {
+    ($($(#[$m:meta])* $name:ident,)*) => {
+        /// One offset (or size) pyattach needs. Which C member each stands
+        /// for in a given version is in that version's table.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        pub enum Field { $($(#[$m])* $name,)* }
+
+        impl Field {
+            /// Every field, in declaration order.
+            pub const ALL: &'static [Field] = &[$(Field::$name,)*];
+            /// The field's name, as used in messages and `pyattach info`.
+            pub fn name(self) -> &'static str {
+                match self { $(Field::$name => stringify!($name),)* }
+            }
+        }
+    };
+}
+
+fields! {
+    // `_PyRuntimeState` (3.7+).
+    /// `_PyRuntime.interpreters.head`: the first interpreter.
+    RuntimeInterpretersHead,
+    /// `_PyRuntime.ceval.gil` (3.7–3.11): the GIL, one per process.
+    RuntimeGil,
+    /// `_PyRuntime.gilstate.tstate_current` (3.7–3.11): the thread state
+    /// holding the GIL (NULL while it is released).
+    RuntimeTstateCurrent,
+    // `PyInterpreterState`.
+    InterpNext,
+    InterpTstateHead,
+    /// `sys.modules`, to find `threading` for thread names.
+    InterpModules,
+    /// `interp->ceval.gil` (3.12+): pointer to the GIL this interpreter uses.
+    InterpGil,
+    // `struct _gil_runtime_state`, relative to its start (3.6+).
+    GilLocked,
+    GilLastHolder,
+    // `PyThreadState`.
+    TstateNext,
+    TstateInterp,
+    /// `tstate->frame` (≤3.10): the innermost `PyFrameObject`.
+    TstateFrame,
+    /// `tstate->cframe` (3.11–3.12): pointer to a `_PyCFrame`.
+    TstateCframe,
+    /// `_PyCFrame.current_frame` (3.11–3.12).
+    CframeCurrentFrame,
+    /// `tstate->current_frame` (3.13+).
+    TstateCurrentFrame,
+    /// `tstate->thread_id`: the `pthread_t` of the thread.
+    TstateThreadId,
+    /// `tstate->native_thread_id` (3.8+): the kernel's tid.
+    TstateNativeThreadId,
+    // `PyFrameObject` (≤3.10).
+    FrameBack,
+    FrameCode,
+    /// Byte offset of the last instruction (≤3.9), code-unit index (3.10).
+    FrameLasti,
+    FrameLocalsplus,
+    // `_PyInterpreterFrame` (3.11+).
+    IframePrevious,
+    /// `f_code` (3.11–3.12) or `f_executable` (3.13+).
+    IframeCode,
+    /// `prev_instr` (3.11–3.12) or `instr_ptr` (3.13+).
+    IframeInstr,
+    IframeLocalsplus,
+    IframeOwner,
+    /// `is_entry` (3.11 only).
+    IframeIsEntry,
+    // `PyCodeObject`.
+    CodeArgcount,
+    CodeNlocals,
+    CodeFlags,
+    CodeFilename,
+    CodeName,
+    /// `co_qualname` (3.11+).
+    CodeQualname,
+    CodeFirstlineno,
+    /// `co_lnotab` (≤3.9) or `co_linetable` (3.10+).
+    CodeLinetable,
+    /// `co_code_adaptive` (3.11+): the instructions, inline in the object.
+    CodeCodeAdaptive,
+    /// `co_varnames` (≤3.10).
+    CodeVarnames,
+    /// `co_localsplusnames` (3.11+).
+    CodeLocalsplusnames,
+    /// `co_localspluskinds` (3.11+).
+    CodeLocalspluskinds,
+    // Objects.
+    ObType,
+    VarSize,
+    TypeName,
+    TypeFlags,
+    TypeDictoffset,
+    TupleItems,
+    ListItems,
+    /// `ob_sval` of `bytes` (3.x) or `str` (2.7).
+    BytesData,
+    UnicodeLength,
+    /// `PyASCIIObject.state` bitfield (3.3+).
+    UnicodeState,
+    /// `sizeof(PyASCIIObject)`: where compact ASCII data starts.
+    UnicodeAsciiSize,
+    /// `sizeof(PyCompactUnicodeObject)`: where other compact data starts.
+    UnicodeCompactSize,
+    /// `PyUnicodeObject.data` (3.x legacy strings) or `.str` (2.7).
+    UnicodeData,
+    /// `sizeof(Py_UNICODE)` (2.7: 2 or 4 by build).
+    UnicodeCharSize,
+    /// `PyIntObject.ob_ival` (2.7).
+    IntValue,
+    /// `_PyLongValue.lv_tag` (3.12+); older versions use `VarSize`.
+    LongTag,
+    LongDigits,
+    FloatValue,
+    DictUsed,
+    DictKeys,
+    DictValues,
+    /// `ma_mask` (2.7).
+    DictMask,
+    /// `ma_table` (2.7).
+    DictTable,
+    /// `dk_size` (3.6–3.10).
+    KeysSize,
+    /// `dk_log2_size` (3.11+).
+    KeysLog2Size,
+    /// `dk_log2_index_bytes` (3.11+).
+    KeysLog2IndexBytes,
+    /// `dk_kind` (3.11+).
+    KeysKind,
+    KeysNentries,
+    KeysIndices,
+    ModuleDict,
+}
+
+/// One row of a table: a field, its value, and the C member (or
+/// `sizeof(type)`) it mirrors, written as DWARF names it: struct tag or
+/// typedef, then member names through embedded structs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub field: Field,
+    pub value: u64,
+    pub member: &'static str,
+}
+
+/// Where a set of offsets came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum OffsetsSource {
+    /// pyattach's table for this minor version.
+    Table,
+    /// `_Py_DebugOffsets` in the target, over the table.
+    DebugOffsets,
+}
+
+/// The offsets for one interpreter.
+#[derive(Clone, Debug)]
+pub struct Offsets {
+    pub major: u32,
+    pub minor: u32,
+    pub source: OffsetsSource,
+    rows: Vec<Row>,
+}
+
+impl Offsets {
+    /// The table for `major.minor`, or `None` if pyattach has none.
+    pub fn for_version(major: u32, minor: u32) -> Option<Offsets> {
+        let rows = tables::table(major, minor)?;
+        Some(Offsets {
+            major,
+            minor,
+            source: OffsetsSource::Table,
+            rows: rows.to_vec(),
+        })
+    }
+
+    /// Offsets from the `_Py_DebugOffsets` bytes at the start of
+    /// `_PyRuntime` (3.13+), over the table of the same version when there
+    /// is one. `bytes` must hold at least [`debug::DEBUG_OFFSETS_LEN`]
+    /// bytes.
+    pub fn from_debug_offsets(bytes: &[u8]) -> Result<Offsets, DebugOffsetsError> {
+        let parsed = debug::parse(bytes)?;
+        let mut out = Offsets::for_version(parsed.major, parsed.minor).unwrap_or(Offsets {
+            major: parsed.major,
+            minor: parsed.minor,
+            source: OffsetsSource::DebugOffsets,
+            rows: Vec::new(),
+        });
+        out.source = OffsetsSource::DebugOffsets;
+        for row in parsed.rows {
+            match out.rows.iter_mut().find(|r| r.field == row.field) {
+                Some(r) => *r = row,
+                None => out.rows.push(row),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The value of `field`, or `None` where the version has no such member.
+    pub fn get(&self, field: Field) -> Option<u64> {
+        self.rows.iter().find(|r| r.field == field).map(|r| r.value)
+    }
+
+    /// Every row, for review and for the DWARF check.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+}
+
+/// The version-dependent constants that are not struct offsets.
+pub mod consts {
+    /// `_PyInterpreterFrame.owner` of a shim frame owned by the C stack
+    /// (3.12–3.13), which holds no Python code.
+    pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
+}

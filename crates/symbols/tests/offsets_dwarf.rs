@@ -1,0 +1,197 @@
+//! Every row of every offset table equals what DWARF says of the member it
+//! names, in the pyenv builds of each version (shared libpython with DWARF)
+//! and in Debian's python3.11 through its `python3.11-dbg` debug file; and
+//! 3.13's `_Py_DebugOffsets`, read from the file, agree with DWARF too.
+//!
+//! `PYATTACH_BLESS_OFFSETS=1` prints each table as DWARF gives it, to help
+//! write a new table (review every value against the headers).
+
+#[path = "offsets_dwarf/dwarf.rs"]
+mod dwarf;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+use std::path::PathBuf;
+use symbols::offsets::{tables, Offsets, Row};
+
+fn pyenv_root() -> PathBuf {
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv")
+        })
+}
+
+/// The libpython of a pyenv build (`libpython3.6m.so.1.0` on 3.6–3.7).
+fn pyenv_libpython(version: &str) -> Option<PathBuf> {
+    let mut it = version.split('.');
+    let (maj, min) = (it.next()?, it.next()?);
+    let lib = pyenv_root().join("versions").join(version).join("lib");
+    [
+        format!("libpython{maj}.{min}.so.1.0"),
+        format!("libpython{maj}.{min}m.so.1.0"),
+    ]
+    .into_iter()
+    .map(|n| lib.join(n))
+    .find(|p| p.exists())
+}
+
+fn bless() -> bool {
+    std::env::var_os("PYATTACH_BLESS_OFFSETS").is_some()
+}
+
+/// Checks `rows` against DWARF in `data`; returns the mismatches.
+fn check_rows(what: &str, data: &[u8], rows: &[Row]) -> Vec<String> {
+    let paths: Vec<String> = rows.iter().map(|r| r.member.to_string()).collect();
+    let found = dwarf::resolve(data, &paths);
+    let mut bad = Vec::new();
+    for r in rows {
+        match found.get(r.member) {
+            Some(v) if v.value() == r.value => {}
+            Some(v) => bad.push(format!(
+                "{what}: {:?} is {} in the table but {} in DWARF ({})",
+                r.field,
+                r.value,
+                v.value(),
+                r.member
+            )),
+            None => bad.push(format!("{what}: {:?}: DWARF has no {}", r.field, r.member)),
+        }
+        if bless() {
+            let v = found.get(r.member).map(|v| v.value().to_string());
+            println!(
+                "    {:?} = {} => {:?};",
+                r.field,
+                v.unwrap_or_else(|| "MISSING".into()),
+                r.member
+            );
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_table_row_matches_dwarf_of_pyenv_builds() {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for v in testsupport::PYENV_VERSIONS {
+        let Some(lib) = pyenv_libpython(v) else {
+            testsupport::note(&format!("pyenv {v} has no shared libpython"));
+            continue;
+        };
+        let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap());
+        let (maj, min) = (it.next().unwrap(), it.next().unwrap());
+        let rows = tables::table(maj, min).unwrap_or_else(|| panic!("no table for {v}"));
+        let data = std::fs::read(&lib).unwrap();
+        if bless() {
+            println!("pub const V{maj}_{min}: &[Row] = table! {{");
+        }
+        bad.extend(check_rows(v, &data, rows));
+        if bless() {
+            println!("}};");
+        }
+        checked += 1;
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    eprintln!("checked the tables of {checked} pyenv builds against DWARF");
+}
+
+/// The bytes at the start of `_PyRuntime` in the file's initialized data.
+fn runtime_bytes_in_file(data: &[u8], len: usize) -> Option<Vec<u8>> {
+    let file = object::File::parse(data).ok()?;
+    let sym = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .find(|s| s.name() == Ok("_PyRuntime"))?;
+    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let bytes = section.data_range(sym.address(), len as u64).ok()??;
+    Some(bytes.to_vec())
+}
+
+#[test]
+fn debug_offsets_of_3_13_match_dwarf_and_the_table() {
+    let Some(lib) = pyenv_libpython("3.13.0") else {
+        testsupport::note("pyenv 3.13.0 has no shared libpython");
+        return;
+    };
+    let data = std::fs::read(&lib).unwrap();
+    let bytes = runtime_bytes_in_file(&data, symbols::offsets::DEBUG_OFFSETS_LEN)
+        .expect("_PyRuntime in the file's data");
+    // The positions pyattach reads are where the C struct has its members.
+    let layout: Vec<String> = symbols::offsets::debug::LAYOUT
+        .iter()
+        .map(|(_, m)| m.to_string())
+        .collect();
+    let found = dwarf::resolve(&data, &layout);
+    for (pos, member) in symbols::offsets::debug::LAYOUT {
+        assert_eq!(
+            found.get(*member).map(|v| v.value()),
+            Some(*pos as u64),
+            "position of {member}"
+        );
+    }
+    let from_debug = Offsets::from_debug_offsets(&bytes).expect("parse debug offsets");
+    let bad = check_rows("3.13.0 debug offsets", &data, from_debug.rows());
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let table = Offsets::for_version(3, 13).unwrap();
+    for r in from_debug.rows() {
+        if let Some(t) = table.get(r.field) {
+            assert_eq!(
+                t, r.value,
+                "table and debug offsets differ on {:?}",
+                r.field
+            );
+        }
+    }
+}
+
+#[test]
+fn debug_offsets_reject_garbage() {
+    use symbols::offsets::DebugOffsetsError;
+    assert_eq!(
+        Offsets::from_debug_offsets(&[0u8; 600]).unwrap_err(),
+        DebugOffsetsError::NoCookie
+    );
+    let mut b = vec![0u8; 600];
+    b[..8].copy_from_slice(b"xdebugpy");
+    assert_eq!(
+        Offsets::from_debug_offsets(&b[..100]).unwrap_err(),
+        DebugOffsetsError::Truncated(100)
+    );
+    // 3.14 has a longer layout that this parser does not know.
+    b[8..16].copy_from_slice(&0x030e00f0u64.to_le_bytes());
+    assert!(matches!(
+        Offsets::from_debug_offsets(&b).unwrap_err(),
+        DebugOffsetsError::UnknownLayout {
+            major: 3,
+            minor: 14
+        }
+    ));
+}
+
+/// The build-id of an ELF file, as lowercase hex.
+fn build_id(data: &[u8]) -> Option<String> {
+    let file = object::File::parse(data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[test]
+fn debian_python3_11_uses_the_3_11_table() {
+    let exe = PathBuf::from("/usr/bin/python3.11");
+    let Ok(data) = std::fs::read(&exe) else {
+        testsupport::note("/usr/bin/python3.11 is missing");
+        return;
+    };
+    let id = build_id(&data).expect("build-id");
+    let debug = PathBuf::from(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &id[..2],
+        &id[2..]
+    ));
+    let Ok(dbg) = std::fs::read(&debug) else {
+        testsupport::note(&format!("{} is missing (python3.11-dbg)", debug.display()));
+        return;
+    };
+    let bad = check_rows("debian 3.11", &dbg, tables::table(3, 11).unwrap());
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
