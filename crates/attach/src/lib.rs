@@ -8,6 +8,7 @@ mod error;
 mod memory;
 pub mod permissions;
 pub mod pidfd;
+pub mod procinfo;
 
 pub use error::{Error, Result};
 pub use memory::ProcessMemory;

@@ -1,0 +1,226 @@
+//! Read-only views of `/proc`: a process's status, its threads, and the
+//! facts the permission diagnosis needs. Nothing here stops or touches the
+//! target; every reader works on a process we may not ptrace.
+
+use serde::Serialize;
+use std::fs;
+use std::io;
+
+/// `capability(7)` number of `CAP_SYS_PTRACE`.
+pub const CAP_SYS_PTRACE: u32 = 19;
+
+/// The fields of `/proc/PID/status` pyattach uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcStatus {
+    pub pid: i32,
+    /// `Name:` (the command name, at most 15 bytes).
+    pub name: String,
+    /// First letter of `State:` (`R`, `S`, `D`, `T`, `t`, `Z`, …).
+    pub state: char,
+    pub ppid: i32,
+    /// Pid of the tracer, 0 if none.
+    pub tracer_pid: i32,
+    /// Real, effective, saved and filesystem uid.
+    pub uids: [u32; 4],
+    /// Real, effective, saved and filesystem gid.
+    pub gids: [u32; 4],
+    /// Effective capabilities (bit mask).
+    pub cap_eff: u64,
+    /// 0 none, 1 strict, 2 filter.
+    pub seccomp: u32,
+    /// The pid in each nested pid namespace, outermost first.
+    pub nspid: Vec<i32>,
+    pub threads: u32,
+}
+
+impl ProcStatus {
+    pub fn has_cap(&self, cap: u32) -> bool {
+        cap < 64 && self.cap_eff & (1u64 << cap) != 0
+    }
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// What a `/proc` state letter means.
+pub fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "disk sleep",
+        'T' => "stopped",
+        't' => "tracing stop",
+        'Z' => "zombie",
+        'X' => "dead",
+        'I' => "idle",
+        'P' => "parked",
+        _ => "unknown",
+    }
+}
+
+fn ids(v: &str) -> [u32; 4] {
+    let mut out = [0; 4];
+    for (o, p) in out.iter_mut().zip(v.split_whitespace()) {
+        *o = p.parse().unwrap_or(0);
+    }
+    out
+}
+
+/// Parses the text of a `/proc/PID/status` file.
+pub fn parse_status(pid: i32, text: &str) -> ProcStatus {
+    let mut st = ProcStatus {
+        pid,
+        state: '?',
+        ..ProcStatus::default()
+    };
+    for line in text.lines() {
+        let Some((key, val)) = line.split_once(':') else {
+            continue;
+        };
+        let val = val.trim();
+        match key {
+            "Name" => st.name = val.to_string(),
+            "State" => st.state = val.chars().next().unwrap_or('?'),
+            "PPid" => st.ppid = val.parse().unwrap_or(0),
+            "TracerPid" => st.tracer_pid = val.parse().unwrap_or(0),
+            "Uid" => st.uids = ids(val),
+            "Gid" => st.gids = ids(val),
+            "CapEff" => st.cap_eff = u64::from_str_radix(val, 16).unwrap_or(0),
+            "Seccomp" => st.seccomp = val.parse().unwrap_or(0),
+            "NSpid" => {
+                st.nspid = val
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            }
+            "Threads" => st.threads = val.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    st
+}
+
+/// `/proc/PID/status` of `pid` (`ErrorKind::NotFound` when there is none).
+pub fn status(pid: i32) -> io::Result<ProcStatus> {
+    if pid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no such process"));
+    }
+    Ok(parse_status(
+        pid,
+        &fs::read_to_string(format!("/proc/{pid}/status"))?,
+    ))
+}
+
+/// Our own status (uid, capabilities, seccomp).
+pub fn own_status() -> io::Result<ProcStatus> {
+    Ok(parse_status(
+        std::process::id() as i32,
+        &fs::read_to_string("/proc/self/status")?,
+    ))
+}
+
+/// One thread of a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    pub tid: i32,
+    /// `comm` of the thread (`threading` names it on Python 3.x when it can).
+    pub name: String,
+    pub state: char,
+    pub state_name: &'static str,
+    /// The kernel function the thread sleeps in (`/proc/…/wchan`), if told.
+    pub wchan: Option<String>,
+}
+
+/// Every thread of `pid`, main thread first.
+pub fn threads(pid: i32) -> io::Result<Vec<ThreadInfo>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(e) = e else { continue };
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // A thread may exit between readdir and these reads: skip it.
+        let Ok(st) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        let st = parse_status(tid, &st);
+        let wchan = fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+            .ok()
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty() && w != "0");
+        out.push(ThreadInfo {
+            tid,
+            name: st.name,
+            state: st.state,
+            state_name: state_name(st.state),
+            wchan,
+        });
+    }
+    out.sort_by_key(|t| (t.tid != pid, t.tid));
+    Ok(out)
+}
+
+/// `kernel.yama.ptrace_scope`, or `None` when Yama is not in this kernel.
+pub fn yama_ptrace_scope() -> Option<u32> {
+    fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// The uid that owns `/proc/PID`: the kernel gives a non-dumpable process's
+/// `/proc` files to root, which is how "not dumpable" can be seen from
+/// outside.
+pub fn proc_owner(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, … (Yama scope 1 lets
+/// a process trace its descendants).
+pub fn is_ancestor(ancestor: i32, pid: i32) -> bool {
+    let mut cur = pid;
+    for _ in 0..4096 {
+        let Ok(st) = status(cur) else { return false };
+        if st.ppid == ancestor {
+            return true;
+        }
+        if st.ppid <= 1 {
+            return false;
+        }
+        cur = st.ppid;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status() {
+        let st = parse_status(
+            42,
+            "Name:\tpython3\nState:\tS (sleeping)\nPPid:\t1\nTracerPid:\t77\n\
+             Uid:\t1000\t1000\t1000\t1000\nGid:\t5\t6\t7\t8\nCapEff:\t0000000000080000\n\
+             Seccomp:\t2\nNSpid:\t42\t1\nThreads:\t3\n",
+        );
+        assert_eq!(st.name, "python3");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.tracer_pid, 77);
+        assert_eq!(st.uids, [1000; 4]);
+        assert_eq!(st.gids, [5, 6, 7, 8]);
+        assert!(st.has_cap(CAP_SYS_PTRACE));
+        assert_eq!(st.seccomp, 2);
+        assert_eq!(st.nspid, vec![42, 1]);
+        assert_eq!(st.threads, 3);
+    }
+
+    #[test]
+    fn reads_own_threads() {
+        let me = std::process::id() as i32;
+        let t = threads(me).unwrap();
+        assert_eq!(t[0].tid, me);
+        assert!(t.iter().all(|t| t.state != '?'));
+        assert!(status(-1).is_err());
+    }
+}
