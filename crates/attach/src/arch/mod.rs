@@ -1,0 +1,112 @@
+//! What differs between architectures, behind one trait: the register
+//! layout, how a stopped syscall restarts, how a call or syscall is set up,
+//! the signal frame the kernel's `rt_sigreturn` reads, and the machine code
+//! of the return stub. One file per architecture; the rest of the crate is
+//! written against [`Arch`] through the [`Native`] alias.
+
+use crate::Result;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::{Aarch64 as Native, Regs};
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::{Regs, X86_64 as Native};
+
+/// The thread's alternate signal stack (`stack_t`), as `sigaltstack(2)`
+/// reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+/// `SS_DISABLE` (2 on every Linux architecture): frames written before the
+/// thread's alternate stack is known carry this; the first syscall on each
+/// thread asks the kernel to fill in the real one.
+pub(crate) const NO_ALTSTACK: AltStack = AltStack {
+    sp: 0,
+    flags: 2,
+    size: 0,
+};
+
+/// A signal frame laid out in the target's stack: `bytes` go at `base`;
+/// the thread must enter the callee (or the syscall gadget) with its stack
+/// pointer at `sp`, and `altstack_at` is where `sigaltstack` may write the
+/// thread's `stack_t` into the frame.
+pub(crate) struct Frame {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+    pub sp: u64,
+    pub altstack_at: u64,
+}
+
+/// Per-architecture operations (all associated functions: there is one
+/// native architecture per build).
+pub(crate) trait Arch {
+    /// Register set note for the extended (FP/vector) state, and the
+    /// smaller one to fall back to when the kernel lacks it (ENODEV).
+    const FP_NOTE: libc::c_int;
+    const FP_FALLBACK_NOTE: libc::c_int;
+    /// Upper bound of the extended state's size (the kernel says the real
+    /// size when it fills the buffer).
+    const FP_MAX: usize;
+    /// Byte patterns of existing code we can borrow: a `syscall; ret` and a
+    /// `rt_sigreturn` sequence (e.g. glibc's `__restore_rt`), and where in
+    /// each pattern execution starts and where the syscall instruction ends.
+    const SYSCALL_RET: &'static [&'static [u8]];
+    const SIGRETURN: &'static [&'static [u8]];
+    /// Our own return stub for function calls (written to a page we map):
+    /// moves the return value aside and calls `rt_sigreturn`.
+    const STUB: &'static [u8];
+    /// Offset in [`Arch::STUB`] of the return address for calls, and of the
+    /// end of its `rt_sigreturn` syscall instruction.
+    const STUB_RET: u64;
+    const STUB_SIGRETURN_END: u64;
+    /// Length of the syscall instruction.
+    const SYSCALL_INSN_LEN: u64;
+
+    fn get_regs(tid: i32) -> Result<Regs>;
+    fn set_regs(tid: i32, regs: &Regs) -> Result<()>;
+
+    /// The registers user space will see when the thread resumes from this
+    /// stop: an interrupted syscall already rewound for its restart (or
+    /// turned into `-EINTR` where a restart would be unsafe), and no
+    /// syscall in progress. This is what goes into the signal frame.
+    fn resume_view(regs: &Regs) -> Regs;
+    /// Registers to restore after an operation that may have made syscalls
+    /// of its own: a restart that depends on kernel state those syscalls
+    /// may have overwritten (the restart block) becomes `-EINTR`, as CRIU does.
+    fn after_foreign_syscalls(regs: &Regs) -> Regs;
+    /// Makes a thread stopped inside an interruptible syscall return
+    /// `-EINTR` from it instead of restarting it. False if it is not in one.
+    fn force_eintr(regs: &mut Regs) -> bool;
+
+    /// Sets up `regs` to run syscall `nr` at the gadget `insn`.
+    fn setup_syscall(regs: &mut Regs, insn: u64, sp: u64, nr: i64, args: &[u64]);
+    /// Sets up `regs` to call `func` (SysV / AAPCS64) with `sp` holding the
+    /// return address already.
+    fn setup_call(regs: &mut Regs, func: u64, sp: u64, ret: u64, args: &[u64]);
+    /// The syscall number at a syscall-entry stop.
+    fn syscall_nr(regs: &Regs) -> i64;
+    /// The return value of a syscall at its exit stop.
+    fn syscall_ret(regs: &Regs) -> i64;
+    /// A call's return value as our stub left it at its `rt_sigreturn`.
+    fn stub_result(regs: &Regs) -> u64;
+
+    /// A signal frame that restores `resume` (with FP state `fp` of length
+    /// `fp_len` from `FP_NOTE`, and `sigmask`) via `rt_sigreturn`, placed
+    /// below the red zone under `top`, returning through `restorer`.
+    fn sigframe(
+        resume: &Regs,
+        fp: &[u8],
+        fp_is_xstate: bool,
+        sigmask: u64,
+        altstack: AltStack,
+        restorer: u64,
+    ) -> Result<Frame>;
+}

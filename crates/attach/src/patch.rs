@@ -1,0 +1,125 @@
+//! Code patching primitives for the injector: fresh memory near a given
+//! address (for a rel32 jump), and swapping bytes of code while every thread
+//! is held and none is executing them.
+
+use crate::arch::{Arch, Native};
+use crate::tracer::{TState, Tracer};
+use crate::{remote, Error, Result};
+
+/// `MAP_FIXED_NOREPLACE` (Linux 4.17): place exactly at the hint or fail,
+/// never replace an existing mapping.
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const PAGE: u64 = 4096;
+/// The reach of a rel32 jump, with a margin for the jump's own length.
+const REACH: u64 = (1 << 31) - (1 << 20);
+
+/// Free gaps of the address space within reach of `near`, closest first.
+fn gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|_| Error::TargetExited { pid })?;
+    let mut ranges: Vec<(u64, u64)> = maps
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let lo = near.saturating_sub(REACH).max(0x1_0000);
+    let hi = near.saturating_add(REACH).min(0x7fff_ffff_f000);
+    let mut cands = Vec::new();
+    let mut prev_end = lo;
+    for (a, b) in ranges.iter().copied().chain(std::iter::once((hi, hi))) {
+        let (ga, gb) = (prev_end.max(lo), a.min(hi));
+        if gb > ga && gb - ga >= len + 2 * PAGE {
+            // Leave a page free on each side; take the end of the gap
+            // nearest to `near`.
+            let first = ga + PAGE;
+            let last = gb - PAGE - len;
+            let pick = if near <= first {
+                first
+            } else if near >= last {
+                last
+            } else {
+                near & !(PAGE - 1)
+            };
+            cands.push(pick);
+        }
+        prev_end = prev_end.max(b);
+    }
+    cands.sort_by_key(|c| c.abs_diff(near));
+    Ok(cands)
+}
+
+pub(crate) fn map_near(t: &mut Tracer, tid: i32, near: u64, len: u64) -> Result<u64> {
+    let len = len.div_ceil(PAGE) * PAGE;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE;
+    for hint in gaps_near(t.pid, near, len)?.into_iter().take(8) {
+        let r = remote::syscall(
+            t,
+            tid,
+            libc::SYS_mmap,
+            &[hint, len, prot, flags, u64::MAX, 0],
+        )?;
+        if (-4095..0).contains(&r) {
+            continue; // raced with another mapping (EEXIST): next gap
+        }
+        let got = r as u64;
+        if got.abs_diff(near) <= REACH {
+            return Ok(got);
+        }
+        // An old kernel took NOREPLACE as a mere hint and put it far away.
+        unmap(t, tid, got, len)?;
+    }
+    Err(Error::Unsupported(format!(
+        "no free memory within 2 GiB of {near:#x} in process {}",
+        t.pid
+    )))
+}
+
+pub(crate) fn unmap(t: &mut Tracer, tid: i32, addr: u64, len: u64) -> Result<()> {
+    let r = remote::syscall(t, tid, libc::SYS_munmap, &[addr, len])?;
+    remote::errno_result(r, "munmap (remote)", tid).map(|_| ())
+}
+
+pub(crate) fn patch(t: &mut Tracer, addr: u64, new: &[u8]) -> Result<Vec<u8>> {
+    // Reap threads born during earlier calls, so every thread is held.
+    t.stop_all()?;
+    let end = addr + new.len() as u64;
+    for tid in t.tids() {
+        let r = Native::get_regs(tid)?;
+        let pc = r.pc();
+        // Strictly inside: a thread at `addr` will simply run the new bytes.
+        // A thread in a syscall may restart at pc - len(syscall).
+        let restart_pc = pc.wrapping_sub(Native::SYSCALL_INSN_LEN);
+        let inside = |p: u64| p > addr && p < end;
+        if inside(pc) || (r.syscall().is_some() && inside(restart_pc)) {
+            return Err(Error::ThreadInPatch { tid, addr, end });
+        }
+    }
+    let old = t.mem.read_vec(addr, new.len())?;
+    t.mem.write(addr, new)?;
+    Ok(old)
+}
+
+/// Unmaps our call stub, if any, through any held thread (best effort: a
+/// page left mapped harms nothing).
+pub(crate) fn unmap_stub(t: &mut Tracer) {
+    let Some(stub) = t.stub else {
+        return;
+    };
+    let holder = t
+        .threads
+        .iter()
+        .find(|(_, th)| th.state == TState::Stopped)
+        .map(|(tid, _)| *tid);
+    if let Some(tid) = holder {
+        if unmap(t, tid, stub, PAGE).is_ok() {
+            t.stub = None;
+        }
+    }
+}

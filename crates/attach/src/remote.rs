@@ -1,0 +1,438 @@
+//! Remote syscalls and function calls in a stopped thread, made so that the
+//! target completes correctly even if the tool dies at any instant.
+//!
+//! Below the thread's red zone we write a signal frame (`rt_sigframe`) that
+//! holds the registers the thread would resume with, its FP state and its
+//! signal mask. The syscall (at a borrowed `syscall; ret` in ld.so or libc)
+//! or the function (returning into our stub) ends in `rt_sigreturn`, which
+//! reloads that frame: with or without the tool, the thread resumes where it
+//! was. While the tool lives it follows the thread with `PTRACE_SYSCALL`
+//! only (syscall stops, never a signal stop it caused: a tracee left in a
+//! signal-delivery-stop by a dying tracer receives that signal), reads the
+//! result at the final `rt_sigreturn`, lets the frame restore the thread,
+//! and then puts back the exact original state at a trap stop, where an
+//! interrupted syscall restarts just as it would have.
+
+use std::time::Instant;
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+
+use crate::arch::{AltStack, Arch, Native, NO_ALTSTACK};
+use crate::regs::SavedState;
+use crate::sys::{self, Stop};
+use crate::tracer::{signal_of, TState, Tracer};
+use crate::{Error, Result};
+
+/// Addresses of borrowed code in the target.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gadgets {
+    /// A `syscall; ret`.
+    pub syscall_ret: u64,
+    /// A `mov $15, %rax; syscall` (rt_sigreturn), and the end of it.
+    pub sigreturn: u64,
+    pub sigreturn_end: u64,
+}
+
+/// Executable mappings of the target, the likeliest homes of the gadgets
+/// first (ld.so is small and always there; then libc).
+fn exec_mappings(pid: i32) -> Result<Vec<(u64, u64)>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|_| Error::TargetExited { pid })?;
+    let mut v: Vec<(u8, u64, u64)> = Vec::new();
+    for line in maps.lines() {
+        let mut cols = line.split_whitespace();
+        let (Some(range), Some(perms)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        if !perms.starts_with("r-x") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let path = line.split_whitespace().nth(5).unwrap_or("");
+        let rank = if path.contains("/ld-") {
+            0
+        } else if path.contains("/libc.") || path.contains("/libc-") {
+            1
+        } else if path == "[vdso]" {
+            2
+        } else {
+            3
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        v.push((rank, a, b));
+    }
+    v.sort_by_key(|m| m.0);
+    Ok(v.into_iter().map(|(_, a, b)| (a, b)).collect())
+}
+
+fn find(hay: &[u8], pats: &[&[u8]]) -> Option<(usize, usize)> {
+    pats.iter().find_map(|p| {
+        hay.windows(p.len())
+            .position(|w| w == *p)
+            .map(|i| (i, p.len()))
+    })
+}
+
+/// Finds the gadgets; reads only memory, so it may run while the target runs.
+pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
+    if let Some(g) = t.gadgets {
+        return Ok(g);
+    }
+    let (mut sc, mut sr) = (None, None);
+    for (a, b) in exec_mappings(t.pid)? {
+        let len = (b - a).min(64 << 20) as usize;
+        let Ok(bytes) = t.mem.read_vec(a, len) else {
+            continue;
+        };
+        if sc.is_none() {
+            sc = find(&bytes, Native::SYSCALL_RET).map(|(i, _)| a + i as u64);
+        }
+        if sr.is_none() {
+            sr = find(&bytes, Native::SIGRETURN).map(|(i, n)| (a + i as u64, a + (i + n) as u64));
+        }
+        if let (Some(syscall_ret), Some((sigreturn, sigreturn_end))) = (sc, sr) {
+            let g = Gadgets {
+                syscall_ret,
+                sigreturn,
+                sigreturn_end,
+            };
+            t.gadgets = Some(g);
+            return Ok(g);
+        }
+    }
+    Err(Error::NoGadget {
+        pid: t.pid,
+        why: "no `syscall; ret` and `rt_sigreturn` code found in its executable mappings".into(),
+    })
+}
+
+/// Signals left unblocked during a call: the synchronous faults. Blocking
+/// them would make the kernel reset their handler when they fire (CRIU
+/// issue 1429) and hide a crash of the callee.
+fn call_mask() -> u64 {
+    let bit = |s: Signal| 1u64 << (s as i32 - 1);
+    !(bit(Signal::SIGSEGV)
+        | bit(Signal::SIGBUS)
+        | bit(Signal::SIGILL)
+        | bit(Signal::SIGFPE)
+        | bit(Signal::SIGTRAP)
+        | bit(Signal::SIGSYS))
+}
+
+fn is_fault(s: Signal) -> bool {
+    matches!(
+        s,
+        Signal::SIGSEGV
+            | Signal::SIGBUS
+            | Signal::SIGILL
+            | Signal::SIGFPE
+            | Signal::SIGTRAP
+            | Signal::SIGSYS
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Syscall { nr: i64, args: &'a [u64] },
+    Call { func: u64, args: &'a [u64] },
+}
+
+/// Runs syscall `nr` in stopped thread `tid`; returns the raw result
+/// (`-errno` on failure).
+pub(crate) fn syscall(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result<i64> {
+    t.check_stopped(tid)?;
+    find_gadgets(t)?;
+    ensure_altstack(t, tid)?;
+    run(t, tid, Op::Syscall { nr, args }, None).map(|v| v as i64)
+}
+
+/// Calls `func(args…)` in stopped thread `tid` on its own stack.
+pub(crate) fn call(t: &mut Tracer, tid: i32, func: u64, args: &[u64]) -> Result<u64> {
+    if args.len() > 6 {
+        return Err(Error::Unsupported(
+            "remote calls take at most 6 (register) arguments".into(),
+        ));
+    }
+    t.check_stopped(tid)?;
+    find_gadgets(t)?;
+    ensure_stub(t, tid)?;
+    ensure_altstack(t, tid)?;
+    run(t, tid, Op::Call { func, args }, None)
+}
+
+/// Learns the thread's alternate signal stack with a first, frame-protected
+/// `sigaltstack(NULL, &frame.uc_stack)`: the kernel writes the real value
+/// into the very frame that would restore it.
+fn ensure_altstack(t: &mut Tracer, tid: i32) -> Result<()> {
+    if t.threads.get(&tid).and_then(|th| th.altstack).is_some() {
+        return Ok(());
+    }
+    let mut slot = 0u64;
+    let r = run(
+        t,
+        tid,
+        Op::Syscall {
+            nr: libc::SYS_sigaltstack,
+            args: &[0, 0],
+        },
+        Some(&mut slot),
+    )? as i64;
+    if r < 0 {
+        return Err(Error::Os {
+            op: "sigaltstack (remote)",
+            pid: tid,
+            errno: nix::errno::Errno::from_raw(-r as i32),
+        });
+    }
+    let b = t.mem.read_vec(slot, 24)?;
+    let alt = AltStack {
+        sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        flags: i32::from_le_bytes(b[8..12].try_into().unwrap()),
+        size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+    };
+    if let Some(th) = t.threads.get_mut(&tid) {
+        th.altstack = Some(alt);
+    }
+    Ok(())
+}
+
+/// Maps our return stub (once per attach): an anonymous page, written, then
+/// made read+exec (never writable and executable at once).
+fn ensure_stub(t: &mut Tracer, tid: i32) -> Result<()> {
+    if t.stub.is_some() {
+        return Ok(());
+    }
+    let page = map_page(t, tid, 0, 4096)?;
+    t.mem.write(page, Native::STUB)?;
+    protect(t, tid, page, 4096, libc::PROT_READ | libc::PROT_EXEC)?;
+    t.stub = Some(page);
+    Ok(())
+}
+
+/// Remote `mmap` of an anonymous read-write region (at `hint`, if free).
+pub(crate) fn map_page(t: &mut Tracer, tid: i32, hint: u64, len: u64) -> Result<u64> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let r = syscall(
+        t,
+        tid,
+        libc::SYS_mmap,
+        &[hint, len, prot, flags, u64::MAX, 0],
+    )?;
+    errno_result(r, "mmap (remote)", tid).map(|v| v as u64)
+}
+
+/// Remote `mprotect`.
+pub(crate) fn protect(t: &mut Tracer, tid: i32, addr: u64, len: u64, prot: i32) -> Result<()> {
+    let r = syscall(t, tid, libc::SYS_mprotect, &[addr, len, prot as u64])?;
+    errno_result(r, "mprotect (remote)", tid).map(|_| ())
+}
+
+pub(crate) fn errno_result(r: i64, op: &'static str, tid: i32) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        Err(Error::Os {
+            op,
+            pid: tid,
+            errno: nix::errno::Errno::from_raw(-r as i32),
+        })
+    } else {
+        Ok(r)
+    }
+}
+
+/// The common engine; `altstack_slot`, when given, receives the frame's
+/// `uc_stack` address and becomes the syscall's second argument.
+fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Result<u64> {
+    let g = t.gadgets.expect("gadgets found first");
+    let saved = SavedState::save(tid)?;
+    let resume = Native::resume_view(&saved.regs);
+    let alt = t
+        .threads
+        .get(&tid)
+        .and_then(|th| th.altstack)
+        .unwrap_or(NO_ALTSTACK);
+    let (restorer, sigret_end) = match op {
+        Op::Call { .. } => {
+            let stub = t.stub.expect("stub mapped first");
+            (stub + Native::STUB_RET, stub + Native::STUB_SIGRETURN_END)
+        }
+        Op::Syscall { .. } => (g.sigreturn, g.sigreturn_end),
+    };
+    let frame = Native::sigframe(
+        &resume,
+        &saved.fp,
+        saved.fp_is_xstate,
+        saved.sigmask,
+        alt,
+        restorer,
+    )?;
+    t.mem.write(frame.base, &frame.bytes)?;
+    let mut regs = saved.regs;
+    match op {
+        Op::Syscall { nr, args } => {
+            let mut a = [0u64; 6];
+            a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
+            if let Some(slot) = altstack_slot {
+                *slot = frame.altstack_at;
+                a[1] = frame.altstack_at;
+            }
+            Native::setup_syscall(&mut regs, g.syscall_ret, frame.sp, nr, &a);
+        }
+        Op::Call { func, args } => Native::setup_call(&mut regs, func, frame.sp, restorer, args),
+    }
+    // From here on the thread is changed: every exit path restores it.
+    let outcome = Native::set_regs(tid, &regs)
+        .and_then(|()| sys::setsigmask(tid, call_mask()))
+        .and_then(|()| drive(t, tid, op, g, sigret_end));
+    let restore_regs = match op {
+        Op::Syscall { .. } => saved.regs,
+        Op::Call { .. } => Native::after_foreign_syscalls(&saved.regs),
+    };
+    match outcome {
+        Ok(value) => {
+            // Let the frame do its work (proving it right), stop at the
+            // trap right after, then put back the exact original state.
+            let back = finish(t, tid, &resume);
+            let restored = saved.restore_with(tid, &restore_regs);
+            restored.map_err(|e| restore_failed(t, tid, e))?;
+            back?;
+            Ok(value)
+        }
+        Err(e) => {
+            if matches!(e, Error::Timeout { .. } | Error::Interrupted { .. }) {
+                // The thread is running: bring it to a trap stop first.
+                let _ = sys::interrupt(tid);
+                let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
+                let saved_exit = sys::EXIT_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed);
+                let r = t.wait_until_stopped(tid, deadline);
+                sys::EXIT_SIGNAL.store(saved_exit, std::sync::atomic::Ordering::Relaxed);
+                r.map_err(|e2| restore_failed(t, tid, e2))?;
+            }
+            if e.target_gone() {
+                return Err(e);
+            }
+            saved
+                .restore_with(tid, &restore_regs)
+                .map_err(|e2| restore_failed(t, tid, e2))?;
+            Err(e)
+        }
+    }
+}
+
+fn restore_failed(t: &Tracer, tid: i32, source: Error) -> Error {
+    if source.target_gone() {
+        return source;
+    }
+    Error::RestoreFailed {
+        pid: t.pid,
+        tid,
+        source: Box::new(source),
+    }
+}
+
+/// Follows the thread through the call with syscall stops until our
+/// `rt_sigreturn` is entered; returns the result.
+fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Result<u64> {
+    let deadline = Instant::now() + t.timeout;
+    let mut in_syscall = false;
+    let mut ours = false;
+    let mut result: Option<i64> = None;
+    let mut inject: Option<Signal> = None;
+    loop {
+        ptrace::syscall(sys::pid(tid), inject.take()).map_err(sys::err("continue", tid))?;
+        let stop = sys::wait(tid, deadline, "running a remote call")?;
+        match stop {
+            Stop::Syscall => {
+                let r = Native::get_regs(tid)?;
+                if !in_syscall {
+                    in_syscall = true;
+                    let nr = Native::syscall_nr(&r);
+                    if nr == libc::SYS_rt_sigreturn && r.pc() == sigret_end {
+                        return Ok(match op {
+                            Op::Call { .. } => Native::stub_result(&r),
+                            Op::Syscall { .. } => result.unwrap_or(-(libc::ENOSYS as i64)) as u64,
+                        });
+                    }
+                    ours = matches!(op, Op::Syscall { nr: n, .. } if n == nr)
+                        && r.pc() == g.syscall_ret + Native::SYSCALL_INSN_LEN
+                        && result.is_none();
+                } else {
+                    in_syscall = false;
+                    if ours {
+                        result = Some(Native::syscall_ret(&r));
+                        ours = false;
+                    }
+                }
+            }
+            Stop::Signal(sig) if is_fault(sig) => {
+                let info = ptrace::getsiginfo(sys::pid(tid)).ok();
+                // SAFETY: for the fault signals si_addr is the member the
+                // kernel filled in (`_sigfault`), and `info` is a complete
+                // siginfo_t returned by value.
+                let addr = info.map(|i| unsafe { i.si_addr() } as u64).unwrap_or(0);
+                let pc = Native::get_regs(tid).map(|r| r.pc()).unwrap_or(0);
+                // The thread stays in this signal-delivery-stop; resuming it
+                // later with no signal discards the fault.
+                return Err(Error::RemoteCrash {
+                    tid,
+                    signal: signal_of(sig as i32),
+                    pc,
+                    addr,
+                });
+            }
+            // An unblockable (or job control) signal: pass it on untouched.
+            Stop::Signal(sig) => inject = Some(sig),
+            Stop::Trap | Stop::OtherEvent(_) => {}
+            Stop::Group(_) => {
+                if let Some(th) = t.threads.get_mut(&tid) {
+                    th.state = TState::GroupStopped;
+                }
+                return Err(Error::GroupStop { pid: t.pid });
+            }
+            Stop::Clone(new) => {
+                if new > 0 && !t.threads.contains_key(&new) {
+                    t.threads.insert(
+                        new,
+                        crate::tracer::Thread {
+                            state: TState::New,
+                            altstack: None,
+                        },
+                    );
+                }
+            }
+            Stop::Exec => return Err(Error::TargetExeced { pid: t.pid }),
+            Stop::Gone => {
+                if let Some(th) = t.threads.get_mut(&tid) {
+                    th.state = TState::Gone;
+                }
+                return Err(Error::TargetExited { pid: t.pid });
+            }
+        }
+    }
+}
+
+/// From the entry stop of our `rt_sigreturn`: let it run and catch the
+/// thread at the trap right after, then check the frame put back what it
+/// should (a wrong frame would only show the day the tool dies mid-call).
+fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs) -> Result<()> {
+    sys::interrupt(tid)?;
+    sys::cont(tid, None)?;
+    let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
+    t.wait_until_stopped(tid, deadline)?;
+    let now = Native::get_regs(tid)?;
+    if now.pc() != resume.pc() || now.sp() != resume.sp() {
+        return Err(Error::Unsupported(format!(
+            "the signal frame restored pc {:#x} sp {:#x}, expected {:#x} {:#x}",
+            now.pc(),
+            now.sp(),
+            resume.pc(),
+            resume.sp()
+        )));
+    }
+    Ok(())
+}
