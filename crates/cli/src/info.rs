@@ -1,11 +1,393 @@
-//! `pyattach info PID`.
+//! `pyattach info PID`: what was found in the process (Python version and
+//! build, binaries, each symbol pyattach needs with its address and where it
+//! came from, call sites of the safe points, threads) and whether pyattach
+//! may ptrace it, with the reason and the fix when not. Reads only: nothing
+//! is stopped or written in the target.
+
+use crate::debuginfod;
+use anyhow::Context;
+use attach::permissions::{self, Verdict};
+use attach::procinfo::{self, ThreadInfo};
+use inject::callsites::{self, CallSites};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use symbols::{DiscoverOptions, Interpreter, Module, PyVersion, Symbol, SymbolSource};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process id of the target.
     pub pid: i32,
+    /// Print a JSON document (format version 1) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory searched for build-id and debuglink debug files, instead of
+    /// /usr/lib/debug (repeatable; inside the target's root first, then here).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+    /// Never ask a debuginfod server, even with DEBUGINFOD_URLS set.
+    #[arg(long)]
+    pub no_debuginfod: bool,
 }
 
+/// The kernel will not let us read the process: the diagnosis says why.
+#[derive(Debug)]
+pub struct Denied {
+    pub pid: i32,
+    pub verdict: Verdict,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "permission denied to inspect process {}", self.pid)?;
+        for d in &self.verdict.denials {
+            write!(f, "\n  why: {}\n  fix: {}", d.reason(), d.fix())?;
+        }
+        for w in &self.verdict.warnings {
+            write!(f, "\n  note: {}\n  fix:  {}", w.reason(), w.fix())?;
+        }
+        if self.verdict.denials.is_empty() {
+            write!(f, "\n  why: the kernel refused (a security module or another user namespace); try sudo")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// One symbol pyattach needs.
+#[derive(Serialize)]
+struct NeededSymbol {
+    name: &'static str,
+    /// What it is used for.
+    role: &'static str,
+    #[serde(flatten)]
+    found: Option<Symbol>,
+}
+
+/// The whole report; `--json` prints exactly this.
+#[derive(Serialize)]
+struct Report {
+    format_version: u32,
+    pid: i32,
+    command: String,
+    version: PyVersion,
+    build: symbols::BuildInfo,
+    executable: PathBuf,
+    interpreter_module: Module,
+    symbols: Vec<NeededSymbol>,
+    call_sites: Vec<CallSiteReport>,
+    /// The debug sources found for the interpreter's module, in chain order.
+    debug_sources: Vec<SymbolSource>,
+    threads: Vec<ThreadInfo>,
+    ptrace: Verdict,
+    debuginfod: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct CallSiteReport {
+    function: &'static str,
+    #[serde(flatten)]
+    found: Option<CallSites>,
+    error: Option<String>,
+}
+
+/// The symbols pyattach uses, per version, with their role.
+fn needed(v: &PyVersion) -> Vec<(&'static str, &'static str)> {
+    let mut n = vec![
+        ("PyRun_SimpleString", "runs the bootstrap"),
+        ("PyEval_SaveThread", "safe point (GIL released)"),
+        ("PyEval_RestoreThread", "GIL re-acquired"),
+        ("PyEval_ReleaseThread", "safe point (3.13+ parking)"),
+        ("PyErr_CheckSignals", "safe point (signal check)"),
+        ("PyGILState_Ensure", "new-thread strategy"),
+        ("PyGILState_Release", "new-thread strategy"),
+        ("Py_AddPendingCall", "nudge for busy main threads"),
+    ];
+    if v.short() >= (3, 7) {
+        n.push(("_PyRuntime", "interpreters and threads"));
+    } else {
+        n.push(("interp_head", "interpreters"));
+        n.push(("_PyThreadState_Current", "GIL holder"));
+    }
+    n
+}
+
+/// Functions whose call sites decide whether the entry hook can fire.
+const SAFE_POINTS: &[&str] = &[
+    "PyEval_SaveThread",
+    "PyEval_ReleaseThread",
+    "PyErr_CheckSignals",
+];
+
 pub fn execute(args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("info for {} is not implemented yet", args.pid)
+    let pid = args.pid;
+    let status = match procinfo::status(pid) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(symbols::Error::NoSuchProcess(pid).into())
+        }
+        Err(e) => return Err(e).context(format!("reading /proc/{pid}/status")),
+    };
+    if status.is_zombie() {
+        return Err(symbols::Error::Zombie(pid).into());
+    }
+    let verdict = permissions::diagnose(pid).context("checking ptrace permissions")?;
+
+    let client = if args.no_debuginfod {
+        None
+    } else {
+        debuginfod::Client::from_env()
+    };
+    let mut opts = DiscoverOptions::default();
+    if !args.debug_dirs.is_empty() {
+        opts.debug_dirs = args.debug_dirs.clone();
+    }
+    opts.debuginfod = client.clone().map(debuginfod::Client::fetcher);
+    let py = match symbols::discover(pid, &opts) {
+        Ok(py) => py,
+        Err(symbols::Error::Proc { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(Denied { pid, verdict }.into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let symbols = needed(&py.version)
+        .into_iter()
+        .map(|(name, role)| NeededSymbol {
+            name,
+            role,
+            found: py.symbol(name),
+        })
+        .collect();
+    let call_sites = SAFE_POINTS
+        .iter()
+        .map(|&f| match callsites::find_call_sites(&py, &py.module, f) {
+            Ok(c) => CallSiteReport {
+                function: f,
+                found: Some(c),
+                error: None,
+            },
+            Err(e) => CallSiteReport {
+                function: f,
+                found: None,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect();
+    let report = Report {
+        format_version: 1,
+        pid,
+        command: status.name.clone(),
+        version: py.version.clone(),
+        build: py.build.clone(),
+        executable: py.executable.clone(),
+        interpreter_module: py.module.clone(),
+        symbols,
+        call_sites,
+        debug_sources: py.debug_sources(),
+        threads: procinfo::threads(pid).unwrap_or_default(),
+        ptrace: verdict,
+        debuginfod: match client {
+            Some(c) if c.log().is_empty() => {
+                vec![format!("{} (not needed)", c.urls().join(" "))]
+            }
+            Some(c) => c.log(),
+            None => Vec::new(),
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        render(&mut out, &report, &py)
+    };
+    match written {
+        Ok(()) => Ok(0),
+        // A closed pipe (`| head`) is a normal end.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn source_text(s: &SymbolSource) -> String {
+    match s {
+        SymbolSource::DynSym => ".dynsym".into(),
+        SymbolSource::SymTab => ".symtab".into(),
+        SymbolSource::GnuDebugData => ".gnu_debugdata (MiniDebugInfo)".into(),
+        SymbolSource::BuildIdFile(p) => format!("build-id file {}", p.display()),
+        SymbolSource::DebugLink(p) => format!("debuglink {}", p.display()),
+        SymbolSource::Debuginfod(p) => format!("debuginfod {}", p.display()),
+    }
+}
+
+fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<()> {
+    const L: usize = 12;
+    writeln!(w, "{:L$}{} ({})", "Process", r.pid, r.command)?;
+    let v = &r.version;
+    let checks: Vec<String> = v
+        .checks
+        .iter()
+        .map(|c| {
+            let how = match c.source {
+                symbols::VersionSource::PyVersionSymbol => "Py_Version",
+                symbols::VersionSource::VersionString => "version string",
+                symbols::VersionSource::FileName => "file name",
+            };
+            if c.source == v.detected_by {
+                how.to_string()
+            } else if c.agrees {
+                format!("{how} agrees")
+            } else {
+                format!("{how} says {} (disagrees)", c.found)
+            }
+        })
+        .collect();
+    writeln!(
+        w,
+        "{:L$}CPython {}  (from {})",
+        "Python",
+        v,
+        checks.join(", ")
+    )?;
+    writeln!(
+        w,
+        "{:L$}{}, {} build",
+        "Build",
+        if r.build.shared_library {
+            "shared libpython"
+        } else {
+            "interpreter in the executable"
+        },
+        if r.build.debug_build {
+            "debug"
+        } else {
+            "release"
+        }
+    )?;
+    writeln!(w, "{:L$}{}", "Executable", r.executable.display())?;
+    let m = &r.interpreter_module;
+    writeln!(w, "{:L$}{}", "Interpreter", m.path.display())?;
+    writeln!(
+        w,
+        "{:L$}loaded at {}, load bias {:#x}, build id {}",
+        "",
+        m.base,
+        m.load_bias,
+        m.build_id.as_deref().unwrap_or("(none)")
+    )?;
+
+    let debug: Vec<String> = r.debug_sources.iter().map(source_text).collect();
+    writeln!(
+        w,
+        "{:L$}{}",
+        "Debug info",
+        if debug.is_empty() {
+            "none beyond the module's own symbol tables".to_string()
+        } else {
+            debug.join("; ")
+        }
+    )?;
+
+    writeln!(w, "\nSymbols")?;
+    let width = r.symbols.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &r.symbols {
+        match &s.found {
+            Some(f) => writeln!(
+                w,
+                "  {:width$}  {:>14}  {:<28}  {}",
+                s.name,
+                f.addr.to_string(),
+                s.role,
+                source_text(&f.source)
+            )?,
+            None => writeln!(w, "  {:width$}  {:>14}  {}", s.name, "not found", s.role)?,
+        }
+    }
+
+    writeln!(w, "\nSafe points (call sites in {})", m.file_name())?;
+    for c in &r.call_sites {
+        let text = match (&c.found, &c.error) {
+            (Some(cs), _) if cs.inlined_away() => {
+                "no call site in this module (inlined away or unused)".to_string()
+            }
+            (Some(cs), _) => {
+                let tails = cs.sites.len() - cs.calls();
+                let mut t = format!("{} calls", cs.calls());
+                if tails > 0 {
+                    t += &format!(", {tails} tail jumps");
+                }
+                if cs.unverified > 0 {
+                    t += &format!(", {} unverified", cs.unverified);
+                }
+                if let Some(p) = cs.plt_entry {
+                    t += &format!(" (PLT entry {p})");
+                }
+                t
+            }
+            (None, Some(e)) => e.clone(),
+            (None, None) => String::new(),
+        };
+        writeln!(w, "  {:width$}  {}", c.function, text)?;
+    }
+
+    writeln!(w, "\nThreads ({})", r.threads.len())?;
+    let nw = r
+        .threads
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        w,
+        "  {:>8}  {:nw$}  {:12}  waiting in",
+        "tid", "name", "state"
+    )?;
+    for t in &r.threads {
+        writeln!(
+            w,
+            "  {:>8}  {:nw$}  {:12}  {}",
+            t.tid,
+            t.name,
+            t.state_name,
+            t.wchan.as_deref().unwrap_or("")
+        )?;
+    }
+
+    writeln!(w)?;
+    let p = &r.ptrace;
+    let who = format!(
+        "uid {}{}; Yama {}",
+        p.tracer.uids[1],
+        if p.tracer.cap_sys_ptrace {
+            " with CAP_SYS_PTRACE"
+        } else {
+            ""
+        },
+        match p.tracer.yama_ptrace_scope {
+            Some(s) => format!("ptrace_scope {s}"),
+            None => "not present".into(),
+        }
+    );
+    if p.allowed {
+        writeln!(w, "{:L$}allowed ({who})", "ptrace")?;
+    } else {
+        writeln!(w, "{:L$}NOT allowed ({who})", "ptrace")?;
+        for d in &p.denials {
+            writeln!(w, "  why: {}\n  fix: {}", d.reason(), d.fix())?;
+        }
+    }
+    for warn in &p.warnings {
+        writeln!(w, "  note: {}\n  fix:  {}", warn.reason(), warn.fix())?;
+    }
+    for line in &r.debuginfod {
+        writeln!(w, "{:L$}{line}", "debuginfod")?;
+    }
+    let _ = py;
+    Ok(())
 }

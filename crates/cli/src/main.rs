@@ -1,6 +1,7 @@
 //! `pyattach`: get into a running, unprepared CPython process.
 #![forbid(unsafe_code)]
 
+mod debuginfod;
 mod dump;
 mod errors;
 mod info;
