@@ -2,10 +2,46 @@
 //! thread, stop and resume them, read and write registers and memory, make
 //! remote syscalls and calls, patch code, and detach leaving the process
 //! exactly as it was. Knows nothing about Python.
+//!
+//! The whole API:
+//! - [`ProcessMemory`]`::open(pid)` → `read`, `read_many` (one syscall for
+//!   many ranges), `read_vec`, `read_u64`, `write`: no ptrace needed.
+//! - [`Process`]`::attach(pid)` seizes every thread (running) →
+//!   `stop_all(self) -> Stopped`, `prepare_calls`, `detach`.
+//! - [`Stopped`] (every thread held; or [`freeze`]`(pid)`): `threads`,
+//!   `memory`, `regs`, `save`/`restore` ([`SavedState`]: registers,
+//!   XSTATE, signal mask), `syscall`, `call`, `interrupt_syscall` (-EINTR),
+//!   `map_near`, `protect`, `unmap`, `patch`, `paused`, `set_call_timeout`,
+//!   `resume_all(self) -> Process`, `detach(self) -> pause duration`.
+//! - [`install_exit_handlers`] / [`exit_requested`]: SIGINT, SIGTERM and
+//!   SIGHUP make every wait return [`Error::Interrupted`], so guards restore
+//!   the target before the tool exits.
+//! - [`Error`] (one enum; `target_gone()`), [`Regs`], [`Pid`], [`Signal`].
+//!
+//! Dropping a `Process` or `Stopped` releases every thread; all ptrace
+//! requests must come from the OS thread that attached (the types are not
+//! `Send`). Remote calls return through an `rt_sigreturn` frame that holds
+//! the thread's state, so the target completes correctly even if this tool
+//! is killed with SIGKILL mid-call.
+//!
+//! ```no_run
+//! # fn main() -> attach::Result<()> {
+//! let pid = 1234;
+//! let mut target = attach::freeze(pid)?; // attach + stop every thread
+//! let tid = target.threads()[0];
+//! let me = target.syscall(tid, libc::SYS_getpid, &[])?;
+//! assert_eq!(me, pid as i64);
+//! let page = target.map_near(tid, 0x5555_0000_0000, 4096)?;
+//! target.memory().write(page, b"hello")?;
+//! let paused = target.detach()?; // the target runs on, as before
+//! println!("held for {paused:?}");
+//! # Ok(()) }
+//! ```
 
 mod arch;
 mod diagnose;
 mod error;
+mod exit;
 mod memory;
 mod patch;
 pub mod permissions;
@@ -19,6 +55,7 @@ mod tracer;
 
 pub use arch::Regs;
 pub use error::{Error, Result};
+pub use exit::{exit_requested, install_exit_handlers};
 pub use memory::ProcessMemory;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;

@@ -289,15 +289,19 @@ fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Res
     let outcome = Native::set_regs(tid, &regs)
         .and_then(|()| sys::setsigmask(tid, call_mask()))
         .and_then(|()| drive(t, tid, op, g, sigret_end));
-    let restore_regs = match op {
-        Op::Syscall { .. } => saved.regs,
-        Op::Call { .. } => Native::after_foreign_syscalls(&saved.regs),
+    // rt_sigreturn resets the restart block, so a thread that will restart
+    // through it must not run ours (the tool is here to restore it anyway);
+    // every other thread does, which proves the frame right each time.
+    let keep_block = Native::restarts_via_block(&saved.regs);
+    let clobbered = matches!(outcome, Ok((_, true)));
+    let restore_regs = if clobbered || outcome.is_err() {
+        Native::after_foreign_syscalls(&saved.regs)
+    } else {
+        saved.regs
     };
     match outcome {
-        Ok(value) => {
-            // Let the frame do its work (proving it right), stop at the
-            // trap right after, then put back the exact original state.
-            let back = finish(t, tid, &resume);
+        Ok((value, _)) => {
+            let back = finish(t, tid, &resume, keep_block);
             let restored = saved.restore_with(tid, &restore_regs);
             restored.map_err(|e| restore_failed(t, tid, e))?;
             back?;
@@ -336,9 +340,11 @@ fn restore_failed(t: &Tracer, tid: i32, source: Error) -> Error {
 }
 
 /// Follows the thread through the call with syscall stops until our
-/// `rt_sigreturn` is entered; returns the result.
-fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Result<u64> {
+/// `rt_sigreturn` is entered; returns the result, and whether a syscall
+/// made meanwhile may have overwritten the thread's restart block.
+fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Result<(u64, bool)> {
     let deadline = Instant::now() + t.timeout;
+    let mut clobbered = false;
     let mut in_syscall = false;
     let mut ours = false;
     let mut result: Option<i64> = None;
@@ -353,11 +359,13 @@ fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Resul
                     in_syscall = true;
                     let nr = Native::syscall_nr(&r);
                     if nr == libc::SYS_rt_sigreturn && r.pc() == sigret_end {
-                        return Ok(match op {
+                        let value = match op {
                             Op::Call { .. } => Native::stub_result(&r),
                             Op::Syscall { .. } => result.unwrap_or(-(libc::ENOSYS as i64)) as u64,
-                        });
+                        };
+                        return Ok((value, clobbered));
                     }
+                    clobbered |= Native::CLOBBERS_RESTART.contains(&nr);
                     ours = matches!(op, Op::Syscall { nr: n, .. } if n == nr)
                         && r.pc() == g.syscall_ret + Native::SYSCALL_INSN_LEN
                         && result.is_none();
@@ -416,14 +424,23 @@ fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Resul
     }
 }
 
-/// From the entry stop of our `rt_sigreturn`: let it run and catch the
-/// thread at the trap right after, then check the frame put back what it
-/// should (a wrong frame would only show the day the tool dies mid-call).
-fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs) -> Result<()> {
+/// From the entry stop of our `rt_sigreturn`: let it run (or, with `skip`,
+/// skip it) and catch the thread at the trap right after; check the frame
+/// put back what it should (a wrong frame would only show the day the tool
+/// dies mid-call).
+fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs, skip: bool) -> Result<()> {
+    if skip {
+        let mut r = Native::get_regs(tid)?;
+        Native::skip_syscall(&mut r);
+        Native::set_regs(tid, &r)?;
+    }
     sys::interrupt(tid)?;
     sys::cont(tid, None)?;
     let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
     t.wait_until_stopped(tid, deadline)?;
+    if skip {
+        return Ok(());
+    }
     let now = Native::get_regs(tid)?;
     if now.pc() != resume.pc() || now.sp() != resume.sp() {
         return Err(Error::Unsupported(format!(

@@ -91,6 +91,14 @@ pub(crate) trait Arch {
     /// Sets up `regs` to call `func` (SysV / AAPCS64) with `sp` holding the
     /// return address already.
     fn setup_call(regs: &mut Regs, func: u64, sp: u64, ret: u64, args: &[u64]);
+    /// At a syscall-entry stop: make the kernel skip the syscall.
+    fn skip_syscall(regs: &mut Regs);
+    /// Syscalls that overwrite the thread's restart block (so that an
+    /// interrupted sleep can no longer be restarted exactly).
+    const CLOBBERS_RESTART: &'static [i64];
+    /// True if the thread was stopped in a syscall that will restart
+    /// through its restart block.
+    fn restarts_via_block(regs: &Regs) -> bool;
     /// The syscall number at a syscall-entry stop.
     fn syscall_nr(regs: &Regs) -> i64;
     /// The return value of a syscall at its exit stop.

@@ -186,6 +186,27 @@ impl Arch for X86_64 {
         r.eflags &= !(EFLAGS_TF | EFLAGS_DF);
     }
 
+    fn skip_syscall(r: &mut Regs) {
+        r.orig_rax = u64::MAX;
+    }
+
+    // The kernel's users of current->restart_block: hrtimer and posix-cpu
+    // nanosleeps, futex waits with a timeout, poll, and rt_sigreturn /
+    // restart_syscall, which reset it.
+    const CLOBBERS_RESTART: &'static [i64] = &[
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_futex,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_restart_syscall,
+    ];
+
+    fn restarts_via_block(r: &Regs) -> bool {
+        (r.orig_rax as i64) >= 0 && r.rax as i64 == ERESTART_RESTARTBLOCK
+    }
+
     fn syscall_nr(r: &Regs) -> i64 {
         r.orig_rax as i64
     }

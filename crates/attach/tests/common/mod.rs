@@ -70,3 +70,19 @@ pub fn text_checksum(pid: i32) -> Vec<(String, u32)> {
     }
     out
 }
+
+/// Asserts two saved thread states are equal, printing only what differs
+/// (the FP area is kilobytes).
+pub fn assert_same_state(a: &attach::SavedState, b: &attach::SavedState, what: &str) {
+    assert_eq!(a.regs, b.regs, "{what}: general registers differ");
+    assert_eq!(a.sigmask, b.sigmask, "{what}: signal mask differs");
+    assert_eq!(a.fp_is_xstate, b.fp_is_xstate, "{what}: FP layout differs");
+    if a.fp != b.fp {
+        let first = a.fp.iter().zip(&b.fp).position(|(x, y)| x != y);
+        panic!(
+            "{what}: FP state differs (lengths {} and {}, first difference at byte {first:?})",
+            a.fp.len(),
+            b.fp.len()
+        );
+    }
+}
