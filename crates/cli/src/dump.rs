@@ -1,11 +1,182 @@
-//! `pyattach dump PID`.
+//! `pyattach dump PID`: every thread's Python stack, read from memory
+//! without running code in the target.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use inject::dump::{DumpOptions, Frame, FrameKind, StackDump, ThreadStack};
+use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process id of the target.
     pub pid: i32,
+    /// Do not stop the target's threads while reading.
+    ///
+    /// By default every thread is stopped for the read (a consistent
+    /// snapshot; the pause is reported). With this flag the target runs on,
+    /// and frames that change during the read may come out torn or cut.
+    #[arg(long)]
+    pub nonblocking: bool,
+    /// Show each frame's local variables with short reprs.
+    #[arg(long)]
+    pub locals: bool,
+    /// Print a JSON document (see docs/dump-json.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many frames per thread.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_depth: usize,
+}
+
+/// The JSON envelope: the format version, then the dump itself.
+#[derive(Serialize)]
+struct JsonDump<'a> {
+    format_version: u32,
+    #[serde(flatten)]
+    dump: &'a StackDump,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("dump of {} is not implemented yet", args.pid)
+    let opts = DumpOptions {
+        freeze: !args.nonblocking,
+        locals: args.locals,
+        max_depth: args.max_depth.max(1),
+    };
+    let dump = inject::dump::dump(args.pid, &opts)
+        .with_context(|| format!("cannot dump process {}", args.pid))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let res = if args.json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &JsonDump {
+                format_version: inject::dump::JSON_FORMAT_VERSION,
+                dump: &dump,
+            },
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|_| writeln!(out))
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        write_human(&mut out, &dump, colour)
+    };
+    match res {
+        Ok(()) => Ok(0),
+        // A closed pipe (`| head`) is a clean exit.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct Style {
+    colour: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// The human format: a header, then per thread a header line and its
+/// frames innermost first (`py-spy dump` users will find their way).
+pub fn write_human(out: &mut impl Write, d: &StackDump, colour: bool) -> std::io::Result<()> {
+    let st = Style { colour };
+    let pause = match d.pause_us {
+        Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
+        None if d.frozen => String::new(),
+        None => ", not paused (--nonblocking)".into(),
+    };
+    writeln!(
+        out,
+        "Process {}: Python {} ({}){}",
+        d.pid, d.python_version, d.module, pause
+    )?;
+    match d.gil_locked {
+        Some(false) => writeln!(out, "GIL: released")?,
+        Some(true) if !d.threads.iter().any(|t| t.holds_gil) => {
+            writeln!(out, "GIL: held by a thread without a Python thread state")?
+        }
+        _ => {}
+    }
+    for w in &d.warnings {
+        writeln!(out, "{}", st.paint("33", &format!("warning: {w}")))?;
+    }
+    for t in &d.threads {
+        writeln!(out)?;
+        write_thread(out, t, &st)?;
+    }
+    Ok(())
+}
+
+fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::Result<()> {
+    let mut head = format!(
+        "Thread {}",
+        t.native_id.map_or("?".into(), |n| n.to_string())
+    );
+    if let Some(n) = t.name.as_ref().or(t.os_name.as_ref()) {
+        head.push_str(&format!(" \"{n}\""));
+    }
+    if t.is_main {
+        head.push_str(" (main)");
+    }
+    let mut what = Vec::new();
+    if let Some(d) = &t.state.description {
+        what.push(d.clone());
+    }
+    if let Some(s) = &t.state.syscall {
+        what.push(format!("in {s}()"));
+    }
+    if t.state.waiting_for_gil {
+        what.push("waiting for the GIL".into());
+    }
+    let mut line = st.paint("1", &head);
+    if !what.is_empty() {
+        line.push_str(&format!(" [{}]", what.join(", ")));
+    }
+    if t.holds_gil {
+        line.push_str(&format!(" {}", st.paint("1;31", "<- holds the GIL")));
+    }
+    writeln!(out, "{line}")?;
+    if t.frames.is_empty() && t.truncated.is_none() {
+        writeln!(out, "    (no Python frames)")?;
+    }
+    for f in &t.frames {
+        write_frame(out, f, st)?;
+    }
+    if let Some(why) = &t.truncated {
+        writeln!(out, "    {}", st.paint("33", &format!("... {why}")))?;
+    }
+    Ok(())
+}
+
+fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<()> {
+    let name = f.qualname.as_deref().unwrap_or(&f.function);
+    let loc = match (&f.filename, f.line) {
+        (Some(file), Some(l)) => format!("{file}:{l}"),
+        (Some(file), None) => file.clone(),
+        (None, _) => String::new(),
+    };
+    match f.kind {
+        FrameKind::Python => writeln!(
+            out,
+            "    {} ({})",
+            st.paint("32", name),
+            st.paint("36", &loc)
+        )?,
+        FrameKind::Native => writeln!(out, "    {} {}", st.paint("2", name), st.paint("2", &loc))?,
+    }
+    if let Some(locals) = &f.locals {
+        for l in locals {
+            let v = l.repr.as_deref().unwrap_or("<unbound>");
+            let kind = if l.is_arg { "arg" } else { "local" };
+            writeln!(out, "        {} = {}  ({kind} {})", l.name, v, l.type_name)?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,101 @@
+//! Bounded reads of untrusted memory.
+
+/// Memory of a target: a live process (through `attach::ProcessMemory`) or
+/// anything else that can fill a buffer from an address.
+pub trait Memory {
+    /// Fills `buf` from `addr`, all or nothing.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String>;
+}
+
+impl Memory for attach::ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+        attach::ProcessMemory::read(self, addr, buf).map_err(|e| e.to_string())
+    }
+}
+
+/// The largest single object read (a line table, a string): anything bigger
+/// is garbage or not worth showing.
+pub const MAX_READ: usize = 1 << 20;
+
+/// Typed reads over a [`Memory`]; every failure names the address.
+pub struct Reader<'a> {
+    mem: &'a dyn Memory,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(mem: &'a dyn Memory) -> Self {
+        Reader { mem }
+    }
+
+    pub fn bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        if addr == 0 {
+            return Err("NULL pointer".into());
+        }
+        if len > MAX_READ {
+            return Err(format!("implausible size {len} at {addr:#x}"));
+        }
+        let mut v = vec![0; len];
+        self.mem
+            .read(addr, &mut v)
+            .map_err(|e| format!("cannot read {len} bytes at {addr:#x}: {e}"))?;
+        Ok(v)
+    }
+
+    pub fn u64(&self, addr: u64) -> Result<u64, String> {
+        let b = self.bytes(addr, 8)?;
+        Ok(le_u64(&b, 0))
+    }
+
+    pub fn i32(&self, addr: u64) -> Result<i32, String> {
+        let b = self.bytes(addr, 4)?;
+        Ok(le_u32(&b, 0) as i32)
+    }
+
+    /// A NUL-terminated C string of at most `max` bytes.
+    pub fn c_string(&self, addr: u64, max: usize) -> Result<String, String> {
+        // Read in small pieces so a short string near the end of a mapping
+        // still reads.
+        let mut out = Vec::new();
+        let mut at = addr;
+        while out.len() < max {
+            let chunk = 32.min(max - out.len());
+            let b = match self.bytes(at, chunk) {
+                Ok(b) => b,
+                Err(e) if out.is_empty() && chunk > 1 => {
+                    // Retry byte by byte up to the mapping's end.
+                    let mut b = Vec::new();
+                    for i in 0..chunk as u64 {
+                        match self.bytes(at.wrapping_add(i), 1) {
+                            Ok(x) => b.push(x[0]),
+                            Err(_) if !b.is_empty() => break,
+                            Err(_) => return Err(e),
+                        }
+                    }
+                    b
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(n) = b.iter().position(|&c| c == 0) {
+                out.extend_from_slice(&b[..n]);
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            at = at.wrapping_add(b.len() as u64);
+            out.extend_from_slice(&b);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// A little-endian u64 at `at` in `b`, or 0 past its end.
+pub fn le_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(8))
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+/// A little-endian u32 at `at` in `b`, or 0 past its end.
+pub fn le_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at.saturating_add(4))
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
+}

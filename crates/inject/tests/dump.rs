@@ -1,0 +1,260 @@
+//! `inject::dump` against real targets on every interpreter of the matrix:
+//! the stacks read from memory equal what the target reports of itself
+//! (`sys._current_frames()` and `traceback`, printed as `EXPECT` lines by
+//! tests/fixtures/py/dump_target.py before it says READY).
+
+use inject::dump::{dump, DumpOptions, StackDump, ThreadStack};
+use serde_json::Value;
+use testsupport::{pythons, Python, PythonKind, Target};
+
+/// One thread as the target sees itself.
+#[derive(Debug)]
+struct Expect {
+    ident: u64,
+    name: String,
+    /// (filename, line, function), innermost first.
+    frames: Vec<(String, u32, String)>,
+}
+
+fn expectations(t: &Target) -> Vec<Expect> {
+    t.output()
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPECT "))
+        .map(|j| {
+            let v: Value = serde_json::from_str(j).expect("EXPECT json");
+            Expect {
+                ident: v["ident"].as_u64().unwrap(),
+                name: v["name"].as_str().unwrap().to_string(),
+                frames: v["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        (
+                            f[0].as_str().unwrap().to_string(),
+                            f[1].as_u64().unwrap() as u32,
+                            f[2].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn frames_of(t: &ThreadStack) -> Vec<(String, u32, String)> {
+    t.frames
+        .iter()
+        .map(|f| {
+            (
+                f.filename.clone().unwrap_or_default(),
+                f.line.unwrap_or(0),
+                f.function.clone(),
+            )
+        })
+        .collect()
+}
+
+fn opts() -> DumpOptions {
+    DumpOptions::default()
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    testsupport::thread_states(pid)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// Checks every expected thread against the dump; returns the dump.
+fn check(py: &Python, t: &Target, d: &StackDump) {
+    let want = expectations(t);
+    assert!(
+        !want.is_empty(),
+        "{}: the target printed no EXPECT lines",
+        py.id
+    );
+    let live = tids(t.pid());
+    for e in &want {
+        let got = d
+            .threads
+            .iter()
+            .find(|th| th.thread_id == e.ident)
+            .unwrap_or_else(|| panic!("{}: no thread {} ({}) in {d:#?}", py.id, e.ident, e.name));
+        assert_eq!(
+            frames_of(got),
+            e.frames,
+            "{}: stack of thread {}",
+            py.id,
+            e.name
+        );
+        let tid = got
+            .native_id
+            .unwrap_or_else(|| panic!("{}: no tid for {}", py.id, e.name));
+        assert!(
+            live.contains(&tid),
+            "{}: tid {tid} of {} is not a thread",
+            py.id,
+            e.name
+        );
+        assert_eq!(
+            got.is_main,
+            e.name == "MainThread",
+            "{}: is_main of {}",
+            py.id,
+            e.name
+        );
+        assert!(got.truncated.is_none(), "{}: {:?}", py.id, got.truncated);
+    }
+    assert_eq!(
+        d.threads.len(),
+        want.len(),
+        "{}: threads in the dump vs in the target",
+        py.id
+    );
+    assert!(d.warnings.is_empty(), "{}: {:?}", py.id, d.warnings);
+    assert!(t.is_alive(), "{}: the target died", py.id);
+}
+
+/// Runs `f` for each interpreter of the matrix.
+fn each_python(f: impl Fn(&Python)) {
+    let all = pythons();
+    assert!(!all.is_empty(), "no interpreter at all on this machine");
+    for py in &all {
+        f(py);
+    }
+}
+
+#[test]
+fn mixed_states_match_what_the_target_reports() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["mixed"]);
+        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        check(py, &t, &d);
+        assert!(
+            !d.threads.iter().any(|t| t.holds_gil),
+            "{}: all threads sleep",
+            py.id
+        );
+        let reader = d
+            .threads
+            .iter()
+            .find(|th| th.frames.first().is_some_and(|f| f.function == "reader"));
+        assert_eq!(
+            reader.and_then(|r| r.state.syscall.as_deref()),
+            Some("read"),
+            "{}: the reader is blocked in read()",
+            py.id
+        );
+        if py.version.0 == 3 {
+            // Non-ASCII function names decode (UCS-2 kind in CPython).
+            assert!(
+                d.threads
+                    .iter()
+                    .any(|th| th.frames.iter().any(|f| f.function == "naïve_λ")),
+                "{}: non-ASCII name",
+                py.id
+            );
+        }
+    });
+}
+
+#[test]
+fn two_hundred_threads() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["threads", "200"]);
+        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        check(py, &t, &d);
+        assert_eq!(d.threads.len(), 201);
+    });
+}
+
+#[test]
+fn recursion_of_a_thousand_frames() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["recurse", "1000"]);
+        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        check(py, &t, &d);
+        let main = d.threads.iter().find(|t| t.is_main).unwrap();
+        assert_eq!(
+            main.frames
+                .iter()
+                .filter(|f| f.function == "recurse")
+                .count(),
+            1000,
+            "{}",
+            py.id
+        );
+    });
+}
+
+#[test]
+fn max_depth_cuts_and_says_so() {
+    let Some(py) = testsupport::python("3.12") else {
+        return testsupport::note("pyenv 3.12 is missing");
+    };
+    let t = Target::python(&py, "dump_target.py", &["recurse", "50"]);
+    let o = DumpOptions {
+        max_depth: 10,
+        ..opts()
+    };
+    let d = dump(t.pid(), &o).unwrap();
+    let main = d.threads.iter().find(|t| t.is_main).unwrap();
+    assert_eq!(main.frames.len(), 10);
+    assert!(main.truncated.as_deref().unwrap().contains("maximum depth"));
+}
+
+#[test]
+fn gil_held_in_native_code() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["gil"]);
+        let want = expectations(&t);
+        // The holder takes the GIL right after READY; the main thread wakes
+        // every 10 ms and then waits for it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let holder: Vec<&ThreadStack> = d.threads.iter().filter(|t| t.holds_gil).collect();
+        assert_eq!(holder.len(), 1, "{}: one GIL holder in {d:#?}", py.id);
+        assert_eq!(holder[0].thread_id, want[0].ident, "{}: the holder", py.id);
+        assert_eq!(frames_of(holder[0]), want[0].frames, "{}", py.id);
+        assert_eq!(d.gil_locked, Some(true), "{}", py.id);
+        let main = d.threads.iter().find(|t| t.is_main).unwrap();
+        assert_eq!(main.frames[0].function, "main_wait_for_gil", "{}", py.id);
+        if py.kind == PythonKind::Pyenv {
+            // Seen through return addresses into the GIL-taking functions,
+            // which need .symtab (pyenv) for their size.
+            assert!(
+                main.state.waiting_for_gil,
+                "{}: main waits for the GIL: {main:#?}",
+                py.id
+            );
+        }
+        assert!(!holder[0].state.waiting_for_gil);
+    });
+}
+
+#[test]
+fn cpu_bound_thread_under_repeated_nonblocking_dumps() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["cpu"]);
+        let o = DumpOptions {
+            freeze: false,
+            ..opts()
+        };
+        for _ in 0..20 {
+            let d = dump(t.pid(), &o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+            let spinner = d
+                .threads
+                .iter()
+                .find(|th| !th.is_main)
+                .unwrap_or_else(|| panic!("{}: no spinner in {d:#?}", py.id));
+            // A torn read may cut the chain, but what is there is right.
+            if let Some(f) = spinner.frames.first() {
+                if spinner.truncated.is_none() {
+                    assert_eq!(f.function, "spin", "{}", py.id);
+                }
+            }
+        }
+        assert!(t.is_alive());
+    });
+}
