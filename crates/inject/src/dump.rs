@@ -52,7 +52,7 @@ pub struct DumpOptions {
 impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
-            freeze: false,
+            freeze: true,
             locals: false,
             max_depth: 4096,
         }
@@ -156,19 +156,55 @@ pub struct Local {
 }
 
 /// Dumps every Python thread of `pid`.
+///
+/// With `opts.freeze`, every thread is stopped (ptrace) only for the memory
+/// walk: discovery, offsets and the kernel's view of the threads come
+/// before, formatting after. The threads are released on every path (the
+/// guard's `Drop`), and the pause is reported. If the target cannot be
+/// frozen (another tracer, e.g. gdb or strace), the dump is read without
+/// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())
         .map_err(|source| DumpError::Discover { pid, source })?;
-    let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-    dump_with(&interp, &mem, opts)
+    let prep = walk::prepare(&interp)?;
+    if !opts.freeze {
+        let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
+        return walk::dump(&interp, &prep, &mem, opts);
+    }
+    match attach::freeze(pid) {
+        Ok(stopped) => {
+            let res = walk::dump(&interp, &prep, stopped.memory(), opts);
+            let pause = stopped
+                .detach()
+                .map_err(|e| DumpError::from_attach(pid, e))?;
+            let mut d = res?;
+            d.frozen = true;
+            d.pause_us = Some(pause.as_micros() as u64);
+            Ok(d)
+        }
+        Err(e @ (attach::Error::NoSuchProcess { .. } | attach::Error::TargetExited { .. })) => {
+            Err(DumpError::from_attach(pid, e))
+        }
+        Err(e) => {
+            let mem =
+                attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
+            let mut d = walk::dump(&interp, &prep, &mem, opts)?;
+            d.warnings.insert(
+                0,
+                format!("could not stop the threads ({e}); read without stopping them"),
+            );
+            Ok(d)
+        }
+    }
 }
 
 /// Dumps with an already discovered interpreter and a memory reader (a live
-/// process or, later, a core file).
+/// process that the caller froze or not, or, later, a core file).
 pub fn dump_with(
     interp: &symbols::Interpreter,
     mem: &dyn Memory,
     opts: &DumpOptions,
 ) -> Result<StackDump, DumpError> {
-    walk::dump(interp, mem, opts)
+    let prep = walk::prepare(interp)?;
+    walk::dump(interp, &prep, mem, opts)
 }

@@ -113,7 +113,25 @@ fn check(py: &Python, t: &Target, d: &StackDump) {
         py.id
     );
     assert!(d.warnings.is_empty(), "{}: {:?}", py.id, d.warnings);
+    released(py, t, d);
+}
+
+/// After a frozen dump, the target runs on: alive, no thread left stopped.
+fn released(py: &Python, t: &Target, d: &StackDump) {
     assert!(t.is_alive(), "{}: the target died", py.id);
+    if d.frozen {
+        assert!(d.pause_us.is_some(), "{}: pause reported", py.id);
+        let stopped: Vec<_> = t
+            .thread_states()
+            .into_iter()
+            .filter(|(_, s)| matches!(s, 't' | 'T'))
+            .collect();
+        assert!(
+            stopped.is_empty(),
+            "{}: threads left stopped: {stopped:?}",
+            py.id
+        );
+    }
 }
 
 /// Runs `f` for each interpreter of the matrix.
@@ -230,6 +248,51 @@ fn gil_held_in_native_code() {
             );
         }
         assert!(!holder[0].state.waiting_for_gil);
+    });
+}
+
+/// CPU time of the process so far, in clock ticks (utime + stime).
+fn cpu_ticks(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn cpu_bound_thread_frozen_dumps_are_consistent_and_the_target_runs_on() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["cpu"]);
+        for _ in 0..10 {
+            let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+            assert!(d.frozen, "{}", py.id);
+            let spinner = d.threads.iter().find(|th| !th.is_main).unwrap();
+            // Frozen: the chain is whole, innermost is spin() on a line of
+            // its loop.
+            assert!(
+                spinner.truncated.is_none(),
+                "{}: {:?}",
+                py.id,
+                spinner.truncated
+            );
+            assert_eq!(spinner.frames[0].function, "spin", "{}", py.id);
+            let first = spinner.frames[0].first_line.unwrap();
+            let line = spinner.frames[0].line.unwrap();
+            assert!(
+                line > first && line <= first + 5,
+                "{}: line {line} in spin()",
+                py.id
+            );
+            assert!(spinner.frames.len() >= 3, "{}", py.id);
+            released(py, &t, &d);
+        }
+        // The spinner keeps spinning after the dumps.
+        let before = cpu_ticks(t.pid());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            cpu_ticks(t.pid()) > before,
+            "{}: the target stopped running",
+            py.id
+        );
     });
 }
 

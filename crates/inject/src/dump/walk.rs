@@ -431,20 +431,39 @@ impl Walker<'_> {
     }
 }
 
+/// What is known before the threads are stopped: the offsets and the
+/// kernel's view of each thread (a stopped thread shows as stopped, not as
+/// what it was doing).
+pub struct Prepared {
+    offsets: Offsets,
+    kernel: HashMap<i32, procfs::KernelThread>,
+}
+
+pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
+    let mem = attach::ProcessMemory::open(interp.pid)
+        .map_err(|e| DumpError::from_attach(interp.pid, e))?;
+    Ok(Prepared {
+        offsets: load_offsets(interp, &mem)?,
+        kernel: procfs::kernel_threads(interp.pid),
+    })
+}
+
 pub fn dump(
     interp: &Interpreter,
+    prep: &Prepared,
     mem: &dyn Memory,
     opts: &DumpOptions,
 ) -> Result<StackDump, DumpError> {
     let pid = interp.pid;
     let v = &interp.version;
-    let offsets = load_offsets(interp, mem)?;
+    let offsets = &prep.offsets;
+    let kernel = &prep.kernel;
     let unsupported = |why: String| DumpError::Unsupported {
         version: format!("{}.{}.{}", v.major, v.minor, v.micro),
         why,
     };
-    let layout = Layout::new(&offsets).map_err(unsupported)?;
-    let mut objs = Objects::new(Reader::new(mem), &offsets).map_err(unsupported)?;
+    let layout = Layout::new(offsets).map_err(unsupported)?;
+    let mut objs = Objects::new(Reader::new(mem), offsets).map_err(unsupported)?;
     if v.major == 2 {
         if interp.symbol("PyUnicodeUCS4_FromString").is_some() {
             objs.set_unicode_char_size(4);
@@ -452,11 +471,10 @@ pub fn dump(
             objs.set_unicode_char_size(2);
         }
     }
-    let kernel = procfs::kernel_threads(pid);
     let mut warnings = Vec::new();
 
     let r = Reader::new(mem);
-    let head = interpreters_head(interp, &offsets, &r)
+    let head = interpreters_head(interp, offsets, &r)
         .map_err(|why| DumpError::NoInterpreter { pid, why })?;
     if head == 0 {
         return Err(DumpError::NoInterpreter {
@@ -464,7 +482,7 @@ pub fn dump(
             why: "no interpreter yet (not initialized, or finalized)".into(),
         });
     }
-    let (mut holder, mut gil_locked) = global_gil(interp, &offsets, &r);
+    let (mut holder, mut gil_locked) = global_gil(interp, offsets, &r);
 
     let mut w = Walker {
         l: layout,
