@@ -3,7 +3,7 @@
 //! is held and none is executing them.
 
 use crate::arch::{Arch, Native};
-use crate::tracer::{TState, Tracer};
+use crate::tracer::Tracer;
 use crate::{remote, Error, Result};
 
 /// `MAP_FIXED_NOREPLACE` (Linux 4.17): place exactly at the hint or fail,
@@ -106,20 +106,12 @@ pub(crate) fn patch(t: &mut Tracer, addr: u64, new: &[u8]) -> Result<Vec<u8>> {
     Ok(old)
 }
 
-/// Unmaps our call stub, if any, through any held thread (best effort: a
-/// page left mapped harms nothing).
+/// Unmaps our call stub, if any (best effort: a page left mapped harms
+/// nothing).
 pub(crate) fn unmap_stub(t: &mut Tracer) {
-    let Some(stub) = t.stub else {
-        return;
-    };
-    let holder = t
-        .threads
-        .iter()
-        .find(|(_, th)| th.state == TState::Stopped)
-        .map(|(tid, _)| *tid);
-    if let Some(tid) = holder {
-        if unmap(t, tid, stub, PAGE).is_ok() {
-            t.stub = None;
+    if let Err(e) = remote::unmap_stub(t) {
+        if !e.target_gone() {
+            eprintln!("pyattach: could not unmap the call stub: {e}");
         }
     }
 }

@@ -36,10 +36,13 @@ pub(crate) struct Gadgets {
 
 /// Executable mappings of the target, the likeliest homes of the gadgets
 /// first (ld.so is small and always there; then libc).
-fn exec_mappings(pid: i32) -> Result<Vec<(u64, u64)>> {
+/// Also returns the anonymous executable mappings (a stub of ours?).
+type Ranges = Vec<(u64, u64)>;
+fn exec_mappings(pid: i32) -> Result<(Ranges, Ranges)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|_| Error::TargetExited { pid })?;
     let mut v: Vec<(u8, u64, u64)> = Vec::new();
+    let mut anon = Vec::new();
     for line in maps.lines() {
         let mut cols = line.split_whitespace();
         let (Some(range), Some(perms)) = (cols.next(), cols.next()) else {
@@ -64,10 +67,13 @@ fn exec_mappings(pid: i32) -> Result<Vec<(u64, u64)>> {
         let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
             continue;
         };
+        if path.is_empty() {
+            anon.push((a, b));
+        }
         v.push((rank, a, b));
     }
     v.sort_by_key(|m| m.0);
-    Ok(v.into_iter().map(|(_, a, b)| (a, b)).collect())
+    Ok((v.into_iter().map(|(_, a, b)| (a, b)).collect(), anon))
 }
 
 fn find(hay: &[u8], pats: &[&[u8]]) -> Option<(usize, usize)> {
@@ -84,7 +90,20 @@ pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
         return Ok(g);
     }
     let (mut sc, mut sr) = (None, None);
-    for (a, b) in exec_mappings(t.pid)? {
+    let (maps, anon) = exec_mappings(t.pid)?;
+    // A stub left by an earlier run that was killed mid-call: reuse it.
+    for (a, b) in anon {
+        if b - a == 4096 && t.stub.is_none() {
+            if let Ok(page) = t.mem.read_vec(a, 4096) {
+                let n = Native::STUB.len();
+                if page[..n] == *Native::STUB && page[n..].iter().all(|b| *b == 0) {
+                    t.stub = Some(a);
+                    t.stub_adopted = true;
+                }
+            }
+        }
+    }
+    for (a, b) in maps {
         let len = (b - a).min(64 << 20) as usize;
         let Ok(bytes) = t.mem.read_vec(a, len) else {
             continue;
@@ -147,8 +166,19 @@ enum Op<'a> {
 pub(crate) fn syscall(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result<i64> {
     t.check_stopped(tid)?;
     find_gadgets(t)?;
+    ensure_stub(t, tid)?;
     ensure_altstack(t, tid)?;
-    run(t, tid, Op::Syscall { nr, args }, None).map(|v| v as i64)
+    let via_stub = t.stub.is_some();
+    run(t, tid, Op::Syscall { nr, args }, None, via_stub).map(|v| v as i64)
+}
+
+/// A syscall that borrows only the target's own code, never our stub (to
+/// unmap the stub itself).
+fn syscall_borrowed(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result<i64> {
+    t.check_stopped(tid)?;
+    find_gadgets(t)?;
+    ensure_altstack(t, tid)?;
+    run(t, tid, Op::Syscall { nr, args }, None, false).map(|v| v as i64)
 }
 
 /// Calls `func(args…)` in stopped thread `tid` on its own stack.
@@ -162,7 +192,7 @@ pub(crate) fn call(t: &mut Tracer, tid: i32, func: u64, args: &[u64]) -> Result<
     find_gadgets(t)?;
     ensure_stub(t, tid)?;
     ensure_altstack(t, tid)?;
-    run(t, tid, Op::Call { func, args }, None)
+    run(t, tid, Op::Call { func, args }, None, true)
 }
 
 /// Learns the thread's alternate signal stack with a first, frame-protected
@@ -173,6 +203,7 @@ fn ensure_altstack(t: &mut Tracer, tid: i32) -> Result<()> {
         return Ok(());
     }
     let mut slot = 0u64;
+    let via_stub = t.stub.is_some() && !t.making_stub;
     let r = run(
         t,
         tid,
@@ -181,6 +212,7 @@ fn ensure_altstack(t: &mut Tracer, tid: i32) -> Result<()> {
             args: &[0, 0],
         },
         Some(&mut slot),
+        via_stub,
     )? as i64;
     if r < 0 {
         return Err(Error::Os {
@@ -202,16 +234,49 @@ fn ensure_altstack(t: &mut Tracer, tid: i32) -> Result<()> {
 }
 
 /// Maps our return stub (once per attach): an anonymous page, written, then
-/// made read+exec (never writable and executable at once).
+/// made read+exec (never writable and executable at once). Its syscalls
+/// return through libc's `rt_sigreturn`, which resets the restart block, so
+/// they run in a thread that does not restart through one if there is any.
 fn ensure_stub(t: &mut Tracer, tid: i32) -> Result<()> {
-    if t.stub.is_some() {
+    if t.stub.is_some() || t.making_stub {
         return Ok(());
     }
-    let page = map_page(t, tid, 0, 4096)?;
-    t.mem.write(page, Native::STUB)?;
-    protect(t, tid, page, 4096, libc::PROT_READ | libc::PROT_EXEC)?;
-    t.stub = Some(page);
+    let helper = t
+        .tids()
+        .into_iter()
+        .filter(|h| t.check_stopped(*h).is_ok())
+        .find(|h| Native::get_regs(*h).is_ok_and(|r| !Native::restarts_via_block(&r)))
+        .unwrap_or(tid);
+    t.making_stub = true;
+    let made = (|| {
+        let page = map_page(t, helper, 0, 4096)?;
+        t.mem.write(page, Native::STUB)?;
+        protect(t, helper, page, 4096, libc::PROT_READ | libc::PROT_EXEC)?;
+        Ok(page)
+    })();
+    t.making_stub = false;
+    t.stub = Some(made?);
     Ok(())
+}
+
+/// Unmaps the stub through a thread that does not restart through its
+/// restart block (its syscall returns through libc, not the stub).
+pub(crate) fn unmap_stub(t: &mut Tracer) -> Result<bool> {
+    let Some(stub) = t.stub.filter(|_| !t.stub_adopted) else {
+        return Ok(true);
+    };
+    let Some(tid) = t
+        .tids()
+        .into_iter()
+        .filter(|h| t.check_stopped(*h).is_ok())
+        .find(|h| Native::get_regs(*h).is_ok_and(|r| !Native::restarts_via_block(&r)))
+    else {
+        return Ok(false);
+    };
+    let r = syscall_borrowed(t, tid, libc::SYS_munmap, &[stub, 4096])?;
+    errno_result(r, "munmap (remote)", tid)?;
+    t.stub = None;
+    Ok(true)
 }
 
 /// Remote `mmap` of an anonymous read-write region (at `hint`, if free).
@@ -247,7 +312,13 @@ pub(crate) fn errno_result(r: i64, op: &'static str, tid: i32) -> Result<i64> {
 
 /// The common engine; `altstack_slot`, when given, receives the frame's
 /// `uc_stack` address and becomes the syscall's second argument.
-fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Result<u64> {
+fn run(
+    t: &mut Tracer,
+    tid: i32,
+    op: Op,
+    altstack_slot: Option<&mut u64>,
+    via_stub: bool,
+) -> Result<u64> {
     let g = t.gadgets.expect("gadgets found first");
     let saved = SavedState::save(tid)?;
     let resume = Native::resume_view(&saved.regs);
@@ -256,12 +327,18 @@ fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Res
         .get(&tid)
         .and_then(|th| th.altstack)
         .unwrap_or(NO_ALTSTACK);
-    let (restorer, sigret_end) = match op {
-        Op::Call { .. } => {
-            let stub = t.stub.expect("stub mapped first");
-            (stub + Native::STUB_RET, stub + Native::STUB_SIGRETURN_END)
+    let stub = t.stub.filter(|_| via_stub);
+    let (restorer, sigret_end, syscall_insn) = match (op, stub) {
+        (Op::Call { .. }, Some(s)) => (s + Native::STUB_RET, s + Native::STUB_SIGRETURN_END, s),
+        (Op::Syscall { .. }, Some(s)) => (
+            s + Native::STUB_SYSCALL_RET,
+            s + Native::STUB_SIGRETURN_END,
+            s,
+        ),
+        (Op::Syscall { .. }, None) => (g.sigreturn, g.sigreturn_end, g.syscall_ret),
+        (Op::Call { .. }, None) => {
+            return Err(Error::Unsupported("a call needs the stub mapped".into()))
         }
-        Op::Syscall { .. } => (g.sigreturn, g.sigreturn_end),
     };
     let frame = Native::sigframe(
         &resume,
@@ -281,19 +358,21 @@ fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Res
                 *slot = frame.altstack_at;
                 a[1] = frame.altstack_at;
             }
-            Native::setup_syscall(&mut regs, g.syscall_ret, frame.sp, nr, &a);
+            Native::setup_syscall(&mut regs, syscall_insn, frame.sp, nr, &a);
         }
         Op::Call { func, args } => Native::setup_call(&mut regs, func, frame.sp, restorer, args),
     }
     // From here on the thread is changed: every exit path restores it.
     let outcome = Native::set_regs(tid, &regs)
         .and_then(|()| sys::setsigmask(tid, call_mask()))
-        .and_then(|()| drive(t, tid, op, g, sigret_end));
+        .and_then(|()| drive(t, tid, op, syscall_insn, sigret_end));
     // rt_sigreturn resets the restart block, so a thread that will restart
-    // through it must not run ours (the tool is here to restore it anyway);
-    // every other thread does, which proves the frame right each time.
-    let keep_block = Native::restarts_via_block(&saved.regs);
-    let clobbered = matches!(outcome, Ok((_, true)));
+    // through it skips ours (the tool is here to restore it anyway; should
+    // it die right then, the stub sigreturns again). Every other thread
+    // runs it, which proves the frame right each time.
+    let block = Native::restarts_via_block(&saved.regs);
+    let keep_block = block && stub.is_some();
+    let clobbered = matches!(outcome, Ok((_, true))) || (block && !keep_block);
     let restore_regs = if clobbered || outcome.is_err() {
         Native::after_foreign_syscalls(&saved.regs)
     } else {
@@ -312,10 +391,8 @@ fn run(t: &mut Tracer, tid: i32, op: Op, altstack_slot: Option<&mut u64>) -> Res
                 // The thread is running: bring it to a trap stop first.
                 let _ = sys::interrupt(tid);
                 let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
-                let saved_exit = sys::EXIT_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed);
-                let r = t.wait_until_stopped(tid, deadline);
-                sys::EXIT_SIGNAL.store(saved_exit, std::sync::atomic::Ordering::Relaxed);
-                r.map_err(|e2| restore_failed(t, tid, e2))?;
+                t.wait_ignoring_exit(tid, deadline)
+                    .map_err(|e2| restore_failed(t, tid, e2))?;
             }
             if e.target_gone() {
                 return Err(e);
@@ -342,7 +419,13 @@ fn restore_failed(t: &Tracer, tid: i32, source: Error) -> Error {
 /// Follows the thread through the call with syscall stops until our
 /// `rt_sigreturn` is entered; returns the result, and whether a syscall
 /// made meanwhile may have overwritten the thread's restart block.
-fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Result<(u64, bool)> {
+fn drive(
+    t: &mut Tracer,
+    tid: i32,
+    op: Op,
+    syscall_insn: u64,
+    sigret_end: u64,
+) -> Result<(u64, bool)> {
     let deadline = Instant::now() + t.timeout;
     let mut clobbered = false;
     let mut in_syscall = false;
@@ -351,7 +434,7 @@ fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Resul
     let mut inject: Option<Signal> = None;
     loop {
         ptrace::syscall(sys::pid(tid), inject.take()).map_err(sys::err("continue", tid))?;
-        let stop = sys::wait(tid, deadline, "running a remote call")?;
+        let stop = sys::wait(tid, deadline, "running a remote call", true)?;
         match stop {
             Stop::Syscall => {
                 let r = Native::get_regs(tid)?;
@@ -367,7 +450,7 @@ fn drive(t: &mut Tracer, tid: i32, op: Op, g: Gadgets, sigret_end: u64) -> Resul
                     }
                     clobbered |= Native::CLOBBERS_RESTART.contains(&nr);
                     ours = matches!(op, Op::Syscall { nr: n, .. } if n == nr)
-                        && r.pc() == g.syscall_ret + Native::SYSCALL_INSN_LEN
+                        && r.pc() == syscall_insn + Native::SYSCALL_INSN_LEN
                         && result.is_none();
                 } else {
                     in_syscall = false;
@@ -436,8 +519,10 @@ fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs, skip: bool) -> R
     }
     sys::interrupt(tid)?;
     sys::cont(tid, None)?;
+    // The thread runs until the trap: wait for it even if the tool is asked
+    // to exit meanwhile, since it must be restored at that stop.
     let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
-    t.wait_until_stopped(tid, deadline)?;
+    t.wait_ignoring_exit(tid, deadline)?;
     if skip {
         return Ok(());
     }

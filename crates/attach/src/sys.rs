@@ -140,10 +140,16 @@ pub(crate) fn exit_requested() -> Option<Signal> {
     }
 }
 
-/// Waits for the next report of `tid`, polling so that a deadline and an
-/// exit request are honoured (waitpid itself cannot time out). The first
-/// polls spin, since most stops arrive within microseconds.
-pub(crate) fn wait(tid: i32, deadline: Instant, what: &'static str) -> Result<Stop> {
+/// Waits for the next report of `tid`, polling so that a deadline and (if
+/// `interruptible`) an exit request are honoured (waitpid itself cannot
+/// time out). The first polls spin, since most stops arrive within
+/// microseconds.
+pub(crate) fn wait(
+    tid: i32,
+    deadline: Instant,
+    what: &'static str,
+    interruptible: bool,
+) -> Result<Stop> {
     let start = Instant::now();
     let mut spins = 0u32;
     let mut nap = Duration::from_micros(20);
@@ -162,7 +168,7 @@ pub(crate) fn wait(tid: i32, deadline: Instant, what: &'static str) -> Result<St
                 })
             }
         }
-        if let Some(signal) = exit_requested() {
+        if let Some(signal) = exit_requested().filter(|_| interruptible) {
             return Err(Error::Interrupted { signal });
         }
         let now = Instant::now();

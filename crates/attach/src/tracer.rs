@@ -49,6 +49,11 @@ pub(crate) struct Tracer {
     pub gadgets: Option<Gadgets>,
     /// Our stub page in the target (address), once mapped.
     pub stub: Option<u64>,
+    /// The stub was left by an earlier run of the tool (killed while a call
+    /// ran): reused, never unmapped (that call may still return into it).
+    pub stub_adopted: bool,
+    /// Set while the stub is being mapped (its syscalls borrow libc's code).
+    pub making_stub: bool,
     pub stopped_at: Option<Instant>,
     pub timeout: Duration,
     released: bool,
@@ -100,6 +105,8 @@ impl Tracer {
             mem: ProcessMemory::open(pid)?,
             gadgets: None,
             stub: None,
+            making_stub: false,
+            stub_adopted: false,
             stopped_at: None,
             timeout: Duration::from_secs(10),
             released: false,
@@ -234,8 +241,17 @@ impl Tracer {
     /// Waits until `tid` (already interrupted, or new) sits in a trap stop,
     /// passing on any signal it reports on the way.
     pub fn wait_until_stopped(&mut self, tid: i32, deadline: Instant) -> Result<()> {
+        self.wait_stopped(tid, deadline, true)
+    }
+
+    fn wait_stopped(&mut self, tid: i32, deadline: Instant, interruptible: bool) -> Result<()> {
         loop {
-            let stop = sys::wait(tid, deadline, "stopping the target's threads")?;
+            let stop = sys::wait(
+                tid,
+                deadline,
+                "stopping the target's threads",
+                interruptible,
+            )?;
             match self.on_stop(tid, stop)? {
                 Some(state) => {
                     self.set(tid, state);
@@ -329,18 +345,11 @@ impl Tracer {
                 break;
             }
             for tid in pending {
-                if let Err(e) = self.wait_until_stopped(tid, deadline) {
-                    match e {
-                        Error::TargetExeced { .. } => {}
-                        Error::Interrupted { .. } => {
-                            // Still finish releasing: ignore the exit
-                            // request for this last wait.
-                            let _ = self.wait_ignoring_exit(tid, deadline);
-                        }
-                        e => {
-                            first_err.get_or_insert(e);
-                            self.set(tid, TState::Gone);
-                        }
+                // Releasing must finish even if the tool is asked to exit.
+                if let Err(e) = self.wait_ignoring_exit(tid, deadline) {
+                    if !matches!(e, Error::TargetExeced { .. }) {
+                        first_err.get_or_insert(e);
+                        self.set(tid, TState::Gone);
                     }
                 }
             }
@@ -370,11 +379,11 @@ impl Tracer {
         }
     }
 
-    fn wait_ignoring_exit(&mut self, tid: i32, deadline: Instant) -> Result<()> {
-        let saved = sys::EXIT_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed);
-        let r = self.wait_until_stopped(tid, deadline);
-        sys::EXIT_SIGNAL.store(saved, std::sync::atomic::Ordering::Relaxed);
-        r
+    /// [`Tracer::wait_until_stopped`] that does not give up on an exit
+    /// request: used where a thread must be brought back to a stop before
+    /// it can be restored.
+    pub fn wait_ignoring_exit(&mut self, tid: i32, deadline: Instant) -> Result<()> {
+        self.wait_stopped(tid, deadline, false)
     }
 
     /// How long the threads have been held.

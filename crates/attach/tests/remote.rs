@@ -15,6 +15,7 @@ fn calls_leave_no_trace() {
     let counter = common::field(&t, "counter");
     let six = common::field(&t, "six");
     let text_before = common::text_checksum(pid);
+    let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
 
     let mut p = Process::attach(pid).unwrap().stop_all().unwrap();
     let before = p.save(pid).unwrap();
@@ -51,6 +52,8 @@ fn calls_leave_no_trace() {
     eprintln!("paused for {paused:?}");
 
     assert_eq!(text_before, common::text_checksum(pid), "code changed");
+    let maps_after = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(maps_before, maps_after, "a mapping was left behind");
     assert!(common::keeps_counting(pid, counter, 10));
     assert!(t.is_alive());
 }

@@ -76,12 +76,15 @@ impl Arch for Aarch64 {
     const STUB: &'static [u8] = &[
         0x01, 0x00, 0x00, 0xd4, // 0: svc #0
         0xc0, 0x03, 0x5f, 0xd6, // 4: ret
-        0xe0, 0x03, 0x00, 0xaa, // 8: mov x0, x0 (result stays in x0)
-        0x68, 0x11, 0x80, 0xd2, // 12: mov x8, #139
-        0x01, 0x00, 0x00, 0xd4, // 16: svc #0
-        0x00, 0x00, 0x20, 0xd4, // 20: brk #0 (never reached)
+        0x1f, 0x20, 0x03, 0xd5, // 8: nop (result stays in x0)   (calls return here)
+        0x68, 0x11, 0x80, 0xd2, // 12: mov x8, #139               (syscalls return here)
+        0x01, 0x00, 0x00, 0xd4, // 16: svc #0 (rt_sigreturn)
+        0x68, 0x11, 0x80, 0xd2, // 20: mov x8, #139 (again, if the first was skipped)
+        0x01, 0x00, 0x00, 0xd4, // 24: svc #0
+        0x00, 0x00, 0x20, 0xd4, // 28: brk #0 (never reached)
     ];
     const STUB_RET: u64 = 8;
+    const STUB_SYSCALL_RET: u64 = 12;
     const STUB_SIGRETURN_END: u64 = 20;
     const SYSCALL_INSN_LEN: u64 = 4;
 

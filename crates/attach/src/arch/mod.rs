@@ -63,9 +63,11 @@ pub(crate) trait Arch {
     /// Our own return stub for function calls (written to a page we map):
     /// moves the return value aside and calls `rt_sigreturn`.
     const STUB: &'static [u8];
-    /// Offset in [`Arch::STUB`] of the return address for calls, and of the
+    /// Offsets in [`Arch::STUB`] of the return address for calls, of the
+    /// one for syscalls (the stub starts with a `syscall; ret`), and of the
     /// end of its `rt_sigreturn` syscall instruction.
     const STUB_RET: u64;
+    const STUB_SYSCALL_RET: u64;
     const STUB_SIGRETURN_END: u64;
     /// Length of the syscall instruction.
     const SYSCALL_INSN_LEN: u64;

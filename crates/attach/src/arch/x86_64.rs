@@ -94,11 +94,16 @@ impl Arch for X86_64 {
         0x0f, 0x05, // 0: syscall
         0xc3, //       2: ret
         0x48, 0x89, 0xc7, // 3: mov %rax,%rdi   (a call returns here)
-        0xb8, 0x0f, 0x00, 0x00, 0x00, // 6: mov $15,%eax (rt_sigreturn)
-        0x0f, 0x05, // 11: syscall
-        0x0f, 0x0b, // 13: ud2 (never reached: rt_sigreturn does not return)
+        0xb8, 0x0f, 0x00, 0x00, 0x00, // 6: mov $15,%eax (a syscall returns here)
+        0x0f, 0x05, // 11: syscall         (rt_sigreturn)
+        // Reached only if the tool skipped the rt_sigreturn above and then
+        // died: the frame is still at rsp - 8, so sigreturn again.
+        0xb8, 0x0f, 0x00, 0x00, 0x00, // 13: mov $15,%eax
+        0x0f, 0x05, // 18: syscall
+        0x0f, 0x0b, // 20: ud2 (never reached: rt_sigreturn does not return)
     ];
     const STUB_RET: u64 = 3;
+    const STUB_SYSCALL_RET: u64 = 6;
     const STUB_SIGRETURN_END: u64 = 13;
     const SYSCALL_INSN_LEN: u64 = 2;
 

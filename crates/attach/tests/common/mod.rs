@@ -52,14 +52,15 @@ pub fn keeps_counting(pid: i32, addr: u64, secs: u64) -> bool {
     false
 }
 
-/// A CRC of the bytes of every executable mapping of `pid` (text, vdso…).
+/// A CRC of the bytes of every executable mapping of a file in `pid` (the
+/// program's and libraries' code).
 pub fn text_checksum(pid: i32) -> Vec<(String, u32)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mem = attach::ProcessMemory::open(pid).unwrap();
     let mut out = Vec::new();
     for line in maps.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 2 || !cols[1].contains('x') || line.contains("[vsyscall]") {
+        if cols.len() < 6 || !cols[1].contains('x') || !cols[5].starts_with('/') {
             continue;
         }
         let (a, b) = cols[0].split_once('-').unwrap();
