@@ -155,6 +155,15 @@ fn is_fault(s: Signal) -> bool {
     )
 }
 
+/// Where [`drive`] left the thread.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum End {
+    /// At the exit stop of our syscall (the frame's sigreturn not yet run).
+    SyscallExit,
+    /// At the entry stop of the frame's rt_sigreturn.
+    Sigreturn,
+}
+
 #[derive(Clone, Copy)]
 enum Op<'a> {
     Syscall { nr: i64, args: &'a [u64] },
@@ -248,10 +257,19 @@ fn ensure_stub(t: &mut Tracer, tid: i32) -> Result<()> {
         .find(|h| Native::get_regs(*h).is_ok_and(|r| !Native::restarts_via_block(&r)))
         .unwrap_or(tid);
     t.making_stub = true;
+    // Mapped read+exec from the start and written through /proc/PID/mem
+    // (as a debugger writes breakpoints): never writable by the target.
     let made = (|| {
-        let page = map_page(t, helper, 0, 4096)?;
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let r = syscall(
+            t,
+            helper,
+            libc::SYS_mmap,
+            &[0, 4096, prot, flags, u64::MAX, 0],
+        )?;
+        let page = errno_result(r, "mmap (remote)", helper)? as u64;
         t.mem.write(page, Native::STUB)?;
-        protect(t, helper, page, 4096, libc::PROT_READ | libc::PROT_EXEC)?;
         Ok(page)
     })();
     t.making_stub = false;
@@ -277,19 +295,6 @@ pub(crate) fn unmap_stub(t: &mut Tracer) -> Result<bool> {
     errno_result(r, "munmap (remote)", tid)?;
     t.stub = None;
     Ok(true)
-}
-
-/// Remote `mmap` of an anonymous read-write region (at `hint`, if free).
-pub(crate) fn map_page(t: &mut Tracer, tid: i32, hint: u64, len: u64) -> Result<u64> {
-    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let r = syscall(
-        t,
-        tid,
-        libc::SYS_mmap,
-        &[hint, len, prot, flags, u64::MAX, 0],
-    )?;
-    errno_result(r, "mmap (remote)", tid).map(|v| v as u64)
 }
 
 /// Remote `mprotect`.
@@ -372,15 +377,16 @@ fn run(
     // runs it, which proves the frame right each time.
     let block = Native::restarts_via_block(&saved.regs);
     let keep_block = block && stub.is_some();
-    let clobbered = matches!(outcome, Ok((_, true))) || (block && !keep_block);
+    let ran_sigreturn = matches!(outcome, Ok((_, _, End::Sigreturn)));
+    let clobbered = matches!(outcome, Ok((_, true, _))) || (block && ran_sigreturn && !keep_block);
     let restore_regs = if clobbered || outcome.is_err() {
         Native::after_foreign_syscalls(&saved.regs)
     } else {
         saved.regs
     };
     match outcome {
-        Ok((value, _)) => {
-            let back = finish(t, tid, &resume, keep_block);
+        Ok((value, _, end)) => {
+            let back = finish(t, tid, &resume, end, keep_block);
             let restored = saved.restore_with(tid, &restore_regs);
             restored.map_err(|e| restore_failed(t, tid, e))?;
             back?;
@@ -425,12 +431,11 @@ fn drive(
     op: Op,
     syscall_insn: u64,
     sigret_end: u64,
-) -> Result<(u64, bool)> {
+) -> Result<(u64, bool, End)> {
     let deadline = Instant::now() + t.timeout;
     let mut clobbered = false;
     let mut in_syscall = false;
     let mut ours = false;
-    let mut result: Option<i64> = None;
     let mut inject: Option<Signal> = None;
     loop {
         ptrace::syscall(sys::pid(tid), inject.take()).map_err(sys::err("continue", tid))?;
@@ -444,19 +449,20 @@ fn drive(
                     if nr == libc::SYS_rt_sigreturn && r.pc() == sigret_end {
                         let value = match op {
                             Op::Call { .. } => Native::stub_result(&r),
-                            Op::Syscall { .. } => result.unwrap_or(-(libc::ENOSYS as i64)) as u64,
+                            Op::Syscall { .. } => -(libc::ENOSYS as i64) as u64,
                         };
-                        return Ok((value, clobbered));
+                        return Ok((value, clobbered, End::Sigreturn));
                     }
                     clobbered |= Native::CLOBBERS_RESTART.contains(&nr);
                     ours = matches!(op, Op::Syscall { nr: n, .. } if n == nr)
-                        && r.pc() == syscall_insn + Native::SYSCALL_INSN_LEN
-                        && result.is_none();
+                        && r.pc() == syscall_insn + Native::SYSCALL_INSN_LEN;
                 } else {
                     in_syscall = false;
                     if ours {
-                        result = Some(Native::syscall_ret(&r));
-                        ours = false;
+                        // Done: the thread is restored from here, before it
+                        // runs another instruction (should the tool die now,
+                        // it returns through the frame).
+                        return Ok((Native::syscall_ret(&r) as u64, clobbered, End::SyscallExit));
                     }
                 }
             }
@@ -511,7 +517,14 @@ fn drive(
 /// skip it) and catch the thread at the trap right after; check the frame
 /// put back what it should (a wrong frame would only show the day the tool
 /// dies mid-call).
-fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs, skip: bool) -> Result<()> {
+fn finish(
+    t: &mut Tracer,
+    tid: i32,
+    resume: &crate::arch::Regs,
+    end: End,
+    skip: bool,
+) -> Result<()> {
+    let skip = skip && end == End::Sigreturn;
     if skip {
         let mut r = Native::get_regs(tid)?;
         Native::skip_syscall(&mut r);
@@ -523,7 +536,7 @@ fn finish(t: &mut Tracer, tid: i32, resume: &crate::arch::Regs, skip: bool) -> R
     // to exit meanwhile, since it must be restored at that stop.
     let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
     t.wait_ignoring_exit(tid, deadline)?;
-    if skip {
+    if skip || end == End::SyscallExit {
         return Ok(());
     }
     let now = Native::get_regs(tid)?;
