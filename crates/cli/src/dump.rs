@@ -43,8 +43,15 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         locals: args.locals,
         max_depth: args.max_depth.max(1),
     };
+    // SIGINT/SIGTERM during the freeze must not skip the release: they are
+    // recorded, the dump finishes (milliseconds), the threads are released,
+    // and then we exit as the signal asked.
+    attach::install_exit_handlers().context("install signal handlers")?;
     let dump = inject::dump::dump(args.pid, &opts)
         .with_context(|| format!("cannot dump process {}", args.pid))?;
+    if let Some(sig) = attach::exit_requested() {
+        return Ok(128 + sig as i32);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let res = if args.json {
@@ -173,9 +180,11 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
     }
     if let Some(locals) = &f.locals {
         for l in locals {
-            let v = l.repr.as_deref().unwrap_or("<unbound>");
             let kind = if l.is_arg { "arg" } else { "local" };
-            writeln!(out, "        {} = {}  ({kind} {})", l.name, v, l.type_name)?;
+            match (&l.repr, &l.type_name) {
+                (Some(v), Some(t)) => writeln!(out, "        {} = {v}  ({kind}, {t})", l.name)?,
+                _ => writeln!(out, "        {}  ({kind}, unbound)", l.name)?,
+            }
         }
     }
     Ok(())

@@ -23,6 +23,7 @@
 
 mod error;
 mod linetable;
+mod locals;
 mod mem;
 mod objects;
 mod procfs;
@@ -147,9 +148,9 @@ pub struct Frame {
 #[derive(Clone, Debug, Serialize)]
 pub struct Local {
     pub name: String,
-    /// The type's name (`int`, `dict`, …).
+    /// The type's name (`int`, `dict`, …), or `None` if unbound.
     #[serde(rename = "type")]
-    pub type_name: String,
+    pub type_name: Option<String>,
     /// A bounded repr (`42`, `'abc…'`, `dict len=3`), or `None` if unbound.
     pub repr: Option<String>,
     pub is_arg: bool,

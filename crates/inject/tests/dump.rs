@@ -321,3 +321,57 @@ fn cpu_bound_thread_under_repeated_nonblocking_dumps() {
         assert!(t.is_alive());
     });
 }
+
+#[test]
+fn locals_have_the_reprs_python_gives() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["locals"]);
+        let want: std::collections::BTreeMap<String, String> = t
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("LOCALS "))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .expect("LOCALS line");
+        let o = DumpOptions {
+            locals: true,
+            ..opts()
+        };
+        let d = dump(t.pid(), &o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        check(py, &t, &d);
+        let main = d.threads.iter().find(|t| t.is_main).unwrap();
+        let locals = main.frames[0]
+            .locals
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no locals", py.id));
+        let get = |n: &str| {
+            locals
+                .iter()
+                .find(|l| l.name == n)
+                .unwrap_or_else(|| panic!("{}: no local {n} in {locals:?}", py.id))
+        };
+        for (name, repr) in &want {
+            assert_eq!(get(name).repr.as_ref(), Some(repr), "{}: {name}", py.id);
+        }
+        assert_eq!(get("t").repr.as_deref(), Some("<tuple len=3>"), "{}", py.id);
+        assert_eq!(get("l").repr.as_deref(), Some("<list len=2>"), "{}", py.id);
+        assert_eq!(get("d").repr.as_deref(), Some("<dict len=1>"), "{}", py.id);
+        assert_eq!(get("d").type_name.as_deref(), Some("dict"));
+        assert!(
+            get("an_arg").is_arg && get("other").is_arg && !get("i").is_arg,
+            "{}",
+            py.id
+        );
+        // Frames further out have their locals too (main's `mode`).
+        let outer = &main.frames[1];
+        assert!(
+            outer
+                .locals
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|l| l.name == "mode"),
+            "{}",
+            py.id
+        );
+    });
+}

@@ -7,6 +7,7 @@ use symbols::offsets::{consts, Field, Offsets, DEBUG_OFFSETS_LEN};
 use symbols::Interpreter;
 
 use super::linetable::{self, Format};
+use super::locals;
 use super::mem::{le_u32, le_u64, Memory, Reader};
 use super::objects::Objects;
 use super::procfs;
@@ -156,6 +157,11 @@ impl Layout {
             code_qualname.unwrap_or(0),
             code_firstlineno,
             code_linetable,
+            opt(o, Field::CodeArgcount).unwrap_or(0),
+            opt(o, Field::CodeNlocals).unwrap_or(0),
+            opt(o, Field::CodeVarnames).unwrap_or(0),
+            opt(o, Field::CodeLocalsplusnames).unwrap_or(0),
+            opt(o, Field::CodeLocalspluskinds).unwrap_or(0),
         ]
         .into_iter()
         .max()
@@ -194,6 +200,8 @@ impl Layout {
 
 /// A decoded code object.
 struct Code {
+    /// With `--locals`: the names of its local slots.
+    locals: Option<Vec<locals::LocalName>>,
     name: String,
     qualname: Option<String>,
     filename: String,
@@ -315,6 +323,7 @@ struct RawThread {
 
 struct Walker<'a> {
     l: Layout,
+    locals: Option<locals::LocalsLayout>,
     obj: Objects<'a>,
     codes: HashMap<u64, Option<Rc<Code>>>,
     max_depth: usize,
@@ -336,6 +345,7 @@ impl Walker<'_> {
         }
         let l = &self.l;
         let b = self.obj.r.bytes(addr, l.code_len)?;
+        debug_assert!(b.len() >= l.code_len);
         let s = |off: u64| self.obj.string(le_u64(&b, off as usize));
         let name = s(l.code_name)?;
         let filename = s(l.code_filename)?;
@@ -345,7 +355,12 @@ impl Walker<'_> {
             .obj
             .bytes(le_u64(&b, l.code_linetable as usize), super::mem::MAX_READ)
             .unwrap_or_default();
+        let locals = self
+            .locals
+            .as_ref()
+            .and_then(|ll| locals::names(ll, &self.obj, &b).ok());
         Ok(Code {
+            locals,
             name,
             qualname,
             filename,
@@ -416,6 +431,10 @@ impl Walker<'_> {
                 }
             };
             let line = linetable::line_for(self.l.format, &code.table, code.first_line, offset);
+            let frame_locals = match (&self.locals, &code.locals) {
+                (Some(ll), Some(names)) => locals::read(ll, &self.obj, f, names).ok(),
+                _ => None,
+            };
             out.push(Frame {
                 kind: FrameKind::Python,
                 function: code.name.clone(),
@@ -423,7 +442,7 @@ impl Walker<'_> {
                 filename: Some(code.filename.clone()),
                 line: line.and_then(|l| u32::try_from(l).ok()),
                 first_line: u32::try_from(code.first_line).ok(),
-                locals: None,
+                locals: frame_locals,
             });
             f = back;
         }
@@ -486,6 +505,11 @@ pub fn dump(
 
     let mut w = Walker {
         l: layout,
+        locals: if opts.locals {
+            locals::LocalsLayout::new(offsets)
+        } else {
+            None
+        },
         obj: objs,
         codes: HashMap::new(),
         max_depth: opts.max_depth,
