@@ -17,7 +17,15 @@ pub(crate) struct Status {
 }
 
 pub(crate) fn status(pid: i32) -> Option<Status> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The status of one thread of `pid`.
+pub(crate) fn task_status(pid: i32, tid: i32) -> Option<Status> {
+    parse_status(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?)
+}
+
+fn parse_status(text: &str) -> Option<Status> {
     let mut st = Status::default();
     for line in text.lines() {
         let Some((key, val)) = line.split_once(':') else {
@@ -38,6 +46,11 @@ pub(crate) fn status(pid: i32) -> Option<Status> {
         }
     }
     Some(st)
+}
+
+/// True while the process exists and has not exited (zombie or dead).
+pub(crate) fn alive(pid: i32) -> bool {
+    status(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
 /// The command name of a process, or `?`.

@@ -51,6 +51,14 @@ impl ProcessMemory {
         self.pid
     }
 
+    /// Uses `/proc/PID/mem` only, as on kernels without `process_vm_*`
+    /// (for tests of that path).
+    #[doc(hidden)]
+    pub fn proc_mem_only(self) -> ProcessMemory {
+        self.no_vm.store(true, Ordering::Relaxed);
+        self
+    }
+
     /// Fills `buf` from `addr`. All or nothing: an unmapped byte anywhere is
     /// [`Error::BadAddress`].
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {

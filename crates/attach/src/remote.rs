@@ -124,6 +124,9 @@ pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
             return Ok(g);
         }
     }
+    if !crate::diagnose::alive(t.pid) {
+        return Err(Error::TargetExited { pid: t.pid });
+    }
     Err(Error::NoGadget {
         pid: t.pid,
         why: "no `syscall; ret` and `rt_sigreturn` code found in its executable mappings".into(),

@@ -136,27 +136,32 @@ impl Tracer {
                     Err(Errno::ESRCH) => {
                         t.threads.insert(tid, gone());
                     }
-                    Err(Errno::EPERM)
-                        if tid != pid && diagnose::status(pid).is_some_and(|s| s.state == 'Z') =>
-                    {
-                        t.threads.insert(tid, gone());
-                    }
-                    Err(Errno::EPERM) if tid == pid || t.live() == 0 => {
-                        // Look again: another tracer may have won the race.
-                        if let Some(s) = diagnose::status(pid) {
-                            if s.tracer_pid != 0 && s.tracer_pid != std::process::id() as i32 {
+                    Err(Errno::EPERM) => {
+                        let me = nix::unistd::gettid().as_raw();
+                        match diagnose::task_status(pid, tid) {
+                            // Vanished meanwhile.
+                            None => {
+                                t.threads.insert(tid, gone());
+                            }
+                            // Born of a seized thread: already ours through
+                            // PTRACE_O_TRACECLONE; its first stop will come.
+                            Some(s) if s.tracer_pid == me => t.set(tid, TState::New),
+                            // An exiting thread, or a zombie leader whose
+                            // other threads live on.
+                            Some(s) if matches!(s.state, 'Z' | 'X') => {
+                                t.threads.insert(tid, gone());
+                            }
+                            Some(s) if s.tracer_pid != 0 => {
                                 return Err(Error::AlreadyTraced {
                                     pid,
                                     tracer: s.tracer_pid,
                                     tracer_name: diagnose::comm(s.tracer_pid),
-                                });
+                                })
                             }
-                            if s.state == 'Z' {
-                                t.threads.insert(tid, gone());
-                                continue;
+                            Some(_) => {
+                                return Err(Error::from_errno("attach to", pid, Errno::EPERM))
                             }
                         }
-                        return Err(Error::from_errno("attach to", pid, Errno::EPERM));
                     }
                     Err(e) => return Err(Error::from_errno("attach to", tid, e)),
                 }

@@ -240,3 +240,105 @@ fn refusals_name_their_cause() {
     }
     first.detach().unwrap();
 }
+
+#[test]
+fn job_control_stop_is_reported_and_kept() {
+    let Some(t) = common::start("busy", &[]) else {
+        return;
+    };
+    let pid = t.pid();
+    let counter = common::field(&t, "counter");
+    let six = common::field(&t, "six");
+    // A SIGSTOP arriving while we hold the threads: the next call meets
+    // the group-stop, reports it and leaves the process stopped.
+    let mut p = attach::freeze(pid).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), attach::Signal::SIGSTOP).unwrap();
+    match p.call(pid, six, &[1, 2, 3, 4, 5, 6]) {
+        Err(Error::GroupStop { .. }) => {}
+        other => panic!("expected GroupStop, got {other:?}"),
+    }
+    drop(p);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        t.thread_states().iter().all(|(_, s)| *s == 'T'),
+        "{:?}",
+        t.thread_states()
+    );
+    // Already stopped: refused up front, with the remedy.
+    match Process::attach(pid) {
+        Err(e @ Error::GroupStop { .. }) => assert!(e.to_string().contains("kill -CONT")),
+        other => panic!("expected GroupStop, got {other:?}"),
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), attach::Signal::SIGCONT).unwrap();
+    assert!(common::keeps_counting(pid, counter, 10));
+}
+
+#[test]
+fn process_exit_while_held_is_reported_without_hanging() {
+    let Some(mut t) = common::start("busy", &[]) else {
+        return;
+    };
+    let pid = t.pid();
+    let six = common::field(&t, "six");
+    let mut p = attach::freeze(pid).unwrap();
+    t.child_mut().kill().unwrap(); // SIGKILL ends even a held process
+    let start = Instant::now();
+    let r = p.call(pid, six, &[1, 2, 3, 4, 5, 6]);
+    assert!(
+        matches!(&r, Err(e) if e.target_gone()),
+        "expected the target gone, got {r:?}"
+    );
+    let _ = p.detach();
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn threads_born_and_dying_during_attach() {
+    let Some(t) = common::start("threads", &["4", "churn"]) else {
+        return;
+    };
+    let pid = t.pid();
+    let six = common::field(&t, "six");
+    for _ in 0..20 {
+        let mut p = attach::freeze(pid).unwrap();
+        assert_eq!(p.call(pid, six, &[1, 2, 3, 4, 5, 6]).unwrap(), 654321);
+        p.detach().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for (tid, state) in t.thread_states() {
+        assert!(
+            state != 't' && state != 'T',
+            "thread {tid} left in state {state}"
+        );
+    }
+    assert!(common::keeps_counting(
+        pid,
+        common::field(&t, "counter"),
+        10
+    ));
+}
+
+#[test]
+fn a_call_past_its_deadline_is_undone() {
+    let Some(t) = common::start("busy", &[]) else {
+        return;
+    };
+    let pid = t.pid();
+    let slow = common::field(&t, "slow");
+    let mut p = attach::freeze(pid).unwrap();
+    let before = p.save(pid).unwrap();
+    p.set_call_timeout(Duration::from_millis(200));
+    let start = Instant::now();
+    match p.call(pid, slow, &[60_000]) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    common::assert_same_state(&before, &p.save(pid).unwrap(), "after the timeout");
+    p.detach().unwrap();
+    assert!(common::keeps_counting(
+        pid,
+        common::field(&t, "counter"),
+        10
+    ));
+}

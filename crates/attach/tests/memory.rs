@@ -59,3 +59,24 @@ fn vanished_process_is_reported() {
         other => panic!("expected NoSuchProcess, got {other:?}"),
     }
 }
+
+#[test]
+fn proc_mem_fallback_reads_and_writes() {
+    let Some(t) = common::start("busy", &[]) else {
+        return;
+    };
+    let mem = ProcessMemory::open(t.pid()).unwrap().proc_mem_only();
+    let msg = common::field(&t, "message");
+    let buf = common::field(&t, "buf");
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    mem.read_many(&mut [(msg, &mut a[..]), (buf, &mut b[..])])
+        .unwrap();
+    assert_eq!(&a, b"pyattach");
+    assert_eq!(&b, b"writable");
+    mem.write(buf, b"via-proc").unwrap();
+    assert_eq!(mem.read_vec(buf, 8).unwrap(), b"via-proc");
+    match mem.read(0x10, &mut a) {
+        Err(Error::BadAddress { addr: 0x10, .. }) => {}
+        other => panic!("expected BadAddress, got {other:?}"),
+    }
+}
