@@ -14,7 +14,8 @@ use capstone::arch::x86::ArchMode;
 use capstone::arch::BuildsCapstone;
 use capstone::Capstone;
 use serde::Serialize;
-use symbols::{Interpreter, Module, RemoteAddr};
+use std::collections::HashMap;
+use symbols::{GotKind, Interpreter, Module, RemoteAddr};
 
 /// Why call sites could not be looked for.
 #[derive(Debug, thiserror::Error)]
@@ -88,69 +89,59 @@ fn capstone() -> Result<Capstone, CallSiteError> {
         .map_err(|e| CallSiteError::Capstone(e.to_string()))
 }
 
-/// Parses the `[rip ± 0x…]` memory operand of capstone's Intel syntax.
-fn rip_target(insn_end: u64, op: &str) -> Option<u64> {
-    let i = op.find("[rip ")?;
-    let rest = &op[i + 5..];
-    let (neg, rest) = match rest.as_bytes().first()? {
-        b'+' => (false, &rest[1..]),
-        b'-' => (true, &rest[1..]),
-        _ => return None,
-    };
-    let hex = rest.trim_start().strip_prefix("0x")?;
-    let end = hex.find(']')?;
-    let d = u64::from_str_radix(&hex[..end], 16).ok()?;
-    Some(if neg {
-        insn_end.wrapping_sub(d)
-    } else {
-        insn_end.wrapping_add(d)
-    })
+/// With a verify limit, larger enclosing functions are not decoded.
+pub const MAX_DECODE: u64 = 4096;
+
+/// `jmp *disp(%rip)` (`ff 25`) destination at offset `i` of `code` (at
+/// address `at`), or a `call *disp(%rip)` (`ff 15`).
+fn rip_slot(code: &[u8], i: usize, at: u64) -> Option<(u64, bool)> {
+    let b = code.get(i..i + 6)?;
+    if b[0] != 0xff || !matches!(b[1], 0x15 | 0x25) {
+        return None;
+    }
+    let disp = i32::from_le_bytes([b[2], b[3], b[4], b[5]]) as i64 as u64;
+    Some(((at + 6).wrapping_add(disp), b[1] == 0x25))
 }
 
-/// The PLT entry whose `jmp *slot(%rip)` goes through `slot`.
-fn plt_entry(
-    py: &Interpreter,
-    module: &Module,
-    cs: &Capstone,
-    slot: RemoteAddr,
-) -> Option<RemoteAddr> {
+/// PLT entries by the GOT slot their `jmp *slot(%rip)` goes through. Each
+/// entry is 16 bytes in `.plt` and `.plt.sec` (8 in `.plt.got`) and jumps
+/// through its slot (`ff 25`, after `endbr64; bnd` with IBT).
+fn plt_entries(py: &Interpreter, module: &Module) -> HashMap<u64, RemoteAddr> {
+    let mut out = HashMap::new();
     for sec in py.code_sections(module) {
         let align = match sec.name.as_str() {
             ".plt" | ".plt.sec" => 16,
             ".plt.got" => 8,
             _ => continue,
         };
-        let bytes = py.read_module_bytes(sec.addr, sec.size as usize).ok()?;
-        let insns = cs.disasm_all(&bytes, sec.addr.0).ok()?;
-        for i in insns.iter() {
-            if i.mnemonic() != Some("jmp") {
-                continue;
-            }
-            let end = i.address() + i.len() as u64;
-            if rip_target(end, i.op_str().unwrap_or("")) == Some(slot.0) {
-                return Some(RemoteAddr(i.address() & !(align - 1)));
+        let Ok(code) = py.read_module_bytes(sec.addr, sec.size as usize) else {
+            continue;
+        };
+        for i in 0..code.len() {
+            let at = sec.addr.0 + i as u64;
+            if let Some((slot, true)) = rip_slot(&code, i, at) {
+                out.entry(slot).or_insert(RemoteAddr(at & !(align - 1)));
             }
         }
     }
-    None
+    out
 }
 
-/// Whether an instruction begins at `at` when `code` (starting at `start`)
-/// is decoded from its first byte.
-fn starts_instruction(cs: &Capstone, code: &[u8], start: u64, at: u64) -> bool {
+/// The addresses where instructions begin when `code` (at `start`) is
+/// decoded from its first byte, up to `until`.
+fn instruction_starts(cs: &Capstone, code: &[u8], start: u64, until: u64) -> Vec<u64> {
+    let mut out = Vec::new();
     let Ok(mut it) = cs.disasm_iter(code, start) else {
-        return false;
+        return out;
     };
     while let Some(i) = it.next() {
         let a = i.address();
-        if a == at {
-            return true;
+        if a > until {
+            break;
         }
-        if a > at {
-            return false;
-        }
+        out.push(a);
     }
-    false
+    out
 }
 
 /// Finds the call sites of `function` (a symbol of the interpreter's module)
@@ -160,82 +151,169 @@ pub fn find_call_sites(
     module: &Module,
     function: &str,
 ) -> Result<CallSites, CallSiteError> {
-    let sym = py
-        .symbol(function)
-        .ok_or_else(|| CallSiteError::NoSymbol(function.to_string()))?;
-    let cs = capstone()?;
-    let got_slot = py
-        .got_slots(module)
-        .into_iter()
-        .find(|(n, _)| n == function)
-        .map(|(_, a)| a);
-    let plt = got_slot.and_then(|s| plt_entry(py, module, &cs, s));
-    let mut out = CallSites {
-        function: function.to_string(),
-        module: module.file_name(),
-        target: sym.addr,
-        plt_entry: plt,
-        got_slot,
-        sites: Vec::new(),
-        unverified: 0,
+    find_many(py, module, &[function], None)
+        .pop()
+        .unwrap_or_else(|| Err(CallSiteError::NoSymbol(function.to_string())))
+}
+
+/// [`find_call_sites`] for several functions in one pass over the code.
+///
+/// Decoding is what costs (capstone decodes about a million instructions a
+/// second, and a call may sit deep in a 13 KB function). With
+/// `verify_limit: Some(n)`, at most `n` sites per function are verified,
+/// only in enclosing functions of up to [`MAX_DECODE`] bytes, and the other
+/// byte matches are counted in [`CallSites::unverified`]: enough to know
+/// that real calls exist, fast enough for `pyattach info`. `None` decodes
+/// all.
+pub fn find_many(
+    py: &Interpreter,
+    module: &Module,
+    functions: &[&str],
+    verify_limit: Option<usize>,
+) -> Vec<Result<CallSites, CallSiteError>> {
+    let cs = match capstone() {
+        Ok(cs) => cs,
+        Err(e) => {
+            let msg = e.to_string();
+            return functions
+                .iter()
+                .map(|_| Err(CallSiteError::Capstone(msg.clone())))
+                .collect();
+        }
     };
+    let slots = py.got_slots(module);
+    let plts = if slots.iter().any(|g| functions.contains(&g.name.as_str())) {
+        plt_entries(py, module)
+    } else {
+        HashMap::new()
+    };
+    let mut results: Vec<Result<CallSites, CallSiteError>> = Vec::new();
+    // Destination address -> (function index, how).
+    // A handful of entries: a linear search beats hashing on this hot path.
+    let mut rel_targets: Vec<(u64, usize, Via)> = Vec::new();
+    let mut got_targets: Vec<(u64, usize)> = Vec::new();
+    for (k, &function) in functions.iter().enumerate() {
+        let Some(sym) = py.symbol(function) else {
+            results.push(Err(CallSiteError::NoSymbol(function.to_string())));
+            continue;
+        };
+        let jump_slot = slots
+            .iter()
+            .find(|g| g.name == function && g.kind == GotKind::JumpSlot)
+            .map(|g| g.addr);
+        let plt = jump_slot.and_then(|s| plts.get(&s.0).copied());
+        // Only -fno-plt code calls through a GLOB_DAT slot.
+        let got_slot = slots
+            .iter()
+            .find(|g| g.name == function && g.kind == GotKind::GlobDat)
+            .map(|g| g.addr);
+        rel_targets.push((sym.addr.0, k, Via::Direct));
+        if let Some(p) = plt {
+            rel_targets.push((p.0, k, Via::Plt));
+        }
+        if let Some(g) = got_slot {
+            got_targets.push((g.0, k));
+        }
+        results.push(Ok(CallSites {
+            function: function.to_string(),
+            module: module.file_name(),
+            target: sym.addr,
+            plt_entry: plt,
+            got_slot,
+            sites: Vec::new(),
+            unverified: 0,
+        }));
+    }
+
     for sec in py.code_sections(module) {
         if sec.name.starts_with(".plt") {
             continue;
         }
-        let code = py
-            .read_module_bytes(sec.addr, sec.size as usize)
-            .map_err(|source| CallSiteError::Read {
-                module: module.file_name(),
-                source,
-            })?;
+        let code = match py.read_module_bytes(sec.addr, sec.size as usize) {
+            Ok(c) => c,
+            Err(_) => {
+                // The only failure is an address outside the file's image.
+                return functions
+                    .iter()
+                    .map(|_| {
+                        Err(CallSiteError::Read {
+                            module: module.file_name(),
+                            source: symbols::Error::NotInFile(sec.addr),
+                        })
+                    })
+                    .collect();
+            }
+        };
         let base = sec.addr.0;
-        let mut i = 0usize;
-        while i + 5 <= code.len() {
-            let at = base + i as u64;
-            let rel = |o: usize| {
-                i32::from_le_bytes([code[o], code[o + 1], code[o + 2], code[o + 3]]) as i64 as u64
-            };
-            let hit = match code[i] {
-                op @ (0xe8 | 0xe9) => {
-                    let dest = RemoteAddr((at + 5).wrapping_add(rel(i + 1)));
-                    let via = if dest == sym.addr {
-                        Some(Via::Direct)
-                    } else if Some(dest) == plt {
-                        Some(Via::Plt)
-                    } else {
-                        None
-                    };
-                    via.map(|v| (v, op == 0xe9))
+        // Byte patterns first (cheap), decoding only where one matched.
+        let mut candidates: Vec<(u64, usize, Via, bool)> = Vec::new();
+        let n = code.len();
+        for i in 0..n.saturating_sub(5) {
+            let op = code[i];
+            if op & 0xfe == 0xe8 {
+                let at = base + i as u64;
+                let rel = i32::from_le_bytes([code[i + 1], code[i + 2], code[i + 3], code[i + 4]]);
+                let dest = (at + 5).wrapping_add(rel as i64 as u64);
+                if let Some(&(_, k, via)) = rel_targets.iter().find(|t| t.0 == dest) {
+                    candidates.push((at, k, via, op == 0xe9));
                 }
-                0xff if i + 6 <= code.len() && matches!(code[i + 1], 0x15 | 0x25) => {
-                    let dest = RemoteAddr((at + 6).wrapping_add(rel(i + 2)));
-                    (Some(dest) == got_slot).then_some((Via::Got, code[i + 1] == 0x25))
-                }
-                _ => None,
-            };
-            if let Some((via, tail)) = hit {
-                match py.symbolize(RemoteAddr(at)) {
-                    Some((caller, _)) if caller.addr.0 >= base => {
-                        let from = (caller.addr.0 - base) as usize;
-                        let to = (i + 16).min(code.len());
-                        if from <= i && starts_instruction(&cs, &code[from..to], caller.addr.0, at)
-                        {
-                            out.sites.push(CallSite {
-                                addr: RemoteAddr(at),
-                                via,
-                                tail,
-                                caller: caller.name,
-                            });
-                        }
+            } else if op == 0xff && !got_targets.is_empty() {
+                let at = base + i as u64;
+                if let Some((dest, tail)) = rip_slot(&code, i, at) {
+                    if let Some(&(_, k)) = got_targets.iter().find(|t| t.0 == dest) {
+                        candidates.push((at, k, Via::Got, tail));
                     }
-                    _ => out.unverified += 1,
                 }
             }
-            i += 1;
+        }
+        // Decode each enclosing function once, from its start. With a
+        // limit, functions above MAX_DECODE bytes are not decoded and
+        // sites past the limit are not even located: both stay unverified.
+        let mut decoded: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &(at, k, via, tail) in &candidates {
+            let Ok(out) = &mut results[k] else { continue };
+            if verify_limit.is_some_and(|n| out.sites.len() >= n) {
+                out.unverified += 1;
+                continue;
+            }
+            let caller = match py.symbolize(RemoteAddr(at)) {
+                Some((caller, _)) if caller.addr.0 >= base && caller.addr.0 <= at => caller,
+                _ => {
+                    out.unverified += 1;
+                    continue;
+                }
+            };
+            if verify_limit.is_some() && caller.size > MAX_DECODE {
+                out.unverified += 1;
+                continue;
+            }
+            let starts = decoded.entry(caller.addr.0).or_insert_with(|| {
+                let from = (caller.addr.0 - base) as usize;
+                let end = caller.addr.0.saturating_add(caller.size.max(1));
+                let last = candidates
+                    .iter()
+                    .filter(|c| c.0 >= caller.addr.0 && c.0 < end)
+                    .map(|c| c.0)
+                    .max()
+                    .unwrap_or(at)
+                    .max(at);
+                let to = ((last - base) as usize + 16).min(code.len());
+                instruction_starts(&cs, &code[from..to], caller.addr.0, last)
+            });
+            if starts.binary_search(&at).is_ok() {
+                out.sites.push(CallSite {
+                    addr: RemoteAddr(at),
+                    via,
+                    tail,
+                    caller: caller.name,
+                });
+            }
+        }
+        for out in results.iter_mut().flatten() {
+            out.sites.sort_by_key(|s| s.addr);
         }
     }
-    Ok(out)
+    results
 }
 
 #[cfg(test)]
@@ -243,10 +321,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_rip_operands() {
-        assert_eq!(rip_target(0x1000, "qword ptr [rip + 0x2fe2]"), Some(0x3fe2));
-        assert_eq!(rip_target(0x1000, "qword ptr [rip - 0x10]"), Some(0xff0));
-        assert_eq!(rip_target(0x1000, "qword ptr [rax + 8]"), None);
+    fn decodes_rip_relative_jumps() {
+        // ff 25 disp32: jmp *disp(%rip), relative to the next instruction.
+        let jmp = [0xff, 0x25, 0x10, 0, 0, 0];
+        assert_eq!(rip_slot(&jmp, 0, 0x1000), Some((0x1016, true)));
+        assert_eq!(
+            rip_slot(&[0xff, 0x15, 0xfa, 0xff, 0xff, 0xff], 0, 0x1000),
+            Some((0x1000, false))
+        );
+        assert_eq!(rip_slot(&jmp[..5], 0, 0x1000), None);
     }
 }
 

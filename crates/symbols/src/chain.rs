@@ -134,12 +134,18 @@ impl ModuleSymbols {
     }
 
     /// The function symbol whose range holds `addr`, and the offset into it.
+    /// `.dynsym` first: a sized exported function that covers the address is
+    /// the answer, and it spares parsing a large `.symtab`; then `.symtab`
+    /// and the debug files for static functions.
     pub fn symbolize(&self, addr: RemoteAddr) -> Option<(Symbol, u64)> {
         let fa = self.module.to_file(addr).0;
         let found = |t: &SymbolTable, source: SymbolSource| {
             t.containing(fa)
                 .map(|(n, e)| (self.make(e, n, source), fa - e.value))
         };
+        if let Some(hit) = found(self.main.dynsym(), SymbolSource::DynSym) {
+            return Some(hit);
+        }
         if let Some(hit) = found(self.main.symtab(), SymbolSource::SymTab) {
             return Some(hit);
         }
@@ -150,7 +156,7 @@ impl ModuleSymbols {
                 }
             }
         }
-        found(self.main.dynsym(), SymbolSource::DynSym)
+        None
     }
 
     /// Which debug sources were found for this module (opening them all).

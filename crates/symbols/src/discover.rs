@@ -113,6 +113,25 @@ pub struct CodeSection {
     pub size: u64,
 }
 
+/// Which relocation fills a GOT slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GotKind {
+    /// `R_X86_64_JUMP_SLOT`: read by the symbol's PLT entry.
+    JumpSlot,
+    /// `R_X86_64_GLOB_DAT`: read by code built with `-fno-plt` (or taking
+    /// the symbol's address).
+    GlobDat,
+}
+
+/// A GOT slot that will hold a symbol's address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GotSlot {
+    pub name: String,
+    pub addr: RemoteAddr,
+    pub kind: GotKind,
+}
+
 /// The CPython found in a process.
 pub struct Interpreter {
     pub pid: i32,
@@ -450,17 +469,25 @@ impl Interpreter {
             .collect()
     }
 
-    /// `(symbol, GOT slot)` of `module`'s `JUMP_SLOT`/`GLOB_DAT`
-    /// relocations: a call through the PLT or `call *slot(%rip)` reaches
-    /// the symbol through that slot.
-    pub fn got_slots(&self, module: &Module) -> Vec<(String, RemoteAddr)> {
+    /// The GOT slots of `module` (`JUMP_SLOT` and `GLOB_DAT` relocations):
+    /// a call through the PLT or `call *slot(%rip)` reaches the symbol
+    /// through its slot.
+    pub fn got_slots(&self, module: &Module) -> Vec<GotSlot> {
         let Some(ms) = self.syms.iter().find(|ms| ms.module == *module) else {
             return Vec::new();
         };
         ms.main
             .got_slots()
             .into_iter()
-            .map(|(n, a)| (n, module.to_remote(FileAddr(a))))
+            .map(|(name, a, plt)| GotSlot {
+                name,
+                addr: module.to_remote(FileAddr(a)),
+                kind: if plt {
+                    GotKind::JumpSlot
+                } else {
+                    GotKind::GlobDat
+                },
+            })
             .collect()
     }
 

@@ -5,10 +5,10 @@
 use crate::error::Error;
 use crate::table::{Entry, SymbolTable};
 use object::elf;
-use object::read::elf::ElfFile64;
+use object::read::elf::{ElfFile64, Rela, SectionHeader, Sym};
+use object::read::StringTable;
 use object::{
-    Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, ReadCache, ReadRef,
-    RelocationFlags, RelocationTarget, SectionFlags, SectionKind, SymbolKind,
+    Endianness, Object, ObjectSection, ReadCache, ReadRef, SectionFlags, SectionIndex, SectionKind,
 };
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,9 @@ use std::sync::{Mutex, OnceLock};
 const MAX_DEBUGDATA: usize = 256 << 20;
 
 enum Backing {
-    File(Mutex<ReadCache<File>>),
+    /// Headers and tables through the cache; large raw ranges (code for
+    /// capstone, `.rodata`) straight from the second handle, uncached.
+    File(Mutex<ReadCache<File>>, Mutex<File>),
     Bytes(Vec<u8>),
 }
 
@@ -127,63 +129,138 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
     })
 }
 
+/// Extracts `.dynsym` or `.symtab`. The symbol and string sections are each
+/// read in one piece and decoded in memory: reading names one by one through
+/// the file would cost a system call per symbol.
 fn table<'d, R: ReadRef<'d>>(data: R, path: &Path, dynamic: bool) -> SymbolTable {
     let mut t = SymbolTable::default();
     let Ok(file) = parse(data, path) else {
         return t;
     };
-    let syms = if dynamic {
-        file.dynamic_symbols()
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let want = if dynamic {
+        elf::SHT_DYNSYM
     } else {
-        file.symbols()
+        elf::SHT_SYMTAB
     };
-    for s in syms {
-        if !s.is_definition() || s.kind() == SymbolKind::Tls {
+    let Some(sh) = sections.iter().find(|s| s.sh_type(endian) == want) else {
+        return t;
+    };
+    let Ok(symdata) = sh.data(endian, data) else {
+        return t;
+    };
+    let Ok(strsh) = sections.section(SectionIndex(sh.sh_link(endian) as usize)) else {
+        return t;
+    };
+    let Ok(strdata) = strsh.data(endian, data) else {
+        return t;
+    };
+    let count = symdata.len() / std::mem::size_of::<elf::Sym64<Endianness>>();
+    let Ok((syms, _)) = object::pod::slice_from_bytes::<elf::Sym64<Endianness>>(symdata, count)
+    else {
+        return t;
+    };
+    let strings = StringTable::new(strdata, 0, strdata.len() as u64);
+    for sym in syms.iter().skip(1) {
+        let shndx = sym.st_shndx(endian);
+        if shndx == elf::SHN_UNDEF || (shndx.is_reserved() && shndx != elf::SHN_XINDEX) {
             continue;
         }
-        let Ok(name) = s.name() else { continue };
+        let size = sym.st_size(endian);
+        let func = match sym.st_type() {
+            elf::STT_FUNC | elf::STT_GNU_IFUNC => true,
+            elf::STT_OBJECT => false,
+            elf::STT_NOTYPE if size > 0 => false,
+            _ => continue,
+        };
+        let Ok(name) = sym.name(endian, strings) else {
+            continue;
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
         if name.is_empty() {
             continue;
         }
-        // Versioned names in .dynsym come without the @VERSION suffix from
-        // object; strip one if a .symtab spells it out.
+        // A .symtab may spell out a version (`name@VERSION`); .dynsym keeps
+        // versions apart.
         let name = name.split('@').next().unwrap_or(name);
         t.insert(
             name,
             Entry {
-                value: s.address(),
-                size: s.size(),
-                global: s.is_global(),
-                func: s.kind() == SymbolKind::Text,
+                value: sym.st_value(endian),
+                size,
+                global: matches!(sym.st_bind(), elf::STB_GLOBAL | elf::STB_WEAK),
+                func,
             },
         );
     }
     t
 }
 
-fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64)> {
+/// `JUMP_SLOT`/`GLOB_DAT` relocations against `.dynsym`, decoded in memory
+/// like the symbol tables (a libpython has tens of thousands of `RELATIVE`
+/// relocations to skip).
+fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool)> {
     let mut out = Vec::new();
     let Ok(file) = parse(data, path) else {
         return out;
     };
-    let Some(relocs) = file.dynamic_relocations() else {
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Some((dynsym_index, dynsym)) = sections
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.sh_type(endian) == elf::SHT_DYNSYM)
+    else {
         return out;
     };
-    for (offset, r) in relocs {
-        let RelocationFlags::Elf { r_type } = r.flags() else {
-            continue;
-        };
-        if r_type != elf::R_X86_64_JUMP_SLOT && r_type != elf::R_X86_64_GLOB_DAT {
+    let (Ok(symdata), Ok(strsh)) = (
+        dynsym.data(endian, data),
+        sections.section(SectionIndex(dynsym.sh_link(endian) as usize)),
+    ) else {
+        return out;
+    };
+    let Ok(strdata) = strsh.data(endian, data) else {
+        return out;
+    };
+    let sym_size = std::mem::size_of::<elf::Sym64<Endianness>>();
+    let Ok((syms, _)) =
+        object::pod::slice_from_bytes::<elf::Sym64<Endianness>>(symdata, symdata.len() / sym_size)
+    else {
+        return out;
+    };
+    let strings = StringTable::new(strdata, 0, strdata.len() as u64);
+    for sh in sections.iter() {
+        if sh.sh_type(endian) != elf::SHT_RELA || sh.sh_link(endian) as usize != dynsym_index {
             continue;
         }
-        if let RelocationTarget::Symbol(idx) = r.target() {
-            // Dynamic relocations index .dynsym, not .symtab.
-            let Some(dynsym) = file.dynamic_symbol_table() else {
-                break;
+        let Ok(reldata) = sh.data(endian, data) else {
+            continue;
+        };
+        let rel_size = std::mem::size_of::<elf::Rela64<Endianness>>();
+        let Ok((relas, _)) = object::pod::slice_from_bytes::<elf::Rela64<Endianness>>(
+            reldata,
+            reldata.len() / rel_size,
+        ) else {
+            continue;
+        };
+        for r in relas {
+            let ty = r.r_type(endian, false);
+            if ty != elf::R_X86_64_JUMP_SLOT && ty != elf::R_X86_64_GLOB_DAT {
+                continue;
+            }
+            let Some(sym) = syms.get(r.r_sym(endian, false) as usize) else {
+                continue;
             };
-            if let Ok(sym) = dynsym.symbol_by_index(idx) {
-                if let Ok(name) = sym.name() {
-                    out.push((name.to_string(), offset));
+            if let Ok(name) = sym.name(endian, strings) {
+                if let Ok(name) = std::str::from_utf8(name) {
+                    out.push((
+                        name.to_string(),
+                        r.r_offset(endian),
+                        ty == elf::R_X86_64_JUMP_SLOT,
+                    ));
                 }
             }
         }
@@ -191,19 +268,20 @@ fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64)> {
     out
 }
 
-fn section_bytes<'d, R: ReadRef<'d>>(data: R, path: &Path, name: &str) -> Option<Vec<u8>> {
+/// `(file offset, size)` of a section with contents in the file.
+fn section_range<'d, R: ReadRef<'d>>(data: R, path: &Path, name: &str) -> Option<(u64, u64)> {
     let file = parse(data, path).ok()?;
     let s = file.section_by_name(name)?;
     if s.kind() == SectionKind::UninitializedData {
         return None;
     }
-    s.data().ok().map(<[u8]>::to_vec)
+    s.file_range()
 }
 
 macro_rules! with_data {
     ($self:expr, $d:ident => $body:expr) => {
         match &$self.backing {
-            Backing::File(m) => {
+            Backing::File(m, _) => {
                 let guard = m.lock().unwrap_or_else(|p| p.into_inner());
                 let $d = &*guard;
                 $body
@@ -223,9 +301,13 @@ impl ElfSource {
             path: path.to_path_buf(),
             source,
         })?;
+        let raw = f.try_clone().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::build(
             path.to_path_buf(),
-            Backing::File(Mutex::new(ReadCache::new(f))),
+            Backing::File(Mutex::new(ReadCache::new(f)), Mutex::new(raw)),
         )
     }
 
@@ -265,14 +347,16 @@ impl ElfSource {
             .get_or_init(|| with_data!(self, d => table(d, &self.path, false)))
     }
 
-    /// `(symbol name, GOT slot address)` of every `JUMP_SLOT`/`GLOB_DAT`
-    /// relocation: how calls through the PLT or the GOT are recognized.
-    pub fn got_slots(&self) -> Vec<(String, u64)> {
+    /// `(symbol name, GOT slot address, is JUMP_SLOT)` of every
+    /// `JUMP_SLOT`/`GLOB_DAT` relocation: how calls through the PLT or the
+    /// GOT are recognized.
+    pub fn got_slots(&self) -> Vec<(String, u64, bool)> {
         with_data!(self, d => got_slots(d, &self.path))
     }
 
     pub fn section_data(&self, name: &str) -> Option<Vec<u8>> {
-        with_data!(self, d => section_bytes(d, &self.path, name))
+        let (off, size) = with_data!(self, d => section_range(d, &self.path, name))?;
+        self.read_at(off, usize::try_from(size).ok()?)
     }
 
     /// The decompressed MiniDebugInfo ELF of `.gnu_debugdata`, if any.
@@ -302,14 +386,28 @@ impl ElfSource {
 
     /// Reads `len` bytes at file offset `off`.
     pub fn read_at(&self, off: u64, len: usize) -> Option<Vec<u8>> {
-        with_data!(self, d => d.read_bytes_at(off, len as u64).ok().map(<[u8]>::to_vec))
+        match &self.backing {
+            Backing::Bytes(b) => {
+                let end = off.checked_add(len as u64)?;
+                b.get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
+                    .map(<[u8]>::to_vec)
+            }
+            Backing::File(_, raw) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = raw.lock().unwrap_or_else(|p| p.into_inner());
+                f.seek(SeekFrom::Start(off)).ok()?;
+                let mut out = Vec::with_capacity(len);
+                (&mut *f).take(len as u64).read_to_end(&mut out).ok()?;
+                (out.len() == len).then_some(out)
+            }
+        }
     }
 
     /// The whole file's bytes (for the `.gnu_debuglink` CRC).
     pub fn crc32(&self) -> Option<u32> {
         match &self.backing {
             Backing::Bytes(b) => Some(crc32fast::hash(b)),
-            Backing::File(_) => {
+            Backing::File(..) => {
                 let mut f = File::open(&self.path).ok()?;
                 let mut h = crc32fast::Hasher::new();
                 let mut buf = vec![0u8; 1 << 16];

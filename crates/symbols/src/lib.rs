@@ -52,7 +52,7 @@ pub use addr::{hex, FileAddr, RemoteAddr};
 pub use chain::{Symbol, SymbolSource};
 pub use discover::{
     discover, inspect_bytes, inspect_file, BuildInfo, CodeSection, DebugFetcher, DiscoverOptions,
-    FileSummary, Interpreter, Module, Range,
+    FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
 };
 pub use error::Error;
 pub use version::{PyVersion, ReleaseLevel, VersionCheck, VersionSource};
