@@ -53,6 +53,16 @@ pub(crate) fn alive(pid: i32) -> bool {
     status(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
+/// True if the process runs with a CET shadow stack (Linux 6.6+, glibc
+/// opt-in): a `ret` to an address the shadow stack does not hold faults.
+pub(crate) fn shadow_stack(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("x86_Thread_features:"))
+            .is_some_and(|f| f.split_whitespace().any(|w| w == "shstk"))
+    })
+}
+
 /// The command name of a process, or `?`.
 pub(crate) fn comm(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))

@@ -89,6 +89,14 @@ pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
     if let Some(g) = t.gadgets {
         return Ok(g);
     }
+    if crate::diagnose::shadow_stack(t.pid) {
+        // Our returns (into the stub, out of the `syscall; ret`) are not on
+        // the shadow stack; the CPU would raise #CP. gdb 15 pushes onto it.
+        return Err(Error::Unsupported(format!(
+            "process {} runs with a CET shadow stack; remote calls are not supported there yet",
+            t.pid
+        )));
+    }
     let (mut sc, mut sr) = (None, None);
     let (maps, anon) = exec_mappings(t.pid)?;
     // A stub left by an earlier run that was killed mid-call: reuse it.

@@ -30,7 +30,8 @@ fn cycle(pid: i32, six: u64, slow: u64) -> attach::Result<()> {
 }
 
 /// Not a test: the entry point of the helper process, active only when the
-/// environment says so (`loop:PID:SIX:SLOW` or `once:PID`).
+/// environment says so (`loop:PID:SIX:SLOW`, `die:PID:TID:SLOW` or
+/// `once:PID`).
 #[test]
 fn helper() {
     let Ok(spec) = std::env::var(HELPER) else {
@@ -56,6 +57,23 @@ fn helper() {
                     std::process::exit(128 + signal as i32)
                 }
             }
+        }
+        "die" => {
+            // Start a long call in thread TID and die (SIGKILL) in the
+            // middle of it: the call must complete and the thread resume
+            // through the signal frame, without us.
+            let tid: i32 = parts[2].parse().unwrap();
+            let slow = u64::from_str_radix(parts[3], 16).unwrap();
+            let mut p = attach::freeze(pid).unwrap();
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                println!("DYING");
+                // SAFETY: kill(2) of this very process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            });
+            let r = p.call(tid, slow, &[400]);
+            println!("RESULT call returned {r:?} (should have died first)");
+            std::process::exit(3)
         }
         _ => {
             match Process::attach(pid) {
@@ -233,6 +251,98 @@ fn another_users_process_is_refused_with_the_reason() {
         .unwrap_or_else(|| panic!("no RESULT from helper: {text}"));
     assert!(line.contains("permission denied"), "{line}");
     assert!(line.contains("belongs to uid 0"), "{line}");
+    assert!(common::keeps_counting(
+        t.pid(),
+        common::field(&t, "counter"),
+        10
+    ));
+}
+
+/// Runs the `die` helper on `t`'s blocked thread and waits for its death and
+/// the kernel's release of the target.
+fn die_mid_call(t: &testsupport::Target) {
+    let pid = t.pid();
+    let blocker = common::field(t, "blocker");
+    let slow = common::field(t, "slow");
+    let out = helper_cmd(&format!("die:{pid}:{blocker}:{slow:x}"))
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "helper: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("DYING") && !said.contains("RESULT"),
+        "the helper did not die mid-call: {said}"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while tracer_of(pid) != 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(tracer_of(pid), 0);
+}
+
+#[test]
+fn tool_killed_mid_call_in_a_reader_the_read_resumes() {
+    let dir = std::env::temp_dir().join(format!("pyattach-die-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let Some(t) = common::start("blocking", &["read", fifo.to_str().unwrap()]) else {
+        return;
+    };
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    die_mid_call(&t);
+    // The call (400 ms) finishes on its own, then rt_sigreturn restarts the
+    // read with the original registers: the data lands where it should.
+    std::thread::sleep(Duration::from_millis(500));
+    use std::io::Write;
+    w.write_all(b"after-death").unwrap();
+    drop(w);
+    assert!(
+        t.wait_for_output("READ data=after-death eintr=0", Duration::from_secs(10)),
+        "output: {}",
+        t.output()
+    );
+    assert!(common::keeps_counting(
+        t.pid(),
+        common::field(&t, "counter"),
+        10
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tool_killed_mid_call_in_a_sleeper_the_sleep_goes_on() {
+    let Some(t) = common::start("blocking", &["nanosleep", "1500"]) else {
+        return;
+    };
+    die_mid_call(&t);
+    assert!(
+        t.wait_for_output("SLEPT", Duration::from_secs(10)),
+        "output: {}",
+        t.output()
+    );
+    // Without the tool the restart block cannot be trusted (rt_sigreturn
+    // resets it), so nanosleep returns EINTR once and the program sleeps
+    // the rest, as after any signal with a handler.
+    let out = t.output();
+    let line = out.lines().find(|l| l.starts_with("SLEPT")).unwrap();
+    assert!(line.ends_with("eintr=1"), "{line}");
+    let ms: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ms="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("{line}");
+    assert!((1500.0..3000.0).contains(&ms), "{line}");
     assert!(common::keeps_counting(
         t.pid(),
         common::field(&t, "counter"),

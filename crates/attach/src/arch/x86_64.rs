@@ -280,3 +280,88 @@ impl Arch for X86_64 {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_layout_matches_the_kernel() {
+        // struct ucontext: flags, link, stack_t (24), sigcontext (256), mask.
+        assert_eq!(UC_MCONTEXT - UC, 40);
+        assert_eq!(UC_SIGMASK - UC, 296);
+        let mut r = Regs {
+            rsp: 0x7fff_0000_1238,
+            rip: 0x1111,
+            rax: 0x2222,
+            cs: 0x33,
+            ss: 0x2b,
+            ..Regs::default()
+        };
+        r.orig_rax = u64::MAX;
+        let fp = vec![0xabu8; 832];
+        let alt = AltStack {
+            sp: 0x5000,
+            flags: 0,
+            size: 0x1000,
+        };
+        let f = X86_64::sigframe(&r, &fp, true, 0x55, alt, 0x7777).unwrap();
+        // Below the red zone, return address at sp, 8 mod 16 as after a call.
+        assert_eq!(f.sp % 16, 8);
+        assert!(f.base + f.bytes.len() as u64 <= r.rsp - RED_ZONE);
+        let word = |off: usize| u64::from_le_bytes(f.bytes[off..off + 8].try_into().unwrap());
+        assert_eq!(word(0), 0x7777);
+        assert_eq!(word(UC), UC_FLAGS);
+        assert_eq!(word(UC_STACK), 0x5000);
+        assert_eq!(word(UC_STACK + 16), 0x1000);
+        assert_eq!(word(UC_MCONTEXT + 13 * 8), 0x2222); // rax
+        assert_eq!(word(UC_MCONTEXT + 15 * 8), r.rsp); // rsp
+        assert_eq!(word(UC_MCONTEXT + 16 * 8), 0x1111); // rip
+        assert_eq!(word(UC_SIGMASK), 0x55);
+        let fp_at = word(UC_MCONTEXT + 23 * 8);
+        assert_eq!(fp_at % 64, 0, "XRSTOR needs 64-byte alignment");
+        let off = (fp_at - f.base) as usize;
+        assert_eq!(&f.bytes[off..off + fp.len()], &fp[..]);
+        assert_eq!(
+            u32::from_le_bytes(
+                f.bytes[off + fp.len()..off + fp.len() + 4]
+                    .try_into()
+                    .unwrap()
+            ),
+            FP_XSTATE_MAGIC2
+        );
+        assert_eq!(f.altstack_at, f.base + UC_STACK as u64);
+    }
+
+    #[test]
+    fn restart_is_prepared_as_the_kernel_would() {
+        let r = Regs {
+            orig_rax: 0, // read
+            rax: (-512i64) as u64,
+            rip: 0x1002,
+            ..Regs::default()
+        };
+        let v = X86_64::resume_view(&r);
+        assert_eq!((v.rax, v.rip, v.orig_rax), (0, 0x1000, u64::MAX));
+        let sleep = Regs {
+            orig_rax: 35, // nanosleep
+            rax: (-516i64) as u64,
+            rip: 0x1002,
+            ..Regs::default()
+        };
+        let v = X86_64::resume_view(&sleep);
+        assert_eq!((v.rax as i64, v.rip), (-4, 0x1002));
+        let mut s = sleep;
+        assert!(X86_64::force_eintr(&mut s));
+        assert_eq!(s.rax as i64, -4);
+        let mut noint = Regs {
+            orig_rax: 61,
+            rax: (-513i64) as u64,
+            ..Regs::default()
+        };
+        assert!(
+            !X86_64::force_eintr(&mut noint),
+            "ERESTARTNOINTR must restart"
+        );
+    }
+}
