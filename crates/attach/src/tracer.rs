@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::Signal;
 
-use crate::arch::AltStack;
+use crate::arch::{AltStack, Arch, Native};
 use crate::remote::Gadgets;
 use crate::sys::{self, Stop};
 use crate::{diagnose, Error, ProcessMemory, Result};
@@ -305,8 +305,43 @@ impl Tracer {
         }
     }
 
+    /// Takes the time the threads were held off the timeouts of the
+    /// `select`/`pselect6`/`ppoll` calls that will restart, so that they
+    /// wait as long as they would have without us (best effort: a timeout
+    /// that cannot be written is left alone).
+    fn compensate_timeouts(&mut self) {
+        let Some(since) = self.stopped_at else {
+            return;
+        };
+        let held = since.elapsed();
+        for (tid, th) in self.threads.iter() {
+            if th.state != TState::Stopped {
+                continue;
+            }
+            let Ok(regs) = Native::get_regs(*tid) else {
+                continue;
+            };
+            let Some((at, timeval)) = Native::restart_timeout(&regs) else {
+                continue;
+            };
+            let Ok(b) = self.mem.read_vec(at, 16) else {
+                continue;
+            };
+            let sec = i64::from_le_bytes(b[0..8].try_into().unwrap());
+            let sub = i64::from_le_bytes(b[8..16].try_into().unwrap());
+            let unit = if timeval { 1_000 } else { 1 };
+            let left = (sec as i128) * 1_000_000_000 + (sub as i128) * unit;
+            let left = (left - held.as_nanos() as i128).max(0);
+            let mut out = Vec::with_capacity(16);
+            out.extend_from_slice(&((left / 1_000_000_000) as i64).to_le_bytes());
+            out.extend_from_slice(&(((left % 1_000_000_000) / unit) as i64).to_le_bytes());
+            let _ = self.mem.write(at, &out);
+        }
+    }
+
     /// Lets every held thread run again.
     pub fn resume_all(&mut self) -> Result<()> {
+        self.compensate_timeouts();
         for (tid, th) in self.threads.iter_mut() {
             th.altstack = None;
             if th.state == TState::Stopped {
@@ -361,6 +396,7 @@ impl Tracer {
         }
         // Our call stub is no longer needed by any thread.
         crate::patch::unmap_stub(self);
+        self.compensate_timeouts();
         for (tid, th) in self.threads.iter_mut() {
             if matches!(th.state, TState::Stopped | TState::GroupStopped) {
                 match ptrace::detach(sys::pid(*tid), None) {

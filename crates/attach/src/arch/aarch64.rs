@@ -145,6 +145,11 @@ impl Arch for Aarch64 {
         false
     }
 
+    fn restart_timeout(_r: &Regs) -> Option<(u64, bool)> {
+        // The restart class is not visible on arm64 (research §2.4).
+        None
+    }
+
     fn syscall_nr(r: &Regs) -> i64 {
         r.x[8] as i64
     }

@@ -101,6 +101,12 @@ pub(crate) trait Arch {
     /// True if the thread was stopped in a syscall that will restart
     /// through its restart block.
     fn restarts_via_block(regs: &Regs) -> bool;
+    /// For a thread stopped in `select`/`pselect6`/`ppoll` that the kernel
+    /// will restart: where its timeout lies in user memory and whether it
+    /// is a `timeval` (else a `timespec`). The kernel already wrote the
+    /// time left at the interruption there; the restart waits that long
+    /// again, so the time the thread was held must come off it.
+    fn restart_timeout(regs: &Regs) -> Option<(u64, bool)>;
     /// The syscall number at a syscall-entry stop.
     fn syscall_nr(regs: &Regs) -> i64;
     /// The return value of a syscall at its exit stop.

@@ -212,6 +212,19 @@ impl Arch for X86_64 {
         (r.orig_rax as i64) >= 0 && r.rax as i64 == ERESTART_RESTARTBLOCK
     }
 
+    fn restart_timeout(r: &Regs) -> Option<(u64, bool)> {
+        if r.rax as i64 != ERESTARTNOHAND {
+            return None;
+        }
+        let (ptr, timeval) = match r.orig_rax as i64 {
+            libc::SYS_select => (r.r8, true),
+            libc::SYS_pselect6 => (r.r8, false),
+            libc::SYS_ppoll => (r.rdx, false),
+            _ => return None,
+        };
+        (ptr != 0).then_some((ptr, timeval))
+    }
+
     fn syscall_nr(r: &Regs) -> i64 {
         r.orig_rax as i64
     }
