@@ -4,9 +4,6 @@
 
 use std::fs;
 
-/// capability(7) number of CAP_SYS_PTRACE.
-const CAP_SYS_PTRACE: u32 = 19;
-
 /// The fields of `/proc/PID/status` this crate cares about.
 #[derive(Debug, Default)]
 pub(crate) struct Status {
@@ -70,41 +67,17 @@ pub(crate) fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Why `EPERM` was likely returned for `pid`, in a sentence.
+/// Why `EPERM` was likely returned for `pid`, in a sentence, with the fix:
+/// the rules of [`crate::permissions`], and a generic word when none of
+/// them explains it (a security module, another user namespace).
 pub(crate) fn permission_reason(pid: i32) -> String {
-    let me = nix::unistd::geteuid().as_raw();
-    let Some(st) = status(pid) else {
-        return "the process could not be inspected".into();
-    };
-    if st.tracer_pid != 0 && st.tracer_pid != std::process::id() as i32 {
-        return format!(
-            "it is traced by pid {} ({})",
-            st.tracer_pid,
-            comm(st.tracer_pid)
-        );
+    if let Ok(verdict) = crate::permissions::diagnose(pid) {
+        if let Some(d) = verdict.denials.first() {
+            return format!("{}; {}", d.reason(), d.fix());
+        }
+        if !verdict.tracer.cap_sys_ptrace {
+            return "the kernel refused (a security module or another user namespace?); CAP_SYS_PTRACE may help".into();
+        }
     }
-    let has_ptrace_cap = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0);
-    if st.real_uid != me && !has_ptrace_cap {
-        return format!(
-            "it belongs to uid {} and this tool runs as uid {me} without CAP_SYS_PTRACE; run as that user or with sudo",
-            st.real_uid
-        );
-    }
-    let scope = fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
-    match scope {
-        Some(s) if s >= 1 && !has_ptrace_cap => format!(
-            "kernel.yama.ptrace_scope is {s}; run with sudo or CAP_SYS_PTRACE (docker: --cap-add=SYS_PTRACE)"
-        ),
-        _ if !has_ptrace_cap => "the kernel refused (not dumpable, a different user namespace, or a security module); CAP_SYS_PTRACE may help".into(),
-        _ => "the kernel refused even with CAP_SYS_PTRACE (a security module such as SELinux/AppArmor, or a different user namespace)".into(),
-    }
+    "the kernel refused even with CAP_SYS_PTRACE (a security module such as SELinux/AppArmor, or another user namespace)".into()
 }

@@ -249,8 +249,10 @@ fn another_users_process_is_refused_with_the_reason() {
         .lines()
         .find_map(|l| l.find("RESULT").map(|i| &l[i..]))
         .unwrap_or_else(|| panic!("no RESULT from helper: {text}"));
+    eprintln!("{line}");
     assert!(line.contains("permission denied"), "{line}");
     assert!(line.contains("belongs to uid 0"), "{line}");
+    assert!(line.contains("sudo"), "no remedy given: {line}");
     assert!(common::keeps_counting(
         t.pid(),
         common::field(&t, "counter"),
