@@ -17,6 +17,14 @@
 //!   SIGHUP make every wait return [`Error::Interrupted`], so guards restore
 //!   the target before the tool exits.
 //! - [`Error`] (one enum; `target_gone()`), [`Regs`], [`Pid`], [`Signal`].
+//! - [`permissions`], [`procinfo`] (read-only `/proc` diagnosis) and
+//!   [`pidfd`] (taking a socket out of the target).
+//!
+//! Limits: x86_64 (aarch64 laid out in `arch/`, remote calls refused there);
+//! calls take up to 6 integer arguments; a target with a CET shadow stack
+//! is refused for remote calls; while a [`Process`] runs attached, a thread
+//! that gets a signal or creates a thread waits for the next `stop_all` or
+//! detach, so keep that state short.
 //!
 //! Dropping a `Process` or `Stopped` releases every thread; all ptrace
 //! requests must come from the OS thread that attached (the types are not
