@@ -1,1 +1,24 @@
-//! Running code inside the target.
+//! Running code inside the target: the bootstrap that a GIL-holding thread
+//! is made to run, the channel it opens back to pyattach, and the framed
+//! protocol spoken over it.
+//!
+//! ```no_run
+//! use inject::run::{ChannelKind, Mode, Rendezvous};
+//! use std::time::{Duration, Instant};
+//! let mut rv = Rendezvous::prepare(1234, ChannelKind::Auto)?;
+//! let params = rv.params(Mode::Run { code: "print(1)".into() }, Duration::from_secs(2));
+//! let text = inject::run::bootstrap::script(&params); // for PyRun_SimpleString
+//! // ... get a thread of the target to run `text` ...
+//! let channel = rv.wait(Instant::now() + Duration::from_secs(5))?;
+//! # Ok::<(), inject::run::RunError>(())
+//! ```
+
+pub mod bootstrap;
+mod channel;
+mod error;
+pub mod protocol;
+
+pub use bootstrap::{ChannelParams, Mode, Params};
+pub use channel::{ChannelKind, Rendezvous};
+pub use error::RunError;
+pub use protocol::{Channel, FromTarget, ToTarget};

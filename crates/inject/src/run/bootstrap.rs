@@ -1,0 +1,111 @@
+//! The Python text handed to `PyRun_SimpleString`: the embedded bootstrap
+//! (`bootstrap.py`) wrapped so that it runs in a fresh namespace and can
+//! never raise into the target's code.
+
+/// The bootstrap's source, embedded in the binary.
+pub const SOURCE: &str = include_str!("bootstrap.py");
+
+/// What the bootstrap does once it runs in the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Run this code in `__main__`'s globals in the injected thread.
+    Run { code: String },
+    /// Open an interactive session in a thread of its own.
+    Repl,
+}
+
+/// How the bootstrap reaches pyattach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelParams {
+    /// A `socketpair`; pyattach takes its end with `pidfd_getfd`.
+    Pair,
+    /// Connect to this unix socket (a path in the target's mount namespace).
+    Unix { path: String },
+}
+
+/// Everything the bootstrap is told.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Unique per injection: the bootstrap runs once per nonce, and pyattach
+    /// recognises its channel by it.
+    pub nonce: String,
+    /// Secret the bootstrap sends back in its hello (checked on the unix
+    /// socket, where someone else could connect).
+    pub token: String,
+    pub mode: Mode,
+    pub channel: ChannelParams,
+    /// How long the bootstrap waits for pyattach's ack before it gives up
+    /// and leaves (pyattach may have been killed).
+    pub wait_secs: f64,
+}
+
+/// The text to pass to `PyRun_SimpleString`. It defines no name in
+/// `__main__` and a bare `except:` catches everything, including old-style
+/// class exceptions of Python 2.
+pub fn script(p: &Params) -> String {
+    let (mode, code) = match &p.mode {
+        Mode::Run { code } => ("run", code.as_str()),
+        Mode::Repl => ("repl", ""),
+    };
+    let (chan, path) = match &p.channel {
+        ChannelParams::Pair => ("pair", ""),
+        ChannelParams::Unix { path } => ("unix", path.as_str()),
+    };
+    format!(
+        "try:\n exec(compile({src},'<pyattach>','exec',0,True),{{'__name__':'__pyattach__','P':{{\
+'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},\
+'wait':{wait:?}}}}})\nexcept:\n pass\n",
+        src = py_str(SOURCE.as_bytes()),
+        nonce = py_str(p.nonce.as_bytes()),
+        token = py_str(p.token.as_bytes()),
+        mode = py_str(mode.as_bytes()),
+        chan = py_str(chan.as_bytes()),
+        path = py_str(path.as_bytes()),
+        code = py_str(code.as_bytes()),
+        wait = p.wait_secs,
+    )
+}
+
+/// A single-quoted Python literal of `bytes`, pure ASCII, valid as `str`
+/// on 2.7 and 3.x (and as `bytes` with a `b` prefix).
+fn py_str(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('\'');
+    for &c in bytes {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b'\n' => out.push_str("\\n"),
+            0x20..=0x7e => out.push(c as char),
+            _ => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_everything_but_printable_ascii() {
+        assert_eq!(py_str(b"a'b\\c\n\x00\xc3\xa9"), r"'a\'b\\c\n\x00\xc3\xa9'");
+    }
+
+    #[test]
+    fn script_is_ascii_and_holds_no_nul() {
+        let s = script(&Params {
+            nonce: "n".into(),
+            token: "t".into(),
+            mode: Mode::Run {
+                code: "print('é')\0".into(),
+            },
+            channel: ChannelParams::Pair,
+            wait_secs: 2.0,
+        });
+        assert!(s.is_ascii());
+        assert!(!s.contains('\0'));
+        assert!(s.starts_with("try:\n exec(compile("));
+    }
+}

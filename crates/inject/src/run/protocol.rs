@@ -1,0 +1,193 @@
+//! The framed protocol between pyattach and the bootstrap: one byte of
+//! kind, a 4-byte big-endian length, the payload. The Python side is in
+//! `bootstrap.py`; the kinds here must match it.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+
+/// Largest payload accepted from the target; anything bigger means the
+/// stream is not (or no longer) the bootstrap's.
+const MAX_FRAME: usize = 64 << 20;
+
+/// A message from the bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromTarget {
+    /// `H`: nonce and token, the first frame on a fresh channel.
+    Hello { nonce: String, token: String },
+    /// `O`: bytes the session's code wrote to `sys.stdout`.
+    Stdout(Vec<u8>),
+    /// `E`: bytes written to `sys.stderr` (tracebacks too).
+    Stderr(Vec<u8>),
+    /// `S`: every thread's stack, sent when an interactive session opens.
+    Stacks(String),
+    /// `Q`: the target waits for a line; the payload is the prompt (empty
+    /// when the code reads `sys.stdin`, e.g. pdb after printing `(Pdb) `).
+    WantLine(String),
+    /// `C`: answer to [`ToTarget::Complete`].
+    Completions(Vec<String>),
+    /// `R`: `--run` finished; `true` if the code raised.
+    Finished { raised: bool },
+}
+
+/// A message to the bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToTarget {
+    /// `A`: pyattach holds its end of the channel.
+    Ack,
+    /// `D`: a line of input (newline added if missing).
+    Line(String),
+    /// `Z`: end of input (Ctrl-D).
+    Eof,
+    /// `T`: complete this text in the target's `__main__`.
+    Complete(String),
+    /// `K`: Ctrl-C: KeyboardInterrupt in the session's running code, or a
+    /// cancelled line at a prompt.
+    Interrupt,
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<FromTarget>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head[..1]) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    r.read_exact(&mut head[1..])?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(bad(format!("frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode(head[0], payload).map(Some)
+}
+
+fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
+    let text = |p: Vec<u8>| String::from_utf8_lossy(&p).into_owned();
+    Ok(match kind {
+        b'H' => {
+            let t = text(payload);
+            let (nonce, token) = t.split_once(' ').unwrap_or((&t, ""));
+            FromTarget::Hello {
+                nonce: nonce.to_string(),
+                token: token.to_string(),
+            }
+        }
+        b'O' => FromTarget::Stdout(payload),
+        b'E' => FromTarget::Stderr(payload),
+        b'S' => FromTarget::Stacks(text(payload)),
+        b'Q' => FromTarget::WantLine(text(payload)),
+        b'C' => FromTarget::Completions(
+            text(payload)
+                .split('\n')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        b'R' => FromTarget::Finished {
+            raised: payload != b"ok",
+        },
+        k => return Err(bad(format!("unknown frame kind {k:#04x}"))),
+    })
+}
+
+/// Writes one frame in a single `write_all`, so frames from several
+/// threads sharing a stream never interleave.
+pub fn write_frame(w: &mut impl Write, msg: &ToTarget) -> io::Result<()> {
+    let (kind, payload): (u8, &[u8]) = match msg {
+        ToTarget::Ack => (b'A', b""),
+        ToTarget::Line(l) => (b'D', l.as_bytes()),
+        ToTarget::Eof => (b'Z', b""),
+        ToTarget::Complete(t) => (b'T', t.as_bytes()),
+        ToTarget::Interrupt => (b'K', b""),
+    };
+    let mut buf = Vec::with_capacity(6 + payload.len());
+    buf.push(kind);
+    let newline = matches!(msg, ToTarget::Line(l) if !l.ends_with('\n'));
+    let len = payload.len() + usize::from(newline);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    if newline {
+        buf.push(b'\n');
+    }
+    w.write_all(&buf)
+}
+
+/// The frames the bootstrap's hello starts with, for recognising a channel
+/// end by peeking at it: kind `H`, any length, then the nonce.
+pub fn hello_prefix_matches(peeked: &[u8], nonce: &str) -> bool {
+    peeked.len() >= 5 + nonce.len()
+        && peeked[0] == b'H'
+        && &peeked[5..5 + nonce.len()] == nonce.as_bytes()
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// An open channel to a bootstrap running in the target.
+#[derive(Debug)]
+pub struct Channel {
+    stream: UnixStream,
+}
+
+impl Channel {
+    pub(crate) fn new(stream: UnixStream) -> Channel {
+        Channel { stream }
+    }
+
+    /// The next message, `None` when the target closed the channel.
+    pub fn recv(&mut self) -> io::Result<Option<FromTarget>> {
+        read_frame(&mut self.stream)
+    }
+
+    pub fn send(&mut self, msg: &ToTarget) -> io::Result<()> {
+        write_frame(&mut self.stream, msg)
+    }
+
+    /// A second handle on the same channel, e.g. to send Ctrl-C from a
+    /// signal-watching thread while another thread reads.
+    pub fn try_clone(&self) -> io::Result<Channel> {
+        Ok(Channel {
+            stream: self.stream.try_clone()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_the_wire_format() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &ToTarget::Line("x = 1".into())).unwrap();
+        assert_eq!(buf, b"D\0\0\0\x06x = 1\n");
+        let wire = b"H\0\0\0\x03n tO\0\0\0\x02hiR\0\0\0\x06raised";
+        let mut r = &wire[..];
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some(FromTarget::Hello {
+                nonce: "n".into(),
+                token: "t".into()
+            })
+        );
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some(FromTarget::Stdout(b"hi".to_vec()))
+        );
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some(FromTarget::Finished { raised: true })
+        );
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn hello_is_recognised_by_its_nonce() {
+        assert!(hello_prefix_matches(b"H\0\0\0\x05abc t", "abc"));
+        assert!(!hello_prefix_matches(b"H\0\0\0\x05abd t", "abc"));
+        assert!(!hello_prefix_matches(b"H\0\0", "abc"));
+    }
+}
