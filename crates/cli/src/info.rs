@@ -25,6 +25,9 @@ pub struct Args {
     /// /usr/lib/debug (repeatable; inside the target's root first, then here).
     #[arg(long = "debug-dir", value_name = "DIR")]
     pub debug_dirs: Vec<PathBuf>,
+    /// Also resolve this symbol and show where it came from (repeatable).
+    #[arg(long = "symbol", value_name = "NAME")]
+    pub symbols: Vec<String>,
     /// Never ask a debuginfod server, even with DEBUGINFOD_URLS set.
     #[arg(long)]
     pub no_debuginfod: bool,
@@ -58,7 +61,7 @@ impl std::error::Error for Denied {}
 /// One symbol pyattach needs.
 #[derive(Serialize)]
 struct NeededSymbol {
-    name: &'static str,
+    name: String,
     /// What it is used for.
     role: &'static str,
     #[serde(flatten)]
@@ -158,10 +161,12 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
     };
 
+    let asked = args.symbols.iter().map(|n| (n.as_str(), "asked for"));
     let symbols = needed(&py.version)
         .into_iter()
+        .chain(asked)
         .map(|(name, role)| NeededSymbol {
-            name,
+            name: name.to_string(),
             role,
             found: py.symbol(name),
         })

@@ -247,17 +247,23 @@ pub fn find_many(
         let base = sec.addr.0;
         // Byte patterns first (cheap), decoding only where one matched.
         let mut candidates: Vec<(u64, usize, Via, bool)> = Vec::new();
+        // `call`/`jmp rel32` (e8/e9): the bytes are found with SIMD, each
+        // then checked for a destination we look for.
         let n = code.len();
-        for i in 0..n.saturating_sub(5) {
-            let op = code[i];
-            if op & 0xfe == 0xe8 {
-                let at = base + i as u64;
-                let rel = i32::from_le_bytes([code[i + 1], code[i + 2], code[i + 3], code[i + 4]]);
-                let dest = (at + 5).wrapping_add(rel as i64 as u64);
-                if let Some(&(_, k, via)) = rel_targets.iter().find(|t| t.0 == dest) {
-                    candidates.push((at, k, via, op == 0xe9));
-                }
-            } else if op == 0xff && !got_targets.is_empty() {
+        for i in memchr::memchr2_iter(0xe8, 0xe9, &code) {
+            if i + 5 > n {
+                break;
+            }
+            let at = base + i as u64;
+            let rel = i32::from_le_bytes([code[i + 1], code[i + 2], code[i + 3], code[i + 4]]);
+            let dest = (at + 5).wrapping_add(rel as i64 as u64);
+            if let Some(&(_, k, via)) = rel_targets.iter().find(|t| t.0 == dest) {
+                candidates.push((at, k, via, code[i] == 0xe9));
+            }
+        }
+        // `call`/`jmp *slot(%rip)` (ff 15/25), only for GLOB_DAT slots.
+        if !got_targets.is_empty() {
+            for i in memchr::memchr_iter(0xff, &code) {
                 let at = base + i as u64;
                 if let Some((dest, tail)) = rip_slot(&code, i, at) {
                     if let Some(&(_, k)) = got_targets.iter().find(|t| t.0 == dest) {
@@ -265,6 +271,7 @@ pub fn find_many(
                     }
                 }
             }
+            candidates.sort_by_key(|c| c.0);
         }
         // Decode each enclosing function once, from its start. With a
         // limit, functions above MAX_DECODE bytes are not decoded and
