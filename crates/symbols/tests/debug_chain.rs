@@ -186,3 +186,37 @@ fn minidebuginfo_in_gnu_debugdata() {
     let sum = symbols::inspect_file(&copy.exe).unwrap();
     assert_eq!(sum.debugdata_symbols, Some(1));
 }
+
+#[test]
+fn deleted_executable_is_read_through_map_files() {
+    // A package upgrade replaces the binary under a running service: maps
+    // then says "(deleted)" and only /proc/PID/map_files still reaches it.
+    let Some(py) = debian_python() else { return };
+    let dir = Scratch::new("deleted");
+    let copy = copy_of(&py, &dir.0.join("bin/python3.11"));
+    let t = Target::python(&copy, "sleeper.py", &[]);
+    std::fs::remove_file(&copy.exe).unwrap();
+    let found = discover(t.pid(), &no_debug_dirs()).unwrap();
+    assert_eq!(found.module.path, copy.exe);
+    assert!(
+        found
+            .module
+            .path_via_proc_root
+            .starts_with(format!("/proc/{}/map_files", t.pid())),
+        "{:?}",
+        found.module.path_via_proc_root
+    );
+    let s = found.symbol("PyEval_SaveThread").unwrap();
+    assert_eq!(
+        found.read_module_bytes(s.addr, 16).unwrap(),
+        read_mem(t.pid(), s.addr.0, 16)
+    );
+    assert_eq!(
+        (
+            found.version.major,
+            found.version.minor,
+            found.version.micro
+        ),
+        py.version
+    );
+}
