@@ -99,6 +99,11 @@ pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
     }
     let (mut sc, mut sr) = (None, None);
     let (maps, anon) = exec_mappings(t.pid)?;
+    if maps.is_empty() {
+        // Every live user process has code mapped; an exiting one has
+        // already dropped its memory.
+        return Err(Error::TargetExited { pid: t.pid });
+    }
     // A stub left by an earlier run that was killed mid-call: reuse it.
     for (a, b) in anon {
         if b - a == 4096 && t.stub.is_none() {
@@ -154,15 +159,10 @@ fn call_mask() -> u64 {
         | bit(Signal::SIGSYS))
 }
 
-fn is_fault(s: Signal) -> bool {
+fn is_fault(s: i32) -> bool {
     matches!(
         s,
-        Signal::SIGSEGV
-            | Signal::SIGBUS
-            | Signal::SIGILL
-            | Signal::SIGFPE
-            | Signal::SIGTRAP
-            | Signal::SIGSYS
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP | libc::SIGSYS
     )
 }
 
@@ -447,9 +447,9 @@ fn drive(
     let mut clobbered = false;
     let mut in_syscall = false;
     let mut ours = false;
-    let mut inject: Option<Signal> = None;
+    let mut inject: Option<i32> = None;
     loop {
-        ptrace::syscall(sys::pid(tid), inject.take()).map_err(sys::err("continue", tid))?;
+        sys::cont_syscall(tid, inject.take().unwrap_or(0))?;
         let stop = sys::wait(tid, deadline, "running a remote call", true)?;
         match stop {
             Stop::Syscall => {
@@ -488,7 +488,7 @@ fn drive(
                 // later with no signal discards the fault.
                 return Err(Error::RemoteCrash {
                     tid,
-                    signal: signal_of(sig as i32),
+                    signal: signal_of(sig),
                     pc,
                     addr,
                 });
@@ -542,7 +542,7 @@ fn finish(
         Native::set_regs(tid, &r)?;
     }
     sys::interrupt(tid)?;
-    sys::cont(tid, None)?;
+    sys::cont(tid, 0)?;
     // The thread runs until the trap: wait for it even if the tool is asked
     // to exit meanwhile, since it must be restored at that stop.
     let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;

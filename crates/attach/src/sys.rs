@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::{Error, Result};
@@ -100,8 +99,30 @@ pub(crate) fn setsigmask(tid: i32, mask: u64) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn cont(tid: i32, sig: Option<Signal>) -> Result<()> {
-    ptrace::cont(pid(tid), sig).map_err(err("continue", tid))
+/// `PTRACE_CONT`, delivering signal number `sig` (0 for none). Raw
+/// numbers, because nix's `Signal` cannot name real-time signals.
+pub(crate) fn cont(tid: i32, sig: i32) -> Result<()> {
+    resume(libc::PTRACE_CONT, tid, sig)
+}
+
+/// `PTRACE_SYSCALL`: run to the next syscall entry or exit.
+pub(crate) fn cont_syscall(tid: i32, sig: i32) -> Result<()> {
+    resume(libc::PTRACE_SYSCALL, tid, sig)
+}
+
+fn resume(req: libc::c_uint, tid: i32, sig: i32) -> Result<()> {
+    // SAFETY: PTRACE_CONT/PTRACE_SYSCALL take no pointers; `data` is the
+    // signal number passed by value.
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as usize as *mut libc::c_void,
+        )
+    };
+    Errno::result(r).map_err(err("continue", tid))?;
+    Ok(())
 }
 
 pub(crate) fn interrupt(tid: i32) -> Result<()> {
@@ -115,8 +136,9 @@ pub(crate) enum Stop {
     Trap,
     /// Group-stop (job control) with its stop signal.
     Group(Signal),
-    /// Signal-delivery-stop: the thread is about to receive `Signal`.
-    Signal(Signal),
+    /// Signal-delivery-stop: the thread is about to receive this signal
+    /// (a raw number: real-time signals included).
+    Signal(i32),
     /// `PTRACE_EVENT_CLONE` with the new thread's id.
     Clone(i32),
     /// `PTRACE_EVENT_EXEC`.
@@ -154,10 +176,14 @@ pub(crate) fn wait(
     let mut spins = 0u32;
     let mut nap = Duration::from_micros(20);
     loop {
-        let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
-        match waitpid(pid(tid), Some(flags)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(st) => return Ok(classify(tid, st)),
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a c_int we own. nix's
+        // waitpid is not used: it fails (EINVAL) on a stop for a real-time
+        // signal, after the kernel has already reported it.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        match Errno::result(r) {
+            Ok(0) => {}
+            Ok(_) => return Ok(classify(tid, status)),
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) | Err(Errno::ESRCH) => return Ok(Stop::Gone),
             Err(e) => {
@@ -188,26 +214,26 @@ pub(crate) fn wait(
     }
 }
 
-fn classify(tid: i32, st: WaitStatus) -> Stop {
-    const EVENT_STOP: i32 = libc::PTRACE_EVENT_STOP;
-    match st {
-        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => Stop::Gone,
-        WaitStatus::Stopped(_, sig) => Stop::Signal(sig),
-        WaitStatus::PtraceSyscall(_) => Stop::Syscall,
-        WaitStatus::PtraceEvent(_, sig, ev) => match ev {
-            EVENT_STOP => match sig {
-                Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU => {
-                    Stop::Group(sig)
-                }
-                _ => Stop::Trap,
-            },
-            libc::PTRACE_EVENT_CLONE => {
-                let new = ptrace::getevent(pid(tid)).unwrap_or(0) as i32;
-                Stop::Clone(new)
+fn classify(tid: i32, status: i32) -> Stop {
+    if !libc::WIFSTOPPED(status) {
+        // Exited or killed (WIFCONTINUED is not asked for).
+        return Stop::Gone;
+    }
+    let sig = libc::WSTOPSIG(status);
+    match status >> 16 {
+        0 if sig == libc::SIGTRAP | 0x80 => Stop::Syscall,
+        0 => Stop::Signal(sig),
+        libc::PTRACE_EVENT_STOP => match sig {
+            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
+                Stop::Group(crate::tracer::signal_of(sig))
             }
-            libc::PTRACE_EVENT_EXEC => Stop::Exec,
-            other => Stop::OtherEvent(other),
+            _ => Stop::Trap,
         },
-        WaitStatus::Continued(_) | WaitStatus::StillAlive => Stop::OtherEvent(-1),
+        libc::PTRACE_EVENT_CLONE => {
+            let new = ptrace::getevent(pid(tid)).unwrap_or(0) as i32;
+            Stop::Clone(new)
+        }
+        libc::PTRACE_EVENT_EXEC => Stop::Exec,
+        other => Stop::OtherEvent(other),
     }
 }

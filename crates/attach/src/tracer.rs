@@ -284,7 +284,7 @@ impl Tracer {
                 // Deliver it now, untouched (siginfo stays the kernel's);
                 // the pending interrupt stops the thread right after. A
                 // blocked signal is re-queued by the kernel.
-                sys::cont(tid, Some(sig))?;
+                sys::cont(tid, sig)?;
                 sys::interrupt(tid)?;
                 Ok(None)
             }
@@ -293,12 +293,12 @@ impl Tracer {
                     self.set(new, TState::New);
                 }
                 // Let the clone syscall return, then stop at the trap.
-                sys::cont(tid, None)?;
+                sys::cont(tid, 0)?;
                 sys::interrupt(tid)?;
                 Ok(None)
             }
             Stop::Syscall | Stop::OtherEvent(_) => {
-                sys::cont(tid, None)?;
+                sys::cont(tid, 0)?;
                 sys::interrupt(tid)?;
                 Ok(None)
             }
@@ -345,7 +345,7 @@ impl Tracer {
         for (tid, th) in self.threads.iter_mut() {
             th.altstack = None;
             if th.state == TState::Stopped {
-                match sys::cont(*tid, None) {
+                match sys::cont(*tid, 0) {
                     Ok(()) => th.state = TState::Running,
                     Err(Error::TargetExited { .. }) => th.state = TState::Gone,
                     Err(e) => return Err(e),

@@ -342,3 +342,35 @@ fn a_call_past_its_deadline_is_undone() {
         10
     ));
 }
+
+#[test]
+fn realtime_signal_stops_are_passed_on() {
+    let Some(t) = common::start("signals", &[]) else {
+        return;
+    };
+    let pid = t.pid();
+    let (count, sum) = (common::field(&t, "count"), common::field(&t, "sum"));
+    // Attached but running: each queued signal stops the thread in a
+    // signal-delivery-stop (a real-time one, which nix's types cannot
+    // name); stop_all must pass every one on with its value.
+    let p = Process::attach(pid).unwrap();
+    for n in 1..=5u64 {
+        let value = libc::sigval {
+            sival_ptr: n as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue with a valid signal number and a plain value.
+        assert_eq!(
+            unsafe { libc::sigqueue(pid, libc::SIGRTMIN() + 1, value) },
+            0
+        );
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let p = p.stop_all().unwrap();
+    p.detach().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while common::read_u64(pid, count) < 5 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(common::read_u64(pid, count), 5);
+    assert_eq!(common::read_u64(pid, sum), 15);
+}
