@@ -359,10 +359,8 @@ fn realtime_signal_stops_are_passed_on() {
             sival_ptr: n as usize as *mut libc::c_void,
         };
         // SAFETY: sigqueue with a valid signal number and a plain value.
-        assert_eq!(
-            unsafe { libc::sigqueue(pid, libc::SIGRTMIN() + 1, value) },
-            0
-        );
+        let r = unsafe { libc::sigqueue(pid, libc::SIGRTMIN() + 1, value) };
+        assert_eq!(r, 0);
     }
     std::thread::sleep(Duration::from_millis(50));
     let p = p.stop_all().unwrap();
