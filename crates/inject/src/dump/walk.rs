@@ -243,18 +243,63 @@ fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Offsets, DumpE
         .ok_or_else(|| unsupported("no struct offsets for this version"))
 }
 
-/// Where the interpreter list starts: `_PyRuntime.interpreters.head` (3.7+)
-/// or the `interp_head` static (2.7, 3.6), found through the symbol chain or,
-/// when stripped, in the code of `PyInterpreterState_Head`.
-fn interpreters_head(interp: &Interpreter, o: &Offsets, r: &Reader) -> Result<u64, String> {
-    if let Some(off) = o.get(Field::RuntimeInterpretersHead) {
-        let rt = interp
-            .symbol("_PyRuntime")
-            .ok_or("the _PyRuntime symbol is missing")?;
-        return r.u64(rt.addr.0.wrapping_add(off));
+/// The addresses of the globals the walk starts from, resolved through the
+/// symbol chain before the threads are stopped (a first `.symtab` lookup
+/// parses the whole table).
+struct Addrs {
+    /// `_PyRuntime` (3.7+).
+    runtime: Option<u64>,
+    /// The `interp_head` static (2.7, 3.6), or why it is unknown.
+    interp_head: Result<u64, String>,
+    /// `_PyThreadState_Current` (2.7, 3.6).
+    tstate_current: Option<u64>,
+    /// The `gil_locked` static (3.6).
+    gil_locked: Option<u64>,
+    /// Code ranges of the functions that block taking the GIL.
+    gil_waits: Vec<(u64, u64)>,
+    /// `sizeof(Py_UNICODE)` of a 2.7 build, from its exported names.
+    py2_unicode: Option<u64>,
+}
+
+fn addrs(interp: &Interpreter, o: &Offsets) -> Addrs {
+    let sym = |n: &str| interp.symbol(n).map(|s| s.addr.0);
+    let old = o.get(Field::RuntimeInterpretersHead).is_none();
+    Addrs {
+        runtime: if old { None } else { sym("_PyRuntime") },
+        interp_head: if old {
+            interp_head_addr(interp)
+        } else {
+            Err("unused".into())
+        },
+        tstate_current: if old {
+            sym("_PyThreadState_Current")
+        } else {
+            None
+        },
+        gil_locked: if old { sym("gil_locked") } else { None },
+        gil_waits: ["take_gil", "PyEval_RestoreThread", "PyEval_AcquireThread"]
+            .iter()
+            .filter_map(|n| interp.symbol(n))
+            .filter(|s| s.size > 0)
+            .map(|s| (s.addr.0, s.addr.0 + s.size))
+            .collect(),
+        py2_unicode: if o.major != 2 {
+            None
+        } else if sym("PyUnicodeUCS4_FromString").is_some() {
+            Some(4)
+        } else if sym("PyUnicodeUCS2_FromString").is_some() {
+            Some(2)
+        } else {
+            None
+        },
     }
+}
+
+/// The address of `interp_head` (2.7, 3.6): through the symbol chain or,
+/// when stripped, from the code of `PyInterpreterState_Head`.
+fn interp_head_addr(interp: &Interpreter) -> Result<u64, String> {
     if let Some(s) = interp.symbol("interp_head") {
-        return r.u64(s.addr.0);
+        return Ok(s.addr.0);
     }
     // `PyInterpreterState_Head` is `return interp_head;`: on x86_64
     // `48 8b 05 <rel32>  mov rax, [rip+rel32]` then `c3  ret`.
@@ -264,25 +309,34 @@ fn interpreters_head(interp: &Interpreter, o: &Offsets, r: &Reader) -> Result<u6
     let code = interp
         .read_module_bytes(f.addr, 8)
         .map_err(|e| e.to_string())?;
-    if code[..3] == [0x48, 0x8b, 0x05] && code[7] == 0xc3 {
+    if code.len() == 8 && code[..3] == [0x48, 0x8b, 0x05] && code[7] == 0xc3 {
         let rel = i32::from_le_bytes(code[3..7].try_into().unwrap()) as i64;
-        let at = (f.addr.0 as i64 + 7 + rel) as u64;
-        return r.u64(at);
+        return Ok((f.addr.0 as i64).wrapping_add(7).wrapping_add(rel) as u64);
     }
     Err("cannot find interp_head in PyInterpreterState_Head".into())
 }
 
+/// Where the interpreter list starts: `_PyRuntime.interpreters.head` (3.7+)
+/// or `interp_head` (2.7, 3.6).
+fn interpreters_head(a: &Addrs, o: &Offsets, r: &Reader) -> Result<u64, String> {
+    if let Some(off) = o.get(Field::RuntimeInterpretersHead) {
+        let rt = a.runtime.ok_or("the _PyRuntime symbol is missing")?;
+        return r.u64(rt.wrapping_add(off));
+    }
+    r.u64(a.interp_head.clone()?)
+}
+
 /// The thread state holding the GIL (0 if none) and whether the GIL is
 /// locked, for the versions with one process-wide answer (≤3.11).
-fn global_gil(interp: &Interpreter, o: &Offsets, r: &Reader) -> (Option<u64>, Option<bool>) {
+fn global_gil(a: &Addrs, o: &Offsets, r: &Reader) -> (Option<u64>, Option<bool>) {
     if let Some(off) = o.get(Field::RuntimeTstateCurrent) {
-        let Some(rt) = interp.symbol("_PyRuntime") else {
+        let Some(rt) = a.runtime else {
             return (None, None);
         };
-        let holder = r.u64(rt.addr.0.wrapping_add(off)).ok();
+        let holder = r.u64(rt.wrapping_add(off)).ok();
         let locked = match (o.get(Field::RuntimeGil), o.get(Field::GilLocked)) {
             (Some(g), Some(l)) => r
-                .i32(rt.addr.0.wrapping_add(g).wrapping_add(l))
+                .i32(rt.wrapping_add(g).wrapping_add(l))
                 .ok()
                 .map(|v| v != 0),
             _ => None,
@@ -290,27 +344,15 @@ fn global_gil(interp: &Interpreter, o: &Offsets, r: &Reader) -> (Option<u64>, Op
         return (holder, locked);
     }
     if o.major == 2 || (o.major, o.minor) == (3, 6) {
-        let holder = interp
-            .symbol("_PyThreadState_Current")
-            .and_then(|s| r.u64(s.addr.0).ok());
-        let locked = interp
-            .symbol("gil_locked")
-            .and_then(|s| r.i32(s.addr.0).ok())
+        let holder = a.tstate_current.and_then(|s| r.u64(s).ok());
+        let locked = a
+            .gil_locked
+            .and_then(|s| r.i32(s).ok())
             .map(|v| v != 0)
             .or(holder.map(|h| h != 0));
         return (holder, locked);
     }
     (None, None)
-}
-
-/// Return addresses of functions that block taking the GIL.
-fn gil_wait_ranges(interp: &Interpreter) -> Vec<(u64, u64)> {
-    ["take_gil", "PyEval_RestoreThread", "PyEval_AcquireThread"]
-        .iter()
-        .filter_map(|n| interp.symbol(n))
-        .filter(|s| s.size > 0)
-        .map(|s| (s.addr.0, s.addr.0 + s.size))
-        .collect()
 }
 
 struct RawThread {
@@ -455,14 +497,17 @@ impl Walker<'_> {
 /// what it was doing).
 pub struct Prepared {
     offsets: Offsets,
+    addrs: Addrs,
     kernel: HashMap<i32, procfs::KernelThread>,
 }
 
 pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     let mem = attach::ProcessMemory::open(interp.pid)
         .map_err(|e| DumpError::from_attach(interp.pid, e))?;
+    let offsets = load_offsets(interp, &mem)?;
     Ok(Prepared {
-        offsets: load_offsets(interp, &mem)?,
+        addrs: addrs(interp, &offsets),
+        offsets,
         kernel: procfs::kernel_threads(interp.pid),
     })
 }
@@ -483,17 +528,13 @@ pub fn dump(
     };
     let layout = Layout::new(offsets).map_err(unsupported)?;
     let mut objs = Objects::new(Reader::new(mem), offsets).map_err(unsupported)?;
-    if v.major == 2 {
-        if interp.symbol("PyUnicodeUCS4_FromString").is_some() {
-            objs.set_unicode_char_size(4);
-        } else if interp.symbol("PyUnicodeUCS2_FromString").is_some() {
-            objs.set_unicode_char_size(2);
-        }
+    if let Some(n) = prep.addrs.py2_unicode {
+        objs.set_unicode_char_size(n);
     }
     let mut warnings = Vec::new();
 
     let r = Reader::new(mem);
-    let head = interpreters_head(interp, offsets, &r)
+    let head = interpreters_head(&prep.addrs, offsets, &r)
         .map_err(|why| DumpError::NoInterpreter { pid, why })?;
     if head == 0 {
         return Err(DumpError::NoInterpreter {
@@ -501,7 +542,7 @@ pub fn dump(
             why: "no interpreter yet (not initialized, or finalized)".into(),
         });
     }
-    let (mut holder, mut gil_locked) = global_gil(interp, offsets, &r);
+    let (mut holder, mut gil_locked) = global_gil(&prep.addrs, offsets, &r);
 
     let mut w = Walker {
         l: layout,
@@ -599,7 +640,7 @@ pub fn dump(
         }
     }
 
-    let waits = gil_wait_ranges(interp);
+    let waits = &prep.addrs.gil_waits;
     let mut threads: Vec<ThreadStack> = raw
         .into_iter()
         .map(|t| {
@@ -609,7 +650,7 @@ pub fn dump(
             if !holds_gil && gil_locked != Some(false) && state.syscall.as_deref() == Some("futex")
             {
                 if let Some(sp) = k.and_then(|k| k.sp) {
-                    state.waiting_for_gil = stack_mentions(mem, sp, &waits);
+                    state.waiting_for_gil = stack_mentions(mem, sp, waits);
                 }
             }
             ThreadStack {
