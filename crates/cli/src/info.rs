@@ -331,12 +331,14 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
                 "no call site in this module (inlined away or unused)".to_string()
             }
             (Some(cs), _) => {
+                let plural =
+                    |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
                 let mut t = format!(
-                    "{} call sites ({} decoded: {} calls, {} tail jumps)",
-                    cs.sites.len() + cs.unverified,
+                    "{} ({} decoded: {}, {})",
+                    plural(cs.sites.len() + cs.unverified, "call site"),
                     cs.sites.len(),
-                    cs.calls(),
-                    cs.sites.len() - cs.calls()
+                    plural(cs.calls(), "call"),
+                    plural(cs.sites.len() - cs.calls(), "tail jump")
                 );
                 if let Some(p) = cs.plt_entry {
                     t += &format!(" (PLT entry {p})");

@@ -24,7 +24,24 @@ impl SymbolTable {
     /// Adds a definition. A global definition wins over a local one of the
     /// same name (a `static` helper in one file must not hide the API
     /// function); otherwise the first one stays.
+    ///
+    /// GCC's LTO renames a static function `f` to `f.lto_priv.0` (Debian's
+    /// python3.11 has `drop_gil.lto_priv.0`): the same function under a
+    /// unique name, so `f` is indexed too (never over a real `f`). Clones
+    /// such as `.constprop`/`.isra` have other calling conventions and are
+    /// not aliased.
     pub fn insert(&mut self, name: &str, entry: Entry) {
+        if let Some((base, _)) = name.split_once(".lto_priv.") {
+            if !base.is_empty() && !self.by_name.contains_key(base) {
+                self.by_name.insert(
+                    base.into(),
+                    Entry {
+                        global: false,
+                        ..entry.clone()
+                    },
+                );
+            }
+        }
         match self.by_name.get_mut(name) {
             Some(old) if !old.global && entry.global => *old = entry,
             Some(_) => {}
@@ -90,5 +107,17 @@ mod tests {
         assert_eq!(t.containing(0x12f).unwrap().0, "g");
         assert!(t.containing(0x130).is_none());
         assert!(t.containing(0x10).is_none());
+    }
+
+    #[test]
+    fn lto_private_names_are_aliased() {
+        let mut t = SymbolTable::default();
+        t.insert("drop_gil.lto_priv.0", e(0x400, 0x20, false));
+        t.insert("take_gil.constprop.0", e(0x500, 0x20, false));
+        t.insert("f", e(0x600, 0x10, true));
+        t.insert("f.lto_priv.1", e(0x700, 0x10, false));
+        assert_eq!(t.get("drop_gil").unwrap().value, 0x400);
+        assert!(t.get("take_gil").is_none());
+        assert_eq!(t.get("f").unwrap().value, 0x600);
     }
 }

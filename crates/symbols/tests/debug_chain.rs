@@ -220,3 +220,23 @@ fn deleted_executable_is_read_through_map_files() {
         py.version
     );
 }
+
+#[test]
+fn lto_private_statics_resolve_by_their_c_name() {
+    // Debian's LTO build names the static drop_gil `drop_gil.lto_priv.0`.
+    let Some(py) = debian_python() else { return };
+    if debug_file(&py).is_none() {
+        return;
+    }
+    let t = Target::python(&py, "sleeper.py", &[]);
+    let found = discover(t.pid(), &DiscoverOptions::default()).unwrap();
+    let s = found
+        .symbol("drop_gil")
+        .expect("drop_gil via drop_gil.lto_priv.0");
+    assert!(matches!(s.source, SymbolSource::BuildIdFile(_)));
+    assert_eq!(found.symbolize(s.addr).unwrap().0.addr, s.addr);
+    assert_eq!(
+        found.read_module_bytes(s.addr, 16).unwrap(),
+        read_mem(t.pid(), s.addr.0, 16)
+    );
+}
