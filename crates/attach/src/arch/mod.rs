@@ -3,6 +3,19 @@
 //! the signal frame the kernel's `rt_sigreturn` reads, and the machine code
 //! of the return stub. One file per architecture; the rest of the crate is
 //! written against [`Arch`] through the [`Native`] alias.
+//!
+//! Adding an architecture (aarch64 is laid out in `aarch64.rs`):
+//! 1. `Regs` from the kernel's `NT_PRSTATUS` layout, decoded field by field
+//!    with a size assert; the FP/vector register set note(s), including
+//!    SVE/SME state where it is live.
+//! 2. Syscall restart as the kernel leaves it at a ptrace stop (read
+//!    `arch/*/kernel/signal.c`): `resume_view`, `after_foreign_syscalls`,
+//!    `force_eintr`, `restarts_via_block`, `restart_timeout`.
+//! 3. The call ABI (`setup_call`, `setup_syscall`) and the return stub's
+//!    machine code, commented byte by byte, with its offsets.
+//! 4. The kernel's `rt_sigframe` for `sigframe`, checked by a unit test of
+//!    its layout and by the `tool` tests, which kill the tool mid-call.
+//! 5. Run the whole `attach` test suite on that machine.
 
 use crate::Result;
 
