@@ -119,6 +119,11 @@ fields! {
     TypeName,
     TypeFlags,
     TypeDictoffset,
+    /// `tp_basicsize`: where 3.13's inline attribute values start.
+    TypeBasicsize,
+    /// `PyHeapTypeObject.ht_cached_keys` (3.11+): the shared keys of the
+    /// instances' attribute values.
+    HeapTypeCachedKeys,
     TupleItems,
     ListItems,
     /// `ob_sval` of `bytes` (3.x) or `str` (2.7).
@@ -157,6 +162,9 @@ fields! {
     KeysKind,
     KeysNentries,
     KeysIndices,
+    /// `_dictvalues.values` (3.11+): the values of a split dict or of an
+    /// instance's attributes.
+    DictValuesValues,
     ModuleDict,
 }
 

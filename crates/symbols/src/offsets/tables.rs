@@ -72,6 +72,7 @@ pub const V2_7: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -112,6 +113,7 @@ pub const V3_6: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -161,6 +163,7 @@ pub const V3_7: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -210,6 +213,7 @@ pub const V3_8: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -259,6 +263,7 @@ pub const V3_9: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -308,6 +313,7 @@ pub const V3_10: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -364,6 +370,8 @@ pub const V3_11: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
+    HeapTypeCachedKeys = 872 => "_heaptypeobject.ht_cached_keys";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -382,6 +390,7 @@ pub const V3_11: &[Row] = table! {
     KeysLog2IndexBytes = 9 => "_dictkeysobject.dk_log2_index_bytes";
     KeysKind = 10 => "_dictkeysobject.dk_kind";
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
+    DictValuesValues = 0 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
 };
 
@@ -420,6 +429,8 @@ pub const V3_12: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
+    HeapTypeCachedKeys = 880 => "_heaptypeobject.ht_cached_keys";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -439,6 +450,7 @@ pub const V3_12: &[Row] = table! {
     KeysLog2IndexBytes = 9 => "_dictkeysobject.dk_log2_index_bytes";
     KeysKind = 10 => "_dictkeysobject.dk_kind";
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
+    DictValuesValues = 0 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
 };
 
@@ -476,6 +488,8 @@ pub const V3_13: &[Row] = table! {
     TypeName = 24 => "_typeobject.tp_name";
     TypeFlags = 168 => "_typeobject.tp_flags";
     TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
+    HeapTypeCachedKeys = 880 => "_heaptypeobject.ht_cached_keys";
     TupleItems = 24 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
@@ -495,5 +509,6 @@ pub const V3_13: &[Row] = table! {
     KeysLog2IndexBytes = 9 => "_dictkeysobject.dk_log2_index_bytes";
     KeysKind = 10 => "_dictkeysobject.dk_kind";
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
+    DictValuesValues = 8 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
 };
