@@ -64,6 +64,12 @@ pub enum Error {
         pc: u64,
         addr: u64,
     },
+    /// A remote call did not return in time. It was left to finish on its
+    /// own (pulling the thread out mid-function could leave locks held);
+    /// when it returns, the thread resumes exactly as before, with or
+    /// without the tool.
+    #[error("the remote call in thread {tid} did not return within {after:?}; it was left to finish on its own, after which the thread resumes as before")]
+    CallLeftRunning { tid: i32, after: Duration },
     /// Nothing suitable for a remote call was found in the target.
     #[error("cannot run code in process {pid}: {why}")]
     NoGadget { pid: i32, why: String },
@@ -112,6 +118,7 @@ impl Error {
             | Error::AlreadyTraced { .. }
             | Error::BadAddress { .. }
             | Error::RemoteCrash { .. }
+            | Error::CallLeftRunning { .. }
             | Error::NoGadget { .. }
             | Error::ThreadInPatch { .. }
             | Error::Timeout { .. }

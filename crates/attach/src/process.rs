@@ -79,8 +79,10 @@ impl Stopped {
         self.t.paused()
     }
 
-    /// Deadline for one remote call (default 10 s); when it passes, the
-    /// thread is stopped and restored and the call fails with a timeout.
+    /// Deadline for one remote call (default 10 s). When it passes, the call
+    /// fails with [`crate::Error::CallLeftRunning`]: the callee is left to
+    /// finish on its own (the thread then resumes through its signal
+    /// frame), and that thread is no longer held.
     pub fn set_call_timeout(&mut self, timeout: Duration) {
         self.t.timeout = timeout;
     }

@@ -403,14 +403,29 @@ fn run(
             back?;
             Ok(value)
         }
-        Err(e) => {
-            if matches!(e, Error::Timeout { .. } | Error::Interrupted { .. }) {
-                // The thread is running: bring it to a trap stop first.
-                let _ = sys::interrupt(tid);
-                let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
-                t.wait_ignoring_exit(tid, deadline)
-                    .map_err(|e2| restore_failed(t, tid, e2))?;
+        Err(e @ (Error::Timeout { .. } | Error::Interrupted { .. })) => {
+            // The callee is still running. Pulling the thread out of it now
+            // would leave whatever it holds (locks, half-made objects) as
+            // it is; instead let it finish on its own, without syscall
+            // stops: it returns through the frame and resumes as before.
+            let _ = sys::interrupt(tid);
+            let deadline = Instant::now() + crate::tracer::STOP_TIMEOUT;
+            t.wait_ignoring_exit(tid, deadline)
+                .map_err(|e2| restore_failed(t, tid, e2))?;
+            if let Some(th) = t.threads.get_mut(&tid) {
+                if th.state == TState::Stopped {
+                    sys::cont(tid, 0)?;
+                    th.state = TState::Running;
+                }
             }
+            // It will return into the stub: the stub must stay mapped.
+            t.stub_adopted = true;
+            Err(match e {
+                Error::Timeout { after, .. } => Error::CallLeftRunning { tid, after },
+                e => e,
+            })
+        }
+        Err(e) => {
             if e.target_gone() {
                 return Err(e);
             }

@@ -50,7 +50,8 @@ pub(crate) struct Tracer {
     /// Our stub page in the target (address), once mapped.
     pub stub: Option<u64>,
     /// The stub was left by an earlier run of the tool (killed while a call
-    /// ran): reused, never unmapped (that call may still return into it).
+    /// ran), or a call of ours was left running: never unmapped, since
+    /// that call may still return into it (a later run reuses it).
     pub stub_adopted: bool,
     /// Set while the stub is being mapped (its syscalls borrow libc's code).
     pub making_stub: bool,
