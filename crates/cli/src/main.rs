@@ -6,6 +6,7 @@ mod dump;
 mod errors;
 mod info;
 mod run;
+mod session;
 
 use clap::{Parser, Subcommand};
 

@@ -1,15 +1,106 @@
 //! `pyattach PID` (interactive session) and `pyattach --run CODE PID`.
 
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use inject::run::{ChannelKind, Mode, Options};
+
+use crate::session;
+
+/// Exit status when the code given to `--run` raised an exception
+/// (documented in the README).
+pub const EXIT_CODE_RAISED: i32 = 8;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Python code to run inside the target.
-    #[arg(long)]
+    /// Run CODE inside the target and show its output here.
+    ///
+    /// The code runs in the target's `__main__` globals, in the thread that
+    /// reached a safe point first (or the one given with --thread), so
+    /// `breakpoint()` opens pdb, on this terminal, in the frame that thread
+    /// was executing. `-` reads the code from stdin. The exit status is 0,
+    /// or 8 if the code raised (its traceback is printed).
+    #[arg(long, value_name = "CODE", conflicts_with = "run_file")]
     pub run: Option<String>,
+    /// Like --run, with the code read from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub run_file: Option<PathBuf>,
+    /// Run the code in this thread (a TID of the target, as `ps -L` or
+    /// `pyattach dump` shows) instead of the first one that gets there.
+    #[arg(long, value_name = "TID")]
+    pub thread: Option<i32>,
+    /// How long to wait for a thread of the target to reach a safe point.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Say how the code got in: strategy, thread, how long the target was
+    /// stopped.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Process id of the target.
     #[arg(required = true)]
     pub pid: Option<i32>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("sessions in {:?} are not implemented yet", args.pid)
+    let pid = args.pid.context("a PID is required")?;
+    let code = match (&args.run, &args.run_file) {
+        (Some(c), _) if c == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the code from stdin")?;
+            Some(s)
+        }
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    if !(args.timeout > 0.0 && args.timeout < 1e6) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    attach::install_exit_handlers().context("installing signal handlers")?;
+    let repl = code.is_none();
+    let opts = Options {
+        mode: code.map_or(Mode::Repl, |code| Mode::Run { code }),
+        thread: args.thread,
+        timeout: Duration::from_secs_f64(args.timeout),
+        channel: ChannelKind::Auto,
+    };
+    let (channel, report) =
+        inject::run::start(pid, &opts).with_context(|| format!("running code in process {pid}"))?;
+    if args.verbose {
+        eprintln!("pyattach: {}", describe(&report));
+    }
+    let raised = session::drive(channel, repl)?;
+    Ok(if raised { EXIT_CODE_RAISED } else { 0 })
+}
+
+fn describe(r: &inject::run::Report) -> String {
+    let stops: Vec<String> = r.stops.iter().map(|d| format!("{d:.2?}")).collect();
+    let mut s = format!(
+        "{} in thread {}; channel: {}; target stopped {} (two stops); {:.1?} in all",
+        r.strategy,
+        r.tid.map_or("?".into(), |t| t.to_string()),
+        r.channel,
+        stops.join(" + "),
+        r.elapsed
+    );
+    s.push_str(&format!("\npyattach: hooked: {}", r.hooked.join(", ")));
+    if !r.skipped.is_empty() {
+        s.push_str(&format!("; not hooked: {}", r.skipped.join(", ")));
+    }
+    if !r.nudged.is_empty() {
+        s.push_str(&format!(
+            "\npyattach: syscalls cut short (EINTR) in threads {:?}",
+            r.nudged
+        ));
+    }
+    if r.pending_call {
+        s.push_str("\npyattach: pending call queued for the main thread");
+    }
+    s
 }

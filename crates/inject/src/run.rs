@@ -15,10 +15,13 @@
 
 pub mod bootstrap;
 mod channel;
+mod detour;
 mod error;
+mod inject;
 pub mod protocol;
 
 pub use bootstrap::{ChannelParams, Mode, Params};
 pub use channel::{ChannelKind, Rendezvous};
 pub use error::RunError;
+pub use inject::{start, Options, Report};
 pub use protocol::{Channel, FromTarget, ToTarget};

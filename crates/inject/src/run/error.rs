@@ -22,6 +22,13 @@ pub enum RunError {
         holder: String,
     },
 
+    #[error(transparent)]
+    Discover(#[from] symbols::Error),
+    #[error(transparent)]
+    Attach(#[from] attach::Error),
+    #[error("interrupted by {0}; the target was restored")]
+    Interrupted(String),
+
     // -- the channel -------------------------------------------------
     #[error("the code started in process {pid} but never called back within {secs:.1}s")]
     NoCallback { pid: i32, secs: f64 },

@@ -1,0 +1,370 @@
+//! The one-shot detour's machine code (x86_64): a trampoline per hooked
+//! GIL-holding entry point and a pending-call stub, all sharing one claim
+//! flag, so the bootstrap runs once whichever fires first.
+//!
+//! Layout of the mapping pyattach puts near the interpreter's module:
+//! - data pages (read-write): [`FLAG`] (0 free, 1 claimed, 3 cancelled),
+//!   [`RESULT`] (`PyRun_SimpleString`'s return), [`TID`] (the thread that
+//!   claimed), [`SITE`] (which trampoline), and the NUL-terminated script
+//!   at [`SCRIPT`];
+//! - one code page (read-execute, never writable at the same time).
+//!
+//! Every trampoline is correct code on its own: if pyattach dies at any
+//! moment, the worst that happens is one bootstrap that finds nobody to talk
+//! to and leaves; after that every entry goes through the skip path (a
+//! failed `lock cmpxchg`) and on to the original instructions.
+
+use capstone::arch::x86::{ArchMode, X86OperandType, X86Reg};
+use capstone::arch::{BuildsCapstone, DetailsArchInsn};
+use capstone::{Capstone, RegId};
+
+pub const FLAG: u64 = 0;
+pub const RESULT: u64 = 4;
+pub const TID: u64 = 8;
+pub const SITE: u64 = 12;
+pub const SCRIPT: u64 = 64;
+const PAGE: u64 = 4096;
+
+/// Flag values.
+pub const FREE: u32 = 0;
+pub const CLAIMED: u32 = 1;
+pub const CANCELLED: u32 = 3;
+
+/// The data size for `script`, in whole pages.
+pub fn data_len(script: &str) -> u64 {
+    (SCRIPT + script.len() as u64 + 1).div_ceil(PAGE) * PAGE
+}
+
+/// The data pages' contents.
+pub fn data(script: &str) -> Vec<u8> {
+    let mut d = vec![0u8; data_len(script) as usize];
+    d[SCRIPT as usize..SCRIPT as usize + script.len()].copy_from_slice(script.as_bytes());
+    d
+}
+
+/// The original instructions moved out of a hooked entry, rewritten to run
+/// at their new place.
+#[derive(Clone, Debug)]
+pub struct Relocated {
+    /// How many bytes of the entry they covered (>= 5, the `jmp rel32`).
+    pub len: usize,
+    /// The entry's original bytes over that length.
+    pub original: Vec<u8>,
+    insns: Vec<Moved>,
+}
+
+/// One moved instruction: its old address, its bytes, and where in them a
+/// rel32 displacement sits with the absolute address it must keep meaning.
+type Moved = (u64, Vec<u8>, Option<(usize, i64)>);
+
+/// Why an entry cannot be hooked.
+#[derive(Debug, thiserror::Error)]
+pub enum DetourError {
+    #[error("capstone: {0}")]
+    Capstone(String),
+    #[error("instruction `{0}` in the first bytes cannot be moved")]
+    Unmovable(String),
+    #[error("the entry does not decode")]
+    Undecodable,
+    #[error("the entry already jumps elsewhere (a detour of an earlier pyattach still in place?)")]
+    AlreadyPatched,
+}
+
+/// Decodes the instructions at `entry` (bytes `code`, read from the target)
+/// until they cover 5 bytes, and checks each can run elsewhere: anything
+/// relative to `rip` other than a memory operand (branches, calls, loops)
+/// is refused.
+pub fn relocate(entry: u64, code: &[u8]) -> Result<Relocated, DetourError> {
+    let cs = Capstone::new()
+        .x86()
+        .mode(ArchMode::Mode64)
+        .detail(true)
+        .build()
+        .map_err(|e| DetourError::Capstone(e.to_string()))?;
+    let insns = cs
+        .disasm_all(code, entry)
+        .map_err(|e| DetourError::Capstone(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut len = 0usize;
+    for insn in insns.iter() {
+        if len >= 5 {
+            break;
+        }
+        let detail = cs
+            .insn_detail(insn)
+            .map_err(|e| DetourError::Capstone(e.to_string()))?;
+        let groups: Vec<String> = detail
+            .groups()
+            .iter()
+            .filter_map(|g| cs.group_name(*g))
+            .collect();
+        let text = format!(
+            "{} {}",
+            insn.mnemonic().unwrap_or("?"),
+            insn.op_str().unwrap_or("")
+        );
+        // A plain `call rel32` (e8) moves: its displacement is re-aimed and
+        // the callee returns into the trampoline, which carries on with the
+        // next moved instruction. Other branches do not.
+        if insn.bytes().len() == 5 && insn.bytes()[0] == 0xe8 {
+            let rel = i32::from_le_bytes(insn.bytes()[1..5].try_into().expect("4 bytes"));
+            let target = (insn.address() + 5).wrapping_add(rel as i64 as u64);
+            out.push((
+                insn.address(),
+                insn.bytes().to_vec(),
+                Some((1, target as i64)),
+            ));
+            len += 5;
+            continue;
+        }
+        if groups.iter().any(|g| {
+            matches!(
+                g.as_str(),
+                "jump" | "call" | "ret" | "branch_relative" | "int" | "iret"
+            )
+        }) {
+            return Err(DetourError::Unmovable(text));
+        }
+        let arch = detail.arch_detail();
+        let x86 = arch.x86().ok_or(DetourError::Undecodable)?;
+        let mut fix = None;
+        for op in x86.operands() {
+            if let X86OperandType::Mem(m) = op.op_type {
+                if m.base() == RegId(X86Reg::X86_REG_RIP as u16) {
+                    let span = x86
+                        .encoding()
+                        .disp
+                        .ok_or_else(|| DetourError::Unmovable(text.clone()))?;
+                    if span.size != 4 {
+                        return Err(DetourError::Unmovable(text));
+                    }
+                    // The absolute address the operand means.
+                    let target = (insn.address() + insn.len() as u64).wrapping_add(m.disp() as u64);
+                    fix = Some((span.offset as usize, target as i64));
+                }
+            }
+        }
+        out.push((insn.address(), insn.bytes().to_vec(), fix));
+        len += insn.len();
+    }
+    if len < 5 {
+        return Err(DetourError::Undecodable);
+    }
+    Ok(Relocated {
+        len,
+        original: code[..len].to_vec(),
+        insns: out,
+    })
+}
+
+/// The bytes that replace a hooked entry: `jmp rel32` to the trampoline,
+/// then `int3`s over the rest of the moved instructions (never executed:
+/// nothing jumps into the middle of an entry's first instructions).
+pub fn entry_patch(entry: u64, tramp: u64, len: usize) -> Vec<u8> {
+    let mut p = vec![0xe9]; // e9 rel32  jmp tramp
+    p.extend_from_slice(&rel32(entry + 5, tramp).to_le_bytes());
+    p.resize(len, 0xcc);
+    p
+}
+
+fn rel32(from_next: u64, to: u64) -> i32 {
+    let d = to.wrapping_sub(from_next) as i64;
+    i32::try_from(d).expect("trampoline within ±2 GiB (map_near)")
+}
+
+/// Assembles code at a known address.
+struct Asm {
+    at: u64,
+    b: Vec<u8>,
+}
+
+impl Asm {
+    fn here(&self) -> u64 {
+        self.at + self.b.len() as u64
+    }
+    fn raw(&mut self, bytes: &[u8]) {
+        self.b.extend_from_slice(bytes);
+    }
+    /// An instruction ending with a rip-relative disp32 to `target`.
+    fn rip(&mut self, opcode: &[u8], target: u64, trailing: &[u8]) {
+        self.raw(opcode);
+        let next = self.here() + 4 + trailing.len() as u64;
+        self.raw(&rel32(next, target).to_le_bytes());
+        self.raw(trailing);
+    }
+    /// `jne rel32` to a label patched later; returns the fixup position.
+    fn jne_fwd(&mut self) -> usize {
+        self.raw(&[0x0f, 0x85, 0, 0, 0, 0]); // 0f 85 rel32  jne
+        self.b.len() - 4
+    }
+    fn land(&mut self, fixups: &[usize]) {
+        let here = self.here();
+        for &f in fixups {
+            let next = self.at + f as u64 + 4;
+            self.b[f..f + 4].copy_from_slice(&rel32(next, here).to_le_bytes());
+        }
+    }
+    /// Claims the flag and, if this thread won, records who and calls
+    /// `PyRun_SimpleString(script)`. Expects a 16-byte aligned `rsp`;
+    /// clobbers the caller-saved registers. Returns the fixups to the
+    /// "not claimed" exit.
+    fn claim_and_run(
+        &mut self,
+        data: u64,
+        run: u64,
+        site: u32,
+        only_tid: Option<i32>,
+    ) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Some(tid) = only_tid {
+            self.raw(&[0xb8, 0xba, 0, 0, 0]); // b8 ba 00 00 00  mov eax, SYS_gettid (186)
+            self.raw(&[0x0f, 0x05]); //          0f 05           syscall
+            self.raw(&[0x3d]); //                3d imm32        cmp eax, tid
+            self.raw(&tid.to_le_bytes());
+            out.push(self.jne_fwd());
+        }
+        self.raw(&[0x31, 0xc0]); //                31 c0          xor eax, eax
+        self.raw(&[0xb9, 1, 0, 0, 0]); //          b9 01 00 00 00 mov ecx, CLAIMED
+        self.rip(&[0xf0, 0x0f, 0xb1, 0x0d], data + FLAG, &[]); // f0 0f b1 0d  lock cmpxchg [rip+FLAG], ecx
+        out.push(self.jne_fwd());
+        self.raw(&[0xb8, 0xba, 0, 0, 0]); //       b8 ba 00 00 00 mov eax, SYS_gettid
+        self.raw(&[0x0f, 0x05]); //                0f 05          syscall
+        self.rip(&[0x89, 0x05], data + TID, &[]); // 89 05        mov [rip+TID], eax
+        self.rip(&[0xc7, 0x05], data + SITE, &site.to_le_bytes()); // c7 05 .. imm32  mov dword [rip+SITE], site
+        self.raw(&[0x48, 0xbf]); //                48 bf imm64    mov rdi, script
+        self.raw(&(data + SCRIPT).to_le_bytes());
+        self.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyRun_SimpleString
+        self.raw(&run.to_le_bytes());
+        self.raw(&[0xff, 0xd0]); //                ff d0          call rax
+        self.rip(&[0x89, 0x05], data + RESULT, &[]); // 89 05     mov [rip+RESULT], eax
+        out
+    }
+}
+
+/// Where things are, for assembling the code page.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Start of the data pages.
+    pub data: u64,
+    /// Start of the code page.
+    pub code: u64,
+    /// `PyRun_SimpleString`.
+    pub run: u64,
+    /// Only this thread may claim (`--thread`).
+    pub only_tid: Option<i32>,
+}
+
+/// The code page: one trampoline per hooked entry (`sites`: entry address
+/// and its relocated instructions), then the pending-call stub. Returns the
+/// bytes and the address of each trampoline and of the stub.
+pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> (Vec<u8>, Vec<u64>, u64) {
+    let mut a = Asm {
+        at: l.code,
+        b: Vec::new(),
+    };
+    let mut tramps = Vec::new();
+    for (i, (entry, reloc)) in sites.iter().enumerate() {
+        tramps.push(a.here());
+        // At a function's entry only the argument registers (and rax, the
+        // vector count of a varargs call) carry meaning; callee-saved ones
+        // are kept by PyRun_SimpleString itself. Nine pushes after the
+        // return address leave rsp 16-byte aligned for the call.
+        a.raw(&[0x50, 0x51, 0x52, 0x56, 0x57]); // push rax, rcx, rdx, rsi, rdi
+        a.raw(&[0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53]); // push r8, r9, r10, r11
+        let skip = a.claim_and_run(l.data, l.run, i as u32 + 1, l.only_tid);
+        a.land(&skip);
+        a.raw(&[0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58]); // pop r11, r10, r9, r8
+        a.raw(&[0x5f, 0x5e, 0x5a, 0x59, 0x58]); // pop rdi, rsi, rdx, rcx, rax
+                                                // The moved instructions, rip-relative operands re-aimed.
+        for (_, bytes, fix) in &reloc.insns {
+            let start = a.b.len();
+            a.raw(bytes);
+            if let Some((off, target)) = fix {
+                let next = a.at + (start + bytes.len()) as u64;
+                let d = rel32(next, *target as u64);
+                a.b[start + off..start + off + 4].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        a.raw(&[0xe9]); // e9 rel32  jmp entry + len
+        let next = a.here() + 4;
+        a.raw(&rel32(next, entry + reloc.len as u64).to_le_bytes());
+        while a.b.len() % 16 != 0 {
+            a.raw(&[0xcc]);
+        }
+    }
+    // int stub(void *): a pending call. Runs in the main thread at the eval
+    // loop's breaker, GIL held; always returns 0 (non-zero would make the
+    // eval loop raise SystemError with no exception set).
+    let stub = a.here();
+    a.raw(&[0x53]); // 53  push rbx   (aligns rsp to 16)
+    let out = a.claim_and_run(l.data, l.run, 0, None);
+    a.land(&out);
+    a.raw(&[0x5b]); // 5b     pop rbx
+    a.raw(&[0x31, 0xc0]); // 31 c0  xor eax, eax
+    a.raw(&[0xc3]); // c3     ret
+    (a.b, tramps, stub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_a_typical_prologue_and_reaims_rip_relative_operands() {
+        // f3 0f 1e fa  endbr64; 53  push rbx; 48 8b 05 10 00 00 00  mov rax, [rip+0x10]
+        let bytes = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x53, 0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0x90,
+        ];
+        let r = relocate(0x1000, &bytes).unwrap();
+        assert_eq!(r.len, 5);
+        let code2 = [0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0x90];
+        let r2 = relocate(0x1000, &code2).unwrap();
+        assert_eq!(r2.len, 7);
+        assert_eq!(r2.insns[0].2, Some((3, 0x1017)));
+        let l = Layout {
+            data: 0x10_0000,
+            code: 0x10_1000,
+            run: 0x5000,
+            only_tid: None,
+        };
+        let (bytes, tramps, _) = code(&l, &[(0x1000, &r2)]);
+        assert_eq!(tramps, vec![0x10_1000]);
+        // The moved mov still reads 0x1017.
+        let pos = bytes
+            .windows(3)
+            .position(|w| w == [0x48, 0x8b, 0x05])
+            .unwrap();
+        let disp = i32::from_le_bytes(bytes[pos + 3..pos + 7].try_into().unwrap());
+        assert_eq!((0x10_1000 + pos as i64 + 7 + disp as i64) as u64, 0x1017);
+    }
+
+    #[test]
+    fn moves_calls_and_refuses_other_branches() {
+        assert!(matches!(
+            relocate(0, &[0xff, 0xd0, 0x90, 0x90, 0x90, 0x90]),
+            Err(DetourError::Unmovable(_))
+        ));
+        // push rbx; xor edi, edi; call rel32: 3.12's PyEval_SaveThread.
+        let r = relocate(
+            0x2af090,
+            &[0x53, 0x31, 0xff, 0xe8, 0xa8, 0x84, 0x02, 0x00, 0x48],
+        )
+        .unwrap();
+        assert_eq!(r.len, 8);
+        assert_eq!(r.insns[2].2, Some((1, 0x2d7540)));
+        assert!(matches!(
+            relocate(0, &[0x74, 0x02, 0x90, 0x90, 0x90, 0x90]),
+            Err(DetourError::Unmovable(_))
+        ));
+        assert!(matches!(
+            relocate(0, &[0xe9, 0, 0, 0, 0]),
+            Err(DetourError::Unmovable(_))
+        ));
+    }
+
+    #[test]
+    fn entry_patch_is_a_jump_padded_with_int3() {
+        let p = entry_patch(0x1000, 0x2000, 7);
+        assert_eq!(p, vec![0xe9, 0xfb, 0x0f, 0, 0, 0xcc, 0xcc]);
+    }
+}

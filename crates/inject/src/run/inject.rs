@@ -1,0 +1,367 @@
+//! Getting a GIL-holding thread of the target to run the bootstrap.
+//!
+//! Strategy (x86_64), all within one deadline:
+//! 1. **One-shot detour** at GIL-holding entry points (`PyEval_SaveThread`,
+//!    and `PyEval_ReleaseThread` on 3.13+ where locks park through it):
+//!    with every thread held for well under a millisecond, map two pages
+//!    near the module, write the script and the trampolines (code page made
+//!    r-x, never writable and executable at once), replace each entry's
+//!    first instructions with a `jmp`, then let the target run and detach.
+//!    The first thread to enter claims the flag and runs
+//!    `PyRun_SimpleString(bootstrap)` on its own stack.
+//! 2. **Nudges**, in the same stop: threads blocked in syscalls that
+//!    CPython retries on EINTR (PEP 475: sleep, select/poll/epoll, read,
+//!    wait, lock and futex waits) get `-EINTR`, so they pass through
+//!    `Py_BEGIN_ALLOW_THREADS` again at once; a main thread running Python
+//!    (not in a syscall) gets a pending call (`Py_AddPendingCall`) of a stub
+//!    that claims the same flag and runs the bootstrap at the eval breaker.
+//! 3. Once the bootstrap has called back, a second brief stop puts the
+//!    original bytes back. The two pages stay mapped (a thread may still be
+//!    returning through them); they are the only leftover.
+//!
+//! If nothing claims the flag by the deadline, the flag is set to
+//! "cancelled" while every thread is held, the entries are restored and the
+//! pages unmapped (no thread can be inside them), and the error names the
+//! threads running native code and where.
+
+use std::time::{Duration, Instant};
+
+use symbols::{DiscoverOptions, Interpreter, RemoteAddr};
+
+use super::bootstrap::{self, Mode};
+use super::channel::{ChannelKind, Rendezvous};
+use super::detour::{self, Layout, Relocated};
+use super::error::RunError;
+use super::protocol::Channel;
+
+/// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
+const PROT_RX: i32 = 0x1 | 0x4;
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mode: Mode,
+    /// Only this thread (a tid of the target) may run the code.
+    pub thread: Option<i32>,
+    /// Deadline for a thread to reach a safe point and call back.
+    pub timeout: Duration,
+    pub channel: ChannelKind,
+}
+
+/// What happened, for `--verbose`.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// "detour at PyEval_SaveThread", "pending call", ...
+    pub strategy: String,
+    /// The thread that ran the bootstrap.
+    pub tid: Option<i32>,
+    /// Entry points hooked, and those that could not be (with why).
+    pub hooked: Vec<String>,
+    pub skipped: Vec<String>,
+    /// Threads whose blocked syscall was made to return EINTR.
+    pub nudged: Vec<i32>,
+    /// True if a pending call was queued for the main thread.
+    pub pending_call: bool,
+    /// How long every thread was held, for each stop.
+    pub stops: Vec<Duration>,
+    /// "socketpair" or "unix socket".
+    pub channel: String,
+    /// From the start to the open channel.
+    pub elapsed: Duration,
+}
+
+/// Syscalls CPython retries on EINTR on its own (PEP 475), or that only
+/// wait (futex: glibc treats EINTR as a spurious wake-up): safe to cut short.
+const NUDGE: &[i64] = &[
+    0,   // read
+    7,   // poll
+    23,  // select
+    35,  // nanosleep
+    43,  // accept
+    45,  // recvfrom
+    47,  // recvmsg
+    61,  // wait4
+    202, // futex
+    230, // clock_nanosleep
+    232, // epoll_wait
+    247, // waitid
+    270, // pselect6
+    271, // ppoll
+    281, // epoll_pwait
+    288, // accept4
+    441, // epoll_pwait2
+];
+
+struct Site {
+    name: &'static str,
+    entry: u64,
+    reloc: Relocated,
+}
+
+/// Runs the bootstrap for `opts.mode` in `pid` and returns the open
+/// channel.
+pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
+    let t0 = Instant::now();
+    let deadline = t0 + opts.timeout;
+    let mut report = Report::default();
+    if !cfg!(target_arch = "x86_64") {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "running code is implemented for x86_64 only".into(),
+        });
+    }
+    let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    let v = (py.version.major, py.version.minor);
+    if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
+        return Err(RunError::Unsupported {
+            pid,
+            why: format!("CPython {}.{}", v.0, v.1),
+        });
+    }
+    let run = sym(&py, "PyRun_SimpleString", pid)?;
+    let mem = attach::ProcessMemory::open(pid)?;
+    let mut names = vec!["PyEval_SaveThread"];
+    if v >= (3, 13) {
+        names.push("PyEval_ReleaseThread");
+    }
+    let mut sites = Vec::new();
+    for name in names {
+        let Some(s) = py.symbol(name) else {
+            report.skipped.push(format!("{name}: no symbol"));
+            continue;
+        };
+        let code = mem.read_vec(s.addr.0, 32)?;
+        if code[0] == 0xe9 {
+            let rel = i32::from_le_bytes([code[1], code[2], code[3], code[4]]);
+            let to = (s.addr.0 + 5).wrapping_add(rel as i64 as u64);
+            if !py.module.contains(RemoteAddr(to)) {
+                report
+                    .skipped
+                    .push(format!("{name}: {}", detour::DetourError::AlreadyPatched));
+                continue;
+            }
+        }
+        match detour::relocate(s.addr.0, &code) {
+            Ok(reloc) => sites.push(Site {
+                name,
+                entry: s.addr.0,
+                reloc,
+            }),
+            Err(e) => report.skipped.push(format!("{name}: {e}")),
+        }
+    }
+    if sites.is_empty() {
+        return Err(RunError::Unsupported {
+            pid,
+            why: format!(
+                "no entry point can be hooked ({})",
+                report.skipped.join("; ")
+            ),
+        });
+    }
+    let pending = py.symbol("Py_AddPendingCall").map(|s| s.addr.0);
+
+    let mut rv = Rendezvous::prepare(pid, opts.channel)?;
+    report.channel = if rv.is_pair() {
+        "socketpair"
+    } else {
+        "unix socket"
+    }
+    .into();
+    let wait = opts.timeout.max(Duration::from_secs(2));
+    let script = bootstrap::script(&rv.params(opts.mode.clone(), wait));
+
+    // -- stop 1: map, write, patch, nudge --------------------------------
+    let mut st = attach::freeze(pid)?;
+    let data_len = detour::data_len(&script);
+    let total = data_len + 4096;
+    let base = st.map_near(pid, sites[0].entry, total)?;
+    let layout = Layout {
+        data: base,
+        code: base + data_len,
+        run: run.0,
+        only_tid: opts.thread,
+    };
+    let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
+    let (code, tramps, stub) = detour::code(&layout, &pairs);
+    st.memory().write(base, &detour::data(&script))?;
+    st.memory().write(layout.code, &code)?;
+    st.protect(pid, layout.code, 4096, PROT_RX)?;
+    let mut patched = Vec::new();
+    for (s, &tramp) in sites.iter().zip(&tramps) {
+        match st.patch(s.entry, &detour::entry_patch(s.entry, tramp, s.reloc.len)) {
+            Ok(_) => {
+                patched.push(s);
+                report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+            }
+            Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
+        }
+    }
+    if patched.is_empty() {
+        let _ = st.unmap(pid, base, total);
+        st.detach()?;
+        return Err(RunError::Unsupported {
+            pid,
+            why: format!(
+                "no entry point could be patched ({})",
+                report.skipped.join("; ")
+            ),
+        });
+    }
+    let threads = st.threads();
+    let mut main_running = false;
+    let mut caller = None;
+    for &tid in &threads {
+        if opts.thread.is_some_and(|t| t != tid) {
+            continue;
+        }
+        let regs = st.regs(tid)?;
+        match regs.syscall() {
+            Some(nr) if NUDGE.contains(&nr) => {
+                if st.interrupt_syscall(tid)? {
+                    report.nudged.push(tid);
+                }
+                if nr != 202 && caller.is_none() {
+                    caller = Some(tid);
+                }
+            }
+            Some(_) => {}
+            None if tid == pid => main_running = true,
+            None => {}
+        }
+    }
+    if main_running && opts.thread.is_none_or(|t| t == pid) {
+        if let Some(add) = pending {
+            // Queue the stub from a thread parked in a syscall (it holds no
+            // interpreter lock), else from the main thread itself. A call
+            // that cannot take the pending-calls lock soon is abandoned
+            // (restored) rather than waited for.
+            st.set_call_timeout(Duration::from_millis(300));
+            let by = caller.unwrap_or(pid);
+            if st.call(by, add, &[stub, 0]).is_ok_and(|r| r as i32 == 0) {
+                report.pending_call = true;
+            }
+        }
+    }
+    report.stops.push(st.detach()?);
+
+    // -- wait for a claim ----------------------------------------------
+    let claimed = loop {
+        let flag = read_u32(&mem, base + detour::FLAG);
+        if flag == Some(detour::CLAIMED) {
+            break true;
+        }
+        if flag.is_none() || !alive(pid) {
+            return Err(RunError::TargetExited { pid });
+        }
+        if attach::exit_requested().is_some() || Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let outcome = if claimed {
+        rv.wait(deadline.max(Instant::now() + Duration::from_secs(2)))
+    } else {
+        Err(RunError::NoCallback { pid, secs: 0.0 })
+    };
+
+    // -- stop 2: restore the entries -------------------------------------
+    let mut st = attach::freeze(pid)?;
+    let flag = read_u32(&mem, base + detour::FLAG);
+    let cancel = flag == Some(detour::FREE);
+    if cancel {
+        st.memory()
+            .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
+    }
+    for s in &patched {
+        restore_entry(&mut st, s)?;
+    }
+    let mut holders = String::new();
+    if cancel {
+        let inside = st.threads().into_iter().any(|tid| {
+            st.regs(tid)
+                .map(|r| r.pc() >= base && r.pc() < base + total)
+                .unwrap_or(true)
+        });
+        if !inside {
+            let _ = st.unmap(pid, base, total);
+        }
+        holders = describe_running(&st, &py);
+    }
+    report.stops.push(st.detach()?);
+    if let Some(sig) = attach::exit_requested() {
+        return Err(RunError::Interrupted(sig.as_str().to_string()));
+    }
+    if cancel {
+        return Err(RunError::NoSafePoint {
+            pid,
+            secs: t0.elapsed().as_secs_f64(),
+            holder: holders,
+        });
+    }
+    let channel = outcome?;
+    report.tid = read_u32(&mem, base + detour::TID).map(|t| t as i32);
+    let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
+    report.strategy = match site {
+        0 => "pending call (Py_AddPendingCall) in the main thread".into(),
+        n => format!(
+            "one-shot detour at {}",
+            patched.get(n - 1).map_or("?", |s| s.name)
+        ),
+    };
+    report.elapsed = t0.elapsed();
+    Ok((channel, report))
+}
+
+fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
+    py.symbol(name)
+        .map(|s| s.addr)
+        .ok_or_else(|| RunError::Unsupported {
+            pid,
+            why: format!("{name} not found"),
+        })
+}
+
+/// Puts an entry's original bytes back; retries briefly if a thread's
+/// instruction pointer sits inside them (it cannot stay there long).
+fn restore_entry(st: &mut attach::Stopped, s: &Site) -> Result<(), RunError> {
+    match st.patch(s.entry, &s.reloc.original) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(RunError::Attach(e)),
+    }
+}
+
+/// Threads not in a syscall (so running, possibly holding the GIL in
+/// native code) and the function each is in.
+fn describe_running(st: &attach::Stopped, py: &Interpreter) -> String {
+    let mut parts = Vec::new();
+    for tid in st.threads() {
+        let Ok(r) = st.regs(tid) else { continue };
+        if r.syscall().is_some() {
+            continue;
+        }
+        let place = py
+            .symbolize(RemoteAddr(r.pc()))
+            .map(|(s, off)| format!("{}+{off:#x}", s.name))
+            .unwrap_or_else(|| format!("{:#x}", r.pc()));
+        parts.push(format!("thread {tid} is running native code in {place}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({}; a thread holding the GIL there never reaches a safe point)",
+            parts.join(", ")
+        )
+    }
+}
+
+fn read_u32(mem: &attach::ProcessMemory, addr: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
+    mem.read(addr, &mut b).ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+fn alive(pid: i32) -> bool {
+    attach::procinfo::status(pid).is_ok_and(|s| !s.is_zombie())
+}
