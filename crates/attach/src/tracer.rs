@@ -315,6 +315,11 @@ impl Tracer {
             return;
         };
         let held = since.elapsed();
+        if held < Duration::from_millis(1) {
+            // Not worth a register read per thread: less than scheduling
+            // jitter.
+            return;
+        }
         for (tid, th) in self.threads.iter() {
             if th.state != TState::Stopped {
                 continue;
