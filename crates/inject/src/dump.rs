@@ -25,6 +25,7 @@ mod error;
 mod linetable;
 mod locals;
 mod mem;
+mod names;
 mod objects;
 mod procfs;
 mod walk;
@@ -172,12 +173,9 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
         return walk::dump(&interp, &prep, &mem, opts);
     }
-    let t0 = std::time::Instant::now();
     match attach::freeze(pid) {
         Ok(stopped) => {
-            let t1 = std::time::Instant::now();
             let res = walk::dump(&interp, &prep, stopped.memory(), opts);
-            eprintln!("freeze {:?} walk {:?}", t1 - t0, t1.elapsed());
             let pause = stopped
                 .detach()
                 .map_err(|e| DumpError::from_attach(pid, e))?;

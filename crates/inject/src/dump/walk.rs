@@ -9,6 +9,7 @@ use symbols::Interpreter;
 use super::linetable::{self, Format};
 use super::locals;
 use super::mem::{le_u32, le_u64, Memory, Reader};
+use super::names;
 use super::objects::Objects;
 use super::procfs;
 use super::{DumpError, DumpOptions, Frame, FrameKind, StackDump, ThreadStack};
@@ -316,6 +317,18 @@ fn interp_head_addr(interp: &Interpreter) -> Result<u64, String> {
     Err("cannot find interp_head in PyInterpreterState_Head".into())
 }
 
+/// `threading._active` of the first interpreter, if it can be found.
+fn find_active(o: &Offsets, a: &Addrs, mem: &dyn Memory) -> Option<u64> {
+    let l = names::DictLayout::new(o)?;
+    let objs = Objects::new(Reader::new(mem), o).ok()?;
+    let head = interpreters_head(a, o, &objs.r).ok()?;
+    let modules = objs
+        .r
+        .u64(head.wrapping_add(o.get(Field::InterpModules)?))
+        .ok()?;
+    names::active_dict(&l, &objs, modules).ok().flatten()
+}
+
 /// Where the interpreter list starts: `_PyRuntime.interpreters.head` (3.7+)
 /// or `interp_head` (2.7, 3.6).
 fn interpreters_head(a: &Addrs, o: &Offsets, r: &Reader) -> Result<u64, String> {
@@ -498,6 +511,9 @@ impl Walker<'_> {
 pub struct Prepared {
     offsets: Offsets,
     addrs: Addrs,
+    /// `threading._active` of the main interpreter, found before the
+    /// freeze (it moves only if the module is reloaded).
+    active: Option<u64>,
     kernel: HashMap<i32, procfs::KernelThread>,
 }
 
@@ -505,8 +521,11 @@ pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     let mem = attach::ProcessMemory::open(interp.pid)
         .map_err(|e| DumpError::from_attach(interp.pid, e))?;
     let offsets = load_offsets(interp, &mem)?;
+    let addrs = addrs(interp, &offsets);
+    let active = find_active(&offsets, &addrs, &mem);
     Ok(Prepared {
-        addrs: addrs(interp, &offsets),
+        addrs,
+        active,
         offsets,
         kernel: procfs::kernel_threads(interp.pid),
     })
@@ -640,6 +659,10 @@ pub fn dump(
         }
     }
 
+    let thread_names = match (prep.active, names::DictLayout::new(offsets)) {
+        (Some(a), Some(l)) => names::thread_names(&l, &w.obj, a),
+        _ => HashMap::new(),
+    };
     let waits = &prep.addrs.gil_waits;
     let mut threads: Vec<ThreadStack> = raw
         .into_iter()
@@ -656,7 +679,7 @@ pub fn dump(
             ThreadStack {
                 thread_id: t.thread_id,
                 native_id: t.native_id,
-                name: None,
+                name: thread_names.get(&t.thread_id).cloned(),
                 os_name: k.map(|k| k.comm.clone()),
                 is_main: t.native_id == Some(pid),
                 holds_gil,
