@@ -22,9 +22,9 @@ pub enum RunError {
         holder: String,
     },
 
-    #[error(transparent)]
+    #[error("finding the interpreter")]
     Discover(#[from] symbols::Error),
-    #[error(transparent)]
+    #[error("controlling the process")]
     Attach(#[from] attach::Error),
     #[error("interrupted by {0}; the target was restored")]
     Interrupted(String),
