@@ -15,7 +15,7 @@ use capstone::arch::BuildsCapstone;
 use capstone::Capstone;
 use serde::Serialize;
 use std::collections::HashMap;
-use symbols::{GotKind, Interpreter, Module, RemoteAddr};
+use symbols::{CodeSection, GotKind, Interpreter, Module, RemoteAddr};
 
 /// Why call sites could not be looked for.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,59 @@ fn instruction_starts(cs: &Capstone, code: &[u8], start: u64, until: u64) -> Vec
     out
 }
 
+/// Bytes of code read per step: below malloc's mmap threshold, so the
+/// buffer is reused instead of faulting in fresh pages for a whole `.text`.
+const CHUNK: u64 = 64 << 10;
+
+/// `(address, function index, via, tail)` of every byte pattern in `sec`
+/// that calls or jumps to one of the targets, in address order.
+fn scan(
+    py: &Interpreter,
+    sec: &CodeSection,
+    rel_targets: &[(u64, usize, Via)],
+    got_targets: &[(u64, usize)],
+) -> Result<Vec<(u64, usize, Via, bool)>, RemoteAddr> {
+    let mut candidates = Vec::new();
+    let end = sec.addr.0 + sec.size;
+    let mut start = sec.addr.0;
+    while start < end {
+        // Each step owns positions [start, start + CHUNK) and reads 5 bytes
+        // more for the operands of an instruction at its last byte.
+        let own = CHUNK.min(end - start) as usize;
+        let len = (CHUNK + 5).min(end - start) as usize;
+        let code = py
+            .read_module_bytes(RemoteAddr(start), len)
+            .map_err(|_| RemoteAddr(start))?;
+        // `call`/`jmp rel32` (e8/e9): the bytes are found with SIMD, each
+        // then checked for a destination we look for.
+        for i in memchr::memchr2_iter(0xe8, 0xe9, &code[..own]) {
+            if i + 5 > code.len() {
+                break;
+            }
+            let at = start + i as u64;
+            let rel = i32::from_le_bytes([code[i + 1], code[i + 2], code[i + 3], code[i + 4]]);
+            let dest = (at + 5).wrapping_add(rel as i64 as u64);
+            if let Some(&(_, k, via)) = rel_targets.iter().find(|t| t.0 == dest) {
+                candidates.push((at, k, via, code[i] == 0xe9));
+            }
+        }
+        // `call`/`jmp *slot(%rip)` (ff 15/25), only for GLOB_DAT slots.
+        if !got_targets.is_empty() {
+            for i in memchr::memchr_iter(0xff, &code[..own]) {
+                let at = start + i as u64;
+                if let Some((dest, tail)) = rip_slot(&code, i, at) {
+                    if let Some(&(_, k)) = got_targets.iter().find(|t| t.0 == dest) {
+                        candidates.push((at, k, Via::Got, tail));
+                    }
+                }
+            }
+        }
+        start += own as u64;
+    }
+    candidates.sort_by_key(|c| c.0);
+    Ok(candidates)
+}
+
 /// Finds the call sites of `function` (a symbol of the interpreter's module)
 /// in `module`'s code.
 pub fn find_call_sites(
@@ -229,50 +282,21 @@ pub fn find_many(
         if sec.name.starts_with(".plt") {
             continue;
         }
-        let code = match py.read_module_bytes(sec.addr, sec.size as usize) {
-            Ok(c) => c,
-            Err(_) => {
-                // The only failure is an address outside the file's image.
-                return functions
-                    .iter()
-                    .map(|_| {
-                        Err(CallSiteError::Read {
-                            module: module.file_name(),
-                            source: symbols::Error::NotInFile(sec.addr),
-                        })
-                    })
-                    .collect();
-            }
-        };
         let base = sec.addr.0;
-        // Byte patterns first (cheap), decoding only where one matched.
-        let mut candidates: Vec<(u64, usize, Via, bool)> = Vec::new();
-        // `call`/`jmp rel32` (e8/e9): the bytes are found with SIMD, each
-        // then checked for a destination we look for.
-        let n = code.len();
-        for i in memchr::memchr2_iter(0xe8, 0xe9, &code) {
-            if i + 5 > n {
-                break;
-            }
-            let at = base + i as u64;
-            let rel = i32::from_le_bytes([code[i + 1], code[i + 2], code[i + 3], code[i + 4]]);
-            let dest = (at + 5).wrapping_add(rel as i64 as u64);
-            if let Some(&(_, k, via)) = rel_targets.iter().find(|t| t.0 == dest) {
-                candidates.push((at, k, via, code[i] == 0xe9));
-            }
-        }
-        // `call`/`jmp *slot(%rip)` (ff 15/25), only for GLOB_DAT slots.
-        if !got_targets.is_empty() {
-            for i in memchr::memchr_iter(0xff, &code) {
-                let at = base + i as u64;
-                if let Some((dest, tail)) = rip_slot(&code, i, at) {
-                    if let Some(&(_, k)) = got_targets.iter().find(|t| t.0 == dest) {
-                        candidates.push((at, k, Via::Got, tail));
+        let candidates = match scan(py, &sec, &rel_targets, &got_targets) {
+            Ok(c) => c,
+            Err(source) => {
+                for r in results.iter_mut() {
+                    if r.is_ok() {
+                        *r = Err(CallSiteError::Read {
+                            module: module.file_name(),
+                            source: symbols::Error::NotInFile(source),
+                        });
                     }
                 }
+                return results;
             }
-            candidates.sort_by_key(|c| c.0);
-        }
+        };
         // Decode each enclosing function once, from its start. With a
         // limit, functions above MAX_DECODE bytes are not decoded and
         // sites past the limit are not even located: both stay unverified.
@@ -295,7 +319,6 @@ pub fn find_many(
                 continue;
             }
             let starts = decoded.entry(caller.addr.0).or_insert_with(|| {
-                let from = (caller.addr.0 - base) as usize;
                 let end = caller.addr.0.saturating_add(caller.size.max(1));
                 let last = candidates
                     .iter()
@@ -304,8 +327,11 @@ pub fn find_many(
                     .max()
                     .unwrap_or(at)
                     .max(at);
-                let to = ((last - base) as usize + 16).min(code.len());
-                instruction_starts(&cs, &code[from..to], caller.addr.0, last)
+                let len = (last + 16).min(base + sec.size) - caller.addr.0;
+                match py.read_module_bytes(caller.addr, len as usize) {
+                    Ok(code) => instruction_starts(&cs, &code, caller.addr.0, last),
+                    Err(_) => Vec::new(),
+                }
             });
             if starts.binary_search(&at).is_ok() {
                 out.sites.push(CallSite {
@@ -314,6 +340,8 @@ pub fn find_many(
                     tail,
                     caller: caller.name,
                 });
+            } else if starts.is_empty() {
+                out.unverified += 1;
             }
         }
         for out in results.iter_mut().flatten() {

@@ -1,6 +1,7 @@
-//! A symbol table extracted once from an ELF file: name lookup by hash, and
-//! address lookup (what function holds this address) through a sorted index
-//! built only when first asked for.
+//! A symbol table extracted once from an ELF file. The names live in one
+//! buffer; the name index (hash) and the address index (sorted) are each
+//! built only when first asked for, so a 40,000-symbol debug file consulted
+//! only to symbolize a few addresses never hashes a name.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -16,69 +17,89 @@ pub(crate) struct Entry {
 
 #[derive(Debug, Default)]
 pub(crate) struct SymbolTable {
-    by_name: HashMap<Box<str>, Entry>,
-    by_addr: OnceLock<Vec<(u64, u64, Box<str>)>>,
+    names: String,
+    /// `(start, len)` of the name in `names`, and the symbol.
+    entries: Vec<(usize, usize, Entry)>,
+    by_name: OnceLock<HashMap<Box<str>, usize>>,
+    by_addr: OnceLock<Vec<(u64, u64, usize)>>,
 }
 
 impl SymbolTable {
-    /// Adds a definition. A global definition wins over a local one of the
+    /// Adds a definition (in file order).
+    pub fn insert(&mut self, name: &str, entry: Entry) {
+        let start = self.names.len();
+        self.names.push_str(name);
+        self.entries.push((start, name.len(), entry));
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (start, len, _) = self.entries[i];
+        &self.names[start..start + len]
+    }
+
+    /// The name index. A global definition wins over a local one of the
     /// same name (a `static` helper in one file must not hide the API
     /// function); otherwise the first one stays.
     ///
     /// GCC's LTO renames a static function `f` to `f.lto_priv.0` (Debian's
     /// python3.11 has `drop_gil.lto_priv.0`): the same function under a
-    /// unique name, so `f` is indexed too (never over a real `f`). Clones
+    /// unique name, so `f` is indexed too, never over a real `f`. Clones
     /// such as `.constprop`/`.isra` have other calling conventions and are
     /// not aliased.
-    pub fn insert(&mut self, name: &str, entry: Entry) {
-        if let Some((base, _)) = name.split_once(".lto_priv.") {
-            if !base.is_empty() && !self.by_name.contains_key(base) {
-                self.by_name.insert(
-                    base.into(),
-                    Entry {
-                        global: false,
-                        ..entry.clone()
-                    },
-                );
+    fn by_name(&self) -> &HashMap<Box<str>, usize> {
+        self.by_name.get_or_init(|| {
+            let mut map: HashMap<Box<str>, usize> = HashMap::with_capacity(self.entries.len());
+            let mut aliases = Vec::new();
+            for i in 0..self.entries.len() {
+                let name = self.name(i);
+                let global = self.entries[i].2.global;
+                match map.get_mut(name) {
+                    Some(old) if !self.entries[*old].2.global && global => *old = i,
+                    Some(_) => {}
+                    None => {
+                        map.insert(name.into(), i);
+                    }
+                }
+                if name.contains('.') {
+                    if let Some((base, _)) = name.split_once(".lto_priv.") {
+                        aliases.push((base, i));
+                    }
+                }
             }
-        }
-        match self.by_name.get_mut(name) {
-            Some(old) if !old.global && entry.global => *old = entry,
-            Some(_) => {}
-            None => {
-                self.by_name.insert(name.into(), entry);
+            for (base, i) in aliases {
+                if !base.is_empty() && !map.contains_key(base) {
+                    map.insert(base.into(), i);
+                }
             }
-        }
+            map
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.by_name.get(name)
+        self.by_name().get(name).map(|&i| &self.entries[i].2)
     }
 
+    /// Number of definitions.
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.entries.len()
     }
 
     /// The sized function symbol whose range holds `value`, with its name.
     pub fn containing(&self, value: u64) -> Option<(&str, &Entry)> {
         let index = self.by_addr.get_or_init(|| {
-            let mut v: Vec<(u64, u64, Box<str>)> = self
-                .by_name
+            let mut v: Vec<(u64, u64, usize)> = self
+                .entries
                 .iter()
-                .filter(|(_, e)| e.func && e.size > 0)
-                .map(|(n, e)| (e.value, e.size, n.clone()))
+                .enumerate()
+                .filter(|(_, (_, _, e))| e.func && e.size > 0)
+                .map(|(i, (_, _, e))| (e.value, e.size, i))
                 .collect();
-            v.sort();
+            v.sort_unstable();
             v
         });
         let i = index.partition_point(|(start, _, _)| *start <= value);
-        let (start, size, name) = index.get(i.checked_sub(1)?)?;
-        if value < start.saturating_add(*size) {
-            let e = self.by_name.get(name)?;
-            Some((name, e))
-        } else {
-            None
-        }
+        let &(start, size, idx) = index.get(i.checked_sub(1)?)?;
+        (value < start.saturating_add(size)).then(|| (self.name(idx), &self.entries[idx].2))
     }
 }
 
@@ -107,6 +128,7 @@ mod tests {
         assert_eq!(t.containing(0x12f).unwrap().0, "g");
         assert!(t.containing(0x130).is_none());
         assert!(t.containing(0x10).is_none());
+        assert!(t.get("h").is_none());
     }
 
     #[test]
@@ -114,10 +136,11 @@ mod tests {
         let mut t = SymbolTable::default();
         t.insert("drop_gil.lto_priv.0", e(0x400, 0x20, false));
         t.insert("take_gil.constprop.0", e(0x500, 0x20, false));
-        t.insert("f", e(0x600, 0x10, true));
         t.insert("f.lto_priv.1", e(0x700, 0x10, false));
+        t.insert("f", e(0x600, 0x10, true));
         assert_eq!(t.get("drop_gil").unwrap().value, 0x400);
         assert!(t.get("take_gil").is_none());
         assert_eq!(t.get("f").unwrap().value, 0x600);
+        assert_eq!(t.containing(0x405).unwrap().0, "drop_gil.lto_priv.0");
     }
 }
