@@ -21,6 +21,20 @@
 //! Addresses in the target ([`RemoteAddr`]) and in files ([`FileAddr`]) are
 //! distinct types, converted only through a [`Module`]'s load bias.
 //!
+//! What an [`Interpreter`] answers:
+//! - [`Interpreter::symbol`] / [`Interpreter::symbol_in`]: a name, through
+//!   the chain (an LTO-renamed static `f.lto_priv.0` answers to `f`);
+//! - [`Interpreter::symbolize`]: the function holding an address;
+//! - [`Interpreter::read_module_bytes`]: the file's bytes at a mapped
+//!   address (code for capstone, initialized data), nothing read from the
+//!   target;
+//! - [`Interpreter::code_sections`], [`Interpreter::got_slots`]: for
+//!   finding call sites (`inject::callsites`);
+//! - [`Interpreter::debug_sources`]: which debug files were found.
+//!
+//! [`inspect_file`] / [`inspect_bytes`] run the same parsing on one file, for
+//! tests and the fuzz target (`fuzz/`): never a panic on any input.
+//!
 //! ```no_run
 //! let py = symbols::discover(1234, &symbols::DiscoverOptions::default())?;
 //! println!("CPython {} in {}", py.version, py.module.path.display());
