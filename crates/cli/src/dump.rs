@@ -21,6 +21,14 @@ pub struct Args {
     /// Show each frame's local variables with short reprs.
     #[arg(long)]
     pub locals: bool,
+    /// Show native (C, C++, Rust) frames too, with the Python frames merged
+    /// in at the interpreter's evaluation loop.
+    ///
+    /// Unwinds each thread's stack from its registers with the modules'
+    /// .eh_frame (frame pointers where there is none), so it needs the
+    /// threads stopped: ignored with --nonblocking.
+    #[arg(long)]
+    pub native: bool,
     /// Print a JSON document (see docs/dump-json.md) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -41,6 +49,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     let opts = DumpOptions {
         freeze: !args.nonblocking,
         locals: args.locals,
+        native: args.native,
         max_depth: args.max_depth.max(1),
     };
     // SIGINT/SIGTERM during the freeze must not skip the release: they are
@@ -176,7 +185,13 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
             st.paint("32", name),
             st.paint("36", &loc)
         )?,
-        FrameKind::Native => writeln!(out, "    {} {}", st.paint("2", name), st.paint("2", &loc))?,
+        FrameKind::Native => {
+            let at = match (&f.module, &loc) {
+                (Some(m), l) if l.is_empty() => format!("({m})"),
+                (_, l) => format!("({l})"),
+            };
+            writeln!(out, "    {} {}", st.paint("2", name), st.paint("2", &at))?
+        }
     }
     if let Some(locals) = &f.locals {
         for l in locals {

@@ -26,9 +26,12 @@ mod linetable;
 mod locals;
 mod mem;
 mod names;
+mod native;
 mod objects;
 mod procfs;
 mod walk;
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -47,6 +50,8 @@ pub struct DumpOptions {
     pub freeze: bool,
     /// Local variables of each frame, with short reprs.
     pub locals: bool,
+    /// Native frames too (unwound from the registers; needs `freeze`).
+    pub native: bool,
     /// Frames per thread at most; deeper stacks are cut (and say so).
     pub max_depth: usize,
 }
@@ -56,6 +61,7 @@ impl Default for DumpOptions {
         DumpOptions {
             freeze: true,
             locals: false,
+            native: false,
             max_depth: 4096,
         }
     }
@@ -143,6 +149,12 @@ pub struct Frame {
     /// Local variables (with `--locals`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locals: Option<Vec<Local>>,
+    /// The file name of the module a native frame is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The program counter of a native frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u64>,
 }
 
 /// A local variable with a short repr.
@@ -171,18 +183,39 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let prep = walk::prepare(&interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-        return walk::dump(&interp, &prep, &mem, opts);
+        let (mut d, _) = walk::dump(&interp, &prep, &mem, opts, None)?;
+        if opts.native {
+            d.warnings.push(
+                "native frames need the threads stopped: not shown with --nonblocking".into(),
+            );
+        }
+        return Ok(d);
     }
+    let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
     match attach::freeze(pid) {
         Ok(stopped) => {
-            let res = walk::dump(&interp, &prep, stopped.memory(), opts);
+            let mut regs = HashMap::new();
+            if opts.native {
+                for tid in stopped.threads() {
+                    if let Ok(r) = stopped.regs(tid) {
+                        regs.insert(tid, native::Regs::from_thread(&r));
+                    }
+                }
+            }
+            let native = unwinder.as_ref().map(|u| (u, &regs));
+            let res = walk::dump(&interp, &prep, stopped.memory(), opts, native);
             let pause = stopped
                 .detach()
                 .map_err(|e| DumpError::from_attach(pid, e))?;
-
-            let mut d = res?;
+            let (mut d, extra) = res?;
             d.frozen = true;
             d.pause_us = Some(pause.as_micros() as u64);
+            for (t, x) in d.threads.iter_mut().zip(extra) {
+                if let Some(pcs) = x.native {
+                    let py = std::mem::take(&mut t.frames);
+                    t.frames = native::merge(&interp, &pcs, py, &x.entries);
+                }
+            }
             Ok(d)
         }
         Err(e @ (attach::Error::NoSuchProcess { .. } | attach::Error::TargetExited { .. })) => {
@@ -191,7 +224,7 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         Err(e) => {
             let mem =
                 attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-            let mut d = walk::dump(&interp, &prep, &mem, opts)?;
+            let (mut d, _) = walk::dump(&interp, &prep, &mem, opts, None)?;
             d.warnings.insert(
                 0,
                 format!("could not stop the threads ({e}); read without stopping them"),
@@ -209,5 +242,5 @@ pub fn dump_with(
     opts: &DumpOptions,
 ) -> Result<StackDump, DumpError> {
     let prep = walk::prepare(interp)?;
-    walk::dump(interp, &prep, mem, opts)
+    Ok(walk::dump(interp, &prep, mem, opts, None)?.0)
 }

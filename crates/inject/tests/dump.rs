@@ -379,3 +379,65 @@ fn locals_have_the_reprs_python_gives() {
         );
     });
 }
+
+#[test]
+fn native_frames_show_where_the_gil_holder_blocks() {
+    each_python(|py| {
+        let t = Target::python(py, "dump_target.py", &["gil"]);
+        let want = expectations(&t);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let o = DumpOptions {
+            native: true,
+            ..opts()
+        };
+        let d = dump(t.pid(), &o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let holder = d.threads.iter().find(|t| t.holds_gil).unwrap();
+        // The Python frames are all there, in order, among the native ones.
+        let python: Vec<_> = holder
+            .frames
+            .iter()
+            .filter(|f| f.kind == inject::dump::FrameKind::Python)
+            .map(|f| {
+                (
+                    f.filename.clone().unwrap(),
+                    f.line.unwrap(),
+                    f.function.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(python, want[0].frames, "{}", py.id);
+        // libc's sleep() is below (inner to) the Python caller.
+        let pos = |name: &str| holder.frames.iter().position(|f| f.function == name);
+        let sleep = pos("sleep").unwrap_or_else(|| panic!("{}: no sleep() in {holder:#?}", py.id));
+        assert!(sleep < pos("hold_gil").unwrap(), "{}", py.id);
+        assert_eq!(holder.frames[sleep].kind, inject::dump::FrameKind::Native);
+        assert!(holder.frames[sleep]
+            .module
+            .as_deref()
+            .unwrap()
+            .starts_with("libc"));
+        if py.kind == PythonKind::Pyenv {
+            // The waiter's native stack goes through the GIL-taking code,
+            // and the Python frames sit where the evaluation loop was.
+            let main = d.threads.iter().find(|t| t.is_main).unwrap();
+            let names: Vec<&str> = main.frames.iter().map(|f| f.function.as_str()).collect();
+            let restore = names
+                .iter()
+                .position(|n| *n == "take_gil" || *n == "PyEval_RestoreThread");
+            let py_frame = names.iter().position(|n| *n == "main_wait_for_gil");
+            assert!(
+                restore.is_some() && restore < py_frame,
+                "{}: {names:?}",
+                py.id
+            );
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.starts_with("_PyEval_EvalFrameDefault")),
+                "{}: {names:?}",
+                py.id
+            );
+        }
+        released(py, &t, &d);
+    });
+}

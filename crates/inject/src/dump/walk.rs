@@ -10,6 +10,7 @@ use super::linetable::{self, Format};
 use super::locals;
 use super::mem::{le_u32, le_u64, Memory, Reader};
 use super::names;
+use super::native;
 use super::objects::Objects;
 use super::procfs;
 use super::{DumpError, DumpOptions, Frame, FrameKind, StackDump, ThreadStack};
@@ -47,6 +48,8 @@ struct Layout {
     frame_code: u64,
     frame_instr: u64,
     frame_owner: Option<u64>,
+    /// `is_entry` (3.11).
+    frame_is_entry: Option<u64>,
     frame_len: usize,
     code_filename: u64,
     code_name: u64,
@@ -132,11 +135,13 @@ impl Layout {
         .max()
         .unwrap() as usize
             + 8;
+        let frame_is_entry = opt(o, Field::IframeIsEntry);
         let frame_len = [
             frame_back,
             frame_code,
             frame_instr,
             frame_owner.unwrap_or(0),
+            frame_is_entry.unwrap_or(0),
         ]
         .into_iter()
         .max()
@@ -186,6 +191,7 @@ impl Layout {
             frame_code,
             frame_instr,
             frame_owner,
+            frame_is_entry,
             frame_len,
             code_filename,
             code_name,
@@ -369,6 +375,8 @@ fn global_gil(a: &Addrs, o: &Offsets, r: &Reader) -> (Option<u64>, Option<bool>)
 }
 
 struct RawThread {
+    entries: Vec<bool>,
+    native: Option<Vec<u64>>,
     tstate: u64,
     thread_id: u64,
     native_id: Option<i32>,
@@ -433,13 +441,17 @@ impl Walker<'_> {
         }
     }
 
-    fn frames(&mut self, mut f: u64) -> (Vec<Frame>, Option<String>) {
+    /// The Python frames from `f` outwards, and for each whether it is the
+    /// first one its C evaluation-loop call runs (for `--native`).
+    fn frames(&mut self, mut f: u64) -> (Vec<Frame>, Vec<bool>, Option<String>) {
         let mut out = Vec::new();
+        let mut entries: Vec<bool> = Vec::new();
         let mut seen = HashSet::new();
         while f != 0 {
             if out.len() >= self.max_depth {
                 return (
                     out,
+                    entries,
                     Some(format!(
                         "stopped at the maximum depth of {}",
                         self.max_depth
@@ -447,11 +459,11 @@ impl Walker<'_> {
                 );
             }
             if !seen.insert(f) {
-                return (out, Some(format!("frame chain loops at {f:#x}")));
+                return (out, entries, Some(format!("frame chain loops at {f:#x}")));
             }
             let b = match self.obj.r.bytes(f, self.l.frame_len) {
                 Ok(b) => b,
-                Err(e) => return (out, Some(e)),
+                Err(e) => return (out, entries, Some(e)),
             };
             let back = le_u64(&b, self.l.frame_back as usize);
             let code_addr = le_u64(&b, self.l.frame_code as usize);
@@ -465,6 +477,7 @@ impl Walker<'_> {
             let Some(code) = self.code(code_addr) else {
                 return (
                     out,
+                    entries,
                     Some(format!(
                         "frame at {f:#x} has no readable code object ({code_addr:#x})"
                     )),
@@ -490,6 +503,11 @@ impl Walker<'_> {
                 (Some(ll), Some(names)) => locals::read(ll, &self.obj, f, names).ok(),
                 _ => None,
             };
+            entries.push(match (self.l.style, self.l.frame_is_entry) {
+                (Style::FrameObject, _) => true,
+                (_, Some(e)) => b[e as usize] != 0,
+                _ => false,
+            });
             out.push(Frame {
                 kind: FrameKind::Python,
                 function: code.name.clone(),
@@ -498,10 +516,12 @@ impl Walker<'_> {
                 line: line.and_then(|l| u32::try_from(l).ok()),
                 first_line: u32::try_from(code.first_line).ok(),
                 locals: frame_locals,
+                module: None,
+                address: None,
             });
             f = back;
         }
-        (out, None)
+        (out, entries, None)
     }
 }
 
@@ -531,12 +551,21 @@ pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     })
 }
 
+/// Per thread, in the order of the dump's threads: what `--native` needs.
+pub struct Extra {
+    pub entries: Vec<bool>,
+    pub native: Option<Vec<u64>>,
+}
+
+type NativeInput<'a, 'b> = Option<(&'a native::Unwinder<'b>, &'a HashMap<i32, native::Regs>)>;
+
 pub fn dump(
     interp: &Interpreter,
     prep: &Prepared,
     mem: &dyn Memory,
     opts: &DumpOptions,
-) -> Result<StackDump, DumpError> {
+    native: NativeInput,
+) -> Result<(StackDump, Vec<Extra>), DumpError> {
     let pid = interp.pid;
     let v = &interp.version;
     let offsets = &prep.offsets;
@@ -629,11 +658,13 @@ pub fn dump(
                     break;
                 }
             };
-            let (frames, truncated) = match w.first_frame(&tb) {
+            let (frames, entries, truncated) = match w.first_frame(&tb) {
                 Ok(f) => w.frames(f),
-                Err(e) => (Vec::new(), Some(e)),
+                Err(e) => (Vec::new(), Vec::new(), Some(e)),
             };
             raw.push(RawThread {
+                entries,
+                native: None,
                 tstate: ts,
                 thread_id: le_u64(&tb, w.l.tstate_thread_id as usize),
                 native_id: w
@@ -659,12 +690,19 @@ pub fn dump(
         }
     }
 
+    if let Some((u, regs)) = native {
+        for t in raw.iter_mut() {
+            if let Some(r) = t.native_id.and_then(|n| regs.get(&n)) {
+                t.native = Some(u.unwind(&w.obj.r, *r));
+            }
+        }
+    }
     let thread_names = match (prep.active, names::DictLayout::new(offsets)) {
         (Some(a), Some(l)) => names::thread_names(&l, &w.obj, a),
         _ => HashMap::new(),
     };
     let waits = &prep.addrs.gil_waits;
-    let mut threads: Vec<ThreadStack> = raw
+    let mut threads: Vec<(ThreadStack, Extra)> = raw
         .into_iter()
         .map(|t| {
             let k = t.native_id.and_then(|n| kernel.get(&n));
@@ -676,7 +714,11 @@ pub fn dump(
                     state.waiting_for_gil = stack_mentions(mem, sp, waits);
                 }
             }
-            ThreadStack {
+            let extra = Extra {
+                entries: t.entries,
+                native: t.native,
+            };
+            let stack = ThreadStack {
                 thread_id: t.thread_id,
                 native_id: t.native_id,
                 name: thread_names.get(&t.thread_id).cloned(),
@@ -686,23 +728,28 @@ pub fn dump(
                 state,
                 frames: t.frames,
                 truncated: t.truncated,
-            }
+            };
+            (stack, extra)
         })
         .collect();
     // Main thread first, then the others in the order they started.
     threads.reverse();
-    threads.sort_by_key(|t| !t.is_main);
+    threads.sort_by_key(|t| !t.0.is_main);
+    let (threads, extra): (Vec<ThreadStack>, Vec<Extra>) = threads.into_iter().unzip();
 
-    Ok(StackDump {
-        pid,
-        python_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
-        module: interp.module.path.display().to_string(),
-        frozen: false,
-        pause_us: None,
-        gil_locked: gil_locked.or(holder.map(|h| h != 0)),
-        threads,
-        warnings,
-    })
+    Ok((
+        StackDump {
+            pid,
+            python_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+            module: interp.module.path.display().to_string(),
+            frozen: false,
+            pause_us: None,
+            gil_locked: gil_locked.or(holder.map(|h| h != 0)),
+            threads,
+            warnings,
+        },
+        extra,
+    ))
 }
 
 /// Whether the first KiB of a blocked thread's stack holds a return address

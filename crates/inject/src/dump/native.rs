@@ -1,0 +1,281 @@
+//! `--native`: each thread's native stack, unwound from its registers with
+//! the modules' `.eh_frame` call frame information (gimli, through the
+//! `.eh_frame_hdr` binary-search table), falling back to the frame-pointer
+//! chain where a module has none; symbolized through the symbol chain and
+//! demangled; then merged with the Python frames at the evaluation-loop
+//! frames, as `py-spy dump --native` does.
+//!
+//! Unwinding reads the stack while the threads are frozen; symbolization
+//! (whose first `.symtab` use parses the table) and merging happen after
+//! they are released.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use gimli::{
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
+    UnwindContext, UnwindSection,
+};
+use object::{Object, ObjectSection};
+use symbols::{Interpreter, Module, RemoteAddr};
+
+use super::mem::Reader;
+use super::{Frame, FrameKind};
+
+/// Deepest native stack unwound.
+const MAX_NATIVE: usize = 2048;
+
+/// x86_64 DWARF register numbers.
+const RBP: u16 = 6;
+const RSP: u16 = 7;
+const RA: u16 = 16;
+/// The callee-saved registers CFI may restore (rbx, rbp, r12–r15).
+const SAVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
+
+/// The registers unwinding needs, by DWARF number.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Regs {
+    r: [u64; 17],
+}
+
+impl Regs {
+    #[cfg(target_arch = "x86_64")]
+    pub fn from_thread(t: &attach::Regs) -> Regs {
+        let mut r = [0u64; 17];
+        r[3] = t.rbx;
+        r[6] = t.rbp;
+        r[7] = t.rsp;
+        r[12] = t.r12;
+        r[13] = t.r13;
+        r[14] = t.r14;
+        r[15] = t.r15;
+        r[16] = t.rip;
+        Regs { r }
+    }
+}
+
+/// A module's call frame information.
+struct Cfi {
+    eh_frame: Vec<u8>,
+    hdr: Vec<u8>,
+    bases: BaseAddresses,
+    bias: u64,
+}
+
+fn load(m: &Module) -> Option<Cfi> {
+    let f = std::fs::File::open(&m.path_via_proc_root).ok()?;
+    let cache = object::ReadCache::new(f);
+    let obj = object::File::parse(&cache).ok()?;
+    let eh = obj.section_by_name(".eh_frame")?;
+    let hdr = obj.section_by_name(".eh_frame_hdr")?;
+    let text = obj.section_by_name(".text").map_or(0, |s| s.address());
+    Some(Cfi {
+        eh_frame: eh.data().ok()?.to_vec(),
+        hdr: hdr.data().ok()?.to_vec(),
+        bases: BaseAddresses::default()
+            .set_eh_frame_hdr(hdr.address())
+            .set_eh_frame(eh.address())
+            .set_text(text),
+        bias: m.load_bias,
+    })
+}
+
+/// Unwinds native stacks of one process; caches each module's CFI.
+pub struct Unwinder<'a> {
+    interp: &'a Interpreter,
+    cfi: RefCell<HashMap<PathBuf, Option<Rc<Cfi>>>>,
+    ctx: RefCell<UnwindContext<usize>>,
+}
+
+impl<'a> Unwinder<'a> {
+    /// Loads the CFI of the interpreter's module and libc now (before any
+    /// freeze); other modules load on first use.
+    pub fn new(interp: &'a Interpreter) -> Self {
+        let u = Unwinder {
+            interp,
+            cfi: RefCell::new(HashMap::new()),
+            ctx: RefCell::new(UnwindContext::new()),
+        };
+        for m in interp.modules() {
+            let n = m.file_name();
+            if *m == interp.module || n.starts_with("libc.") || n.starts_with("libc-") {
+                u.cfi_for(m);
+            }
+        }
+        u
+    }
+
+    fn cfi_for(&self, m: &Module) -> Option<Rc<Cfi>> {
+        if let Some(c) = self.cfi.borrow().get(&m.path) {
+            return c.clone();
+        }
+        let c = load(m).map(Rc::new);
+        self.cfi.borrow_mut().insert(m.path.clone(), c.clone());
+        c
+    }
+
+    /// One step: the caller's registers, or `None` at the end of the stack.
+    fn step(&self, r: &Reader, regs: &Regs, first: bool) -> Option<Regs> {
+        let pc = regs.r[RA as usize];
+        let sp = regs.r[RSP as usize];
+        let module = self
+            .interp
+            .modules()
+            .iter()
+            .find(|m| m.contains(RemoteAddr(pc)));
+        let cfi = module.and_then(|m| self.cfi_for(m));
+        let mut next = *regs;
+        let via_cfi = cfi.and_then(|c| {
+            // A return address points after the call: look up the call.
+            let lookup = if first { pc } else { pc.wrapping_sub(1) };
+            let eh = EhFrame::new(&c.eh_frame, LittleEndian);
+            let hdr = EhFrameHdr::new(&c.hdr, LittleEndian)
+                .parse(&c.bases, 8)
+                .ok()?;
+            let table = hdr.table()?;
+            let mut ctx = self.ctx.borrow_mut();
+            let row = table
+                .unwind_info_for_address(
+                    &eh,
+                    &c.bases,
+                    &mut ctx,
+                    lookup.wrapping_sub(c.bias),
+                    EhFrame::cie_from_offset,
+                )
+                .ok()?;
+            let cfa = match row.cfa() {
+                CfaRule::RegisterAndOffset { register, offset } => regs
+                    .r
+                    .get(register.0 as usize)?
+                    .wrapping_add(*offset as u64),
+                CfaRule::Expression(_) => return None,
+            };
+            let value = |reg: u16| -> Option<Option<u64>> {
+                Some(match row.register(Register(reg)) {
+                    None | Some(RegisterRule::SameValue) => Some(regs.r[reg as usize]),
+                    Some(RegisterRule::Undefined) => None,
+                    Some(RegisterRule::Offset(n)) => Some(r.u64(cfa.wrapping_add(n as u64)).ok()?),
+                    Some(RegisterRule::ValOffset(n)) => Some(cfa.wrapping_add(n as u64)),
+                    Some(RegisterRule::Register(o)) => Some(*regs.r.get(o.0 as usize)?),
+                    Some(_) => return None,
+                })
+            };
+            let ra = value(RA)??;
+            for reg in SAVED {
+                next.r[reg as usize] = value(reg).flatten().unwrap_or(0);
+            }
+            next.r[RA as usize] = ra;
+            next.r[RSP as usize] = cfa;
+            Some(())
+        });
+        if via_cfi.is_none() {
+            // Frame pointers: [rbp] is the caller's rbp, [rbp+8] the return.
+            let bp = regs.r[RBP as usize];
+            if bp <= sp || bp.wrapping_sub(sp) > 1 << 24 {
+                return None;
+            }
+            next.r[RBP as usize] = r.u64(bp).ok()?;
+            next.r[RA as usize] = r.u64(bp.wrapping_add(8)).ok()?;
+            next.r[RSP as usize] = bp.wrapping_add(16);
+        }
+        let (npc, nsp) = (next.r[RA as usize], next.r[RSP as usize]);
+        if npc < 0x1000 || nsp <= sp {
+            return None;
+        }
+        Some(next)
+    }
+
+    /// The program counters of a thread's stack, innermost first.
+    pub fn unwind(&self, r: &Reader, regs: Regs) -> Vec<u64> {
+        let mut out = vec![regs.r[RA as usize]];
+        let mut cur = regs;
+        while out.len() < MAX_NATIVE {
+            match self.step(r, &cur, out.len() == 1) {
+                Some(n) => {
+                    out.push(n.r[RA as usize]);
+                    cur = n;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+/// Demangles Rust and C++ names; C names pass through.
+fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Ok(s) = cpp_demangle::Symbol::new(name) {
+            if let Ok(d) = s.demangle() {
+                return d;
+            }
+        }
+    }
+    name.to_string()
+}
+
+/// The symbol name of `pc` (a return address unless `first`).
+fn symbolize(interp: &Interpreter, pc: u64, first: bool) -> (Option<String>, Option<String>) {
+    let at = if first { pc } else { pc.wrapping_sub(1) };
+    let module = interp
+        .modules()
+        .iter()
+        .find(|m| m.contains(RemoteAddr(at)))
+        .map(|m| m.file_name());
+    let name = interp
+        .symbolize(RemoteAddr(at))
+        .map(|(s, _)| demangle(&s.name));
+    (name, module)
+}
+
+/// Whether a native function runs Python frames: the evaluation loop, or a
+/// piece of it split off by the compiler (`.cold`, LTO clones).
+fn is_eval(name: &str) -> bool {
+    let base = name.split('.').next().unwrap_or(name);
+    base == "_PyEval_EvalFrameDefault" || base == "PyEval_EvalFrameEx"
+}
+
+/// Interleaves native frames (innermost first) with the Python frames:
+/// each evaluation-loop frame is replaced by the Python frames it runs, up
+/// to and including the next one marked as an entry (≤3.10 every frame is
+/// one; 3.11+ one C call runs several). Python frames left over (unmatched
+/// eval frames, e.g. a stripped module) go at the end.
+pub fn merge(
+    interp: &Interpreter,
+    pcs: &[u64],
+    python: Vec<Frame>,
+    entries: &[bool],
+) -> Vec<Frame> {
+    let mut out = Vec::new();
+    let mut py = python.into_iter().zip(entries.iter().copied()).peekable();
+    for (i, &pc) in pcs.iter().enumerate() {
+        let (name, module) = symbolize(interp, pc, i == 0);
+        if name.as_deref().is_some_and(is_eval) && py.peek().is_some() {
+            for (f, entry) in py.by_ref() {
+                out.push(f);
+                if entry {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(Frame {
+            kind: FrameKind::Native,
+            function: name.unwrap_or_else(|| format!("{pc:#x}")),
+            qualname: None,
+            filename: None,
+            line: None,
+            first_line: None,
+            locals: None,
+            module,
+            address: Some(pc),
+        });
+    }
+    out.extend(py.map(|(f, _)| f));
+    out
+}
