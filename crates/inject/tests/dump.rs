@@ -441,3 +441,100 @@ fn native_frames_show_where_the_gil_holder_blocks() {
         released(py, &t, &d);
     });
 }
+
+/// Real memory of a target, with reads corrupted on purpose.
+struct Corrupt {
+    mem: attach::ProcessMemory,
+    seed: std::cell::Cell<u64>,
+    /// Corrupt one read in `every`.
+    every: u64,
+}
+
+impl Corrupt {
+    fn next(&self) -> u64 {
+        // xorshift64*: deterministic, no dependency.
+        let mut x = self.seed.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+impl inject::dump::Memory for Corrupt {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.mem.read(addr, buf).map_err(|e| e.to_string())?;
+        if self.next() % self.every == 0 && !buf.is_empty() {
+            match self.next() % 4 {
+                // A pointer-sized word replaced by something random.
+                0 if buf.len() >= 8 => {
+                    let at = (self.next() as usize % (buf.len() / 8)) * 8;
+                    buf[at..at + 8].copy_from_slice(&self.next().to_le_bytes());
+                }
+                // A pointer pointing back at the block (a cycle).
+                1 if buf.len() >= 8 => {
+                    let at = (self.next() as usize % (buf.len() / 8)) * 8;
+                    buf[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+                }
+                // A truncated read.
+                2 => return Err("injected short read".into()),
+                _ => buf.iter_mut().for_each(|b| *b = self.next() as u8),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn garbage_in_memory_never_crashes_or_hangs() {
+    for v in ["2.7", "3.10", "3.12", "3.13"] {
+        let Some(py) = testsupport::python(v) else {
+            testsupport::note(&format!("pyenv {v} is missing"));
+            continue;
+        };
+        let t = Target::python(&py, "dump_target.py", &["mixed"]);
+        let interp = symbols::discover(t.pid(), &symbols::DiscoverOptions::default()).unwrap();
+        let o = DumpOptions {
+            freeze: false,
+            locals: true,
+            ..opts()
+        };
+        let start = std::time::Instant::now();
+        let mut hurt = 0;
+        for seed in 1..200u64 {
+            let mem = Corrupt {
+                mem: attach::ProcessMemory::open(t.pid()).unwrap(),
+                seed: std::cell::Cell::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                every: 1 + seed % 7,
+            };
+            // Any outcome but a panic or a hang is fine: an error, or a
+            // dump that says what it could not read.
+            match inject::dump::dump_with(&interp, &mem, &o) {
+                Ok(d) => {
+                    for th in &d.threads {
+                        assert!(th.frames.len() <= o.max_depth);
+                        hurt += th.truncated.is_some() as usize;
+                    }
+                    hurt += !d.warnings.is_empty() as usize;
+                }
+                Err(_) => hurt += 1,
+            }
+        }
+        // The corruption did reach the walk.
+        assert!(hurt > 50, "{}: only {hurt} damaged dumps", py.id);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{}: too slow",
+            py.id
+        );
+        // Uncorrupted, the same reader gives the right dump.
+        let mem = Corrupt {
+            mem: attach::ProcessMemory::open(t.pid()).unwrap(),
+            seed: std::cell::Cell::new(1),
+            every: u64::MAX,
+        };
+        let d = inject::dump::dump_with(&interp, &mem, &o).unwrap();
+        check(&py, &t, &d);
+    }
+}
