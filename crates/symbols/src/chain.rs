@@ -64,7 +64,10 @@ struct Layer {
 
 pub(crate) struct ModuleSymbols {
     pub module: Module,
-    pub main: ElfSource,
+    /// The module's own file: kept open for the interpreter's module,
+    /// reopened on first use for the others (a process may map hundreds of
+    /// libraries; holding them all open would eat its file descriptors).
+    main: OnceLock<Option<ElfSource>>,
     /// `/proc/PID/root`: the target's file system.
     root: PathBuf,
     opts: DiscoverOptions,
@@ -74,14 +77,30 @@ pub(crate) struct ModuleSymbols {
 const LAYERS: usize = 4;
 
 impl ModuleSymbols {
-    pub fn new(module: Module, main: ElfSource, root: PathBuf, opts: DiscoverOptions) -> Self {
+    pub fn new(
+        module: Module,
+        main: Option<ElfSource>,
+        root: PathBuf,
+        opts: DiscoverOptions,
+    ) -> Self {
+        let slot = OnceLock::new();
+        if let Some(m) = main {
+            let _ = slot.set(Some(m));
+        }
         ModuleSymbols {
             module,
-            main,
+            main: slot,
             root,
             opts,
             layers: Default::default(),
         }
+    }
+
+    /// The module's own file, opened again if it was closed.
+    pub fn main(&self) -> Option<&ElfSource> {
+        self.main
+            .get_or_init(|| ElfSource::open(&self.module.path_via_proc_root).ok())
+            .as_ref()
     }
 
     fn make(&self, entry: &Entry, name: &str, source: SymbolSource) -> Symbol {
@@ -99,7 +118,7 @@ impl ModuleSymbols {
     fn layer(&self, i: usize) -> Option<&Layer> {
         self.layers[i]
             .get_or_init(|| match i {
-                0 => self.main.debugdata().map(|elf| Layer {
+                0 => self.main()?.debugdata().map(|elf| Layer {
                     elf,
                     source: SymbolSource::GnuDebugData,
                 }),
@@ -112,10 +131,11 @@ impl ModuleSymbols {
 
     /// Resolves `name` through the chain.
     pub fn lookup(&self, name: &str) -> Option<Symbol> {
-        if let Some(e) = self.main.dynsym().get(name) {
+        let main = self.main()?;
+        if let Some(e) = main.dynsym().get(name) {
             return Some(self.make(e, name, SymbolSource::DynSym));
         }
-        if let Some(e) = self.main.symtab().get(name) {
+        if let Some(e) = main.symtab().get(name) {
             return Some(self.make(e, name, SymbolSource::SymTab));
         }
         for i in 0..LAYERS {
@@ -143,10 +163,11 @@ impl ModuleSymbols {
             t.containing(fa)
                 .map(|(n, e)| (self.make(e, n, source), fa - e.value))
         };
-        if let Some(hit) = found(self.main.dynsym(), SymbolSource::DynSym) {
+        let main = self.main()?;
+        if let Some(hit) = found(main.dynsym(), SymbolSource::DynSym) {
             return Some(hit);
         }
-        if let Some(hit) = found(self.main.symtab(), SymbolSource::SymTab) {
+        if let Some(hit) = found(main.symtab(), SymbolSource::SymTab) {
             return Some(hit);
         }
         for i in 0..LAYERS {
@@ -174,14 +195,17 @@ impl ModuleSymbols {
     /// A debug file is accepted only if its build id matches the module's
     /// (when both have one): a stale file would give wrong addresses.
     fn matches(&self, elf: &ElfSource) -> bool {
-        match (&self.main.build_id, &elf.build_id) {
+        let Some(main) = self.main() else {
+            return false;
+        };
+        match (&main.build_id, &elf.build_id) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         }
     }
 
     fn open_build_id_file(&self) -> Option<Layer> {
-        let id = self.main.build_id.as_ref()?;
+        let id = self.main()?.build_id.as_ref()?;
         if id.len() < 2 {
             return None;
         }
@@ -208,7 +232,7 @@ impl ModuleSymbols {
         if !self.opts.use_debuglink {
             return None;
         }
-        let (name, crc) = self.main.debuglink.as_ref()?;
+        let (name, crc) = self.main()?.debuglink.as_ref()?;
         if name.contains('/') {
             return None;
         }
@@ -236,7 +260,7 @@ impl ModuleSymbols {
 
     fn fetch_debuginfod(&self) -> Option<Layer> {
         let fetch = self.opts.debuginfod.as_ref()?;
-        let id = self.main.build_id.as_ref()?;
+        let id = self.main()?.build_id.as_ref()?;
         let path = fetch(id)?;
         let elf = ElfSource::open(&path).ok()?;
         if elf.build_id.as_ref() != Some(id) {

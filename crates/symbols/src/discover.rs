@@ -229,7 +229,8 @@ fn open_mapped(
 }
 
 fn defines(ms: &ModuleSymbols, name: &str) -> bool {
-    ms.main.dynsym().get(name).is_some() || ms.main.symtab().get(name).is_some()
+    ms.main()
+        .is_some_and(|m| m.dynsym().get(name).is_some() || m.symtab().get(name).is_some())
 }
 
 /// Finds the CPython interpreter in process `pid`.
@@ -310,8 +311,15 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
             path,
             path_via_proc_root: via,
         };
+        // Keep open only the files that may hold the interpreter.
+        let keep = module.is_main_executable || module.file_name().starts_with("libpython");
         modules.push(module.clone());
-        syms.push(ModuleSymbols::new(module, elf, root.clone(), opts.clone()));
+        syms.push(ModuleSymbols::new(
+            module,
+            keep.then_some(elf),
+            root.clone(),
+            opts.clone(),
+        ));
     }
 
     // The executable if it holds CPython, else a libpython, else any module
@@ -332,7 +340,9 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         })?;
 
     let ms = &syms[interp];
-    let version = detect_version(&ms.main, &ms.module.file_name())
+    let version = ms
+        .main()
+        .and_then(|m| detect_version(m, &ms.module.file_name()))
         .ok_or_else(|| Error::UnknownVersion(ms.module.path.clone()))?;
     if !version.is_supported() {
         return Err(Error::UnsupportedVersion {
@@ -441,7 +451,8 @@ impl Interpreter {
     /// target's memory.
     pub fn read_module_bytes(&self, addr: RemoteAddr, len: usize) -> Result<Vec<u8>, Error> {
         let ms = self.module_at(addr).ok_or(Error::NotInFile(addr))?;
-        ms.main
+        ms.main()
+            .ok_or(Error::NotInFile(addr))?
             .read_vaddr(ms.module.to_file(addr).0, len)
             .ok_or(Error::NotInFile(addr))
     }
@@ -457,8 +468,10 @@ impl Interpreter {
         let Some(ms) = self.syms.iter().find(|ms| ms.module == *module) else {
             return Vec::new();
         };
-        ms.main
-            .sections
+        let Some(main) = ms.main() else {
+            return Vec::new();
+        };
+        main.sections
             .iter()
             .filter(|s| s.exec && s.size > 0)
             .map(|s| CodeSection {
@@ -476,8 +489,10 @@ impl Interpreter {
         let Some(ms) = self.syms.iter().find(|ms| ms.module == *module) else {
             return Vec::new();
         };
-        ms.main
-            .got_slots()
+        let Some(main) = ms.main() else {
+            return Vec::new();
+        };
+        main.got_slots()
             .into_iter()
             .map(|(name, a, plt)| GotSlot {
                 name,

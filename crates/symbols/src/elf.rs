@@ -21,7 +21,7 @@ const MAX_DEBUGDATA: usize = 256 << 20;
 enum Backing {
     /// Headers and tables through the cache; large raw ranges (code for
     /// capstone, `.rodata`) straight from the second handle, uncached.
-    File(Mutex<ReadCache<File>>, Mutex<File>),
+    File(Mutex<ReadCache<File>>, OnceLock<Option<Mutex<File>>>),
     Bytes(Vec<u8>),
 }
 
@@ -301,13 +301,9 @@ impl ElfSource {
             path: path.to_path_buf(),
             source,
         })?;
-        let raw = f.try_clone().map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
         Self::build(
             path.to_path_buf(),
-            Backing::File(Mutex::new(ReadCache::new(f)), Mutex::new(raw)),
+            Backing::File(Mutex::new(ReadCache::new(f)), OnceLock::new()),
         )
     }
 
@@ -394,7 +390,10 @@ impl ElfSource {
             }
             Backing::File(_, raw) => {
                 use std::io::{Read, Seek, SeekFrom};
-                let mut f = raw.lock().unwrap_or_else(|p| p.into_inner());
+                // A second handle, opened on first use, so large reads
+                // bypass (and do not bloat) the cache.
+                let raw = raw.get_or_init(|| File::open(&self.path).ok().map(Mutex::new));
+                let mut f = raw.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
                 f.seek(SeekFrom::Start(off)).ok()?;
                 let mut out = Vec::with_capacity(len);
                 (&mut *f).take(len as u64).read_to_end(&mut out).ok()?;

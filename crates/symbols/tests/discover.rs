@@ -55,8 +55,13 @@ fn finds_interpreter_version_and_symbols_everywhere() {
     for p in all {
         eprintln!("--- {}", p.id);
         let t = Target::python(&p, "sleeper.py", &[]);
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
         let py = discover(t.pid(), &DiscoverOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", p.id));
+        // Only the files that may hold CPython stay open, whatever the
+        // number of mapped libraries.
+        assert!(fds() <= before + 2, "{}: {} fds held", p.id, fds() - before);
         assert_eq!(
             (py.version.major, py.version.minor, py.version.micro),
             p.version,
