@@ -61,7 +61,9 @@ fn finds_interpreter_version_and_symbols_everywhere() {
             .unwrap_or_else(|e| panic!("{}: {e}", p.id));
         // Only the files that may hold CPython stay open, whatever the
         // number of mapped libraries.
-        assert!(fds() <= before + 2, "{}: {} fds held", p.id, fds() - before);
+        // (At most the executable and a libpython, each with its cache
+        // handle and its raw read handle.)
+        assert!(fds() <= before + 4, "{}: {} fds held", p.id, fds() - before);
         assert_eq!(
             (py.version.major, py.version.minor, py.version.micro),
             p.version,
