@@ -432,96 +432,145 @@ impl Walker<'_> {
         })
     }
 
-    /// The innermost frame of a thread state block.
-    fn first_frame(&self, ts: &[u8]) -> Result<u64, String> {
-        let f = le_u64(ts, self.l.tstate_frame as usize);
+    /// The innermost frame from the thread state's frame field.
+    fn first_frame(&self, f: u64) -> Result<u64, String> {
         match self.l.cframe_current {
             Some(cur) if f != 0 => self.obj.r.u64(f.wrapping_add(cur)),
             _ => Ok(f),
         }
     }
 
-    /// The Python frames from `f` outwards, and for each whether it is the
-    /// first one its C evaluation-loop call runs (for `--native`).
-    fn frames(&mut self, mut f: u64) -> (Vec<Frame>, Vec<bool>, Option<String>) {
-        let mut out = Vec::new();
-        let mut entries: Vec<bool> = Vec::new();
-        let mut seen = HashSet::new();
-        while f != 0 {
-            if out.len() >= self.max_depth {
-                return (
-                    out,
-                    entries,
-                    Some(format!(
-                        "stopped at the maximum depth of {}",
-                        self.max_depth
-                    )),
-                );
-            }
-            if !seen.insert(f) {
-                return (out, entries, Some(format!("frame chain loops at {f:#x}")));
-            }
-            let b = match self.obj.r.bytes(f, self.l.frame_len) {
-                Ok(b) => b,
-                Err(e) => return (out, entries, Some(e)),
-            };
-            let back = le_u64(&b, self.l.frame_back as usize);
-            let code_addr = le_u64(&b, self.l.frame_code as usize);
-            if let Some(owner) = self.l.frame_owner {
-                // 3.12+: shim frames on the C stack hold no Python code.
-                if self.l.minor >= (3, 12) && b[owner as usize] >= consts::FRAME_OWNED_BY_CSTACK {
-                    f = back;
-                    continue;
-                }
-            }
-            let Some(code) = self.code(code_addr) else {
-                return (
-                    out,
-                    entries,
-                    Some(format!(
-                        "frame at {f:#x} has no readable code object ({code_addr:#x})"
-                    )),
-                );
-            };
-            let offset = match self.l.style {
-                Style::FrameObject => {
-                    let lasti = le_u32(&b, self.l.frame_instr as usize) as i32 as i64;
-                    if self.l.minor == (3, 10) && lasti >= 0 {
-                        lasti * 2
-                    } else {
-                        lasti
-                    }
-                }
-                Style::Interpreter => {
-                    let instr = le_u64(&b, self.l.frame_instr as usize) as i64;
-                    let start = code_addr.wrapping_add(self.l.code_adaptive.unwrap_or(0)) as i64;
-                    instr.wrapping_sub(start).div_euclid(2)
-                }
-            };
-            let line = linetable::line_for(self.l.format, &code.table, code.first_line, offset);
-            let frame_locals = match (&self.locals, &code.locals) {
-                (Some(ll), Some(names)) => locals::read(ll, &self.obj, f, names).ok(),
-                _ => None,
-            };
-            entries.push(match (self.l.style, self.l.frame_is_entry) {
-                (Style::FrameObject, _) => true,
-                (_, Some(e)) => b[e as usize] != 0,
-                _ => false,
-            });
-            out.push(Frame {
-                kind: FrameKind::Python,
-                function: code.name.clone(),
-                qualname: code.qualname.clone(),
-                filename: Some(code.filename.clone()),
-                line: line.and_then(|l| u32::try_from(l).ok()),
-                first_line: u32::try_from(code.first_line).ok(),
-                locals: frame_locals,
-                module: None,
-                address: None,
-            });
-            f = back;
+    /// Advances `w` by one frame (or past one shim frame).
+    fn step(&mut self, w: &mut FrameWalk) {
+        let f = w.f;
+        if f == 0 {
+            w.done = true;
+            return;
         }
-        (out, entries, None)
+        if w.out.len() >= self.max_depth {
+            w.stop(format!(
+                "stopped at the maximum depth of {}",
+                self.max_depth
+            ));
+            return;
+        }
+        if !w.seen.insert(f) {
+            w.stop(format!("frame chain loops at {f:#x}"));
+            return;
+        }
+        let b = match self.obj.r.bytes(f, self.l.frame_len) {
+            Ok(b) => b,
+            Err(e) => return w.stop(e),
+        };
+        let back = le_u64(&b, self.l.frame_back as usize);
+        let code_addr = le_u64(&b, self.l.frame_code as usize);
+        if let Some(owner) = self.l.frame_owner {
+            // 3.12+: shim frames on the C stack hold no Python code.
+            if self.l.minor >= (3, 12) && b[owner as usize] >= consts::FRAME_OWNED_BY_CSTACK {
+                // The Python frame this shim precedes was the first of its
+                // C evaluation call.
+                if let Some(e) = w.entries.last_mut() {
+                    *e = true;
+                }
+                w.f = back;
+                return;
+            }
+        }
+        let Some(code) = self.code(code_addr) else {
+            return w.stop(format!(
+                "frame at {f:#x} has no readable code object ({code_addr:#x})"
+            ));
+        };
+        let offset = match self.l.style {
+            Style::FrameObject => {
+                let lasti = le_u32(&b, self.l.frame_instr as usize) as i32 as i64;
+                if self.l.minor == (3, 10) && lasti >= 0 {
+                    lasti * 2
+                } else {
+                    lasti
+                }
+            }
+            Style::Interpreter => {
+                let instr = le_u64(&b, self.l.frame_instr as usize) as i64;
+                let start = code_addr.wrapping_add(self.l.code_adaptive.unwrap_or(0)) as i64;
+                instr.wrapping_sub(start).div_euclid(2)
+            }
+        };
+        let line = linetable::line_for(self.l.format, &code.table, code.first_line, offset);
+        let frame_locals = match (&self.locals, &code.locals) {
+            (Some(ll), Some(names)) => locals::read(ll, &self.obj, f, names).ok(),
+            _ => None,
+        };
+        w.entries.push(match (self.l.style, self.l.frame_is_entry) {
+            (Style::FrameObject, _) => true,
+            (_, Some(e)) => b[e as usize] != 0,
+            _ => false,
+        });
+        w.out.push(Frame {
+            kind: FrameKind::Python,
+            function: code.name.clone(),
+            qualname: code.qualname.clone(),
+            filename: Some(code.filename.clone()),
+            line: line.and_then(|l| u32::try_from(l).ok()),
+            first_line: u32::try_from(code.first_line).ok(),
+            locals: frame_locals,
+            module: None,
+            address: None,
+        });
+        w.f = back;
+    }
+
+    /// Walks every thread's frames a level at a time, prefetching the pages
+    /// of each level's frames in one batched read.
+    fn walk_all(&mut self, walks: &mut [FrameWalk]) {
+        loop {
+            let level: Vec<(u64, usize)> = walks
+                .iter()
+                .filter(|w| !w.done && w.f != 0)
+                .map(|w| (w.f, self.l.frame_len))
+                .collect();
+            if level.is_empty() {
+                break;
+            }
+            self.obj.r.prefetch(&level);
+            for w in walks.iter_mut().filter(|w| !w.done) {
+                self.step(w);
+            }
+        }
+    }
+}
+
+/// One thread's frame walk in progress.
+struct FrameWalk {
+    f: u64,
+    out: Vec<Frame>,
+    /// For each frame: the first one its C evaluation-loop call runs (for
+    /// `--native`).
+    entries: Vec<bool>,
+    seen: HashSet<u64>,
+    truncated: Option<String>,
+    done: bool,
+}
+
+impl FrameWalk {
+    fn new(f: Result<u64, String>) -> FrameWalk {
+        let (f, truncated) = match f {
+            Ok(f) => (f, None),
+            Err(e) => (0, Some(e)),
+        };
+        FrameWalk {
+            f,
+            out: Vec::new(),
+            entries: Vec::new(),
+            seen: HashSet::new(),
+            truncated,
+            done: f == 0,
+        }
+    }
+
+    fn stop(&mut self, why: String) {
+        self.truncated = Some(why);
+        self.done = true;
     }
 }
 
@@ -604,6 +653,8 @@ pub fn dump(
         max_depth: opts.max_depth,
     };
     let mut raw = Vec::new();
+    // Per thread: `tstate->frame`, `->cframe` or `->current_frame`.
+    let mut first = Vec::new();
     let mut interps_seen = HashSet::new();
     let mut ip = head;
     while ip != 0 && interps_seen.len() < MAX_INTERPRETERS {
@@ -658,12 +709,8 @@ pub fn dump(
                     break;
                 }
             };
-            let (frames, entries, truncated) = match w.first_frame(&tb) {
-                Ok(f) => w.frames(f),
-                Err(e) => (Vec::new(), Vec::new(), Some(e)),
-            };
             raw.push(RawThread {
-                entries,
+                entries: Vec::new(),
                 native: None,
                 tstate: ts,
                 thread_id: le_u64(&tb, w.l.tstate_thread_id as usize),
@@ -672,12 +719,33 @@ pub fn dump(
                     .tstate_native_id
                     .map(|o| le_u64(&tb, o as usize) as i32)
                     .filter(|&t| t > 0),
-                frames,
-                truncated,
+                frames: Vec::new(),
+                truncated: None,
             });
+            first.push(le_u64(&tb, w.l.tstate_frame as usize));
             ts = le_u64(&tb, w.l.tstate_next as usize);
         }
         ip = le_u64(&ib, w.l.interp_next as usize);
+    }
+
+    // 3.11–3.12 go through each thread's `_PyCFrame` (on its C stack).
+    if let Some(cur) = w.l.cframe_current {
+        let cframes: Vec<(u64, usize)> = first
+            .iter()
+            .filter(|&&c| c != 0)
+            .map(|&c| (c.wrapping_add(cur), 8))
+            .collect();
+        w.obj.r.prefetch(&cframes);
+    }
+    let mut walks: Vec<FrameWalk> = first
+        .iter()
+        .map(|&f| FrameWalk::new(w.first_frame(f)))
+        .collect();
+    w.walk_all(&mut walks);
+    for (t, fw) in raw.iter_mut().zip(walks) {
+        t.frames = fw.out;
+        t.entries = fw.entries;
+        t.truncated = fw.truncated;
     }
 
     // ≤3.10 has no native_thread_id: map pthread_t → tid.
