@@ -42,7 +42,8 @@ fn json_is_versioned_and_complete() {
         assert_eq!(threads[0]["frames"][0]["kind"], "python");
         assert!(threads
             .iter()
-            .any(|th| th["frames"][0]["function"] == "level3" && th["frames"][2]["function"] == "level1"));
+            .any(|th| th["frames"][0]["function"] == "level3"
+                && th["frames"][2]["function"] == "level1"));
         assert!(t.is_alive());
     }
 }
@@ -63,7 +64,10 @@ fn human_output_marks_the_gil_holder_and_is_plain_when_piped() {
         .find(|l| l.contains("holds the GIL"))
         .unwrap_or_else(|| panic!("no holder in\n{out}"));
     assert!(holder.starts_with("Thread "), "{holder}");
-    assert!(out.contains("hold_gil (") && out.contains("dump_target.py:"), "{out}");
+    assert!(
+        out.contains("hold_gil (") && out.contains("dump_target.py:"),
+        "{out}"
+    );
     assert!(out.contains("waiting for the GIL"), "{out}");
     assert!(out.contains("paused"), "{out}");
     // --nonblocking says so.
@@ -85,4 +89,57 @@ fn bad_pids_fail_cleanly() {
     let _ = sleep.wait();
     assert_ne!(code, 0);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// pyattach killed (SIGKILL, SIGINT, SIGTERM) at random moments of a
+/// frozen dump: the target never stays stopped and keeps working.
+#[test]
+fn killing_pyattach_mid_dump_never_leaves_the_target_stopped() {
+    let Some(py) = testsupport::python("3.12") else {
+        return testsupport::note("pyenv 3.12 is missing");
+    };
+    let t = Target::python(&py, "dump_target.py", &["threads", "100"]);
+    let pid = t.pid().to_string();
+    let sigs = ["KILL", "INT", "TERM"];
+    for i in 0..30u64 {
+        let mut child = Command::new(pyattach_bin())
+            .args(["dump", "--native", &pid])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over discovery, the freeze and the release.
+        std::thread::sleep(std::time::Duration::from_micros(500 + (i * 1_237) % 25_000));
+        // kill(1) on our own child, by pid.
+        let _ = Command::new("kill")
+            .args([
+                &format!("-{}", sigs[i as usize % 3]),
+                &child.id().to_string(),
+            ])
+            .status();
+        let _ = child.wait();
+        // Give the kernel a moment to finish an implicit detach.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let stopped = t
+                .thread_states()
+                .into_iter()
+                .filter(|(_, s)| matches!(s, 't' | 'T'))
+                .count();
+            if stopped == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {i}: {stopped} threads left stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(t.is_alive(), "round {i}: the target died");
+    }
+    // And a normal dump afterwards still works and sees every thread.
+    let (code, out, err) = run(&["dump", "--json", &pid], &[]);
+    assert_eq!(code, 0, "{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["threads"].as_array().unwrap().len(), 101);
 }
