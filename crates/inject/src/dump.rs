@@ -210,10 +210,11 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
             let (mut d, extra) = res?;
             d.frozen = true;
             d.pause_us = Some(pause.as_micros() as u64);
+            let lines = native::Lines::default();
             for (t, x) in d.threads.iter_mut().zip(extra) {
                 if let Some(pcs) = x.native {
                     let py = std::mem::take(&mut t.frames);
-                    t.frames = native::merge(&interp, &pcs, py, &x.entries);
+                    t.frames = native::merge(&interp, &lines, &pcs, py, &x.entries);
                 }
             }
             Ok(d)

@@ -6,8 +6,9 @@
 //! frames, as `py-spy dump --native` does.
 //!
 //! Unwinding reads the stack while the threads are frozen; symbolization
-//! (whose first `.symtab` use parses the table) and merging happen after
-//! they are released.
+//! (whose first `.symtab` use parses the table), source lines (addr2line
+//! over the module's DWARF or its build-id debug file) and merging happen
+//! after they are released.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -219,18 +220,63 @@ fn demangle(name: &str) -> String {
     name.to_string()
 }
 
-/// The symbol name of `pc` (a return address unless `first`).
-fn symbolize(interp: &Interpreter, pc: u64, first: bool) -> (Option<String>, Option<String>) {
+/// Source files and lines of native code from the DWARF of each module (or
+/// of its build-id debug file), loaded lazily with addr2line.
+#[derive(Default)]
+pub struct Lines {
+    loaders: RefCell<HashMap<PathBuf, Option<Rc<addr2line::Loader>>>>,
+}
+
+impl Lines {
+    fn loader(&self, m: &Module) -> Option<Rc<addr2line::Loader>> {
+        if let Some(l) = self.loaders.borrow().get(&m.path) {
+            return l.clone();
+        }
+        // A stripped module's DWARF lives in its build-id debug file.
+        let mut candidates = Vec::new();
+        if let Some(id) = m.build_id.as_deref().filter(|id| id.len() > 2) {
+            candidates.push(PathBuf::from(format!(
+                "/usr/lib/debug/.build-id/{}/{}.debug",
+                &id[..2],
+                &id[2..]
+            )));
+        }
+        candidates.push(m.path_via_proc_root.clone());
+        let l = candidates
+            .into_iter()
+            .filter(|p| p.exists())
+            .find_map(|p| addr2line::Loader::new(p).ok())
+            .map(Rc::new);
+        self.loaders.borrow_mut().insert(m.path.clone(), l.clone());
+        l
+    }
+
+    /// `(file, line)` of the code at `addr`, when DWARF has them.
+    fn find(&self, m: &Module, addr: u64) -> Option<(String, u32)> {
+        let l = self.loader(m)?;
+        let loc = l.find_location(addr.wrapping_sub(m.load_bias)).ok()??;
+        Some((loc.file?.to_string(), loc.line?))
+    }
+}
+
+/// What is known of the native code at `pc` (a return address unless
+/// `first`): symbol, module, and source location.
+struct Symbolized {
+    name: Option<String>,
+    module: Option<String>,
+    location: Option<(String, u32)>,
+}
+
+fn symbolize(interp: &Interpreter, lines: &Lines, pc: u64, first: bool) -> Symbolized {
     let at = if first { pc } else { pc.wrapping_sub(1) };
-    let module = interp
-        .modules()
-        .iter()
-        .find(|m| m.contains(RemoteAddr(at)))
-        .map(|m| m.file_name());
-    let name = interp
-        .symbolize(RemoteAddr(at))
-        .map(|(s, _)| demangle(&s.name));
-    (name, module)
+    let m = interp.modules().iter().find(|m| m.contains(RemoteAddr(at)));
+    Symbolized {
+        name: interp
+            .symbolize(RemoteAddr(at))
+            .map(|(s, _)| demangle(&s.name)),
+        module: m.map(|m| m.file_name()),
+        location: m.and_then(|m| lines.find(m, at)),
+    }
 }
 
 /// Whether a native function runs Python frames: the evaluation loop, or a
@@ -247,6 +293,7 @@ fn is_eval(name: &str) -> bool {
 /// eval frames, e.g. a stripped module) go at the end.
 pub fn merge(
     interp: &Interpreter,
+    lines: &Lines,
     pcs: &[u64],
     python: Vec<Frame>,
     entries: &[bool],
@@ -254,7 +301,11 @@ pub fn merge(
     let mut out = Vec::new();
     let mut py = python.into_iter().zip(entries.iter().copied()).peekable();
     for (i, &pc) in pcs.iter().enumerate() {
-        let (name, module) = symbolize(interp, pc, i == 0);
+        let Symbolized {
+            name,
+            module,
+            location,
+        } = symbolize(interp, lines, pc, i == 0);
         if name.as_deref().is_some_and(is_eval) && py.peek().is_some() {
             for (f, entry) in py.by_ref() {
                 out.push(f);
@@ -268,8 +319,8 @@ pub fn merge(
             kind: FrameKind::Native,
             function: name.unwrap_or_else(|| format!("{pc:#x}")),
             qualname: None,
-            filename: None,
-            line: None,
+            filename: location.as_ref().map(|l| l.0.clone()),
+            line: location.map(|l| l.1),
             first_line: None,
             locals: None,
             module,
