@@ -32,6 +32,13 @@ pub struct Args {
     /// Print a JSON document (see docs/dump-json.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print threads whose stacks are identical once, with a count.
+    ///
+    /// Typical for pools of idle workers. The GIL holder and the main thread
+    /// are always printed on their own. Text output only; --json always
+    /// lists every thread.
+    #[arg(long)]
+    pub condense: bool,
     /// Show at most this many frames per thread.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_depth: usize,
@@ -75,7 +82,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         .and_then(|_| writeln!(out))
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        write_human(&mut out, &dump, colour)
+        write_human(&mut out, &dump, colour, args.condense)
     };
     match res {
         Ok(()) => Ok(0),
@@ -101,7 +108,12 @@ impl Style {
 
 /// The human format: a header, then per thread a header line and its
 /// frames innermost first (`py-spy dump` users will find their way).
-pub fn write_human(out: &mut impl Write, d: &StackDump, colour: bool) -> std::io::Result<()> {
+pub fn write_human(
+    out: &mut impl Write,
+    d: &StackDump,
+    colour: bool,
+    condense: bool,
+) -> std::io::Result<()> {
     let st = Style { colour };
     let pause = match d.pause_us {
         Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
@@ -123,9 +135,51 @@ pub fn write_human(out: &mut impl Write, d: &StackDump, colour: bool) -> std::io
     for w in &d.warnings {
         writeln!(out, "{}", st.paint("33", &format!("warning: {w}")))?;
     }
-    for t in &d.threads {
+    // With --condense, threads that share a stack (and state) are grouped
+    // under the first of them.
+    let key = |t: &ThreadStack| {
+        let frames: Vec<_> = t
+            .frames
+            .iter()
+            .map(|f| (f.function.clone(), f.filename.clone(), f.line))
+            .collect();
+        (frames, t.state.syscall.clone(), t.truncated.clone())
+    };
+    let mut done = vec![false; d.threads.len()];
+    for (i, t) in d.threads.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let mut same = Vec::new();
+        if condense && !t.holds_gil && !t.is_main {
+            let k = key(t);
+            for (j, u) in d.threads.iter().enumerate().skip(i + 1) {
+                if !done[j] && !u.holds_gil && !u.is_main && key(u) == k {
+                    done[j] = true;
+                    same.push(u);
+                }
+            }
+        }
         writeln!(out)?;
         write_thread(out, t, &st)?;
+        if !same.is_empty() {
+            let ids: Vec<String> = same
+                .iter()
+                .map(|u| u.native_id.map_or("?".into(), |n| n.to_string()))
+                .collect();
+            writeln!(
+                out,
+                "    {}",
+                st.paint(
+                    "2",
+                    &format!(
+                        "(and {} more threads with this stack: {})",
+                        same.len(),
+                        ids.join(", ")
+                    )
+                )
+            )?;
+        }
     }
     Ok(())
 }

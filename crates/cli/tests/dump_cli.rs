@@ -143,3 +143,25 @@ fn killing_pyattach_mid_dump_never_leaves_the_target_stopped() {
     let j: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["threads"].as_array().unwrap().len(), 101);
 }
+
+#[test]
+fn condense_groups_identical_idle_threads() {
+    let Some(py) = testsupport::python("3.10") else {
+        return testsupport::note("pyenv 3.10 is missing");
+    };
+    let t = Target::python(&py, "dump_target.py", &["threads", "20"]);
+    let pid = t.pid().to_string();
+    let (code, out, err) = run(&["dump", "--condense", &pid], &[]);
+    assert_eq!(code, 0, "{err}");
+    let headers = out.lines().filter(|l| l.starts_with("Thread ")).count();
+    assert_eq!(headers, 2, "main + one worker group:\n{out}");
+    assert!(
+        out.contains("(and 19 more threads with this stack"),
+        "{out}"
+    );
+    let (_, full, _) = run(&["dump", &pid], &[]);
+    assert_eq!(
+        full.lines().filter(|l| l.starts_with("Thread ")).count(),
+        21
+    );
+}
