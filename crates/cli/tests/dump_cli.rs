@@ -80,14 +80,14 @@ fn human_output_marks_the_gil_holder_and_is_plain_when_piped() {
 #[test]
 fn bad_pids_fail_cleanly() {
     let (code, _, err) = run(&["dump", "999999999"], &[]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 4, "no such process: {err}");
     assert!(err.contains("999999999"), "{err}");
     // A process that is not Python.
     let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
     let (code, _, err) = run(&["dump", &sleep.id().to_string()], &[]);
     let _ = sleep.kill();
     let _ = sleep.wait();
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "not CPython: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 

@@ -179,7 +179,7 @@ pub struct Local {
 /// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())
-        .map_err(|source| DumpError::Discover { pid, source })?;
+        .map_err(DumpError::Discover)?;
     let prep = walk::prepare(&interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;

@@ -5,28 +5,23 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     // -- finding the interpreter ---------------------------------------
-    #[error("process {pid}: {source}")]
-    Discover {
-        pid: i32,
-        #[source]
-        source: symbols::Error,
-    },
+    /// Discovery failed (the cause says why; kept in the chain so the CLI
+    /// maps it to its exit code).
+    #[error("cannot find the interpreter")]
+    Discover(#[source] symbols::Error),
     #[error("Python {version} is not supported by pyattach dump ({why})")]
     Unsupported { version: String, why: String },
     #[error("cannot find the interpreter state in process {pid}: {why}")]
     NoInterpreter { pid: i32, why: String },
 
     // -- the target ------------------------------------------------------
-    #[error("process {pid}: {source}")]
-    Attach {
-        pid: i32,
-        #[source]
-        source: attach::Error,
-    },
+    /// Reading or stopping the target failed (the cause says why).
+    #[error("cannot read the process")]
+    Attach(#[source] attach::Error),
 }
 
 impl DumpError {
-    pub(crate) fn from_attach(pid: i32, source: attach::Error) -> DumpError {
-        DumpError::Attach { pid, source }
+    pub(crate) fn from_attach(_pid: i32, source: attach::Error) -> DumpError {
+        DumpError::Attach(source)
     }
 }
