@@ -220,21 +220,24 @@ fn demangle(name: &str) -> String {
     name.to_string()
 }
 
-/// Source files and lines of native code from the DWARF of each module (or
-/// of its build-id debug file), loaded lazily with addr2line.
+/// Source files and lines of native code from the DWARF of each module,
+/// loaded lazily with addr2line. Only the interpreter's module is also
+/// looked up in its build-id debug file (a stripped distro Python with its
+/// -dbg package): doing so for every system library (libc's debug file is
+/// compressed) would cost a tenth of a second for lines nobody reads.
 #[derive(Default)]
 pub struct Lines {
     loaders: RefCell<HashMap<PathBuf, Option<Rc<addr2line::Loader>>>>,
 }
 
 impl Lines {
-    fn loader(&self, m: &Module) -> Option<Rc<addr2line::Loader>> {
+    fn loader(&self, m: &Module, interp: bool) -> Option<Rc<addr2line::Loader>> {
         if let Some(l) = self.loaders.borrow().get(&m.path) {
             return l.clone();
         }
         // A stripped module's DWARF lives in its build-id debug file.
         let mut candidates = Vec::new();
-        if let Some(id) = m.build_id.as_deref().filter(|id| id.len() > 2) {
+        if let Some(id) = m.build_id.as_deref().filter(|id| interp && id.len() > 2) {
             candidates.push(PathBuf::from(format!(
                 "/usr/lib/debug/.build-id/{}/{}.debug",
                 &id[..2],
@@ -252,8 +255,8 @@ impl Lines {
     }
 
     /// `(file, line)` of the code at `addr`, when DWARF has them.
-    fn find(&self, m: &Module, addr: u64) -> Option<(String, u32)> {
-        let l = self.loader(m)?;
+    fn find(&self, m: &Module, interp: bool, addr: u64) -> Option<(String, u32)> {
+        let l = self.loader(m, interp)?;
         let loc = l.find_location(addr.wrapping_sub(m.load_bias)).ok()??;
         Some((loc.file?.to_string(), loc.line?))
     }
@@ -275,7 +278,7 @@ fn symbolize(interp: &Interpreter, lines: &Lines, pc: u64, first: bool) -> Symbo
             .symbolize(RemoteAddr(at))
             .map(|(s, _)| demangle(&s.name)),
         module: m.map(|m| m.file_name()),
-        location: m.and_then(|m| lines.find(m, at)),
+        location: m.and_then(|m| lines.find(m, *m == interp.module, at)),
     }
 }
 
