@@ -22,6 +22,8 @@
 //! ```
 
 mod error;
+mod frames;
+mod layout;
 mod linetable;
 mod locals;
 mod mem;
@@ -29,6 +31,7 @@ mod names;
 mod native;
 mod objects;
 mod procfs;
+mod runtime;
 mod walk;
 
 use std::collections::HashMap;

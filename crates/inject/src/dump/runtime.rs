@@ -1,0 +1,168 @@
+//! Where the walk starts: the offsets of this interpreter, `_PyRuntime` or
+//! `interp_head`, the GIL's state, and `threading._active`.
+
+use symbols::offsets::{Field, Offsets, DEBUG_OFFSETS_LEN};
+use symbols::Interpreter;
+
+use super::mem::{Memory, Reader};
+use super::names;
+use super::objects::Objects;
+use super::DumpError;
+
+/// The offsets for this interpreter: `_Py_DebugOffsets` from the target's
+/// memory on 3.13+ (else from the file), over the version's table.
+pub(super) fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Offsets, DumpError> {
+    let v = &interp.version;
+    let unsupported = |why: &str| DumpError::Unsupported {
+        version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+        why: why.to_string(),
+    };
+    if interp.build.debug_build {
+        return Err(unsupported("debug builds have other struct layouts"));
+    }
+    if (v.major, v.minor) >= (3, 13) {
+        if let Some(rt) = interp.symbol("_PyRuntime") {
+            let mut b = vec![0u8; DEBUG_OFFSETS_LEN];
+            let bytes = match mem.read(rt.addr.0, &mut b) {
+                Ok(()) => Some(b),
+                Err(_) => interp.read_module_bytes(rt.addr, DEBUG_OFFSETS_LEN).ok(),
+            };
+            if let Some(b) = bytes {
+                match Offsets::from_debug_offsets(&b) {
+                    Ok(o) => return Ok(o),
+                    Err(e) => {
+                        if Offsets::for_version(v.major, v.minor).is_none() {
+                            return Err(unsupported(&e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Offsets::for_version(v.major, v.minor)
+        .ok_or_else(|| unsupported("no struct offsets for this version"))
+}
+
+/// The addresses of the globals the walk starts from, resolved through the
+/// symbol chain before the threads are stopped (a first `.symtab` lookup
+/// parses the whole table).
+pub(super) struct Addrs {
+    /// `_PyRuntime` (3.7+).
+    pub(super) runtime: Option<u64>,
+    /// The `interp_head` static (2.7, 3.6), or why it is unknown.
+    pub(super) interp_head: Result<u64, String>,
+    /// `_PyThreadState_Current` (2.7, 3.6).
+    pub(super) tstate_current: Option<u64>,
+    /// The `gil_locked` static (3.6).
+    pub(super) gil_locked: Option<u64>,
+    /// Code ranges of the functions that block taking the GIL.
+    pub(super) gil_waits: Vec<(u64, u64)>,
+    /// `sizeof(Py_UNICODE)` of a 2.7 build, from its exported names.
+    pub(super) py2_unicode: Option<u64>,
+}
+
+pub(super) fn addrs(interp: &Interpreter, o: &Offsets) -> Addrs {
+    let sym = |n: &str| interp.symbol(n).map(|s| s.addr.0);
+    let old = o.get(Field::RuntimeInterpretersHead).is_none();
+    Addrs {
+        runtime: if old { None } else { sym("_PyRuntime") },
+        interp_head: if old {
+            interp_head_addr(interp)
+        } else {
+            Err("unused".into())
+        },
+        tstate_current: if old {
+            sym("_PyThreadState_Current")
+        } else {
+            None
+        },
+        gil_locked: if old { sym("gil_locked") } else { None },
+        gil_waits: ["take_gil", "PyEval_RestoreThread", "PyEval_AcquireThread"]
+            .iter()
+            .filter_map(|n| interp.symbol(n))
+            .filter(|s| s.size > 0)
+            .map(|s| (s.addr.0, s.addr.0 + s.size))
+            .collect(),
+        py2_unicode: if o.major != 2 {
+            None
+        } else if sym("PyUnicodeUCS4_FromString").is_some() {
+            Some(4)
+        } else if sym("PyUnicodeUCS2_FromString").is_some() {
+            Some(2)
+        } else {
+            None
+        },
+    }
+}
+
+/// The address of `interp_head` (2.7, 3.6): through the symbol chain or,
+/// when stripped, from the code of `PyInterpreterState_Head`.
+pub(super) fn interp_head_addr(interp: &Interpreter) -> Result<u64, String> {
+    if let Some(s) = interp.symbol("interp_head") {
+        return Ok(s.addr.0);
+    }
+    // `PyInterpreterState_Head` is `return interp_head;`: on x86_64
+    // `48 8b 05 <rel32>  mov rax, [rip+rel32]` then `c3  ret`.
+    let f = interp
+        .symbol("PyInterpreterState_Head")
+        .ok_or("neither interp_head nor PyInterpreterState_Head is known")?;
+    let code = interp
+        .read_module_bytes(f.addr, 8)
+        .map_err(|e| e.to_string())?;
+    if code.len() == 8 && code[..3] == [0x48, 0x8b, 0x05] && code[7] == 0xc3 {
+        let rel = i32::from_le_bytes(code[3..7].try_into().unwrap()) as i64;
+        return Ok((f.addr.0 as i64).wrapping_add(7).wrapping_add(rel) as u64);
+    }
+    Err("cannot find interp_head in PyInterpreterState_Head".into())
+}
+
+/// `threading._active` of the first interpreter, if it can be found.
+pub(super) fn find_active(o: &Offsets, a: &Addrs, mem: &dyn Memory) -> Option<u64> {
+    let l = names::DictLayout::new(o)?;
+    let objs = Objects::new(Reader::new(mem), o).ok()?;
+    let head = interpreters_head(a, o, &objs.r).ok()?;
+    let modules = objs
+        .r
+        .u64(head.wrapping_add(o.get(Field::InterpModules)?))
+        .ok()?;
+    names::active_dict(&l, &objs, modules).ok().flatten()
+}
+
+/// Where the interpreter list starts: `_PyRuntime.interpreters.head` (3.7+)
+/// or `interp_head` (2.7, 3.6).
+pub(super) fn interpreters_head(a: &Addrs, o: &Offsets, r: &Reader) -> Result<u64, String> {
+    if let Some(off) = o.get(Field::RuntimeInterpretersHead) {
+        let rt = a.runtime.ok_or("the _PyRuntime symbol is missing")?;
+        return r.u64(rt.wrapping_add(off));
+    }
+    r.u64(a.interp_head.clone()?)
+}
+
+/// The thread state holding the GIL (0 if none) and whether the GIL is
+/// locked, for the versions with one process-wide answer (≤3.11).
+pub(super) fn global_gil(a: &Addrs, o: &Offsets, r: &Reader) -> (Option<u64>, Option<bool>) {
+    if let Some(off) = o.get(Field::RuntimeTstateCurrent) {
+        let Some(rt) = a.runtime else {
+            return (None, None);
+        };
+        let holder = r.u64(rt.wrapping_add(off)).ok();
+        let locked = match (o.get(Field::RuntimeGil), o.get(Field::GilLocked)) {
+            (Some(g), Some(l)) => r
+                .i32(rt.wrapping_add(g).wrapping_add(l))
+                .ok()
+                .map(|v| v != 0),
+            _ => None,
+        };
+        return (holder, locked);
+    }
+    if o.major == 2 || (o.major, o.minor) == (3, 6) {
+        let holder = a.tstate_current.and_then(|s| r.u64(s).ok());
+        let locked = a
+            .gil_locked
+            .and_then(|s| r.i32(s).ok())
+            .map(|v| v != 0)
+            .or(holder.map(|h| h != 0));
+        return (holder, locked);
+    }
+    (None, None)
+}
