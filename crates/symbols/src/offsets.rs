@@ -235,6 +235,12 @@ impl Offsets {
         self.rows.iter().find(|r| r.field == field).map(|r| r.value)
     }
 
+    /// Drops `field`, for a build known to differ from the table there (the
+    /// reader then does without it rather than trust a wrong value).
+    pub fn remove(&mut self, field: Field) {
+        self.rows.retain(|r| r.field != field);
+    }
+
     /// Every row, for review and for the DWARF check.
     pub fn rows(&self) -> &[Row] {
         &self.rows

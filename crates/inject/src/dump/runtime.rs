@@ -1,7 +1,7 @@
 //! Where the walk starts: the offsets of this interpreter, `_PyRuntime` or
 //! `interp_head`, the GIL's state, and `threading._active`.
 
-use symbols::offsets::{Field, Offsets, DEBUG_OFFSETS_LEN};
+use symbols::offsets::{DebugOffsetsError, Field, Offsets, DEBUG_OFFSETS_LEN};
 use symbols::Interpreter;
 
 use super::mem::{Memory, Reader};
@@ -30,6 +30,11 @@ pub(super) fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Off
             if let Some(b) = bytes {
                 match Offsets::from_debug_offsets(&b) {
                     Ok(o) => return Ok(o),
+                    // The table is for the default build: never use it
+                    // for a free-threaded one.
+                    Err(e @ DebugOffsetsError::FreeThreaded) => {
+                        return Err(unsupported(&e.to_string()))
+                    }
                     Err(e) => {
                         if Offsets::for_version(v.major, v.minor).is_none() {
                             return Err(unsupported(&e.to_string()));
@@ -39,8 +44,17 @@ pub(super) fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Off
             }
         }
     }
-    Offsets::for_version(v.major, v.minor)
-        .ok_or_else(|| unsupported("no struct offsets for this version"))
+    let mut o = Offsets::for_version(v.major, v.minor)
+        .ok_or_else(|| unsupported("no struct offsets for this version"))?;
+    if (v.major, v.minor) == (3, 7) && v.micro < 4 {
+        // 3.7.4 grew `_PyRuntime.ceval` (py-spy's bindings record 1392
+        // rather than 1480 for `gilstate.tstate_current` before it); the
+        // table is 3.7.4+'s, and no DWARF of 3.7.0–3.7.3 checks another
+        // value, so the GIL is not reported there rather than guessed.
+        o.remove(Field::RuntimeGil);
+        o.remove(Field::RuntimeTstateCurrent);
+    }
+    Ok(o)
 }
 
 /// The addresses of the globals the walk starts from, resolved through the
