@@ -305,9 +305,11 @@ def _main(P):
             self.__dict__['_streams'] = {}
 
         def _cur(self):
+            # A list per thread: a session may start inside another one's
+            # code in the same thread (the innermost one writes).
             s = self._streams.get(thread.get_ident())
-            if s is not None:
-                return s
+            if s:
+                return s[-1]
             o = self._orig
             return Null() if o is None else o
 
@@ -357,13 +359,18 @@ def _main(P):
             if not getattr(cur, '_pyattach_proxy', False):
                 cur = Proxy(cur, name)
                 setattr(sys, name, cur)
-            cur._streams[ident] = stream
+            cur._streams.setdefault(ident, []).append(stream)
 
     def unredirect(sess):
         for name in ('stdout', 'stderr', 'stdin'):
             cur = getattr(sys, name)
             while getattr(cur, '_pyattach_proxy', False):
-                cur._streams.pop(sess.ident, None)
+                mine = cur._streams.get(sess.ident, [])
+                for st in list(mine):
+                    if st.sess is sess:
+                        mine.remove(st)
+                if not mine:
+                    cur._streams.pop(sess.ident, None)
                 if not cur._streams and getattr(sys, name) is cur:
                     setattr(sys, name, cur._orig)
                 cur = cur._orig

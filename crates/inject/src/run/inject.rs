@@ -2,16 +2,18 @@
 //!
 //! Strategy (x86_64), all within one deadline:
 //! 1. **One-shot detour** at GIL-holding entry points (`PyEval_SaveThread`,
-//!    and `PyEval_ReleaseThread` on 3.13+ where locks park through it):
+//!    `PyErr_CheckSignals`, and `PyEval_ReleaseThread` on 3.13+ where
+//!    locks park through it):
 //!    with every thread held for well under a millisecond, map two pages
 //!    near the module, write the script and the trampolines (code page made
 //!    r-x, never writable and executable at once), replace each entry's
 //!    first instructions with a `jmp`, then let the target run and detach.
 //!    The first thread to enter claims the flag and runs
 //!    `PyRun_SimpleString(bootstrap)` on its own stack.
-//! 2. **Nudges**, in the same stop: threads blocked in syscalls that
-//!    CPython retries on EINTR (PEP 475: sleep, select/poll/epoll, read,
-//!    wait, lock and futex waits) get `-EINTR`, so they pass through
+//! 2. **Nudges**, in the same stop: on Python 3, threads blocked in
+//!    syscalls that CPython retries on EINTR (PEP 475: sleep,
+//!    select/poll/epoll, read, wait, lock and futex waits) get `-EINTR`
+//!    (never on 2.7, which does not retry), so they pass through
 //!    `Py_BEGIN_ALLOW_THREADS` again at once; a main thread running Python
 //!    (not in a syscall) gets a pending call (`Py_AddPendingCall`) of a stub
 //!    that claims the same flag and runs the bootstrap at the eval breaker.
@@ -120,7 +122,11 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
     }
     let run = sym(&py, "PyRun_SimpleString", pid)?;
     let mem = attach::ProcessMemory::open(pid)?;
-    let mut names = vec!["PyEval_SaveThread"];
+    // PyErr_CheckSignals: called with the GIL held by every EINTR retry
+    // loop (and a place where Python signal handlers run anyway), so a
+    // nudged thread reaches it even where LTO inlined PyEval_SaveThread
+    // into the caller (Debian's python3.11 in os.read).
+    let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
     if v >= (3, 13) {
         names.push("PyEval_ReleaseThread");
     }
@@ -217,7 +223,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
         }
         let regs = st.regs(tid)?;
         match regs.syscall() {
-            Some(nr) if NUDGE.contains(&nr) => {
+            // Python 2 does not retry on EINTR (PEP 475 came with 3.5):
+            // time.sleep would return early and os.read raise.
+            Some(nr) if NUDGE.contains(&nr) && v.0 >= 3 => {
                 if st.interrupt_syscall(tid)? {
                     report.nudged.push(tid);
                 }

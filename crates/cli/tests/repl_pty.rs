@@ -1,0 +1,193 @@
+//! The REPL and pdb on a terminal: pyattach runs under `script`, which
+//! gives it a pty; the test types keys (Tab, Ctrl-C, Ctrl-D included) and
+//! reads the screen.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testsupport::{pyattach_bin, Python, PythonKind, Target};
+
+struct Pty {
+    child: Child,
+    stdin: ChildStdin,
+    screen: Arc<Mutex<String>>,
+    mark: usize,
+}
+
+impl Pty {
+    fn spawn(args: &[&str]) -> Option<Pty> {
+        if !std::path::Path::new("/usr/bin/script").exists() {
+            testsupport::note("script(1) from util-linux is missing");
+            return None;
+        }
+        let mut line = pyattach_bin().display().to_string();
+        for a in args {
+            line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        }
+        let mut child = Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("HOME", std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn script");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let screen = Arc::new(Mutex::new(String::new()));
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Some(Pty {
+            child,
+            stdin,
+            screen,
+            mark: 0,
+        })
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.stdin.write_all(keys.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits until `needle` shows up after the last match; panics with the
+    /// screen if it does not within 20 s.
+    fn expect(&mut self, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let s = self.screen.lock().unwrap();
+                if let Some(i) = s[self.mark..].find(needle) {
+                    self.mark += i + needle.len();
+                    return;
+                }
+            }
+            if Instant::now() > end {
+                panic!(
+                    "{needle:?} not on screen; after mark:\n{}",
+                    &self.screen.lock().unwrap()[self.mark..]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn target(py: &Python) -> Target {
+    let mut cmd = Command::new(&py.exe);
+    if py.kind != PythonKind::Embedded {
+        cmd.arg("-u");
+    }
+    cmd.arg(testsupport::fixture("py/run_states.py"))
+        .arg("sleep")
+        .env("PYATTACH_STATE", "sleep")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    Target::spawn(cmd)
+}
+
+fn ticks_on(t: &Target) {
+    let n = t.output().matches("TICK").count();
+    assert!(t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)));
+}
+
+#[test]
+fn repl_on_a_terminal_with_completion_and_ctrl_c() {
+    for v in ["2.7", "3.12", "3.13"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = target(&py);
+        let Some(mut pty) = Pty::spawn(&[&t.pid().to_string()]) else {
+            return;
+        };
+        pty.expect("ticker"); // every thread's stack on connect
+        pty.expect(">>> ");
+        pty.send("x = 6 * 7\r");
+        pty.expect(">>> ");
+        pty.send("print(x)\r");
+        pty.expect("42");
+        pty.expect(">>> ");
+        // Tab: the target completes `coun` to `counter`.
+        pty.send("coun\t");
+        pty.expect("counter");
+        pty.send("[0] > 0\r");
+        pty.expect("True");
+        pty.expect(">>> ");
+        // Ctrl-C in the middle of an endless loop typed at the prompt.
+        pty.send("while True: pass\r\r");
+        std::thread::sleep(Duration::from_millis(300));
+        pty.send("\x03");
+        pty.expect("KeyboardInterrupt");
+        pty.expect(">>> ");
+        pty.send("print('still %s' % 'here')\r");
+        pty.expect("still here");
+        pty.expect(">>> ");
+        pty.send("\x04");
+        assert_eq!(pty.wait_exit(), Some(0), "{v}");
+        assert!(t.is_alive());
+        ticks_on(&t);
+        assert!(!t.output().contains("still here"));
+    }
+}
+
+#[test]
+fn pdb_on_a_terminal_stops_in_the_target_frame() {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = target(&py);
+        let code = if py.version.0 == 2 {
+            "import pdb; pdb.set_trace()"
+        } else {
+            "breakpoint()"
+        };
+        let Some(mut pty) = Pty::spawn(&["--run", code, &t.pid().to_string()]) else {
+            return;
+        };
+        pty.expect("(Pdb) ");
+        pty.send("where\r");
+        // The target's own frames (its ticker thread or main loop, whichever
+        // got there first) are on the stack below ours.
+        pty.expect("run_states.py");
+        pty.expect("(Pdb) ");
+        pty.send("p counter[0] > 0\r");
+        pty.expect("True");
+        pty.expect("(Pdb) ");
+        pty.send("c\r");
+        assert_eq!(pty.wait_exit(), Some(0), "{v}");
+        assert!(t.is_alive());
+        ticks_on(&t);
+    }
+}

@@ -1,0 +1,286 @@
+//! `pyattach --run` end to end, on real processes: every interpreter of the
+//! matrix in every target state of tests/fixtures/py/run_states.py. The
+//! code writes the target's pid to a file (checked), its output comes back,
+//! and the target keeps working afterwards.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testsupport::{pyattach_bin, pythons, Python, PythonKind, Target};
+
+/// Runs pyattach with `args`; kills it (by pid) if it hangs.
+fn pyattach(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(pyattach_bin());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("spawn pyattach");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(text.as_bytes()).unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pyattach {args:?} hung: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("pyattach-runcli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn state_target(py: &Python, state: &str) -> Option<Target> {
+    let mut cmd = Command::new(&py.exe);
+    if py.kind != PythonKind::Embedded {
+        cmd.arg("-u");
+    }
+    // The state goes in the environment too: the embedding fixture does
+    // not pass its arguments through to sys.argv.
+    cmd.arg(testsupport::fixture("py/run_states.py"))
+        .arg(state)
+        .env("PYATTACH_STATE", state);
+    if state == "gilspin" {
+        let so = testsupport::build_c("run_gilspin", &["-shared", "-fPIC"])?;
+        cmd.env("PYATTACH_SO", so);
+    }
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    Some(Target::spawn(cmd))
+}
+
+/// `--run` in `state`: pid file written, output back, target working after.
+fn check_state(py: &Python, state: &str) {
+    let Some(t) = state_target(py, state) else {
+        return;
+    };
+    let pidfile = scratch(&format!("{}-{state}", py.id));
+    let code = format!(
+        "import os\nopen({:?}, 'w').write(str(os.getpid()))\nprint('hello from %d' % os.getpid())\n",
+        pidfile.to_str().unwrap()
+    );
+    let pid = t.pid().to_string();
+    // Python 2 does not retry syscalls cut short by EINTR, so pyattach
+    // never nudges it: a thread blocked for good there never reaches a
+    // safe point, and the clean timeout is the right answer.
+    let blocked_py2 = py.version.0 == 2
+        && matches!(
+            state,
+            "longsleep" | "read" | "join" | "lock" | "event" | "child"
+        );
+    let timeout = if blocked_py2 { "1" } else { "10" };
+    let out = pyattach(&["--run", &code, "--timeout", timeout, &pid], None);
+    let ctx = format!(
+        "{} {state}: status {:?}\nstdout: {}\nstderr: {}",
+        py.id,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if blocked_py2 && out.status.code() == Some(1) {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("reached a point"),
+            "{ctx}"
+        );
+        assert!(!pidfile.exists(), "{ctx}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{ctx}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("hello from {pid}\n"),
+            "{ctx}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&pidfile).unwrap_or_default(),
+            pid,
+            "{ctx}"
+        );
+    }
+    let _ = std::fs::remove_file(&pidfile);
+    // The target keeps working: alive, no thread left stopped, ticking on,
+    // and none of the session's output on its own stdout.
+    assert!(t.is_alive(), "{ctx}");
+    assert!(
+        t.thread_states()
+            .iter()
+            .all(|(_, s)| *s != 't' && *s != 'T'),
+        "{ctx}: {:?}",
+        t.thread_states()
+    );
+    if !matches!(state, "longsleep" | "read") {
+        let n = t.output().matches("TICK").count();
+        let end = Instant::now() + Duration::from_secs(20);
+        while t.output().matches("TICK").count() < n + 2 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            t.output().matches("TICK").count() >= n + 2,
+            "{ctx}: no ticks after"
+        );
+    }
+    assert!(!t.output().contains("hello from"), "{ctx}");
+}
+
+fn each_python(state: &str) {
+    for py in pythons() {
+        if state == "asyncio" && py.version.0 < 3 {
+            continue;
+        }
+        check_state(&py, state);
+    }
+}
+
+macro_rules! state_tests {
+    ($($name:ident => $state:expr,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                each_python($state);
+            }
+        )*
+    };
+}
+
+state_tests! {
+    run_in_sleep => "sleep",
+    run_in_longsleep => "longsleep",
+    run_in_cpu_bound => "cpu",
+    run_in_threads20 => "threads20",
+    run_in_read => "read",
+    run_in_join => "join",
+    run_in_lock => "lock",
+    run_in_event => "event",
+    run_in_child_wait => "child",
+    run_in_asyncio => "asyncio",
+    run_in_recursion => "recursion",
+}
+
+#[test]
+fn run_in_threads200() {
+    for v in ["2.7", "3.12"] {
+        if let Some(py) = testsupport::python(v) {
+            check_state(&py, "threads200");
+        }
+    }
+}
+
+#[test]
+fn raising_code_gives_traceback_and_status_8_then_target_runs_on() {
+    for py in pythons() {
+        let Some(t) = state_target(&py, "sleep") else {
+            continue;
+        };
+        let pid = t.pid().to_string();
+        let out = pyattach(&["--run", "def f():\n    1 / 0\nf()\n", &pid], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(8), "{}: {err}", py.id);
+        assert!(err.contains("ZeroDivisionError"), "{}: {err}", py.id);
+        assert!(err.contains("in f"), "{}: {err}", py.id);
+        // Code from stdin and from a file; the output keeps its order.
+        let out = pyattach(
+            &["--run", "-", &pid],
+            Some("import sys\nprint(1)\nsys.stderr.write('2\\n')\nprint(3)\n"),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", py.id);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n3\n", "{}", py.id);
+        assert!(t.is_alive());
+    }
+}
+
+#[test]
+fn gil_held_in_native_code_times_out_cleanly() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let Some(t) = state_target(&py, "gilspin") else {
+        return;
+    };
+    let pid = t.pid().to_string();
+    let started = Instant::now();
+    let out = pyattach(&["--run", "print(1)", "--timeout", "1", &pid], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("reached a point where Python code can run"),
+        "{err}"
+    );
+    assert!(err.contains("running native code"), "{err}");
+    assert!(err.contains("pyattach dump"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(t.is_alive());
+    assert!(
+        t.thread_states().iter().any(|(_, s)| *s == 'R'),
+        "still spinning: {:?}",
+        t.thread_states()
+    );
+    // The entry was restored: the same bytes as in the file.
+    let out = pyattach(&["--run", "print(1)", "--timeout", "1", &pid], None);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn repl_reads_piped_stdin() {
+    for py in pythons() {
+        let Some(t) = state_target(&py, "sleep") else {
+            continue;
+        };
+        let pid = t.pid().to_string();
+        let out = pyattach(
+            &[&pid],
+            Some("x = 6 * 7\nprint('%d %s' % (x, counter[0] > 0))\nfor i in range(2):\n    print(i)\n\n"),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", py.id);
+        assert_eq!(stdout, "42 True\n0\n1\n", "{}: {stderr}", py.id);
+        // The stacks of the threads come first, on stderr when piped.
+        assert!(stderr.contains("ticker"), "{}: {stderr}", py.id);
+        assert!(t.is_alive());
+    }
+}
+
+#[test]
+fn two_sessions_at_once() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let t = state_target(&py, "sleep").unwrap();
+    let pid = t.pid().to_string();
+    let a = {
+        let pid = pid.clone();
+        std::thread::spawn(move || {
+            pyattach(
+                &["--run", "import time\ntime.sleep(1)\nprint('a')", &pid],
+                None,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let b = pyattach(&["--run", "print('b')", "--timeout", "10", &pid], None);
+    let a = a.join().unwrap();
+    for (o, want) in [(&a, "a\n"), (&b, "b\n")] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let ok = o.status.code() == Some(0) && String::from_utf8_lossy(&o.stdout) == want;
+        let told = o.status.code() == Some(1) && err.contains("session");
+        assert!(ok || told, "{want}: {:?} {err}", o.status);
+    }
+    assert!(t.is_alive());
+}
