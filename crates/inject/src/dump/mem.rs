@@ -32,6 +32,8 @@ impl Memory for attach::ProcessMemory {
 pub const MAX_READ: usize = 1 << 20;
 
 const PAGE: u64 = 4096;
+/// Pages cached at most (64 MiB): past that, reads go straight to memory.
+const MAX_PAGES: usize = 16 * 1024;
 
 /// Typed reads over a [`Memory`]; every failure names the address.
 ///
@@ -57,6 +59,9 @@ impl<'a> Reader<'a> {
     fn page(&self, base: u64) -> Option<Rc<[u8]>> {
         if let Some(p) = self.pages.borrow().get(&base) {
             return p.clone();
+        }
+        if self.pages.borrow().len() >= MAX_PAGES {
+            return None;
         }
         let mut b = vec![0u8; PAGE as usize];
         let p: Option<Rc<[u8]>> = self.mem.read(base, &mut b).ok().map(|_| b.into());
@@ -91,6 +96,7 @@ impl<'a> Reader<'a> {
         }
         bases.sort_unstable();
         bases.dedup();
+        bases.truncate(MAX_PAGES.saturating_sub(self.pages.borrow().len()));
         if bases.len() < 2 {
             return;
         }
