@@ -538,3 +538,38 @@ fn garbage_in_memory_never_crashes_or_hangs() {
         check(&py, &t, &d);
     }
 }
+
+/// Debian's stripped python3.11 and the embedding program with symbols from
+/// `.dynsym` alone (no debug file): offsets from the 3.11 table, and the
+/// stacks still right.
+#[test]
+fn stripped_builds_with_dynsym_only() {
+    let only_dynsym = symbols::DiscoverOptions {
+        debug_dirs: Vec::new(),
+        use_debuglink: false,
+        debuginfod: None,
+    };
+    for py in pythons()
+        .into_iter()
+        .filter(|p| p.kind != PythonKind::Pyenv)
+    {
+        let t = Target::python(&py, "dump_target.py", &["mixed"]);
+        let interp = symbols::discover(t.pid(), &only_dynsym).unwrap();
+        assert!(
+            interp.symbol("take_gil").is_none(),
+            "{}: a static symbol resolved without debug info",
+            py.id
+        );
+        let mem = attach::ProcessMemory::open(t.pid()).unwrap();
+        let d = inject::dump::dump_with(
+            &interp,
+            &mem,
+            &DumpOptions {
+                freeze: false,
+                ..opts()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        check(&py, &t, &d);
+    }
+}
