@@ -78,6 +78,9 @@ pub struct StackDump {
     pub python_version: String,
     /// The file holding the interpreter (executable or libpython).
     pub module: String,
+    /// Where the struct offsets came from: pyattach's table for the
+    /// version, or the interpreter's own `_Py_DebugOffsets` (3.13+).
+    pub offsets: symbols::offsets::OffsetsSource,
     /// Whether the threads were stopped during the read.
     pub frozen: bool,
     /// How long the target's threads were stopped, in microseconds.

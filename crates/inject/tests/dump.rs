@@ -149,6 +149,15 @@ fn mixed_states_match_what_the_target_reports() {
         let t = Target::python(py, "dump_target.py", &["mixed"]);
         let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
         check(py, &t, &d);
+        // 3.13 describes its own structs; older versions use the tables.
+        let own = py.version >= (3, 13, 0);
+        assert_eq!(
+            d.offsets == symbols::offsets::OffsetsSource::DebugOffsets,
+            own,
+            "{}: {:?}",
+            py.id,
+            d.offsets
+        );
         assert!(
             !d.threads.iter().any(|t| t.holds_gil),
             "{}: all threads sleep",

@@ -180,6 +180,7 @@ pub struct Row {
 
 /// Where a set of offsets came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OffsetsSource {
     /// pyattach's table for this minor version.
     Table,

@@ -266,6 +266,7 @@ pub fn dump(
             pid,
             python_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
             module: interp.module.path.display().to_string(),
+            offsets: offsets.source,
             frozen: false,
             pause_us: None,
             gil_locked: gil_locked.or(holder.map(|h| h != 0)),
