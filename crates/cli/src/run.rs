@@ -93,6 +93,12 @@ fn describe(r: &inject::run::Report) -> String {
     if !r.skipped.is_empty() {
         s.push_str(&format!("; not hooked: {}", r.skipped.join(", ")));
     }
+    if !r.replaced.is_empty() {
+        s.push_str(&format!(
+            "\npyattach: replaced a detour left by an earlier pyattach at {}",
+            r.replaced.join(", ")
+        ));
+    }
     if !r.nudged.is_empty() {
         s.push_str(&format!(
             "\npyattach: syscalls cut short (EINTR) in threads {:?}",

@@ -60,6 +60,9 @@ pub struct Report {
     /// Entry points hooked, and those that could not be (with why).
     pub hooked: Vec<String>,
     pub skipped: Vec<String>,
+    /// Entries where a detour left by an earlier, killed pyattach was found
+    /// (and replaced; restored to the file's bytes at the end).
+    pub replaced: Vec<String>,
     /// Threads whose blocked syscall was made to return EINTR.
     pub nudged: Vec<i32>,
     /// True if a pending call was queued for the main thread.
@@ -136,15 +139,26 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
             report.skipped.push(format!("{name}: no symbol"));
             continue;
         };
-        let code = mem.read_vec(s.addr.0, 32)?;
+        let mut code = mem.read_vec(s.addr.0, 32)?;
         if code[0] == 0xe9 {
             let rel = i32::from_le_bytes([code[1], code[2], code[3], code[4]]);
             let to = (s.addr.0 + 5).wrapping_add(rel as i64 as u64);
             if !py.module.contains(RemoteAddr(to)) {
-                report
-                    .skipped
-                    .push(format!("{name}: {}", detour::DetourError::AlreadyPatched));
-                continue;
+                // A detour left by a pyattach that was killed before it
+                // could restore the entry: take the original bytes from the
+                // module's file; the entry gets them back at the end.
+                match py.read_module_bytes(s.addr, 32) {
+                    Ok(orig) if orig[0] != 0xe9 => {
+                        report.replaced.push(name.to_string());
+                        code = orig;
+                    }
+                    _ => {
+                        report
+                            .skipped
+                            .push(format!("{name}: {}", detour::DetourError::AlreadyPatched));
+                        continue;
+                    }
+                }
             }
         }
         match detour::relocate(s.addr.0, &code) {
