@@ -70,21 +70,53 @@ struct NeededSymbol {
 
 /// The whole report; `--json` prints exactly this.
 #[derive(Serialize)]
+/// Format version 1; fields are only ever added within a version.
 struct Report {
+    /// 1.
     format_version: u32,
+    /// The pid as pyattach sees it.
     pid: i32,
+    /// The pid in each nested pid namespace, outermost first (`NSpid`); in a
+    /// container the last one is what the program itself sees.
+    nspid: Vec<i32>,
+    /// The target lives in other mount/pid namespaces than pyattach (a
+    /// container): its files are read through `/proc/PID/root`.
+    in_container: bool,
+    /// `comm` of the process.
     command: String,
+    /// Version, how it was detected and every method's answer.
     version: PyVersion,
     build: symbols::BuildInfo,
+    /// The process's executable, as a path in its own file system.
     executable: PathBuf,
+    /// The module holding the interpreter: path, load address and bias,
+    /// build id.
     interpreter_module: Module,
+    /// Each symbol pyattach needs: name, role, and when found `addr`,
+    /// `file_addr`, `size`, `is_function` and `source` (`kind`: `dyn_sym`,
+    /// `sym_tab`, `gnu_debug_data`, `build_id_file`, `debug_link`,
+    /// `debuginfod`; `path` for files).
     symbols: Vec<NeededSymbol>,
+    /// Call sites of each safe-point function in the interpreter's module.
     call_sites: Vec<CallSiteReport>,
     /// The debug sources found for the interpreter's module, in chain order.
     debug_sources: Vec<SymbolSource>,
+    /// Every thread: tid, name, state, kernel wait channel.
     threads: Vec<ThreadInfo>,
+    /// Whether pyattach may ptrace the target; if not, `denials` with
+    /// reasons (the human output adds the fixes).
     ptrace: Verdict,
+    /// What the debuginfod client did (empty when not configured).
     debuginfod: Vec<String>,
+}
+
+/// Whether `pid` lives in other mount or pid namespaces than we do.
+fn in_container(pid: i32) -> bool {
+    ["mnt", "pid"].iter().any(|ns| {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+        matches!((theirs, ours), (Ok(a), Ok(b)) if a != b)
+    })
 }
 
 #[derive(Serialize)]
@@ -195,6 +227,8 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     let report = Report {
         format_version: 1,
         pid,
+        nspid: status.nspid.clone(),
+        in_container: in_container(pid),
         command: status.name.clone(),
         version: py.version.clone(),
         build: py.build.clone(),
@@ -242,7 +276,20 @@ fn source_text(s: &SymbolSource) -> String {
 
 fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<()> {
     const L: usize = 12;
-    writeln!(w, "{:L$}{} ({})", "Process", r.pid, r.command)?;
+    let ns = match r.nspid.last() {
+        Some(inner) if r.nspid.len() > 1 => format!(", pid {inner} in its namespace"),
+        _ => String::new(),
+    };
+    let container = if r.in_container {
+        "; in a container: files read through /proc/PID/root"
+    } else {
+        ""
+    };
+    writeln!(
+        w,
+        "{:L$}{} ({}{ns}){container}",
+        "Process", r.pid, r.command
+    )?;
     let v = &r.version;
     let checks: Vec<String> = v
         .checks

@@ -271,3 +271,47 @@ fn already_traced_names_the_tracer() {
         "{out}"
     );
 }
+
+#[test]
+fn a_python_in_other_namespaces_is_found() {
+    // unshare(1) gives the target its own pid and mount namespaces, as a
+    // container would; the Python is unshare's child, pid 1 inside.
+    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
+        testsupport::note("unshare as root is needed for the namespace test");
+        return;
+    }
+    let Some(p) = testsupport::debian_python() else {
+        return;
+    };
+    let mut cmd = Command::new("unshare");
+    // --kill-child: when the guard kills unshare, the kernel kills its child
+    // (the namespace's init) too.
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(&p.exe)
+        .arg("-u")
+        .arg(testsupport::fixture("py/sleeper.py"));
+    let t = Target::spawn(cmd);
+    assert_eq!(t.ready_line, "READY 1", "pid 1 in its namespace");
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
+        .unwrap_or_default();
+    let inner: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let o = info(&["--json", &inner.to_string()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["nspid"], serde_json::json!([inner, 1]));
+    assert_eq!(j["in_container"], true);
+    assert_eq!(j["version"]["minor"], 11);
+    let o = info(&[&inner.to_string()]);
+    let (out, _) = text(&o);
+    assert!(out.contains("pid 1 in its namespace"), "{out}");
+    drop(t);
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{inner}")).exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{inner}/exe")).exists(),
+        "the namespaced Python outlived unshare"
+    );
+}
