@@ -135,8 +135,8 @@ const GLIBC_TID_OFFSET: usize = 0x2d0;
 /// Maps each `pthread_t` to its kernel tid, without ptrace: `pthread_t` is
 /// the address of the thread's `struct pthread`, which holds the tid. The
 /// offset of that field is found rather than assumed: it is the one at which
-/// every thread's struct holds a distinct tid of the process (glibc's 0x2d0
-/// is preferred when several fit, which only happens with one thread).
+/// the most threads' structs hold distinct tids of the process (at least
+/// half of them; glibc's 0x2d0 wins ties, which happen with one thread).
 pub fn map_pthreads(mem: &dyn Memory, pthreads: &[u64], tids: &HashSet<i32>) -> HashMap<u64, i32> {
     let mut blocks = Vec::new();
     for &p in pthreads {
@@ -148,23 +148,95 @@ pub fn map_pthreads(mem: &dyn Memory, pthreads: &[u64], tids: &HashSet<i32>) -> 
     if blocks.is_empty() {
         return HashMap::new();
     }
-    let fits = |off: usize| {
+    // How many threads an offset maps to distinct tids of the process; a
+    // thread state whose thread has already exited maps to none, so the
+    // best offset need not fit every thread, only most.
+    let score = |off: usize| {
         let mut seen = HashSet::new();
-        blocks.iter().all(|(_, b)| {
-            let v = le_u32(b, off) as i32;
-            tids.contains(&v) && seen.insert(v)
-        })
+        blocks
+            .iter()
+            .filter(|(_, b)| {
+                let v = le_u32(b, off) as i32;
+                tids.contains(&v) && seen.insert(v)
+            })
+            .count()
     };
-    let off = if fits(GLIBC_TID_OFFSET) {
-        Some(GLIBC_TID_OFFSET)
-    } else {
-        (0..PTHREAD_SCAN - 4).step_by(4).find(|&o| fits(o))
+    let best = (0..PTHREAD_SCAN - 4)
+        .step_by(4)
+        .map(|o| (score(o), o))
+        .max_by_key(|&(n, o)| (n, o == GLIBC_TID_OFFSET, std::cmp::Reverse(o)));
+    let off = match best {
+        Some((n, o)) if n > 0 && n * 2 >= blocks.len() => Some(if score(GLIBC_TID_OFFSET) == n {
+            GLIBC_TID_OFFSET
+        } else {
+            o
+        }),
+        _ => None,
     };
     match off {
         Some(o) => blocks
             .iter()
             .map(|(p, b)| (*p, le_u32(b, o) as i32))
+            .filter(|(_, t)| tids.contains(t))
             .collect(),
         None => HashMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory made of a few `struct pthread` blocks.
+    struct Blocks(HashMap<u64, Vec<u8>>);
+
+    impl Memory for Blocks {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+            let b = self.0.get(&addr).ok_or("unmapped")?;
+            buf.copy_from_slice(&b[..buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn block(tid_at: usize, tid: u32, noise: u32) -> Vec<u8> {
+        let mut b = vec![0u8; PTHREAD_SCAN];
+        b[tid_at..tid_at + 4].copy_from_slice(&tid.to_le_bytes());
+        b[0x10..0x14].copy_from_slice(&noise.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn finds_the_tid_field_and_tolerates_an_exited_thread() {
+        let tids: HashSet<i32> = [100, 101, 102].into_iter().collect();
+        // musl-like layout: the tid elsewhere than glibc's 0x2d0; a noise
+        // word that is a tid for one thread only.
+        let mem = Blocks(HashMap::from([
+            (0x1000, block(0x30, 100, 101)),
+            (0x2000, block(0x30, 101, 7)),
+            (0x3000, block(0x30, 999, 7)), // its thread has exited
+            (0x4000, block(0x30, 102, 7)),
+        ]));
+        let m = map_pthreads(&mem, &[0x1000, 0x2000, 0x3000, 0x4000, 0x5000], &tids);
+        assert_eq!(m.get(&0x1000), Some(&100));
+        assert_eq!(m.get(&0x2000), Some(&101));
+        assert_eq!(m.get(&0x4000), Some(&102));
+        assert_eq!(m.get(&0x3000), None);
+        assert_eq!(m.get(&0x5000), None);
+    }
+
+    #[test]
+    fn one_thread_prefers_glibc_offset() {
+        let tids: HashSet<i32> = [42].into_iter().collect();
+        let mut b = block(GLIBC_TID_OFFSET, 42, 0);
+        b[0x8..0xc].copy_from_slice(&42u32.to_le_bytes());
+        let mem = Blocks(HashMap::from([(0x1000, b)]));
+        assert_eq!(map_pthreads(&mem, &[0x1000], &tids).get(&0x1000), Some(&42));
+    }
+
+    #[test]
+    fn syscall_names_come_from_libc_numbers() {
+        assert_eq!(syscall_name(libc::SYS_futex), "futex");
+        assert_eq!(syscall_name(libc::SYS_read), "read");
+        assert_eq!(syscall_name(99999), "syscall 99999");
     }
 }
