@@ -253,4 +253,18 @@ pub mod consts {
     /// `_PyInterpreterFrame.owner` of a shim frame owned by the C stack
     /// (3.12–3.13), which holds no Python code.
     pub const FRAME_OWNED_BY_CSTACK: u8 = 3;
+
+    /// Bit positions in `PyASCIIObject.state` (3.3–3.13): `interned:2,
+    /// kind:3, compact:1, ascii:1`. Checked against DWARF by the tests.
+    pub const UNICODE_KIND_SHIFT: u32 = 2;
+    pub const UNICODE_COMPACT_BIT: u32 = 5;
+    pub const UNICODE_ASCII_BIT: u32 = 6;
+
+    /// Each constant with the bitfield member whose DWARF bit offset it
+    /// must equal.
+    pub const UNICODE_STATE_BITS: &[(u32, &str)] = &[
+        (UNICODE_KIND_SHIFT, "bit(PyASCIIObject.state.kind)"),
+        (UNICODE_COMPACT_BIT, "bit(PyASCIIObject.state.compact)"),
+        (UNICODE_ASCII_BIT, "bit(PyASCIIObject.state.ascii)"),
+    ];
 }

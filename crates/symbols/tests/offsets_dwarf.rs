@@ -195,3 +195,34 @@ fn debian_python3_11_uses_the_3_11_table() {
     let bad = check_rows("debian 3.11", &dbg, tables::table(3, 11).unwrap());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+#[test]
+fn unicode_state_bits_match_dwarf() {
+    use symbols::offsets::consts::UNICODE_STATE_BITS;
+    let paths: Vec<String> = UNICODE_STATE_BITS
+        .iter()
+        .map(|(_, p)| p.to_string())
+        .collect();
+    let mut checked = 0;
+    for v in testsupport::PYENV_VERSIONS
+        .iter()
+        .filter(|v| v.starts_with("3."))
+    {
+        let Some(lib) = pyenv_libpython(v) else {
+            continue;
+        };
+        let data = std::fs::read(&lib).unwrap();
+        let found = dwarf::resolve(&data, &paths);
+        for (bit, path) in UNICODE_STATE_BITS {
+            assert_eq!(
+                found.get(*path).map(|r| r.value()),
+                Some(*bit as u64),
+                "{v}: {path}"
+            );
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        testsupport::note("no pyenv 3.x build with a shared libpython");
+    }
+}

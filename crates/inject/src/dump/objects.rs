@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use symbols::offsets::{Field, Offsets};
+use symbols::offsets::{consts, Field, Offsets};
 
 use super::mem::{le_u32, le_u64, Reader};
 
@@ -150,9 +150,9 @@ impl<'a> Objects<'a> {
         let len = le_u64(&head, self.uni_length as usize) as usize;
         let state = le_u32(&head, self.uni_state as usize);
         // interned:2, kind:3, compact:1, ascii:1 (3.3–3.13).
-        let kind = ((state >> 2) & 7) as u8;
-        let compact = state & (1 << 5) != 0;
-        let ascii = state & (1 << 6) != 0;
+        let kind = ((state >> consts::UNICODE_KIND_SHIFT) & 7) as u8;
+        let compact = state & (1 << consts::UNICODE_COMPACT_BIT) != 0;
+        let ascii = state & (1 << consts::UNICODE_ASCII_BIT) != 0;
         if !matches!(kind, 1 | 2 | 4) {
             return Err(format!("string at {obj:#x} has kind {kind}"));
         }

@@ -1,6 +1,7 @@
 //! A small DWARF reader for the offset tests: struct member offsets and type
 //! sizes by C name, e.g. `_ts.next`, `pyruntimestate.interpreters.head`,
-//! `sizeof(PyASCIIObject)`. Member paths go through embedded structs and
+//! `sizeof(PyASCIIObject)`, and bit positions of bitfields,
+//! `bit(PyASCIIObject.state.kind)`. Member paths go through embedded structs and
 //! anonymous unions; names may be struct tags or typedefs.
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
@@ -16,6 +17,7 @@ struct Node {
     name: Option<String>,
     ty: Option<UnitOffset>,
     member_offset: Option<u64>,
+    bit_offset: Option<u64>,
     byte_size: Option<u64>,
     declaration: bool,
     children: Vec<UnitOffset>,
@@ -94,6 +96,7 @@ pub fn resolve(data: &[u8], paths: &[String]) -> HashMap<String, Resolved> {
 fn root_name(path: &str) -> &str {
     let p = path
         .strip_prefix("sizeof(")
+        .or_else(|| path.strip_prefix("bit("))
         .and_then(|s| s.strip_suffix(')'))
         .unwrap_or(path);
     p.split('.').next().unwrap()
@@ -162,6 +165,9 @@ fn collect(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, roots: &HashSet<&str>
         let byte_size = e
             .attr_value(gimli::DW_AT_byte_size)
             .and_then(|v| v.udata_value());
+        let bit_offset = e
+            .attr_value(gimli::DW_AT_data_bit_offset)
+            .and_then(|v| v.udata_value());
         let declaration = matches!(
             e.attr_value(gimli::DW_AT_declaration),
             Some(AttributeValue::Flag(true))
@@ -189,6 +195,7 @@ fn collect(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, roots: &HashSet<&str>
                 name,
                 ty,
                 member_offset,
+                bit_offset,
                 byte_size,
                 declaration,
                 children: Vec::new(),
@@ -220,7 +227,11 @@ fn strip(nodes: &Nodes, mut off: UnitOffset) -> Option<UnitOffset> {
     None
 }
 
-fn find_member(nodes: &Nodes, st: UnitOffset, name: &str) -> Option<(u64, UnitOffset)> {
+fn find_member(
+    nodes: &Nodes,
+    st: UnitOffset,
+    name: &str,
+) -> Option<(u64, UnitOffset, Option<u64>)> {
     let n = nodes.map.get(&st)?;
     if n.declaration {
         return None;
@@ -229,13 +240,13 @@ fn find_member(nodes: &Nodes, st: UnitOffset, name: &str) -> Option<(u64, UnitOf
         let m = nodes.map.get(c)?;
         let moff = m.member_offset.unwrap_or(0);
         if m.name.as_deref() == Some(name) {
-            return Some((moff, m.ty?));
+            return Some((moff, m.ty?, m.bit_offset));
         }
         if m.name.is_none() {
             // Anonymous struct or union: look inside.
             if let Some(inner) = m.ty.and_then(|t| strip(nodes, t)) {
-                if let Some((o, t)) = find_member(nodes, inner, name) {
-                    return Some((moff + o, t));
+                if let Some((o, t, b)) = find_member(nodes, inner, name) {
+                    return Some((moff + o, t, b));
                 }
             }
         }
@@ -251,6 +262,10 @@ fn resolve_one(nodes: &Nodes, path: &str) -> Option<Resolved> {
         Some(p) => (true, p),
         None => (false, path),
     };
+    let (bits, p) = match p.strip_prefix("bit(").and_then(|s| s.strip_suffix(')')) {
+        Some(p) => (true, p),
+        None => (false, p),
+    };
     let mut parts = p.split('.');
     let root = parts.next()?;
     for cand in nodes.by_name.get(root)? {
@@ -262,12 +277,15 @@ fn resolve_one(nodes: &Nodes, path: &str) -> Option<Resolved> {
             continue;
         }
         let mut off = 0u64;
+        let mut bit = None;
         let mut ok = true;
         for part in parts.clone() {
-            match find_member(nodes, ty, part).and_then(|(o, t)| Some((o, strip(nodes, t)?))) {
-                Some((o, t)) => {
+            match find_member(nodes, ty, part).and_then(|(o, t, b)| Some((o, strip(nodes, t)?, b)))
+            {
+                Some((o, t, b)) => {
                     off += o;
                     ty = t;
+                    bit = b;
                 }
                 None => {
                     ok = false;
@@ -277,6 +295,9 @@ fn resolve_one(nodes: &Nodes, path: &str) -> Option<Resolved> {
         }
         if !ok {
             continue;
+        }
+        if bits {
+            return bit.map(Resolved::Offset);
         }
         if sizeof {
             let n = nodes.map.get(&ty)?;
