@@ -191,6 +191,11 @@ pub fn note(why: &str) {
 /// compiler arguments (libraries, flags). Returns `None`, with a note, if gcc
 /// is missing or the build fails.
 pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    // One build at a time in this test process: two threads building the
+    // same fixture would otherwise let one exec the program while the other's
+    // linker still holds it open for writing (ETXTBSY).
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let src = fixture(&format!("c/{name}.c"));
     let out = build_dir().join(name);
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
@@ -200,8 +205,9 @@ pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
     if fresh {
         return Some(out);
     }
-    // Build under a unique name and rename, so tests building the same
-    // fixture at once never see a half-written program.
+    // Build under a name unique to this process and rename, so test
+    // processes building the same fixture at once never see a half-written
+    // program.
     let tmp = build_dir().join(format!(".{name}.{}", std::process::id()));
     let status = Command::new("gcc")
         .args(["-O1", "-g", "-pthread", "-o"])
