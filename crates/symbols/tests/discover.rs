@@ -148,3 +148,10 @@ fn finds_interpreter_version_and_symbols_everywhere() {
         }
     }
 }
+
+#[test]
+fn an_interpreter_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Interpreter>();
+    send_sync::<symbols::Error>();
+}
