@@ -315,3 +315,72 @@ fn a_python_in_other_namespaces_is_found() {
         "the namespaced Python outlived unshare"
     );
 }
+
+/// `(vaddr, file offset)` of section `name` in `exe`, from readelf.
+fn section(exe: &std::path::Path, name: &str) -> Option<(u64, u64)> {
+    let out = Command::new("readelf")
+        .args(["-S", "-W"])
+        .arg(exe)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains(&format!(" {name} ")))?;
+    let after = line.split_once(']')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some((
+        u64::from_str_radix(f.get(2)?, 16).ok()?,
+        u64::from_str_radix(f.get(3)?, 16).ok()?,
+    ))
+}
+
+#[test]
+fn unsupported_version_is_refused_with_code_3() {
+    // A copy of Debian's python3.11 whose Py_Version constant says 3.99:
+    // the interpreter runs as before (Py_Version is only read by others).
+    let Some(p) = testsupport::debian_python() else {
+        return;
+    };
+    let nm = Command::new("nm").arg("-D").arg(&p.exe).output();
+    let Some(vaddr) = nm.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[2] == "Py_Version").then(|| u64::from_str_radix(f[0], 16).ok())?
+        })
+    }) else {
+        testsupport::note("nm could not find Py_Version");
+        return;
+    };
+    let Some((addr, off)) = section(&p.exe, ".rodata") else {
+        return;
+    };
+    let dir = testsupport::build_dir().join(format!("unsupported-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("python3.11");
+    let mut bytes = std::fs::read(&p.exe).unwrap();
+    let at = (vaddr - addr + off) as usize;
+    assert_eq!(
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) >> 16,
+        0x030b,
+        "Py_Version of 3.11 at the computed offset"
+    );
+    bytes[at..at + 4].copy_from_slice(&0x0363_00f0u32.to_le_bytes());
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = Target::python(
+        &testsupport::Python {
+            exe: copy.clone(),
+            ..p.clone()
+        },
+        "sleeper.py",
+        &[],
+    );
+    let o = info(&[&t.pid().to_string()]);
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("CPython 3.99.0") && err.contains("not supported"),
+        "{err}"
+    );
+}
