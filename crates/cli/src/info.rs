@@ -106,8 +106,16 @@ struct Report {
     /// Whether pyattach may ptrace the target; if not, `denials` with
     /// reasons (the human output adds the fixes).
     ptrace: Verdict,
+    /// Each denial and warning of `ptrace` in words: `reason` and `fix`.
+    ptrace_advice: Vec<Advice>,
     /// What the debuginfod client did (empty when not configured).
     debuginfod: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Advice {
+    reason: String,
+    fix: String,
 }
 
 /// Whether `pid` lives in other mount or pid namespaces than we do.
@@ -238,6 +246,18 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         call_sites,
         debug_sources: py.debug_sources(),
         threads: procinfo::threads(pid).unwrap_or_default(),
+        ptrace_advice: verdict
+            .denials
+            .iter()
+            .map(|d| Advice {
+                reason: d.reason(),
+                fix: d.fix(),
+            })
+            .chain(verdict.warnings.iter().map(|w| Advice {
+                reason: w.reason(),
+                fix: w.fix(),
+            }))
+            .collect(),
         ptrace: verdict,
         debuginfod: match client {
             Some(c) if c.log().is_empty() => {

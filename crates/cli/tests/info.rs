@@ -264,6 +264,11 @@ fn already_traced_names_the_tracer() {
     assert_eq!(d["kind"], "already_traced");
     assert_eq!(d["tracer"].as_i64(), Some(strace_pid));
     assert_eq!(d["tracer_name"], "strace");
+    let advice = &j["ptrace_advice"][0];
+    assert!(
+        advice["fix"].as_str().unwrap().contains("detach"),
+        "{advice}"
+    );
     let o = info(&[&t.pid().to_string()]);
     let (out, _) = text(&o);
     assert!(
