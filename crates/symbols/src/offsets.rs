@@ -109,6 +109,10 @@ fields! {
     CodeCodeAdaptive,
     /// `co_varnames` (≤3.10).
     CodeVarnames,
+    /// `co_cellvars` and `co_freevars` (≤3.10): names of the cell slots
+    /// that follow the locals in `f_localsplus`.
+    CodeCellvars,
+    CodeFreevars,
     /// `co_localsplusnames` (3.11+).
     CodeLocalsplusnames,
     /// `co_localspluskinds` (3.11+).
@@ -166,6 +170,18 @@ fields! {
     /// instance's attributes.
     DictValuesValues,
     ModuleDict,
+    /// The size of a dict entry with a hash (2.7 `PyDictEntry`, 3.x
+    /// `PyDictKeyEntry`), and where its key and value sit.
+    DictEntrySize,
+    DictEntryKey,
+    DictEntryValue,
+    /// 3.11+: the size of an entry of a str-keyed dict
+    /// (`PyDictUnicodeEntry`, no hash), and where its key and value sit.
+    DictUnicodeEntrySize,
+    DictUnicodeEntryKey,
+    DictUnicodeEntryValue,
+    /// `PyCellObject.ob_ref`: the value of a cell variable.
+    CellRef,
 }
 
 /// One row of a table: a field, its value, and the C member (or

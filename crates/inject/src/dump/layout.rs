@@ -154,6 +154,8 @@ impl Layout {
             opt(o, Field::CodeVarnames).unwrap_or(0),
             opt(o, Field::CodeLocalsplusnames).unwrap_or(0),
             opt(o, Field::CodeLocalspluskinds).unwrap_or(0),
+            opt(o, Field::CodeCellvars).unwrap_or(0),
+            opt(o, Field::CodeFreevars).unwrap_or(0),
         ]
         .into_iter()
         .max()

@@ -30,6 +30,8 @@ pub struct LocalsLayout {
     code_kinds: Option<u64>,
     /// `co_nlocals` (≤3.10).
     code_nlocals: Option<u64>,
+    /// `co_cellvars` and `co_freevars` (≤3.10).
+    code_cells: Option<[u64; 2]>,
     code_argcount: u64,
     tuple_items: u64,
     dict_used: u64,
@@ -37,6 +39,7 @@ pub struct LocalsLayout {
     long_tag: Option<u64>,
     int_value: Option<u64>,
     float_value: u64,
+    cell_ref: u64,
 }
 
 impl LocalsLayout {
@@ -67,6 +70,11 @@ impl LocalsLayout {
             } else {
                 Some(g(Field::CodeNlocals)?)
             },
+            code_cells: if new_style {
+                None
+            } else {
+                Some([g(Field::CodeCellvars)?, g(Field::CodeFreevars)?])
+            },
             code_argcount: g(Field::CodeArgcount)?,
             tuple_items: g(Field::TupleItems)?,
             dict_used: g(Field::DictUsed).unwrap_or(16),
@@ -74,6 +82,7 @@ impl LocalsLayout {
             long_tag: g(Field::LongTag),
             int_value: g(Field::IntValue),
             float_value: g(Field::FloatValue)?,
+            cell_ref: g(Field::CellRef)?,
         })
     }
 }
@@ -82,6 +91,8 @@ impl LocalsLayout {
 /// cell (whose content is the value).
 #[derive(Clone, Debug)]
 pub struct LocalName {
+    /// Its slot in `f_localsplus`/`localsplus`.
+    pub slot: usize,
     pub name: String,
     pub is_arg: bool,
     pub cell: bool,
@@ -113,10 +124,36 @@ pub fn names(l: &LocalsLayout, o: &Objects, code: &[u8]) -> Result<Vec<LocalName
             continue;
         }
         out.push(LocalName {
+            slot: i,
             name: o.string(le_u64(&ptrs, i * 8))?,
             is_arg: i < argcount,
             cell: kind & (CO_FAST_CELL | CO_FAST_FREE) != 0,
         });
+    }
+    // ≤3.10: the cells of `co_cellvars` then `co_freevars` follow the
+    // locals.
+    if let (Some(_), Some(cells)) = (l.code_nlocals, l.code_cells) {
+        let mut slot = count;
+        for off in cells {
+            let t = le_u64(code, off as usize);
+            let k = o.var_size(t)?;
+            if !(0..=4096).contains(&k) {
+                return Err(format!("implausible number of cells {k}"));
+            }
+            let ptrs = o.r.bytes(t.wrapping_add(l.tuple_items), k as usize * 8)?;
+            for j in 0..k as usize {
+                if out.len() >= MAX_LOCALS {
+                    break;
+                }
+                out.push(LocalName {
+                    slot,
+                    name: o.string(le_u64(&ptrs, j * 8))?,
+                    is_arg: false,
+                    cell: true,
+                });
+                slot += 1;
+            }
+        }
     }
     Ok(out)
 }
@@ -128,14 +165,14 @@ pub fn read(
     frame: u64,
     names: &[LocalName],
 ) -> Result<Vec<Local>, String> {
+    let n_slots = names.iter().map(|n| n.slot + 1).max().unwrap_or(0);
     let slots =
-        o.r.bytes(frame.wrapping_add(l.frame_localsplus), names.len() * 8)?;
-    let mut out = Vec::new();
-    for (i, n) in names.iter().enumerate() {
-        let mut v = le_u64(&slots, i * 8);
+        o.r.bytes(frame.wrapping_add(l.frame_localsplus), n_slots * 8)?;
+    let mut out: Vec<Local> = Vec::new();
+    for n in names {
+        let mut v = le_u64(&slots, n.slot * 8);
         if n.cell && v != 0 && o.type_name(v).as_deref() == Some("cell") {
-            // `PyCellObject.ob_ref` follows the object header.
-            v = o.r.u64(v.wrapping_add(16)).unwrap_or(0);
+            v = o.r.u64(v.wrapping_add(l.cell_ref)).unwrap_or(0);
         }
         let (type_name, repr) = if v == 0 {
             (None, None)
@@ -144,12 +181,22 @@ pub fn read(
             let r = repr(l, o, v, &t);
             (Some(t), Some(r))
         };
-        out.push(Local {
+        let local = Local {
             name: n.name.clone(),
             type_name,
             repr,
             is_arg: n.is_arg,
-        });
+        };
+        // An argument that is also a cell (≤3.10) has two slots: the cell
+        // holds the current value.
+        match out.iter_mut().find(|x| x.name == local.name) {
+            Some(prev) if local.repr.is_some() => {
+                prev.type_name = local.type_name;
+                prev.repr = local.repr;
+            }
+            Some(_) => {}
+            None => out.push(local),
+        }
     }
     Ok(out)
 }

@@ -41,6 +41,10 @@ pub struct DictLayout {
     long_digits: u64,
     long_tag: Option<u64>,
     int_value: Option<u64>,
+    /// (size, key, value) of an entry with a hash, and (3.11+) of a
+    /// str-keyed dict's entry.
+    entry: (u64, u64, u64),
+    uentry: (u64, u64, u64),
 }
 
 impl DictLayout {
@@ -78,6 +82,20 @@ impl DictLayout {
             long_digits: g(Field::LongDigits)?,
             long_tag: g(Field::LongTag),
             int_value: g(Field::IntValue),
+            entry: (
+                g(Field::DictEntrySize)?,
+                g(Field::DictEntryKey)?,
+                g(Field::DictEntryValue)?,
+            ),
+            uentry: if new {
+                (
+                    g(Field::DictUnicodeEntrySize)?,
+                    g(Field::DictUnicodeEntryKey)?,
+                    g(Field::DictUnicodeEntryValue)?,
+                )
+            } else {
+                (0, 0, 0)
+            },
         })
     }
 }
@@ -93,7 +111,7 @@ fn keys_entries(l: &DictLayout, o: &Objects, keys: u64) -> Result<Vec<(u64, u64)
     if n > MAX_ENTRIES {
         return Err(format!("implausible dict size {n}"));
     }
-    let (entries_at, entry, key_at) = if l.v >= (3, 11) {
+    let (entries_at, (entry, key_at, value_at)) = if l.v >= (3, 11) {
         let ix = u8_at(o, keys.wrapping_add(l.dk_log2_index_bytes))?;
         let log2 = u8_at(o, keys.wrapping_add(l.dk_log2_size))?;
         let kind = u8_at(o, keys.wrapping_add(l.dk_kind))?;
@@ -103,8 +121,7 @@ fn keys_entries(l: &DictLayout, o: &Objects, keys: u64) -> Result<Vec<(u64, u64)
         let unicode = kind != 0;
         (
             keys.wrapping_add(l.dk_indices).wrapping_add(1 << ix),
-            if unicode { 16 } else { 24 },
-            if unicode { 0 } else { 8 },
+            if unicode { l.uentry } else { l.entry },
         )
     } else {
         let size = o.r.u64(keys.wrapping_add(l.dk_size))?;
@@ -120,8 +137,7 @@ fn keys_entries(l: &DictLayout, o: &Objects, keys: u64) -> Result<Vec<(u64, u64)
         };
         (
             keys.wrapping_add(l.dk_indices).wrapping_add(size * ix),
-            24,
-            8,
+            l.entry,
         )
     };
     let len = (n * entry) as usize;
@@ -134,7 +150,7 @@ fn keys_entries(l: &DictLayout, o: &Objects, keys: u64) -> Result<Vec<(u64, u64)
             let e = i * entry as usize;
             (
                 le_u64(&b, e + key_at as usize),
-                le_u64(&b, e + key_at as usize + 8),
+                le_u64(&b, e + value_at as usize),
             )
         })
         .collect())
@@ -154,9 +170,11 @@ pub fn items(l: &DictLayout, o: &Objects, d: u64) -> Result<Vec<(u64, u64)>, Str
             return Err(format!("implausible dict mask {mask}"));
         }
         let table = o.r.u64(d.wrapping_add(l.table))?;
-        let b = o.r.bytes(table, (mask as usize + 1) * 24)?;
+        let (size, k, v) = l.entry;
+        let (size, k, v) = (size as usize, k as usize, v as usize);
+        let b = o.r.bytes(table, (mask as usize + 1) * size)?;
         (0..=mask as usize)
-            .map(|i| (le_u64(&b, i * 24 + 8), le_u64(&b, i * 24 + 16)))
+            .map(|i| (le_u64(&b, i * size + k), le_u64(&b, i * size + v)))
             .collect()
     } else {
         let keys = o.r.u64(d.wrapping_add(l.keys))?;

@@ -67,6 +67,8 @@ pub const V2_7: &[Row] = table! {
     CodeFirstlineno = 96 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 104 => "PyCodeObject.co_lnotab";
     CodeVarnames = 56 => "PyCodeObject.co_varnames";
+    CodeCellvars = 72 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 64 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -86,6 +88,10 @@ pub const V2_7: &[Row] = table! {
     DictUsed = 24 => "PyDictObject.ma_used";
     DictMask = 32 => "PyDictObject.ma_mask";
     DictTable = 40 => "PyDictObject.ma_table";
+    DictEntrySize = 24 => "sizeof(PyDictEntry)";
+    DictEntryKey = 8 => "PyDictEntry.me_key";
+    DictEntryValue = 16 => "PyDictEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_6: &[Row] = table! {
@@ -108,6 +114,8 @@ pub const V3_6: &[Row] = table! {
     CodeFirstlineno = 36 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 112 => "PyCodeObject.co_lnotab";
     CodeVarnames = 64 => "PyCodeObject.co_varnames";
+    CodeCellvars = 80 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 72 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -131,6 +139,10 @@ pub const V3_6: &[Row] = table! {
     KeysSize = 8 => "_dictkeysobject.dk_size";
     KeysNentries = 32 => "_dictkeysobject.dk_nentries";
     KeysIndices = 40 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_7: &[Row] = table! {
@@ -158,6 +170,8 @@ pub const V3_7: &[Row] = table! {
     CodeFirstlineno = 36 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 112 => "PyCodeObject.co_lnotab";
     CodeVarnames = 64 => "PyCodeObject.co_varnames";
+    CodeCellvars = 80 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 72 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -181,6 +195,10 @@ pub const V3_7: &[Row] = table! {
     KeysSize = 8 => "_dictkeysobject.dk_size";
     KeysNentries = 32 => "_dictkeysobject.dk_nentries";
     KeysIndices = 40 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_8: &[Row] = table! {
@@ -208,6 +226,8 @@ pub const V3_8: &[Row] = table! {
     CodeFirstlineno = 40 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 120 => "PyCodeObject.co_lnotab";
     CodeVarnames = 72 => "PyCodeObject.co_varnames";
+    CodeCellvars = 88 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 80 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -231,6 +251,10 @@ pub const V3_8: &[Row] = table! {
     KeysSize = 8 => "_dictkeysobject.dk_size";
     KeysNentries = 32 => "_dictkeysobject.dk_nentries";
     KeysIndices = 40 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_9: &[Row] = table! {
@@ -258,6 +282,8 @@ pub const V3_9: &[Row] = table! {
     CodeFirstlineno = 40 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 120 => "PyCodeObject.co_lnotab";
     CodeVarnames = 72 => "PyCodeObject.co_varnames";
+    CodeCellvars = 88 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 80 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -281,6 +307,10 @@ pub const V3_9: &[Row] = table! {
     KeysSize = 8 => "_dictkeysobject.dk_size";
     KeysNentries = 32 => "_dictkeysobject.dk_nentries";
     KeysIndices = 40 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_10: &[Row] = table! {
@@ -308,6 +338,8 @@ pub const V3_10: &[Row] = table! {
     CodeFirstlineno = 40 => "PyCodeObject.co_firstlineno";
     CodeLinetable = 120 => "PyCodeObject.co_linetable";
     CodeVarnames = 72 => "PyCodeObject.co_varnames";
+    CodeCellvars = 88 => "PyCodeObject.co_cellvars";
+    CodeFreevars = 80 => "PyCodeObject.co_freevars";
     ObType = 8 => "_object.ob_type";
     VarSize = 16 => "PyVarObject.ob_size";
     TypeName = 24 => "_typeobject.tp_name";
@@ -331,6 +363,10 @@ pub const V3_10: &[Row] = table! {
     KeysSize = 8 => "_dictkeysobject.dk_size";
     KeysNentries = 32 => "_dictkeysobject.dk_nentries";
     KeysIndices = 40 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_11: &[Row] = table! {
@@ -392,6 +428,13 @@ pub const V3_11: &[Row] = table! {
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
     DictValuesValues = 0 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    DictUnicodeEntrySize = 16 => "sizeof(PyDictUnicodeEntry)";
+    DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
+    DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_12: &[Row] = table! {
@@ -452,6 +495,13 @@ pub const V3_12: &[Row] = table! {
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
     DictValuesValues = 0 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    DictUnicodeEntrySize = 16 => "sizeof(PyDictUnicodeEntry)";
+    DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
+    DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
 
 pub const V3_13: &[Row] = table! {
@@ -511,4 +561,11 @@ pub const V3_13: &[Row] = table! {
     KeysNentries = 24 => "_dictkeysobject.dk_nentries";
     DictValuesValues = 8 => "_dictvalues.values";
     KeysIndices = 32 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    DictUnicodeEntrySize = 16 => "sizeof(PyDictUnicodeEntry)";
+    DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
+    DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
 };
