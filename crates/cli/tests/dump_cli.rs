@@ -54,9 +54,17 @@ fn human_output_marks_the_gil_holder_and_is_plain_when_piped() {
         return testsupport::note("pyenv 3.11 is missing");
     };
     let t = Target::python(&py, "dump_target.py", &["gil"]);
-    std::thread::sleep(std::time::Duration::from_millis(100));
     let pid = t.pid().to_string();
-    let (code, out, err) = run(&["dump", &pid], &[]);
+    // The holder takes the GIL just after READY.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (code, out, err) = loop {
+        let r = run(&["dump", &pid], &[]);
+        let held = r.1.contains("holds the GIL") && r.1.contains("waiting for the GIL");
+        if held || std::time::Instant::now() > end {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains('\x1b'), "no colour when piped:\n{out}");
     let holder = out

@@ -231,6 +231,23 @@ fn max_depth_cuts_and_says_so() {
     assert!(main.truncated.as_deref().unwrap().contains("maximum depth"));
 }
 
+/// A dump taken once the GIL holder of the `gil` fixture holds it (it takes
+/// it just after READY; a loaded machine may take a while).
+fn dump_when_held(py: &Python, t: &Target, o: &DumpOptions) -> StackDump {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = dump(t.pid(), o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let held = d
+            .threads
+            .iter()
+            .any(|t| t.holds_gil && t.frames.iter().any(|f| f.function == "hold_gil"));
+        if held || std::time::Instant::now() > end {
+            return d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn gil_held_in_native_code() {
     each_python(|py| {
@@ -238,8 +255,7 @@ fn gil_held_in_native_code() {
         let want = expectations(&t);
         // The holder takes the GIL right after READY; the main thread wakes
         // every 10 ms and then waits for it.
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_when_held(py, &t, &opts());
         let holder: Vec<&ThreadStack> = d.threads.iter().filter(|t| t.holds_gil).collect();
         assert_eq!(holder.len(), 1, "{}: one GIL holder in {d:#?}", py.id);
         assert_eq!(holder[0].thread_id, want[0].ident, "{}: the holder", py.id);
@@ -394,12 +410,11 @@ fn native_frames_show_where_the_gil_holder_blocks() {
     each_python(|py| {
         let t = Target::python(py, "dump_target.py", &["gil"]);
         let want = expectations(&t);
-        std::thread::sleep(std::time::Duration::from_millis(100));
         let o = DumpOptions {
             native: true,
             ..opts()
         };
-        let d = dump(t.pid(), &o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_when_held(py, &t, &o);
         let holder = d.threads.iter().find(|t| t.holds_gil).unwrap();
         // The Python frames are all there, in order, among the native ones.
         let python: Vec<_> = holder
