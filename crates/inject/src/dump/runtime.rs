@@ -75,7 +75,9 @@ pub(super) struct Addrs {
     pub(super) py2_unicode: Option<u64>,
 }
 
-pub(super) fn addrs(interp: &Interpreter, o: &Offsets) -> Addrs {
+/// `gil_waits` only when some thread is blocked in a futex: `take_gil` is
+/// static, and its lookup parses the whole `.symtab` (milliseconds).
+pub(super) fn addrs(interp: &Interpreter, o: &Offsets, gil_waits: bool) -> Addrs {
     let sym = |n: &str| interp.symbol(n).map(|s| s.addr.0);
     let old = o.get(Field::RuntimeInterpretersHead).is_none();
     Addrs {
@@ -93,6 +95,7 @@ pub(super) fn addrs(interp: &Interpreter, o: &Offsets) -> Addrs {
         gil_locked: if old { sym("gil_locked") } else { None },
         gil_waits: ["take_gil", "PyEval_RestoreThread", "PyEval_AcquireThread"]
             .iter()
+            .filter(|_| gil_waits)
             .filter_map(|n| interp.symbol(n))
             .filter(|s| s.size > 0)
             .map(|s| (s.addr.0, s.addr.0 + s.size))

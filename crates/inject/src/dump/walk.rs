@@ -46,13 +46,17 @@ pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     let mem = attach::ProcessMemory::open(interp.pid)
         .map_err(|e| DumpError::from_attach(interp.pid, e))?;
     let offsets = load_offsets(interp, &mem)?;
-    let addrs = addrs(interp, &offsets);
+    let kernel = procfs::kernel_threads(interp.pid);
+    let futex = kernel
+        .values()
+        .any(|k| k.state.syscall.as_deref() == Some("futex"));
+    let addrs = addrs(interp, &offsets, futex);
     let active = find_active(&offsets, &addrs, &mem);
     Ok(Prepared {
         addrs,
         active,
         offsets,
-        kernel: procfs::kernel_threads(interp.pid),
+        kernel,
     })
 }
 
