@@ -9,11 +9,10 @@ use super::frames::{FrameWalk, Walker};
 use super::layout::Layout;
 use super::locals;
 use super::mem::{le_u64, Memory, Reader};
-use super::names;
 use super::native;
 use super::objects::Objects;
 use super::procfs;
-use super::runtime::{addrs, find_active, global_gil, interpreters_head, load_offsets, Addrs};
+use super::runtime::{addrs, global_gil, interpreters_head, load_offsets, thread_names, Addrs};
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
 /// Interpreters, thread states per interpreter: more is garbage.
@@ -36,9 +35,8 @@ struct RawThread {
 pub struct Prepared {
     offsets: Offsets,
     addrs: Addrs,
-    /// `threading._active` of the main interpreter, found before the
-    /// freeze (it moves only if the module is reloaded).
-    active: Option<u64>,
+    /// Python thread names by ident, read before the freeze.
+    names: HashMap<u64, String>,
     kernel: HashMap<i32, procfs::KernelThread>,
 }
 
@@ -51,10 +49,10 @@ pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
         .values()
         .any(|k| k.state.syscall.as_deref() == Some("futex"));
     let addrs = addrs(interp, &offsets, futex);
-    let active = find_active(&offsets, &addrs, &mem);
+    let names = thread_names(&offsets, &addrs, &mem);
     Ok(Prepared {
         addrs,
-        active,
+        names,
         offsets,
         kernel,
     })
@@ -225,10 +223,7 @@ pub fn dump(
             }
         }
     }
-    let thread_names = match (prep.active, names::DictLayout::new(offsets)) {
-        (Some(a), Some(l)) => names::thread_names(&l, &w.obj, a),
-        _ => HashMap::new(),
-    };
+    let thread_names = &prep.names;
     let waits = &prep.addrs.gil_waits;
     let mut threads: Vec<(ThreadStack, Extra)> = raw
         .into_iter()
