@@ -3,7 +3,8 @@
 //! Exit codes (documented in the README):
 //! 0 success, 1 failure, 2 usage (clap), 3 not a supported CPython,
 //! 4 no such process, 5 permission denied, 6 zombie process,
-//! 7 unreadable or corrupt binary.
+//! 7 unreadable or corrupt binary, 128+N interrupted by signal N (the
+//! target restored first).
 
 /// Prints `result`'s error, if any, and returns the process exit code.
 pub fn finish(result: anyhow::Result<i32>) -> i32 {
@@ -25,6 +26,14 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<crate::info::Denied>().is_some() {
             return 5;
         }
+        if let Some(e) = cause.downcast_ref::<attach::Error>() {
+            if let Some(code) = attach_exit_code(e) {
+                return code;
+            }
+        }
+        if let Some(inject::dump::DumpError::Unsupported { .. }) = cause.downcast_ref() {
+            return 3;
+        }
     }
     1
 }
@@ -39,5 +48,30 @@ fn symbols_exit_code(e: &symbols::Error) -> i32 {
         E::Zombie(_) => 6,
         E::Io { .. } | E::BadElf { .. } => 7,
         E::NotInFile(_) => 1,
+    }
+}
+
+/// `None` where the attach error is a plain failure whose cause may lie
+/// further down the chain.
+fn attach_exit_code(e: &attach::Error) -> Option<i32> {
+    use attach::Error as E;
+    match e {
+        E::NoSuchProcess { .. } => Some(4),
+        E::PermissionDenied { .. } | E::AlreadyTraced { .. } => Some(5),
+        E::Zombie { .. } => Some(6),
+        // Killed politely: the target was restored; exit as a shell expects.
+        E::Interrupted { signal } => Some(128 + *signal as i32),
+        E::TargetExited { .. }
+        | E::TargetExeced { .. }
+        | E::GroupStop { .. }
+        | E::BadAddress { .. }
+        | E::RemoteCrash { .. }
+        | E::CallLeftRunning { .. }
+        | E::NoGadget { .. }
+        | E::ThreadInPatch { .. }
+        | E::Timeout { .. }
+        | E::RestoreFailed { .. }
+        | E::Unsupported(_)
+        | E::Os { .. } => None,
     }
 }
