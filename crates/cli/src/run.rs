@@ -105,6 +105,9 @@ fn describe(r: &inject::run::Report) -> String {
             r.nudged
         ));
     }
+    if r.new_thread {
+        s.push_str("\npyattach: new-thread fallback started");
+    }
     if r.pending_call {
         s.push_str("\npyattach: pending call queued for the main thread");
     }

@@ -284,3 +284,41 @@ fn two_sessions_at_once() {
     }
     assert!(t.is_alive());
 }
+
+#[test]
+fn new_thread_fallback_on_every_interpreter() {
+    for py in pythons() {
+        let Some(t) = state_target(&py, "join") else {
+            continue;
+        };
+        let pid = t.pid().to_string();
+        let out = Command::new(pyattach_bin())
+            .args([
+                "--run",
+                "import threading\nprint(threading.current_thread().name != 'MainThread')",
+                "-v",
+                &pid,
+            ])
+            .env("PYATTACH_TEST_STRATEGY", "new-thread")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {err}", py.id);
+        assert!(err.contains("new thread"), "{}: {err}", py.id);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "True\n",
+            "{}: {err}",
+            py.id
+        );
+        assert!(t.is_alive());
+        // The thread is gone afterwards: only the fixture's own remain.
+        let end = Instant::now() + Duration::from_secs(5);
+        let before = 3; // main, ticker, the joined sleeper
+        while t.thread_states().len() > before && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(t.thread_states().len(), before, "{}", py.id);
+    }
+}

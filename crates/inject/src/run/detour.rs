@@ -22,6 +22,8 @@ pub const FLAG: u64 = 0;
 pub const RESULT: u64 = 4;
 pub const TID: u64 = 8;
 pub const SITE: u64 = 12;
+/// `pthread_t` written by `pthread_create` for the new-thread fallback.
+pub const PTHREAD_T: u64 = 16;
 pub const SCRIPT: u64 = 64;
 const PAGE: u64 = 4096;
 
@@ -252,12 +254,30 @@ pub struct Layout {
     pub run: u64,
     /// Only this thread may claim (`--thread`).
     pub only_tid: Option<i32>,
+    /// `PyGILState_Ensure` and `PyGILState_Release`, for the new-thread
+    /// fallback (0 when absent: no thread function is emitted).
+    pub ensure: u64,
+    pub release: u64,
+}
+
+/// [`SITE`] value of the new-thread fallback.
+pub const THREAD_SITE: u32 = 0xfe;
+
+/// The assembled code page.
+pub struct Code {
+    pub bytes: Vec<u8>,
+    /// One trampoline per hooked entry, in order.
+    pub tramps: Vec<u64>,
+    /// `int stub(void *)` for `Py_AddPendingCall`.
+    pub pending_stub: u64,
+    /// `void *fn(void *)` for `pthread_create`, if `ensure` was given.
+    pub thread_fn: Option<u64>,
 }
 
 /// The code page: one trampoline per hooked entry (`sites`: entry address
 /// and its relocated instructions), then the pending-call stub. Returns the
 /// bytes and the address of each trampoline and of the stub.
-pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> (Vec<u8>, Vec<u64>, u64) {
+pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     let mut a = Asm {
         at: l.code,
         b: Vec::new(),
@@ -302,7 +322,34 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> (Vec<u8>, Vec<u64>, u64)
     a.raw(&[0x5b]); // 5b     pop rbx
     a.raw(&[0x31, 0xc0]); // 31 c0  xor eax, eax
     a.raw(&[0xc3]); // c3     ret
-    (a.b, tramps, stub)
+                    // void *fn(void *): the new-thread fallback, started with
+                    // pthread_create. Takes the GIL like any C thread calling into Python,
+                    // and only then claims: a thread that gets the GIL after pyattach gave
+                    // up (flag cancelled) just gives it back and ends.
+    let thread_fn = (l.ensure != 0).then(|| {
+        let f = a.here();
+        a.raw(&[0x53]); //                53             push rbx (aligns rsp)
+        a.raw(&[0x48, 0xb8]); //          48 b8 imm64    mov rax, PyGILState_Ensure
+        a.raw(&l.ensure.to_le_bytes());
+        a.raw(&[0xff, 0xd0]); //          ff d0          call rax
+        a.raw(&[0x89, 0xc3]); //          89 c3          mov ebx, eax
+        let out = a.claim_and_run(l.data, l.run, THREAD_SITE, None);
+        a.land(&out);
+        a.raw(&[0x89, 0xdf]); //          89 df          mov edi, ebx
+        a.raw(&[0x48, 0xb8]); //          48 b8 imm64    mov rax, PyGILState_Release
+        a.raw(&l.release.to_le_bytes());
+        a.raw(&[0xff, 0xd0]); //          ff d0          call rax
+        a.raw(&[0x5b]); //                5b             pop rbx
+        a.raw(&[0x31, 0xc0]); //          31 c0          xor eax, eax
+        a.raw(&[0xc3]); //                c3             ret
+        f
+    });
+    Code {
+        bytes: a.b,
+        tramps,
+        pending_stub: stub,
+        thread_fn,
+    }
 }
 
 #[cfg(test)]
@@ -326,8 +373,12 @@ mod tests {
             code: 0x10_1000,
             run: 0x5000,
             only_tid: None,
+            ensure: 0x6000,
+            release: 0x7000,
         };
-        let (bytes, tramps, _) = code(&l, &[(0x1000, &r2)]);
+        let c = code(&l, &[(0x1000, &r2)]);
+        let (bytes, tramps) = (c.bytes, c.tramps);
+        assert!(c.thread_fn.is_some() && bytes.len() < 4096);
         assert_eq!(tramps, vec![0x10_1000]);
         // The moved mov still reads 0x1017.
         let pos = bytes

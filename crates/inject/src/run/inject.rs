@@ -67,6 +67,8 @@ pub struct Report {
     pub nudged: Vec<i32>,
     /// True if a pending call was queued for the main thread.
     pub pending_call: bool,
+    /// True if the new-thread fallback was started.
+    pub new_thread: bool,
     /// How long every thread was held, for each stop.
     pub stops: Vec<Duration>,
     /// "socketpair" or "unix socket".
@@ -180,6 +182,11 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
         });
     }
     let pending = py.symbol("Py_AddPendingCall").map(|s| s.addr.0);
+    let fallback = if opts.thread.is_none() {
+        Fallback::find(&py)
+    } else {
+        None
+    };
 
     let mut rv = Rendezvous::prepare(pid, opts.channel)?;
     report.channel = if rv.is_pair() {
@@ -201,14 +208,24 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
         code: base + data_len,
         run: run.0,
         only_tid: opts.thread,
+        ensure: fallback.map_or(0, |f| f.ensure),
+        release: fallback.map_or(0, |f| f.release),
     };
     let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
-    let (code, tramps, stub) = detour::code(&layout, &pairs);
+    let code = detour::code(&layout, &pairs);
+    let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
     st.memory().write(base, &detour::data(&script))?;
-    st.memory().write(layout.code, &code)?;
+    st.memory().write(layout.code, &code.bytes)?;
     st.protect(pid, layout.code, 4096, PROT_RX)?;
+    // Tests force the new-thread fallback alone with this variable (it is
+    // otherwise reached only when no hook fires in half the timeout).
+    let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
+        && fallback.is_some();
     let mut patched = Vec::new();
     for (s, &tramp) in sites.iter().zip(&tramps) {
+        if only_thread {
+            break;
+        }
         match st.patch(s.entry, &detour::entry_patch(s.entry, tramp, s.reloc.len)) {
             Ok(_) => {
                 patched.push(s);
@@ -217,7 +234,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
             Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
         }
     }
-    if patched.is_empty() {
+    if patched.is_empty() && !only_thread {
         let _ = st.unmap(pid, base, total);
         st.detach()?;
         return Err(RunError::Unsupported {
@@ -232,7 +249,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
     let mut main_running = false;
     let mut caller = None;
     for &tid in &threads {
-        if opts.thread.is_some_and(|t| t != tid) {
+        if only_thread || opts.thread.is_some_and(|t| t != tid) {
             continue;
         }
         let regs = st.regs(tid)?;
@@ -267,8 +284,27 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
     }
     report.stops.push(st.detach()?);
 
-    // -- wait for a claim ----------------------------------------------
+    // -- wait for a claim (half-way through: a new thread) ---------------
+    let mut fallback_at = fallback.map(|_| {
+        if only_thread {
+            t0
+        } else {
+            t0 + opts.timeout / 2
+        }
+    });
     let claimed = loop {
+        if fallback_at.is_some_and(|at| Instant::now() >= at) {
+            fallback_at = None;
+            if let (Some(f), Some(thread_fn)) = (fallback, code.thread_fn) {
+                let mut st = attach::freeze(pid)?;
+                if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE)
+                    && f.start(&mut st, thread_fn, base + detour::PTHREAD_T)
+                {
+                    report.new_thread = true;
+                }
+                report.stops.push(st.detach()?);
+            }
+        }
         let flag = read_u32(&mem, base + detour::FLAG);
         if flag == Some(detour::CLAIMED) {
             break true;
@@ -326,6 +362,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
     let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
     report.strategy = match site {
         0 => "pending call (Py_AddPendingCall) in the main thread".into(),
+        n if n == detour::THREAD_SITE as usize => {
+            "new thread (pthread_create + PyGILState_Ensure)".into()
+        }
         n => format!(
             "one-shot detour at {}",
             patched.get(n - 1).map_or("?", |s| s.name)
@@ -386,4 +425,76 @@ fn read_u32(mem: &attach::ProcessMemory, addr: u64) -> Option<u32> {
 
 fn alive(pid: i32) -> bool {
     attach::procinfo::status(pid).is_ok_and(|s| !s.is_zombie())
+}
+
+/// The new-thread fallback: `pthread_create` of a function that takes the
+/// GIL with `PyGILState_Ensure` and runs the bootstrap. Started only from a
+/// thread parked in a plain blocking syscall (not a futex: it could be
+/// waiting for a libc lock that pthread_create needs), and only once the
+/// GIL exists (`PyEval_ThreadsInitialized`: on 2.7 a process that never
+/// started a thread has none, and a second thread would run unserialised).
+#[derive(Clone, Copy)]
+struct Fallback {
+    create: u64,
+    detach: Option<u64>,
+    ensure: u64,
+    release: u64,
+    initialized: Option<u64>,
+}
+
+/// Syscalls a thread can be parked in while holding no libc lock.
+const PARKED: &[i64] = &[
+    0, 7, 23, 35, 43, 45, 47, 61, 230, 232, 247, 270, 271, 281, 288, 441,
+];
+
+impl Fallback {
+    fn find(py: &Interpreter) -> Option<Fallback> {
+        let f = |n: &str| py.symbol(n).map(|s| s.addr.0);
+        let libc = |n: &str| {
+            py.symbol_in("libc", n)
+                .or_else(|| py.symbol_in("libpthread", n))
+        };
+        Some(Fallback {
+            create: libc("pthread_create")?.addr.0,
+            detach: libc("pthread_detach").map(|s| s.addr.0),
+            ensure: f("PyGILState_Ensure")?,
+            release: f("PyGILState_Release")?,
+            initialized: f("PyEval_ThreadsInitialized"),
+        })
+    }
+
+    /// Starts the thread; false if no suitable caller or the GIL is absent.
+    fn start(&self, st: &mut attach::Stopped, thread_fn: u64, out: u64) -> bool {
+        let caller = st.threads().into_iter().find(|&tid| {
+            st.regs(tid)
+                .ok()
+                .and_then(|r| r.syscall())
+                .is_some_and(|nr| PARKED.contains(&nr))
+        });
+        let Some(tid) = caller else {
+            return false;
+        };
+        st.set_call_timeout(Duration::from_millis(500));
+        if let Some(init) = self.initialized {
+            if !st.call(tid, init, &[]).is_ok_and(|r| r as i32 != 0) {
+                return false;
+            }
+        }
+        if !st
+            .call(tid, self.create, &[out, 0, thread_fn, 0])
+            .is_ok_and(|r| r as i32 == 0)
+        {
+            return false;
+        }
+        if let (Some(detach), Ok(Some(t))) = (self.detach, read_u64(st.memory(), out)) {
+            let _ = st.call(tid, detach, &[t]);
+        }
+        true
+    }
+}
+
+fn read_u64(mem: &attach::ProcessMemory, addr: u64) -> attach::Result<Option<u64>> {
+    let mut b = [0u8; 8];
+    mem.read(addr, &mut b)?;
+    Ok(Some(u64::from_le_bytes(b)))
 }
