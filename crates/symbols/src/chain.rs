@@ -160,8 +160,12 @@ impl ModuleSymbols {
     pub fn symbolize(&self, addr: RemoteAddr) -> Option<(Symbol, u64)> {
         let fa = self.module.to_file(addr).0;
         let found = |t: &SymbolTable, source: SymbolSource| {
-            t.containing(fa)
-                .map(|(n, e)| (self.make(e, n, source), fa - e.value))
+            t.containing(fa).map(|(n, e)| {
+                (
+                    self.make(e, &String::from_utf8_lossy(n), source),
+                    fa - e.value,
+                )
+            })
         };
         let main = self.main()?;
         if let Some(hit) = found(main.dynsym(), SymbolSource::DynSym) {

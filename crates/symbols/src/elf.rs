@@ -21,7 +21,7 @@ const MAX_DEBUGDATA: usize = 256 << 20;
 enum Backing {
     /// Headers and tables through the cache; large raw ranges (code for
     /// capstone, `.rodata`) straight from the second handle, uncached.
-    File(Mutex<ReadCache<File>>, OnceLock<Option<Mutex<File>>>),
+    File(Mutex<ReadCache<File>>, OnceLock<Option<File>>),
     Bytes(Vec<u8>),
 }
 
@@ -53,8 +53,19 @@ pub(crate) struct ElfSource {
     /// `.gnu_debuglink`: file name and CRC32 of the debug file.
     pub debuglink: Option<(String, u32)>,
     has_debugdata: bool,
+    /// Where `.dynsym`/`.symtab` and their string tables are in the file.
+    dynsym_at: Option<SymbolSections>,
+    symtab_at: Option<SymbolSections>,
+    endian: Endianness,
     dynsym: OnceLock<SymbolTable>,
     symtab: OnceLock<SymbolTable>,
+}
+
+/// `(file offset, size)` of a symbol section and of its string table.
+#[derive(Clone, Copy, Debug)]
+struct SymbolSections {
+    symbols: (u64, u64),
+    strings: (u64, u64),
 }
 
 impl std::fmt::Debug for ElfSource {
@@ -71,6 +82,9 @@ struct Header {
     build_id: Option<Vec<u8>>,
     debuglink: Option<(String, u32)>,
     has_debugdata: bool,
+    dynsym_at: Option<SymbolSections>,
+    symtab_at: Option<SymbolSections>,
+    endian: Endianness,
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -126,42 +140,41 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
         build_id,
         debuglink,
         has_debugdata,
+        dynsym_at: symbol_sections(&file, elf::SHT_DYNSYM),
+        symtab_at: symbol_sections(&file, elf::SHT_SYMTAB),
+        endian,
     })
 }
 
-/// Extracts `.dynsym` or `.symtab`. The symbol and string sections are each
-/// read in one piece and decoded in memory: reading names one by one through
-/// the file would cost a system call per symbol.
-fn table<'d, R: ReadRef<'d>>(data: R, path: &Path, dynamic: bool) -> SymbolTable {
-    let mut t = SymbolTable::default();
-    let Ok(file) = parse(data, path) else {
-        return t;
-    };
+/// Where the first section of type `want` and its string table lie in the
+/// file (`None` for a `NOBITS` placeholder, as in a separate debug file).
+fn symbol_sections<'d, R: ReadRef<'d>>(
+    file: &ElfFile64<'d, Endianness, R>,
+    want: elf::SectionType,
+) -> Option<SymbolSections> {
     let endian = file.endian();
     let sections = file.elf_section_table();
-    let want = if dynamic {
-        elf::SHT_DYNSYM
-    } else {
-        elf::SHT_SYMTAB
-    };
-    let Some(sh) = sections.iter().find(|s| s.sh_type(endian) == want) else {
-        return t;
-    };
-    let Ok(symdata) = sh.data(endian, data) else {
-        return t;
-    };
-    let Ok(strsh) = sections.section(SectionIndex(sh.sh_link(endian) as usize)) else {
-        return t;
-    };
-    let Ok(strdata) = strsh.data(endian, data) else {
-        return t;
-    };
-    let count = symdata.len() / std::mem::size_of::<elf::Sym64<Endianness>>();
-    let Ok((syms, _)) = object::pod::slice_from_bytes::<elf::Sym64<Endianness>>(symdata, count)
+    let sh = sections.iter().find(|s| s.sh_type(endian) == want)?;
+    let strsh = sections
+        .section(SectionIndex(sh.sh_link(endian) as usize))
+        .ok()?;
+    Some(SymbolSections {
+        symbols: sh.file_range(endian)?,
+        strings: strsh.file_range(endian)?,
+    })
+}
+
+/// Decodes a symbol section (`symbols`, the raw `Elf64_Sym` array) over
+/// its string table. Both were read in one piece each, straight from the
+/// file: decoding keeps one small record per defined symbol and no name is
+/// copied or validated.
+fn table(symbols: &[u8], strings: Vec<u8>, endian: Endianness) -> SymbolTable {
+    let mut t = SymbolTable::new(strings);
+    let count = symbols.len() / std::mem::size_of::<elf::Sym64<Endianness>>();
+    let Ok((syms, _)) = object::pod::slice_from_bytes::<elf::Sym64<Endianness>>(symbols, count)
     else {
         return t;
     };
-    let strings = StringTable::new(strdata, 0, strdata.len() as u64);
     for sym in syms.iter().skip(1) {
         let shndx = sym.st_shndx(endian);
         if shndx == elf::SHN_UNDEF || (shndx.is_reserved() && shndx != elf::SHN_XINDEX) {
@@ -174,20 +187,8 @@ fn table<'d, R: ReadRef<'d>>(data: R, path: &Path, dynamic: bool) -> SymbolTable
             elf::STT_NOTYPE if size > 0 => false,
             _ => continue,
         };
-        let Ok(name) = sym.name(endian, strings) else {
-            continue;
-        };
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        if name.is_empty() {
-            continue;
-        }
-        // A .symtab may spell out a version (`name@VERSION`); .dynsym keeps
-        // versions apart.
-        let name = name.split('@').next().unwrap_or(name);
-        t.insert(
-            name,
+        t.insert_at(
+            sym.st_name(endian),
             Entry {
                 value: sym.st_value(endian),
                 size,
@@ -321,10 +322,16 @@ impl ElfSource {
             build_id: None,
             debuglink: None,
             has_debugdata: false,
+            dynsym_at: None,
+            symtab_at: None,
+            endian: Endianness::Little,
             dynsym: OnceLock::new(),
             symtab: OnceLock::new(),
         };
         let h = with_data!(src, d => header(d, &src.path))?;
+        src.dynsym_at = h.dynsym_at;
+        src.symtab_at = h.symtab_at;
+        src.endian = h.endian;
         src.segments = h.segments;
         src.sections = h.sections;
         src.build_id = h.build_id;
@@ -334,13 +341,25 @@ impl ElfSource {
     }
 
     pub fn dynsym(&self) -> &SymbolTable {
-        self.dynsym
-            .get_or_init(|| with_data!(self, d => table(d, &self.path, true)))
+        self.dynsym.get_or_init(|| self.load_table(self.dynsym_at))
     }
 
     pub fn symtab(&self) -> &SymbolTable {
-        self.symtab
-            .get_or_init(|| with_data!(self, d => table(d, &self.path, false)))
+        self.symtab.get_or_init(|| self.load_table(self.symtab_at))
+    }
+
+    /// Reads a symbol section and its string table with one read each,
+    /// bypassing the header cache (they are read once, and a libpython's
+    /// `.symtab` and `.strtab` weigh most of a megabyte).
+    fn load_table(&self, at: Option<SymbolSections>) -> SymbolTable {
+        let read = |(off, size): (u64, u64)| self.read_at(off, usize::try_from(size).ok()?);
+        let Some(at) = at else {
+            return SymbolTable::default();
+        };
+        match (read(at.symbols), read(at.strings)) {
+            (Some(symbols), Some(strings)) => table(&symbols, strings, self.endian),
+            _ => SymbolTable::default(),
+        }
     }
 
     /// `(symbol name, GOT slot address, is JUMP_SLOT)` of every
@@ -389,15 +408,14 @@ impl ElfSource {
                     .map(<[u8]>::to_vec)
             }
             Backing::File(_, raw) => {
-                use std::io::{Read, Seek, SeekFrom};
+                use std::os::unix::fs::FileExt;
                 // A second handle, opened on first use, so large reads
-                // bypass (and do not bloat) the cache.
-                let raw = raw.get_or_init(|| File::open(&self.path).ok().map(Mutex::new));
-                let mut f = raw.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
-                f.seek(SeekFrom::Start(off)).ok()?;
-                let mut out = Vec::with_capacity(len);
-                (&mut *f).take(len as u64).read_to_end(&mut out).ok()?;
-                (out.len() == len).then_some(out)
+                // bypass (and do not bloat) the cache; positional reads
+                // need no seek and no lock.
+                let f = raw.get_or_init(|| File::open(&self.path).ok()).as_ref()?;
+                let mut out = vec![0u8; len];
+                f.read_exact_at(&mut out, off).ok()?;
+                Some(out)
             }
         }
     }
