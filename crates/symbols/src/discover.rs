@@ -228,6 +228,20 @@ fn open_mapped(
     ElfSource::open(&via).ok().map(|e| (e, via))
 }
 
+/// The definition of a C API name (`PyAPI_FUNC`/`PyAPI_DATA`, default
+/// visibility) in `main`. A module whose `.dynsym` exports the API
+/// (`Py_Initialize`) exports all of it, so a name missing there is absent:
+/// the `.symtab` (a libpython's holds 15,000 symbols) is read only for a
+/// module that does not export the API.
+fn api_symbol<'a>(main: &'a ElfSource, name: &str) -> Option<&'a crate::table::Entry> {
+    let dynsym = main.dynsym();
+    match dynsym.get(name) {
+        Some(e) => Some(e),
+        None if dynsym.get("Py_Initialize").is_some() => None,
+        None => main.symtab().get(name),
+    }
+}
+
 fn defines(ms: &ModuleSymbols, name: &str) -> bool {
     ms.main()
         .is_some_and(|m| m.dynsym().get(name).is_some() || m.symtab().get(name).is_some())
@@ -352,7 +366,10 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     }
     let build = BuildInfo {
         shared_library: !ms.module.is_main_executable,
-        debug_build: defines(ms, "_Py_NegativeRefcount"),
+        // `Py_REF_DEBUG`'s hook is part of the C API.
+        debug_build: ms
+            .main()
+            .is_some_and(|m| api_symbol(m, "_Py_NegativeRefcount").is_some()),
     };
     Ok(Interpreter {
         pid,
@@ -370,11 +387,7 @@ pub(crate) fn detect_version(main: &ElfSource, file_name: &str) -> Option<PyVers
     let name_hint = PyVersion::from_file_name(file_name);
     let mut chosen: Option<PyVersion> = None;
     let mut checks = Vec::new();
-    if let Some(sym) = main
-        .dynsym()
-        .get("Py_Version")
-        .or_else(|| main.symtab().get("Py_Version"))
-    {
+    if let Some(sym) = api_symbol(main, "Py_Version") {
         if let Some(b) = main.read_vaddr(sym.value, 4) {
             let hex = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             if let Some(v) = PyVersion::from_hex(hex) {
