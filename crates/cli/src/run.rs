@@ -70,12 +70,22 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         timeout: Duration::from_secs_f64(args.timeout),
         channel: ChannelKind::Auto,
     };
-    let (channel, report) =
+    let (channel, report, leftover) =
         inject::run::start(pid, &opts).with_context(|| format!("running code in process {pid}"))?;
     if args.verbose {
         eprintln!("pyattach: {}", describe(&report));
     }
     let raised = session::drive(channel, repl)?;
+    // Unmap the injection's pages; if they must stay (a thread still
+    // returns through them), they are inert.
+    match leftover.remove(Duration::from_millis(500)) {
+        Ok(Some(pause)) if args.verbose => {
+            eprintln!("pyattach: injected pages unmapped (target stopped {pause:.2?})")
+        }
+        Ok(None) if args.verbose => eprintln!("pyattach: injected pages left mapped (inert)"),
+        Err(e) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
+        _ => {}
+    }
     Ok(if raised { EXIT_CODE_RAISED } else { 0 })
 }
 

@@ -196,11 +196,14 @@ fn raising_code_gives_traceback_and_status_8_then_target_runs_on() {
         assert!(err.contains("in f"), "{}: {err}", py.id);
         // Code from stdin and from a file; the output keeps its order.
         let out = pyattach(
-            &["--run", "-", &pid],
+            &["--run", "-", "-v", &pid],
             Some("import sys\nprint(1)\nsys.stderr.write('2\\n')\nprint(3)\n"),
         );
         assert_eq!(out.status.code(), Some(0), "{}", py.id);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n3\n", "{}", py.id);
+        // Nothing of the injection stays mapped in the target.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("injected pages unmapped"), "{}: {err}", py.id);
         assert!(t.is_alive());
     }
 }

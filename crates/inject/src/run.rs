@@ -23,5 +23,5 @@ pub mod protocol;
 pub use bootstrap::{ChannelParams, Mode, Params};
 pub use channel::{ChannelKind, Rendezvous};
 pub use error::RunError;
-pub use inject::{start, Options, Report};
+pub use inject::{start, Leftover, Options, Report};
 pub use protocol::{Channel, FromTarget, ToTarget};

@@ -24,6 +24,8 @@ pub const TID: u64 = 8;
 pub const SITE: u64 = 12;
 /// `pthread_t` written by `pthread_create` for the new-thread fallback.
 pub const PTHREAD_T: u64 = 16;
+/// Set to 1 once `PyRun_SimpleString` has returned.
+pub const DONE: u64 = 24;
 pub const SCRIPT: u64 = 64;
 const PAGE: u64 = 4096;
 
@@ -239,6 +241,7 @@ impl Asm {
         self.raw(&run.to_le_bytes());
         self.raw(&[0xff, 0xd0]); //                ff d0          call rax
         self.rip(&[0x89, 0x05], data + RESULT, &[]); // 89 05     mov [rip+RESULT], eax
+        self.rip(&[0xc7, 0x05], data + DONE, &1u32.to_le_bytes()); // c7 05 .. 01 00 00 00  mov dword [rip+DONE], 1
         out
     }
 }

@@ -18,8 +18,9 @@
 //!    (not in a syscall) gets a pending call (`Py_AddPendingCall`) of a stub
 //!    that claims the same flag and runs the bootstrap at the eval breaker.
 //! 3. Once the bootstrap has called back, a second brief stop puts the
-//!    original bytes back. The two pages stay mapped (a thread may still be
-//!    returning through them); they are the only leftover.
+//!    original bytes back. The pages stay mapped while a thread may still
+//!    be returning through them; [`Leftover::remove`] unmaps them after
+//!    the session, in a third brief stop, once that is certain.
 //!
 //! If nothing claims the flag by the deadline, the flag is set to
 //! "cancelled" while every thread is held, the entries are restored and the
@@ -107,7 +108,7 @@ struct Site {
 
 /// Runs the bootstrap for `opts.mode` in `pid` and returns the open
 /// channel.
-pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
+pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
     let t0 = Instant::now();
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
@@ -371,7 +372,73 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report), RunError> {
         ),
     };
     report.elapsed = t0.elapsed();
-    Ok((channel, report))
+    let leftover = Leftover {
+        pid,
+        base,
+        total,
+        code: layout.code,
+        thread: site == detour::THREAD_SITE as usize,
+    };
+    Ok((channel, report, leftover))
+}
+
+/// The pages of an injection, still mapped while the thread that ran the
+/// bootstrap may be returning through them.
+#[derive(Debug)]
+pub struct Leftover {
+    pid: i32,
+    base: u64,
+    total: u64,
+    code: u64,
+    thread: bool,
+}
+
+impl Leftover {
+    /// Unmaps the pages once nothing can run in them any more: the
+    /// bootstrap call has returned (its done flag), no thread's instruction
+    /// pointer is inside, and no thread's top of stack holds a return
+    /// address into them (a moved `call` of the entry's prologue). Waits up
+    /// to `wait` for that; returns the pause, or `None` when the pages had
+    /// to stay (harmless: nothing jumps to them any more).
+    pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
+        let mem = attach::ProcessMemory::open(self.pid)?;
+        let end = Instant::now() + wait;
+        let tid = read_u32(&mem, self.base + detour::TID).unwrap_or(0);
+        loop {
+            let done = read_u32(&mem, self.base + detour::DONE) == Some(1);
+            // The new thread returns through the page after releasing the
+            // GIL: wait until it has exited.
+            let gone = !self.thread
+                || !std::path::Path::new(&format!("/proc/{}/task/{tid}", self.pid)).exists();
+            if done && gone {
+                break;
+            }
+            if Instant::now() >= end {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut st = attach::freeze(self.pid)?;
+        let code = self.code..self.code + 4096;
+        let busy = st.threads().into_iter().any(|tid| {
+            let Ok(r) = st.regs(tid) else { return true };
+            if r.pc() >= self.base && r.pc() < self.base + self.total {
+                return true;
+            }
+            let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
+                return false;
+            };
+            stack
+                .chunks_exact(8)
+                .any(|w| code.contains(&u64::from_le_bytes(w.try_into().expect("8 bytes"))))
+        });
+        if busy {
+            st.detach()?;
+            return Ok(None);
+        }
+        st.unmap(self.pid, self.base, self.total)?;
+        Ok(Some(st.detach()?))
+    }
 }
 
 fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
