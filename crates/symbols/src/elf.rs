@@ -21,7 +21,7 @@ const MAX_DEBUGDATA: usize = 256 << 20;
 enum Backing {
     /// Headers and tables through the cache; large raw ranges (code for
     /// capstone, `.rodata`) straight from the second handle, uncached.
-    File(Mutex<ReadCache<File>>, OnceLock<Option<File>>),
+    File(Mutex<ReadCache<File>>, OnceLock<Option<Mutex<File>>>),
     Bytes(Vec<u8>),
 }
 
@@ -408,14 +408,16 @@ impl ElfSource {
                     .map(<[u8]>::to_vec)
             }
             Backing::File(_, raw) => {
-                use std::os::unix::fs::FileExt;
+                use std::io::{Read, Seek, SeekFrom};
                 // A second handle, opened on first use, so large reads
-                // bypass (and do not bloat) the cache; positional reads
-                // need no seek and no lock.
-                let f = raw.get_or_init(|| File::open(&self.path).ok()).as_ref()?;
-                let mut out = vec![0u8; len];
-                f.read_exact_at(&mut out, off).ok()?;
-                Some(out)
+                // bypass (and do not bloat) the cache. `read_to_end` fills
+                // the spare capacity: no pass zeroing a buffer first.
+                let raw = raw.get_or_init(|| File::open(&self.path).ok().map(Mutex::new));
+                let mut f = raw.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+                f.seek(SeekFrom::Start(off)).ok()?;
+                let mut out = Vec::with_capacity(len);
+                (&mut *f).take(len as u64).read_to_end(&mut out).ok()?;
+                (out.len() == len).then_some(out)
             }
         }
     }

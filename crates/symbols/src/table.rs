@@ -32,10 +32,16 @@ pub(crate) struct Entry {
 
 #[derive(Debug)]
 struct Record {
-    /// The name: `strings[start..start + len]`.
+    /// Where the name starts in `strings`; it ends at a NUL or an `@` (a
+    /// `.symtab` may spell out a version, `name@VERSION`), found only when
+    /// the whole name is needed: a scan compares the key in place.
     start: u32,
-    len: u32,
     entry: Entry,
+}
+
+/// Whether `b` ends a name.
+fn ends_name(b: Option<&u8>) -> bool {
+    matches!(b, None | Some(0 | b'@'))
 }
 
 #[derive(Debug, Default)]
@@ -62,27 +68,20 @@ impl SymbolTable {
     }
 
     /// Adds a definition (in file order) whose name starts at `offset` in
-    /// the string table. The name ends at its NUL, or at an `@` (a `.symtab`
-    /// may spell out a version, `name@VERSION`). An empty or out-of-range
-    /// name is ignored.
+    /// the string table. An empty or out-of-range name is ignored.
     pub fn insert_at(&mut self, offset: u32, entry: Entry) {
-        let Some(rest) = self.strings.get(offset as usize..) else {
-            return;
-        };
-        let len = memchr::memchr2(0, b'@', rest).unwrap_or(rest.len());
-        if len == 0 {
+        if ends_name(self.strings.get(offset as usize)) {
             return;
         }
         self.records.push(Record {
             start: offset,
-            len: len as u32,
             entry,
         });
     }
 
     fn name(&self, i: usize) -> &[u8] {
-        let r = &self.records[i];
-        &self.strings[r.start as usize..(r.start + r.len) as usize]
+        let rest = &self.strings[self.records[i].start as usize..];
+        &rest[..memchr::memchr2(0, b'@', rest).unwrap_or(rest.len())]
     }
 
     /// The definition of `name`. A global definition wins over a local one
@@ -108,29 +107,28 @@ impl SymbolTable {
 
     /// One pass over the records: the same answer as the index.
     fn scan(&self, key: &[u8]) -> Option<usize> {
+        if key.is_empty() || memchr::memchr2(0, b'@', key).is_some() {
+            return None; // no name holds these
+        }
         let mut exact: Option<usize> = None;
         let mut alias = None;
-        let can_alias = !key.is_empty() && memchr::memmem::find(key, LTO_PRIV).is_none();
+        let can_alias = memchr::memmem::find(key, LTO_PRIV).is_none();
         for (i, r) in self.records.iter().enumerate() {
-            if (r.len as usize) < key.len() {
+            let rest = &self.strings[r.start as usize..];
+            if !rest.starts_with(key) {
                 continue;
             }
-            let n = self.name(i);
-            if n.len() == key.len() {
-                if n == key {
-                    match exact {
-                        None if r.entry.global => return Some(i),
-                        None => exact = Some(i),
-                        Some(_) if r.entry.global => return Some(i),
-                        Some(_) => {}
-                    }
+            let after = &rest[key.len()..];
+            if ends_name(after.first()) {
+                match exact {
+                    None if r.entry.global => return Some(i),
+                    None => exact = Some(i),
+                    Some(_) if r.entry.global => return Some(i),
+                    Some(_) => {}
                 }
-            } else if can_alias
-                && alias.is_none()
-                && exact.is_none()
-                && n.starts_with(key)
-                && n[key.len()..].starts_with(LTO_PRIV)
-            {
+            } else if can_alias && alias.is_none() && after.starts_with(LTO_PRIV) {
+                // `starts_with` stays within one NUL-terminated name: the
+                // suffix holds no NUL.
                 alias = Some(i);
             }
         }
@@ -160,11 +158,11 @@ impl SymbolTable {
                 let h = hash(name);
                 match index.find_mut(h, |&slot| self.key(slot) == name) {
                     Some(old) if !self.records[old.0 as usize].entry.global && r.entry.global => {
-                        *old = (i as u32, r.len)
+                        *old = (i as u32, name.len() as u32)
                     }
                     Some(_) => {}
                     None => {
-                        index.insert_unique(h, (i as u32, r.len), rehash);
+                        index.insert_unique(h, (i as u32, name.len() as u32), rehash);
                     }
                 }
                 if let Some(at) = memchr::memmem::find(name, LTO_PRIV) {
