@@ -50,10 +50,17 @@ fn assert_healthy(t: &Target, ctx: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let n = t.output().matches("TICK").count();
-    assert!(
-        t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)),
-        "{ctx}: no longer ticking"
-    );
+    if !t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)) {
+        let dump = Command::new(pyattach_bin())
+            .args(["dump", &t.pid().to_string()])
+            .output()
+            .unwrap();
+        panic!(
+            "{ctx}: no longer ticking\n{}{}",
+            String::from_utf8_lossy(&dump.stdout),
+            String::from_utf8_lossy(&dump.stderr)
+        );
+    }
 }
 
 fn torture(py: &Python, kills: u64, seed: u64) {
@@ -104,5 +111,31 @@ fn sigkill_of_pyattach_during_run_never_harms_the_target() {
         if let Some(py) = testsupport::python(v) {
             torture(&py, kills, seed);
         }
+    }
+}
+
+#[test]
+fn code_that_never_returns_stops_when_pyattach_is_killed() {
+    for v in ["3.12", "2.7"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = target(&py);
+        let pid = t.pid().to_string();
+        let mut child = Command::new(pyattach_bin())
+            .args(["--run", "print('looping')\nwhile True: pass", &pid])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the code runs, then kill pyattach: the bootstrap sees
+        // its channel close and stops the code, so whichever thread was
+        // hijacked goes back to its own work.
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = [0u8; 8];
+        let _ = std::io::Read::read(&mut out, &mut buf);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_healthy(&t, v);
     }
 }

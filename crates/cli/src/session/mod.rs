@@ -26,7 +26,9 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
     let writer = Arc::new(Mutex::new(
         channel.try_clone().context("duplicating the channel")?,
     ));
-    let (ev_tx, ev_rx) = mpsc::channel();
+    // Bounded: when this terminal is slower than the target's output, the
+    // reader stops reading and the socket applies back-pressure.
+    let (ev_tx, ev_rx) = mpsc::sync_channel(256);
     let (comp_tx, comp_rx) = mpsc::channel();
     spawn_reader(channel, ev_tx, comp_tx);
     forward_signals(writer.clone())?;
@@ -112,7 +114,7 @@ fn write_out(out: &mut impl Write, b: &[u8]) -> anyhow::Result<()> {
 
 fn spawn_reader(
     mut channel: Channel,
-    ev_tx: mpsc::Sender<Event>,
+    ev_tx: mpsc::SyncSender<Event>,
     comp_tx: mpsc::Sender<Vec<String>>,
 ) {
     std::thread::spawn(move || loop {

@@ -70,14 +70,17 @@ def _main(P):
         def send(self, kind, payload=b''):
             payload = b(payload)
             data = struct.pack('>cI', kind, len(payload)) + payload
-            self.wlock.acquire()
-            try:
-                if not self.closed:
-                    self.sock.sendall(data)
-            except Exception:
-                self.closed = True
-            finally:
-                self.wlock.release()
+            # `with`, not acquire/try: a KeyboardInterrupt from Ctrl-C can
+            # land between any two bytecodes of the session's code, and the
+            # interpreter never delivers one between a with-statement's
+            # acquire and its cleanup. sendall is one C call: a frame is
+            # never cut in the middle.
+            with self.wlock:
+                try:
+                    if not self.closed:
+                        self.sock.sendall(data)
+                except Exception:
+                    self.closed = True
 
         def recv_exact(self, n):
             while len(self.rbuf) < n:
@@ -126,6 +129,9 @@ def _main(P):
                 pass
             self.closed = True
             self.push(None)
+            # pyattach is gone (it exited, was killed, or the user left):
+            # code still running for it is stopped, as Ctrl-C would.
+            self.interrupt()
 
         def push(self, item):
             self.inq.append(item)
@@ -152,19 +158,15 @@ def _main(P):
                 self.insem.acquire()
 
         def interrupt(self):
-            self.xlock.acquire()
-            try:
+            with self.xlock:
                 if self.executing and self.ident is not None:
                     set_async_exc(self.ident, KeyboardInterrupt)
                 else:
                     self.push(KeyboardInterrupt)
-            finally:
-                self.xlock.release()
 
         def start_exec(self):
-            self.xlock.acquire()
-            self.executing = True
-            self.xlock.release()
+            with self.xlock:
+                self.executing = True
 
         def stop_exec(self):
             # A Ctrl-C may race with the end of the code: clear any
@@ -172,13 +174,10 @@ def _main(P):
             # target's own code.
             while True:
                 try:
-                    self.xlock.acquire()
-                    try:
+                    with self.xlock:
                         self.executing = False
                         if self.ident is not None:
                             set_async_exc(self.ident, None)
-                    finally:
-                        self.xlock.release()
                     return
                 except KeyboardInterrupt:
                     continue
@@ -493,6 +492,14 @@ def _main(P):
         mine, theirs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), None
         mine.settimeout(P['wait'])
         mine.connect(P['path'])
+        # Nothing may stay in the target's filesystem, even if pyattach dies
+        # now: the connection no longer needs the name.
+        import os
+        try:
+            os.unlink(P['path'])
+            os.rmdir(os.path.dirname(P['path']))
+        except Exception:
+            pass
     cloexec(mine)
     sess = Session(mine)
 

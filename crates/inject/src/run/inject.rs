@@ -196,7 +196,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         "unix socket"
     }
     .into();
-    let wait = opts.timeout.max(Duration::from_secs(2));
+    // How long a bootstrap that fired waits for pyattach's ack: pyattach
+    // answers within milliseconds when alive, and a pyattach killed at the
+    // wrong moment must not hold the target's thread for long.
+    let wait = Duration::from_millis(800);
     let script = bootstrap::script(&rv.params(opts.mode.clone(), wait));
 
     // -- stop 1: map, write, patch, nudge --------------------------------
