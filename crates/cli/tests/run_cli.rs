@@ -325,3 +325,38 @@ fn new_thread_fallback_on_every_interpreter() {
         assert_eq!(t.thread_states().len(), before, "{}", py.id);
     }
 }
+
+#[test]
+fn thread_option_picks_the_thread() {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = state_target(&py, "sleep").unwrap();
+        let pid = t.pid();
+        let ticker = t
+            .thread_states()
+            .into_iter()
+            .map(|(tid, _)| tid)
+            .find(|&tid| tid != pid)
+            .expect("the ticker thread");
+        for (tid, want) in [(ticker, "False"), (pid, "True")] {
+            let out = pyattach(
+                &[
+                    "--run",
+                    "import threading\nprint(threading.current_thread().name == 'MainThread')",
+                    "--thread",
+                    &tid.to_string(),
+                    &pid.to_string(),
+                ],
+                None,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                want,
+                "{v} thread {tid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

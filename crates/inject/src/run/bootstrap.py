@@ -393,10 +393,11 @@ def _main(P):
         main = sys.modules['__main__'].__dict__
         src = u(P['code'])
         fname = '<pyattach-run>'
+        entry = (len(src), None, src.splitlines(True), fname)
         try:
+            # So tracebacks and pdb show the code's lines; removed at the end.
             import linecache
-            linecache.cache[fname] = (len(src), None,
-                                      src.splitlines(True), fname)
+            linecache.cache[fname] = entry
         except Exception:
             pass
         redirect(sess)
@@ -423,6 +424,11 @@ def _main(P):
                 del t, v, tb
         finally:
             unredirect(sess)
+            try:
+                if linecache.cache.get(fname) is entry:
+                    del linecache.cache[fname]
+            except Exception:
+                pass
             sess.send(b'R', status)
             sess.close()
 
