@@ -15,7 +15,8 @@
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
 # Leftovers, all harmless: sys._pyattach_claims (one entry per injection, so
-# an injection runs once even if two strategies fire); while a session is
+# an injection runs once even if two strategies fire); sys._pyattach_code
+# (this file compiled, reused by later injections); while a session is
 # open, sys.stdin/stdout/stderr are thread-aware proxies (restored when the
 # last session ends, unless the application replaced them meanwhile).
 import sys

@@ -51,10 +51,16 @@ pub fn script(p: &Params) -> String {
         ChannelParams::Pair => ("pair", ""),
         ChannelParams::Unix { path } => ("unix", path.as_str()),
     };
+    // The compiled bootstrap is kept in sys._pyattach_code under a hash of
+    // its source: compiling it costs milliseconds with the GIL held, and
+    // every later injection of the same pyattach reuses it.
     format!(
-        "try:\n exec(compile({src},'<pyattach>','exec',0,True),{{'__name__':'__pyattach__','P':{{\
+        "try:\n exec((lambda d,k,s:d.get(k) or d.setdefault(k,compile(s,'<pyattach>','exec',0,True)))\
+(__import__('sys').__dict__.setdefault('_pyattach_code',{{}}),{key},{src}),\
+{{'__name__':'__pyattach__','P':{{\
 'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},\
 'wait':{wait:?}}}}})\nexcept:\n pass\n",
+        key = py_str(source_key().as_bytes()),
         src = py_str(SOURCE.as_bytes()),
         nonce = py_str(p.nonce.as_bytes()),
         token = py_str(p.token.as_bytes()),
@@ -64,6 +70,17 @@ pub fn script(p: &Params) -> String {
         code = py_str(code.as_bytes()),
         wait = p.wait_secs,
     )
+}
+
+/// FNV-1a of the bootstrap's source: the key of its compiled code in the
+/// target (a changed bootstrap never reuses an old one).
+fn source_key() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in SOURCE.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// A single-quoted Python literal of `bytes`, pure ASCII, valid as `str`
@@ -106,6 +123,6 @@ mod tests {
         });
         assert!(s.is_ascii());
         assert!(!s.contains('\0'));
-        assert!(s.starts_with("try:\n exec(compile("));
+        assert!(s.starts_with("try:\n exec((lambda d,k,s:"));
     }
 }
