@@ -94,7 +94,13 @@ pub(super) fn addrs(interp: &Interpreter, o: &Offsets, gil_waits: bool) -> Addrs
         } else {
             None
         },
-        gil_locked: if old { sym("gil_locked") } else { None },
+        // 2.7's GIL is a plain lock: no `gil_locked` (a static, whose
+        // lookup would read the whole `.symtab` for nothing).
+        gil_locked: if old && o.major == 3 {
+            sym("gil_locked")
+        } else {
+            None
+        },
         gil_waits: ["take_gil", "PyEval_RestoreThread", "PyEval_AcquireThread"]
             .iter()
             .filter(|_| gil_waits)
@@ -114,25 +120,30 @@ pub(super) fn addrs(interp: &Interpreter, o: &Offsets, gil_waits: bool) -> Addrs
     }
 }
 
-/// The address of `interp_head` (2.7, 3.6): through the symbol chain or,
-/// when stripped, from the code of `PyInterpreterState_Head`.
+/// The address of `interp_head` (2.7, 3.6): from the code of the exported
+/// `PyInterpreterState_Head` (a `.dynsym` lookup and 8 bytes of the file),
+/// else through the symbol chain (`interp_head` is static: its lookup reads
+/// the whole `.symtab` or a debug file).
 pub(super) fn interp_head_addr(interp: &Interpreter) -> Result<u64, String> {
+    if let Some(addr) = interp_head_from_code(interp) {
+        return Ok(addr);
+    }
     if let Some(s) = interp.symbol("interp_head") {
         return Ok(s.addr.0);
     }
-    // `PyInterpreterState_Head` is `return interp_head;`: on x86_64
-    // `48 8b 05 <rel32>  mov rax, [rip+rel32]` then `c3  ret`.
-    let f = interp
-        .symbol("PyInterpreterState_Head")
-        .ok_or("neither interp_head nor PyInterpreterState_Head is known")?;
-    let code = interp
-        .read_module_bytes(f.addr, 8)
-        .map_err(|e| e.to_string())?;
+    Err("neither interp_head nor the code of PyInterpreterState_Head gives it".into())
+}
+
+/// `PyInterpreterState_Head` is `return interp_head;`: on x86_64
+/// `48 8b 05 <rel32>  mov rax, [rip+rel32]` then `c3  ret`.
+fn interp_head_from_code(interp: &Interpreter) -> Option<u64> {
+    let f = interp.symbol("PyInterpreterState_Head")?;
+    let code = interp.read_module_bytes(f.addr, 8).ok()?;
     if code.len() == 8 && code[..3] == [0x48, 0x8b, 0x05] && code[7] == 0xc3 {
-        let rel = i32::from_le_bytes(code[3..7].try_into().unwrap()) as i64;
-        return Ok((f.addr.0 as i64).wrapping_add(7).wrapping_add(rel) as u64);
+        let rel = i32::from_le_bytes(code[3..7].try_into().ok()?) as i64;
+        return Some((f.addr.0 as i64).wrapping_add(7).wrapping_add(rel) as u64);
     }
-    Err("cannot find interp_head in PyInterpreterState_Head".into())
+    None
 }
 
 /// ident → name of the threads in `threading._active` of the first
