@@ -153,9 +153,23 @@ impl PyVersion {
                 }
             }
         };
-        for piece in rodata.split(|&b| b == 0) {
+        // `.rodata` is a few hundred KB when `Py_Version` is missing (before
+        // 3.11), and a version holds a digit, a dot and a digit: only the
+        // NUL-separated pieces around such a dot (found with memchr) are
+        // considered, each once, in file order.
+        let digit = |b: Option<&u8>| b.is_some_and(u8::is_ascii_digit);
+        let mut done = 0;
+        for dot in memchr::memchr_iter(b'.', rodata) {
+            if dot < done || dot == 0 || !digit(rodata.get(dot - 1)) || !digit(rodata.get(dot + 1))
+            {
+                continue;
+            }
+            let start = memchr::memrchr(0, &rodata[..dot]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(0, &rodata[dot..]).map_or(rodata.len(), |i| dot + i);
+            done = end + 1;
+            let piece = &rodata[start..end];
             consider(piece, &mut whole);
-            if let Some(cut) = piece.iter().rposition(|&b| b == b'/' || b == b'-') {
+            if let Some(cut) = memchr::memrchr2(b'/', b'-', piece) {
                 consider(&piece[cut + 1..], &mut tails);
             }
         }
