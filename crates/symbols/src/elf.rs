@@ -5,11 +5,9 @@
 use crate::error::Error;
 use crate::table::{Entry, SymbolTable};
 use object::elf;
-use object::read::elf::{ElfFile64, Rela, SectionHeader, Sym};
+use object::read::elf::{FileHeader, Rela, SectionHeader, SectionTable, Sym};
 use object::read::StringTable;
-use object::{
-    Endianness, Object, ObjectSection, ReadCache, ReadRef, SectionFlags, SectionIndex, SectionKind,
-};
+use object::{Endianness, ReadCache, ReadRef, SectionIndex};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -41,6 +39,8 @@ pub(crate) struct Section {
     pub addr: u64,
     pub size: u64,
     pub exec: bool,
+    /// `(offset, size)` in the file, unless `NOBITS`.
+    pub file_range: Option<(u64, u64)>,
 }
 
 /// An opened ELF file and what has been extracted from it so far.
@@ -94,15 +94,32 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-fn parse<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<ElfFile64<'d, Endianness, R>, Error> {
-    ElfFile64::<Endianness, R>::parse(data).map_err(|e| bad(path, e))
+/// The ELF header, its endianness and section table. `ElfFile64::parse`
+/// is not used: it reads both symbol tables up front (368 KB of
+/// libpython's `.symtab` on every run, even when no symbol is asked of it).
+type Sections<'d, R> = SectionTable<'d, elf::FileHeader64<Endianness>, R>;
+
+fn parse<'d, R: ReadRef<'d>>(
+    data: R,
+    path: &Path,
+) -> Result<
+    (
+        &'d elf::FileHeader64<Endianness>,
+        Endianness,
+        Sections<'d, R>,
+    ),
+    Error,
+> {
+    let fh = elf::FileHeader64::<Endianness>::parse(data).map_err(|e| bad(path, e))?;
+    let endian = fh.endian().map_err(|e| bad(path, e))?;
+    let sections = fh.sections(endian, data).map_err(|e| bad(path, e))?;
+    Ok((fh, endian, sections))
 }
 
 fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
-    let file = parse(data, path)?;
-    let endian = file.endian();
+    let (fh, endian, table) = parse(data, path)?;
     let mut segments = Vec::new();
-    for ph in file.elf_program_headers() {
+    for ph in fh.program_headers(endian, data).map_err(|e| bad(path, e))? {
         if ph.p_type.get(endian) == elf::PT_LOAD {
             segments.push(Segment {
                 vaddr: ph.p_vaddr.get(endian),
@@ -112,48 +129,94 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
             });
         }
     }
+    // The section names in one read (through the cache they would cost a
+    // read per name).
+    let shstrtab = fh
+        .shstrndx(endian, data)
+        .ok()
+        .and_then(|i| table.section(SectionIndex(i as usize)).ok())
+        .and_then(|sh| sh.data(endian, data).ok())
+        .unwrap_or(&[]);
+    let names = StringTable::new(shstrtab, 0, shstrtab.len() as u64);
     let mut sections = Vec::new();
     let mut has_debugdata = false;
-    for s in file.sections() {
-        let Ok(name) = s.name() else { continue };
-        if name == ".gnu_debugdata" {
-            has_debugdata = true;
+    let mut build_id = None;
+    let mut debuglink = None;
+    for sh in table.iter().skip(1) {
+        let Ok(name) = names.get(sh.sh_name(endian)) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        // A broken note or debuglink only loses that piece of information.
+        match name.as_str() {
+            ".gnu_debugdata" => has_debugdata = true,
+            ".gnu_debuglink" if debuglink.is_none() => {
+                debuglink = sh
+                    .data(endian, data)
+                    .ok()
+                    .and_then(|d| debuglink_of(d, endian));
+            }
+            _ => {}
         }
-        let exec = matches!(s.flags(), SectionFlags::Elf { sh_flags, .. } if sh_flags.contains(elf::SHF_EXECINSTR));
+        if build_id.is_none() {
+            build_id = build_id_of(sh, endian, data);
+        }
+        let file_range = sh.file_range(endian);
         sections.push(Section {
-            name: name.to_string(),
-            addr: s.address(),
-            size: s.size(),
-            exec,
+            name,
+            addr: sh.sh_addr(endian),
+            size: sh.sh_size(endian),
+            exec: sh.sh_flags(endian).contains(elf::SHF_EXECINSTR),
+            file_range,
         });
     }
-    // A broken note or debuglink only loses that piece of information.
-    let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
-    let debuglink = file
-        .gnu_debuglink()
-        .ok()
-        .flatten()
-        .map(|(n, crc)| (String::from_utf8_lossy(n).into_owned(), crc));
     Ok(Header {
         segments,
         sections,
         build_id,
         debuglink,
         has_debugdata,
-        dynsym_at: symbol_sections(&file, elf::SHT_DYNSYM),
-        symtab_at: symbol_sections(&file, elf::SHT_SYMTAB),
+        dynsym_at: symbol_sections(&table, endian, elf::SHT_DYNSYM),
+        symtab_at: symbol_sections(&table, endian, elf::SHT_SYMTAB),
         endian,
     })
+}
+
+/// The GNU build id, if `sh` is a note section that holds one.
+fn build_id_of<'d, R: ReadRef<'d>>(
+    sh: &elf::SectionHeader64<Endianness>,
+    endian: Endianness,
+    data: R,
+) -> Option<Vec<u8>> {
+    let mut notes = sh.notes(endian, data).ok()??;
+    while let Ok(Some(note)) = notes.next() {
+        if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
+            return Some(note.desc().to_vec());
+        }
+    }
+    None
+}
+
+/// `.gnu_debuglink`: a NUL-terminated file name, then the CRC32 of the
+/// debug file at the next multiple of 4.
+fn debuglink_of(d: &[u8], endian: Endianness) -> Option<(String, u32)> {
+    let len = memchr::memchr(0, d)?;
+    let at = (len + 1).next_multiple_of(4);
+    let crc: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
+    let crc = match endian {
+        Endianness::Little => u32::from_le_bytes(crc),
+        Endianness::Big => u32::from_be_bytes(crc),
+    };
+    Some((String::from_utf8_lossy(&d[..len]).into_owned(), crc))
 }
 
 /// Where the first section of type `want` and its string table lie in the
 /// file (`None` for a `NOBITS` placeholder, as in a separate debug file).
 fn symbol_sections<'d, R: ReadRef<'d>>(
-    file: &ElfFile64<'d, Endianness, R>,
+    sections: &Sections<'d, R>,
+    endian: Endianness,
     want: elf::SectionType,
 ) -> Option<SymbolSections> {
-    let endian = file.endian();
-    let sections = file.elf_section_table();
     let sh = sections.iter().find(|s| s.sh_type(endian) == want)?;
     let strsh = sections
         .section(SectionIndex(sh.sh_link(endian) as usize))
@@ -205,11 +268,9 @@ fn table(symbols: &[u8], strings: Vec<u8>, endian: Endianness) -> SymbolTable {
 /// relocations to skip).
 fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool)> {
     let mut out = Vec::new();
-    let Ok(file) = parse(data, path) else {
+    let Ok((_, endian, sections)) = parse(data, path) else {
         return out;
     };
-    let endian = file.endian();
-    let sections = file.elf_section_table();
     let Some((dynsym_index, dynsym)) = sections
         .iter()
         .enumerate()
@@ -267,16 +328,6 @@ fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool
         }
     }
     out
-}
-
-/// `(file offset, size)` of a section with contents in the file.
-fn section_range<'d, R: ReadRef<'d>>(data: R, path: &Path, name: &str) -> Option<(u64, u64)> {
-    let file = parse(data, path).ok()?;
-    let s = file.section_by_name(name)?;
-    if s.kind() == SectionKind::UninitializedData {
-        return None;
-    }
-    s.file_range()
 }
 
 macro_rules! with_data {
@@ -370,7 +421,12 @@ impl ElfSource {
     }
 
     pub fn section_data(&self, name: &str) -> Option<Vec<u8>> {
-        let (off, size) = with_data!(self, d => section_range(d, &self.path, name))?;
+        // A section with contents in the file (not `NOBITS`).
+        let (off, size) = self
+            .sections
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.file_range)?;
         self.read_at(off, usize::try_from(size).ok()?)
     }
 
