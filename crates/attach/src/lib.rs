@@ -67,5 +67,5 @@ pub use exit::{exit_requested, install_exit_handlers};
 pub use memory::ProcessMemory;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
-pub use process::{freeze, Process, Stopped};
+pub use process::{freeze, Process, Stopped, CALL_STUB};
 pub use regs::SavedState;

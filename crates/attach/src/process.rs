@@ -143,6 +143,23 @@ impl Stopped {
         patch::map_near(&mut self.t, tid, near, len)
     }
 
+    /// A held thread best suited to run remote syscalls in: one that will
+    /// not restart a syscall of its own through its restart block (such a
+    /// thread needs the call stub mapped first, two more remote syscalls).
+    /// `None` if every thread does.
+    pub fn syscall_thread(&self) -> Option<i32> {
+        remote::syscall_thread(&self.t)
+    }
+
+    /// Makes [`Stopped::call`] return through [`CALL_STUB`], which the
+    /// caller already wrote at `addr` in executable memory of its own,
+    /// instead of mapping a page for it (and unmapping it at detach). The
+    /// caller must keep `addr` mapped while a call may still return there
+    /// (a call left running after its timeout).
+    pub fn adopt_call_stub(&mut self, addr: u64) -> Result<()> {
+        remote::adopt_stub(&mut self.t, addr)
+    }
+
     /// Changes the protection of `[addr, addr+len)` (`libc::PROT_*`).
     pub fn protect(&mut self, tid: i32, addr: u64, len: u64, prot: i32) -> Result<()> {
         remote::protect(&mut self.t, tid, addr, len, prot)
@@ -171,6 +188,9 @@ impl Stopped {
         self.t.release()
     }
 }
+
+/// The code remote calls return into ([`Stopped::adopt_call_stub`]).
+pub const CALL_STUB: &[u8] = <Native as Arch>::STUB;
 
 /// Attaches to `pid` and stops every thread: the usual start of a
 /// consistent read or an injection.

@@ -186,7 +186,14 @@ enum Op<'a> {
 pub(crate) fn syscall(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result<i64> {
     t.check_stopped(tid)?;
     find_gadgets(t)?;
-    ensure_stub(t, tid)?;
+    // Only a thread that restarts through its restart block needs the stub
+    // (which returns without the `rt_sigreturn` that would reset it); any
+    // other runs the syscall at the borrowed `syscall; ret` just as safely,
+    // which spares mapping (and later unmapping) the stub: two remote
+    // syscalls while every thread is held.
+    if t.stub.is_none() && Native::restarts_via_block(&Native::get_regs(tid)?) {
+        ensure_stub(t, tid)?;
+    }
     ensure_altstack(t, tid)?;
     let via_stub = t.stub.is_some();
     run(t, tid, Op::Syscall { nr, args }, None, via_stub).map(|v| v as i64)
@@ -285,6 +292,34 @@ fn ensure_stub(t: &mut Tracer, tid: i32) -> Result<()> {
     })();
     t.making_stub = false;
     t.stub = Some(made?);
+    Ok(())
+}
+
+/// A held thread that does not restart through its restart block, the
+/// best one to run syscalls in (see [`syscall`]).
+pub(crate) fn syscall_thread(t: &Tracer) -> Option<i32> {
+    t.tids()
+        .into_iter()
+        .filter(|h| t.check_stopped(*h).is_ok())
+        .find(|h| Native::get_regs(*h).is_ok_and(|r| !Native::restarts_via_block(&r)))
+}
+
+/// Makes calls return through a copy of [`Native::STUB`] at `addr` that the
+/// caller put in its own executable memory (and unmaps itself, later).
+pub(crate) fn adopt_stub(t: &mut Tracer, addr: u64) -> Result<()> {
+    if t.stub.is_some() {
+        return Err(Error::Unsupported("a call stub is already in use".into()));
+    }
+    let page = t.mem.read_vec(addr, Native::STUB.len())?;
+    if page != Native::STUB {
+        return Err(Error::Unsupported(format!(
+            "no call stub at {addr:#x} in process {}",
+            t.pid
+        )));
+    }
+    t.stub = Some(addr);
+    // Never unmapped by us: it belongs to the caller's mapping.
+    t.stub_adopted = true;
     Ok(())
 }
 

@@ -99,6 +99,12 @@ fn describe(r: &inject::run::Report) -> String {
         stops.join(" + "),
         r.elapsed
     );
+    let steps: Vec<String> = r
+        .steps
+        .iter()
+        .map(|(n, d)| format!("{n} {d:.2?}"))
+        .collect();
+    s.push_str(&format!("\npyattach: first stop: {}", steps.join(", ")));
     s.push_str(&format!("\npyattach: hooked: {}", r.hooked.join(", ")));
     if !r.skipped.is_empty() {
         s.push_str(&format!("; not hooked: {}", r.skipped.join(", ")));

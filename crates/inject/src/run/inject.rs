@@ -72,6 +72,9 @@ pub struct Report {
     pub new_thread: bool,
     /// How long every thread was held, for each stop.
     pub stops: Vec<Duration>,
+    /// Within the first stop: when each step was done (time since the
+    /// threads were held), to see where the pause goes.
+    pub steps: Vec<(&'static str, Duration)>,
     /// "socketpair" or "unix socket".
     pub channel: String,
     /// From the start to the open channel.
@@ -203,10 +206,18 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let script = bootstrap::script(&rv.params(opts.mode.clone(), wait));
 
     // -- stop 1: map, write, patch, nudge --------------------------------
-    let mut st = attach::freeze(pid)?;
+    // Everything that can be known beforehand is (the code borrowed by
+    // remote syscalls included), so that the threads are held only for two
+    // remote syscalls (mmap, mprotect), the writes and the patches.
+    let mut st = stop(pid)?;
+    report.steps.push(("stopped", st.paused()));
     let data_len = detour::data_len(&script);
     let total = data_len + 4096;
-    let base = st.map_near(pid, sites[0].entry, total)?;
+    // Syscalls in a thread that does not restart through its restart block
+    // need no call stub of their own.
+    let helper = st.syscall_thread().unwrap_or(pid);
+    let base = st.map_near(helper, sites[0].entry, total)?;
+    report.steps.push(("mapped", st.paused()));
     let layout = Layout {
         data: base,
         code: base + data_len,
@@ -218,9 +229,25 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
-    st.memory().write(base, &detour::data(&script))?;
-    st.memory().write(layout.code, &code.bytes)?;
-    st.protect(pid, layout.code, 4096, PROT_RX)?;
+    // One write: the data pages, then the code page with, at its end, the
+    // code remote calls return into (no page of its own to map and unmap).
+    let mut image = detour::data(&script);
+    image.extend_from_slice(&code.bytes);
+    image.resize(image.len().next_multiple_of(16), 0xcc);
+    let call_stub = base + image.len() as u64;
+    image.extend_from_slice(attach::CALL_STUB);
+    if image.len() as u64 > total {
+        let _ = st.unmap(helper, base, total);
+        st.detach()?;
+        return Err(RunError::Unsupported {
+            pid,
+            why: "the trampolines do not fit in one page".into(),
+        });
+    }
+    st.memory().write(base, &image)?;
+    report.steps.push(("written", st.paused()));
+    st.protect(helper, layout.code, 4096, PROT_RX)?;
+    report.steps.push(("protected", st.paused()));
     // Tests force the new-thread fallback alone with this variable (it is
     // otherwise reached only when no hook fires in half the timeout).
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
@@ -239,7 +266,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         }
     }
     if patched.is_empty() && !only_thread {
-        let _ = st.unmap(pid, base, total);
+        let _ = st.unmap(helper, base, total);
         st.detach()?;
         return Err(RunError::Unsupported {
             pid,
@@ -249,7 +276,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             ),
         });
     }
+    report.steps.push(("patched", st.paused()));
     let threads = st.threads();
+    let mut keep_pages = false;
     let mut main_running = false;
     let mut caller = None;
     for &tid in &threads {
@@ -273,6 +302,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             None => {}
         }
     }
+    report.steps.push(("nudged", st.paused()));
     if main_running && opts.thread.is_none_or(|t| t == pid) {
         if let Some(add) = pending {
             // Queue the stub from a thread parked in a syscall (it holds no
@@ -281,8 +311,14 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             // (restored) rather than waited for.
             st.set_call_timeout(Duration::from_millis(300));
             let by = caller.unwrap_or(pid);
-            if st.call(by, add, &[stub, 0]).is_ok_and(|r| r as i32 == 0) {
-                report.pending_call = true;
+            if st.adopt_call_stub(call_stub).is_ok() {
+                match st.call(by, add, &[stub, 0]) {
+                    Ok(r) if r as i32 == 0 => report.pending_call = true,
+                    // It returns into the call stub some day: the pages
+                    // must stay.
+                    Err(attach::Error::CallLeftRunning { .. }) => keep_pages = true,
+                    _ => {}
+                }
             }
         }
     }
@@ -340,13 +376,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     }
     let mut holders = String::new();
     if cancel {
-        let inside = st.threads().into_iter().any(|tid| {
-            st.regs(tid)
-                .map(|r| r.pc() >= base && r.pc() < base + total)
-                .unwrap_or(true)
-        });
-        if !inside {
-            let _ = st.unmap(pid, base, total);
+        // A pending call left running (its timeout) returns into the page.
+        if !keep_pages && !busy(&st, layout.code) {
+            let helper = st.syscall_thread().unwrap_or(pid);
+            let _ = st.unmap(helper, base, total);
         }
         holders = describe_running(&st, &py);
     }
@@ -380,6 +413,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         base,
         total,
         code: layout.code,
+        keep: keep_pages,
         thread: site == detour::THREAD_SITE as usize,
     };
     Ok((channel, report, leftover))
@@ -394,6 +428,8 @@ pub struct Leftover {
     total: u64,
     code: u64,
     thread: bool,
+    /// A remote call left running returns into the page some day.
+    keep: bool,
 }
 
 impl Leftover {
@@ -404,6 +440,9 @@ impl Leftover {
     /// to `wait` for that; returns the pause, or `None` when the pages had
     /// to stay (harmless: nothing jumps to them any more).
     pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
+        if self.keep {
+            return Ok(None);
+        }
         let mem = attach::ProcessMemory::open(self.pid)?;
         let end = Instant::now() + wait;
         let tid = read_u32(&mem, self.base + detour::TID).unwrap_or(0);
@@ -421,27 +460,43 @@ impl Leftover {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let mut st = attach::freeze(self.pid)?;
-        let code = self.code..self.code + 4096;
-        let busy = st.threads().into_iter().any(|tid| {
-            let Ok(r) = st.regs(tid) else { return true };
-            if r.pc() >= self.base && r.pc() < self.base + self.total {
-                return true;
-            }
-            let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
-                return false;
-            };
-            stack
-                .chunks_exact(8)
-                .any(|w| code.contains(&u64::from_le_bytes(w.try_into().expect("8 bytes"))))
-        });
-        if busy {
+        let mut st = stop(self.pid)?;
+        if busy(&st, self.code) {
             st.detach()?;
             return Ok(None);
         }
-        st.unmap(self.pid, self.base, self.total)?;
+        let helper = st.syscall_thread().unwrap_or(self.pid);
+        st.unmap(helper, self.base, self.total)?;
         Ok(Some(st.detach()?))
     }
+}
+
+/// Attaches and stops every thread, having found beforehand (while the
+/// target runs) the code that remote syscalls borrow.
+fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
+    let mut p = attach::Process::attach(pid)?;
+    p.prepare_calls()?;
+    Ok(p.stop_all()?)
+}
+
+/// True if a thread could still run in the injection's pages: its
+/// instruction pointer is in the code page, or its top of stack holds a return
+/// address into them (a moved `call` of an entry's prologue, or a remote
+/// call left running that returns into the call stub).
+fn busy(st: &attach::Stopped, code: u64) -> bool {
+    let pages = code..code + 4096;
+    st.threads().into_iter().any(|tid| {
+        let Ok(r) = st.regs(tid) else { return true };
+        if pages.contains(&r.pc()) {
+            return true;
+        }
+        let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
+            return false;
+        };
+        stack
+            .chunks_exact(8)
+            .any(|w| pages.contains(&u64::from_le_bytes(w.try_into().expect("8 bytes"))))
+    })
 }
 
 fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
