@@ -241,7 +241,11 @@ def _main(P):
             self.encoding, self.errors = 'utf-8', 'replace'
 
         def write(self, s):
-            self.sess.send(self.kind, s)
+            # At most 64 KiB a frame, so that what pyattach holds in its
+            # bounded queue is bounded in bytes too, whatever one write is.
+            data = b(s)
+            for i in range(0, len(data), 65536):
+                self.sess.send(self.kind, data[i:i + 65536])
             return len(s)
 
         def writelines(self, lines):
