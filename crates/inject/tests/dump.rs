@@ -66,6 +66,27 @@ fn tids(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// A dump taken once every thread is where the target said it would be:
+/// the main thread prints READY from `ready()` and parks a few bytecodes
+/// later, and a fast dump on a loaded machine can land in between. Gives
+/// up after 10 s and returns the last dump (for `check` to report).
+fn dump_parked(py: &Python, t: &Target, o: &DumpOptions) -> StackDump {
+    let want = expectations(t);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = dump(t.pid(), o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let parked = want.iter().all(|e| {
+            d.threads
+                .iter()
+                .any(|th| th.thread_id == e.ident && frames_of(th) == e.frames)
+        });
+        if parked || std::time::Instant::now() > end {
+            return d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Checks every expected thread against the dump; returns the dump.
 fn check(py: &Python, t: &Target, d: &StackDump) {
     let want = expectations(t);
@@ -147,7 +168,7 @@ fn each_python(f: impl Fn(&Python)) {
 fn mixed_states_match_what_the_target_reports() {
     each_python(|py| {
         let t = Target::python(py, "dump_target.py", &["mixed"]);
-        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_parked(py, &t, &opts());
         check(py, &t, &d);
         // 3.13 describes its own structs; older versions use the tables.
         let own = py.version >= (3, 13, 0);
@@ -190,7 +211,7 @@ fn mixed_states_match_what_the_target_reports() {
 fn two_hundred_threads() {
     each_python(|py| {
         let t = Target::python(py, "dump_target.py", &["threads", "200"]);
-        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_parked(py, &t, &opts());
         check(py, &t, &d);
         assert_eq!(d.threads.len(), 201);
     });
@@ -200,7 +221,7 @@ fn two_hundred_threads() {
 fn recursion_of_a_thousand_frames() {
     each_python(|py| {
         let t = Target::python(py, "dump_target.py", &["recurse", "1000"]);
-        let d = dump(t.pid(), &opts()).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_parked(py, &t, &opts());
         check(py, &t, &d);
         let main = d.threads.iter().find(|t| t.is_main).unwrap();
         assert_eq!(
@@ -234,13 +255,26 @@ fn max_depth_cuts_and_says_so() {
 /// A dump taken once the GIL holder of the `gil` fixture holds it (it takes
 /// it just after READY; a loaded machine may take a while).
 fn dump_when_held(py: &Python, t: &Target, o: &DumpOptions) -> StackDump {
+    let want = expectations(t);
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let d = dump(t.pid(), o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
-        let held = d
-            .threads
-            .iter()
-            .any(|t| t.holds_gil && t.frames.iter().any(|f| f.function == "hold_gil"));
+        // Holding it where the target said it would (a fast dump can land
+        // between taking the GIL and reaching the reported line); native
+        // frames, when asked for, are not in the target's report.
+        let held = d.threads.iter().any(|t| {
+            let python: Vec<_> = frames_of(t)
+                .into_iter()
+                .zip(&t.frames)
+                .filter(|(_, f)| f.kind == inject::dump::FrameKind::Python)
+                .map(|(p, _)| p)
+                .collect();
+            t.holds_gil
+                && t.frames.iter().any(|f| f.function == "hold_gil")
+                && want
+                    .iter()
+                    .any(|e| e.ident == t.thread_id && python == e.frames)
+        });
         if held || std::time::Instant::now() > end {
             return d;
         }
@@ -365,7 +399,7 @@ fn locals_have_the_reprs_python_gives() {
             locals: true,
             ..opts()
         };
-        let d = dump(t.pid(), &o).unwrap_or_else(|e| panic!("{}: {e}", py.id));
+        let d = dump_parked(py, &t, &o);
         check(py, &t, &d);
         let main = d.threads.iter().find(|t| t.is_main).unwrap();
         let locals = main.frames[0]
