@@ -12,7 +12,11 @@ pub fn finish(result: anyhow::Result<i32>) -> i32 {
         Ok(code) => code,
         Err(err) => {
             eprintln!("pyattach: {err:#}");
-            exit_code(&err)
+            let code = exit_code(&err);
+            if code == 5 {
+                print_permission_advice(&err);
+            }
+            code
         }
     }
 }
@@ -73,5 +77,30 @@ fn attach_exit_code(e: &attach::Error) -> Option<i32> {
         | E::RestoreFailed { .. }
         | E::Unsupported(_)
         | E::Os { .. } => None,
+    }
+}
+
+/// After "permission denied", says which rule refused and how to fix it (the
+/// same diagnosis `pyattach info` shows), unless the message already did.
+fn print_permission_advice(err: &anyhow::Error) {
+    let pid = err
+        .chain()
+        .find_map(|c| match c.downcast_ref::<symbols::Error>() {
+            Some(symbols::Error::Proc { pid, .. }) => Some(*pid),
+            _ => match c.downcast_ref::<attach::Error>() {
+                Some(attach::Error::PermissionDenied { pid, .. }) => Some(*pid),
+                _ => None,
+            },
+        });
+    let Some(pid) = pid else { return };
+    let Ok(verdict) = attach::permissions::diagnose(pid) else {
+        return;
+    };
+    let text = format!("{err:#}");
+    for denial in &verdict.denials {
+        if !text.contains(&denial.reason()) {
+            eprintln!("  why: {}", denial.reason());
+            eprintln!("  fix: {}", denial.fix());
+        }
     }
 }

@@ -15,7 +15,7 @@ pub enum Error {
     Zombie(i32),
     /// A `/proc` file could not be read (EACCES when the target belongs to
     /// someone else and we may not ptrace it).
-    #[error("cannot read /proc/{pid}/{what}: {source}")]
+    #[error("cannot read /proc/{pid}/{what}")]
     Proc {
         pid: i32,
         what: &'static str,
@@ -36,7 +36,7 @@ pub enum Error {
 
     // --- files
     /// A module's file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
