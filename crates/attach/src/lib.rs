@@ -65,6 +65,7 @@ pub use arch::Regs;
 pub use error::{Error, Result};
 pub use exit::{exit_requested, install_exit_handlers};
 pub use memory::ProcessMemory;
+pub use patch::free_gaps_near;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
 pub use process::{freeze, Process, Stopped, CALL_STUB};

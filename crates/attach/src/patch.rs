@@ -54,11 +54,46 @@ fn gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
     Ok(cands)
 }
 
-pub(crate) fn map_near(t: &mut Tracer, tid: i32, near: u64, len: u64) -> Result<u64> {
+/// Where [`map_near`] would try to map `len` bytes near `near`, read from
+/// `/proc/PID/maps` (possibly before the threads are stopped: a place taken
+/// meanwhile is simply skipped).
+pub fn free_gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
+    gaps_near(pid, near, len.div_ceil(PAGE) * PAGE)
+}
+
+pub(crate) fn map_near(
+    t: &mut Tracer,
+    tid: i32,
+    near: u64,
+    len: u64,
+    hints: Option<&[u64]>,
+) -> Result<u64> {
+    if let Some(hints) = hints {
+        if let Some(got) = map_at_one_of(t, tid, near, len, hints)? {
+            return Ok(got);
+        }
+    }
+    let len = len.div_ceil(PAGE) * PAGE;
+    let gaps = gaps_near(t.pid, near, len)?;
+    map_at_one_of(t, tid, near, len, &gaps)?.ok_or_else(|| {
+        Error::Unsupported(format!(
+            "no free memory within 2 GiB of {near:#x} in process {}",
+            t.pid
+        ))
+    })
+}
+
+fn map_at_one_of(
+    t: &mut Tracer,
+    tid: i32,
+    near: u64,
+    len: u64,
+    hints: &[u64],
+) -> Result<Option<u64>> {
     let len = len.div_ceil(PAGE) * PAGE;
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE;
-    for hint in gaps_near(t.pid, near, len)?.into_iter().take(8) {
+    for &hint in hints.iter().take(8) {
         let r = remote::syscall(
             t,
             tid,
@@ -70,15 +105,12 @@ pub(crate) fn map_near(t: &mut Tracer, tid: i32, near: u64, len: u64) -> Result<
         }
         let got = r as u64;
         if got.abs_diff(near) <= REACH {
-            return Ok(got);
+            return Ok(Some(got));
         }
         // An old kernel took NOREPLACE as a mere hint and put it far away.
         unmap(t, tid, got, len)?;
     }
-    Err(Error::Unsupported(format!(
-        "no free memory within 2 GiB of {near:#x} in process {}",
-        t.pid
-    )))
+    Ok(None)
 }
 
 pub(crate) fn unmap(t: &mut Tracer, tid: i32, addr: u64, len: u64) -> Result<()> {

@@ -140,7 +140,15 @@ impl Stopped {
     /// Maps `len` bytes of fresh memory within ±2 GiB of `near` (so a rel32
     /// jump reaches it), read-write, using held thread `tid`.
     pub fn map_near(&mut self, tid: i32, near: u64, len: u64) -> Result<u64> {
-        patch::map_near(&mut self.t, tid, near, len)
+        patch::map_near(&mut self.t, tid, near, len, None)
+    }
+
+    /// [`Stopped::map_near`], trying first the places `hints` (from
+    /// [`crate::free_gaps_near`], read before the threads were stopped, so
+    /// that they are held for less time); if all were taken meanwhile, the
+    /// free places are read again.
+    pub fn map_near_hinted(&mut self, tid: i32, near: u64, len: u64, hints: &[u64]) -> Result<u64> {
+        patch::map_near(&mut self.t, tid, near, len, Some(hints))
     }
 
     /// A held thread best suited to run remote syscalls in: one that will
@@ -175,6 +183,17 @@ impl Stopped {
     /// inside the range; returns the bytes that were there.
     pub fn patch(&mut self, addr: u64, new: &[u8]) -> Result<Vec<u8>> {
         patch::patch(&mut self.t, addr, new)
+    }
+
+    /// Makes [`Stopped::detach`] release `tid` after every other thread. A
+    /// thread that will run at once for a while (one made to leave its
+    /// syscall to run code) can take the CPU from this tool the moment it
+    /// is released, on a busy machine, and so hold up the release of the
+    /// threads after it: it goes last.
+    pub fn release_last(&mut self, tid: i32) {
+        if !self.t.release_last.contains(&tid) {
+            self.t.release_last.push(tid);
+        }
     }
 
     /// Lets every thread run again (still attached).

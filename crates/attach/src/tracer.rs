@@ -57,6 +57,8 @@ pub(crate) struct Tracer {
     pub making_stub: bool,
     pub stopped_at: Option<Instant>,
     pub timeout: Duration,
+    /// Threads detached after all the others (see `Stopped::release_last`).
+    pub release_last: Vec<i32>,
     released: bool,
     /// ptrace requests must all come from the thread that attached.
     _one_thread: PhantomData<*mut ()>,
@@ -110,6 +112,7 @@ impl Tracer {
             stub_adopted: false,
             stopped_at: None,
             timeout: Duration::from_secs(10),
+            release_last: Vec::new(),
             released: false,
             _one_thread: PhantomData,
         };
@@ -403,12 +406,23 @@ impl Tracer {
         // Our call stub is no longer needed by any thread.
         crate::patch::unmap_stub(self);
         self.compensate_timeouts();
-        for (tid, th) in self.threads.iter_mut() {
+        let last = std::mem::take(&mut self.release_last);
+        let mut order: Vec<i32> = self
+            .threads
+            .keys()
+            .copied()
+            .filter(|t| !last.contains(t))
+            .collect();
+        order.extend(last.iter().filter(|t| self.threads.contains_key(t)));
+        for tid in order {
+            let Some(th) = self.threads.get_mut(&tid) else {
+                continue;
+            };
             if matches!(th.state, TState::Stopped | TState::GroupStopped) {
-                match ptrace::detach(sys::pid(*tid), None) {
+                match ptrace::detach(sys::pid(tid), None) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(e) => {
-                        first_err.get_or_insert(Error::from_errno("detach from", *tid, e));
+                        first_err.get_or_insert(Error::from_errno("detach from", tid, e));
                     }
                 }
                 th.state = TState::Gone;

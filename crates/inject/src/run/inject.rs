@@ -209,14 +209,15 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Everything that can be known beforehand is (the code borrowed by
     // remote syscalls included), so that the threads are held only for two
     // remote syscalls (mmap, mprotect), the writes and the patches.
-    let mut st = stop(pid)?;
-    report.steps.push(("stopped", st.paused()));
     let data_len = detour::data_len(&script);
     let total = data_len + 4096;
+    let hints = attach::free_gaps_near(pid, sites[0].entry, total)?;
+    let mut st = stop(pid)?;
+    report.steps.push(("stopped", st.paused()));
     // Syscalls in a thread that does not restart through its restart block
     // need no call stub of their own.
     let helper = st.syscall_thread().unwrap_or(pid);
-    let base = st.map_near(helper, sites[0].entry, total)?;
+    let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
     report.steps.push(("mapped", st.paused()));
     let layout = Layout {
         data: base,
@@ -292,6 +293,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             Some(nr) if NUDGE.contains(&nr) && v.0 >= 3 => {
                 if st.interrupt_syscall(tid)? {
                     report.nudged.push(tid);
+                    st.release_last(tid);
                 }
                 if nr != 202 && caller.is_none() {
                     caller = Some(tid);
@@ -313,7 +315,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             let by = caller.unwrap_or(pid);
             if st.adopt_call_stub(call_stub).is_ok() {
                 match st.call(by, add, &[stub, 0]) {
-                    Ok(r) if r as i32 == 0 => report.pending_call = true,
+                    Ok(r) if r as i32 == 0 => {
+                        report.pending_call = true;
+                        st.release_last(pid);
+                    }
                     // It returns into the call stub some day: the pages
                     // must stay.
                     Err(attach::Error::CallLeftRunning { .. }) => keep_pages = true,
