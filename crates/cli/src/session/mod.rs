@@ -47,6 +47,7 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
                     Some(i) => partial = text[i + 1..].to_string(),
                     None => partial.push_str(&text),
                 }
+                keep_tail(&mut partial, PROMPT_MAX);
                 write_out(&mut stdout, &b)?;
             }
             Event::Msg(FromTarget::Stderr(b)) => {
@@ -100,6 +101,21 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
         anyhow::bail!("the target closed the session before the code finished");
     }
     Ok(finished.unwrap_or(false))
+}
+
+/// The longest prompt kept from the output's last line (pdb's and input()'s
+/// prompts are that line); output without newlines must not pile up here.
+const PROMPT_MAX: usize = 4096;
+
+/// Cuts `s` to at most its last `max` bytes, at a character boundary.
+fn keep_tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = s.len() - max;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s.drain(..cut);
+    }
 }
 
 /// Writes to stdout; a closed pipe (`pyattach ... | head`) is not an error
