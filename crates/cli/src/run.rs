@@ -1,6 +1,6 @@
 //! `pyattach PID` (interactive session) and `pyattach --run CODE PID`.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,8 +70,13 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         timeout: Duration::from_secs_f64(args.timeout),
         channel: ChannelKind::Auto,
     };
-    let (channel, report, leftover) =
-        inject::run::start(pid, &opts).with_context(|| format!("running code in process {pid}"))?;
+    let (channel, report, leftover) = match inject::run::start(pid, &opts) {
+        Err(e @ inject::run::RunError::NoSafePoint { .. }) => {
+            show_stacks_instead(pid);
+            return Err(e).with_context(|| format!("running code in process {pid}"));
+        }
+        started => started.with_context(|| format!("running code in process {pid}"))?,
+    };
     if args.verbose {
         eprintln!("pyattach: {}", describe(&report));
     }
@@ -87,6 +92,20 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         _ => {}
     }
     Ok(if raised { EXIT_CODE_RAISED } else { 0 })
+}
+
+/// No code can run, so show what the threads are doing instead: the stack
+/// dump needs nothing from the target. Best effort; its failure only loses
+/// the extra information.
+fn show_stacks_instead(pid: i32) {
+    let Ok(dump) = inject::dump::dump(pid, &inject::dump::DumpOptions::default()) else {
+        return;
+    };
+    eprintln!("pyattach: no thread reached a safe point; what every thread is doing (pyattach dump {pid}):\n");
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut err = std::io::stderr().lock();
+    let _ = crate::dump::write_human(&mut err, &dump, colour, true);
+    eprintln!();
 }
 
 fn describe(r: &inject::run::Report) -> String {
