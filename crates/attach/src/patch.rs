@@ -138,6 +138,42 @@ pub(crate) fn patch(t: &mut Tracer, addr: u64, new: &[u8]) -> Result<Vec<u8>> {
     Ok(old)
 }
 
+/// [`patch`] of several ranges with one look at every thread's registers
+/// (a register read per thread, not per thread and range: it matters with
+/// hundreds of threads). Each range is written only if no thread is inside
+/// it; the results come in the order of `patches`.
+pub(crate) fn patch_many(t: &mut Tracer, patches: &[(u64, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+    t.stop_all()?;
+    let mut busy: Vec<Option<i32>> = vec![None; patches.len()];
+    for tid in t.tids() {
+        let r = Native::get_regs(tid)?;
+        let pc = r.pc();
+        let restart_pc = pc.wrapping_sub(Native::SYSCALL_INSN_LEN);
+        for (i, (addr, new)) in patches.iter().enumerate() {
+            let end = addr + new.len() as u64;
+            let inside = |p: u64| p > *addr && p < end;
+            if inside(pc) || (r.syscall().is_some() && inside(restart_pc)) {
+                busy[i].get_or_insert(tid);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(patches.len());
+    for ((addr, new), busy) in patches.iter().zip(busy) {
+        out.push(match busy {
+            Some(tid) => Err(Error::ThreadInPatch {
+                tid,
+                addr: *addr,
+                end: addr + new.len() as u64,
+            }),
+            None => t.mem.read_vec(*addr, new.len()).and_then(|old| {
+                t.mem.write(*addr, new)?;
+                Ok(old)
+            }),
+        });
+    }
+    Ok(out)
+}
+
 /// Unmaps our call stub, if any (best effort: a page left mapped harms
 /// nothing).
 pub(crate) fn unmap_stub(t: &mut Tracer) {

@@ -196,6 +196,13 @@ impl Stopped {
         }
     }
 
+    /// [`Stopped::patch`] of several ranges, with one register read per
+    /// thread for all of them; each range is patched only if no thread is
+    /// inside it, and gets its own result (the bytes that were there).
+    pub fn patch_many(&mut self, patches: &[(u64, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+        patch::patch_many(&mut self.t, patches)
+    }
+
     /// Lets every thread run again (still attached).
     pub fn resume_all(mut self) -> Result<Process> {
         self.t.resume_all()?;

@@ -181,6 +181,56 @@ fn patch_a_function_through_a_near_page_and_back() {
 }
 
 #[test]
+fn hinted_page_adopted_call_stub_and_patch_many() {
+    let Some(t) = common::start("busy", &[]) else {
+        return;
+    };
+    let pid = t.pid();
+    let six = common::field(&t, "six");
+    let text_before = common::text_checksum(pid);
+    // Places read while the target runs; the page goes in one of them.
+    let hints = attach::free_gaps_near(pid, six, 4096).unwrap();
+    assert!(!hints.is_empty());
+    let mut p = attach::freeze(pid).unwrap();
+    let page = p.map_near_hinted(pid, six, 4096, &hints).unwrap();
+    assert!(hints.contains(&page), "{page:#x} not among {hints:x?}");
+    // mov $42, %rax; ret, then (16-aligned) the call stub of our own.
+    let mut code = vec![0x48, 0xc7, 0xc0, 0x2a, 0, 0, 0, 0xc3];
+    code.resize(16, 0xcc);
+    code.extend_from_slice(attach::CALL_STUB);
+    p.memory().write(page, &code).unwrap();
+    p.protect(pid, page, 4096, libc::PROT_READ | libc::PROT_EXEC)
+        .unwrap();
+    assert!(
+        p.adopt_call_stub(page).is_err(),
+        "no stub at the page start"
+    );
+    p.adopt_call_stub(page + 16).unwrap();
+    assert_eq!(p.call(pid, six, &[1, 2, 3, 4, 5, 6]).unwrap(), 654321);
+    // Two ranges in one go: one patched, one under the thread's feet.
+    let rel = (page as i64 - (six as i64 + 5)) as i32;
+    let mut jmp = vec![0xe9];
+    jmp.extend_from_slice(&rel.to_le_bytes());
+    let pc = p.regs(pid).unwrap().pc();
+    let nops = [0x90, 0x90];
+    let r = p.patch_many(&[(six, &jmp), (pc - 1, &nops)]).unwrap();
+    assert!(matches!(r[1], Err(Error::ThreadInPatch { tid, .. }) if tid == pid));
+    let old = r.into_iter().next().unwrap().unwrap();
+    assert_eq!(p.call(pid, six, &[1, 2, 3, 4, 5, 6]).unwrap(), 42);
+    assert!(p.patch_many(&[(six, &old)]).unwrap()[0].is_ok());
+    assert_eq!(p.call(pid, six, &[1, 2, 3, 4, 5, 6]).unwrap(), 654321);
+    p.unmap(pid, page, 4096).unwrap();
+    p.release_last(pid);
+    p.detach().unwrap();
+    assert_eq!(text_before, common::text_checksum(pid), "code changed");
+    assert!(common::keeps_counting(
+        pid,
+        common::field(&t, "counter"),
+        10
+    ));
+}
+
+#[test]
 fn resume_and_stop_again() {
     let Some(t) = common::start("busy", &[]) else {
         return;

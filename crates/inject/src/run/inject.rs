@@ -254,16 +254,25 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
     let mut patched = Vec::new();
-    for (s, &tramp) in sites.iter().zip(&tramps) {
-        if only_thread {
-            break;
-        }
-        match st.patch(s.entry, &detour::entry_patch(s.entry, tramp, s.reloc.len)) {
-            Ok(_) => {
-                patched.push(s);
-                report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+    if !only_thread {
+        let jumps: Vec<Vec<u8>> = sites
+            .iter()
+            .zip(&tramps)
+            .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
+            .collect();
+        let ranges: Vec<(u64, &[u8])> = sites
+            .iter()
+            .zip(&jumps)
+            .map(|(s, j)| (s.entry, j.as_slice()))
+            .collect();
+        for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
+            match r {
+                Ok(_) => {
+                    patched.push(s);
+                    report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+                }
+                Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
             }
-            Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
         }
     }
     if patched.is_empty() && !only_thread {
@@ -376,9 +385,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         st.memory()
             .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
     }
-    for s in &patched {
-        restore_entry(&mut st, s)?;
-    }
+    restore_entries(&mut st, &patched)?;
     let mut holders = String::new();
     if cancel {
         // A pending call left running (its timeout) returns into the page.
@@ -513,13 +520,18 @@ fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
         })
 }
 
-/// Puts an entry's original bytes back; retries briefly if a thread's
-/// instruction pointer sits inside them (it cannot stay there long).
-fn restore_entry(st: &mut attach::Stopped, s: &Site) -> Result<(), RunError> {
-    match st.patch(s.entry, &s.reloc.original) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(RunError::Attach(e)),
+/// Puts the entries' original bytes back (each that no thread is inside:
+/// none can be, past the first instruction of a `jmp`); the first error,
+/// if any.
+fn restore_entries(st: &mut attach::Stopped, sites: &[&Site]) -> Result<(), RunError> {
+    let ranges: Vec<(u64, &[u8])> = sites
+        .iter()
+        .map(|s| (s.entry, s.reloc.original.as_slice()))
+        .collect();
+    for r in st.patch_many(&ranges)? {
+        r?;
     }
+    Ok(())
 }
 
 /// Threads not in a syscall (so running, possibly holding the GIL in
