@@ -74,6 +74,65 @@ pub fn script(p: &Params) -> String {
 
 /// FNV-1a of the bootstrap's source: the key of its compiled code in the
 /// target (a changed bootstrap never reuses an old one).
+/// [`script`] without the bootstrap's source: the text takes it from the
+/// target's own memory at `source_at` (where pyattach wrote [`SOURCE`],
+/// readable, [`SOURCE`]`.len()` bytes), and only when no earlier injection
+/// left it compiled in the target. Compiling a wrapper that holds the 19 KB
+/// source as a literal took ~0.3 ms with the GIL held on every injection.
+/// The address is written at a fixed width, so the text's length does not
+/// depend on it.
+pub fn script_at(p: &Params, source_at: u64) -> String {
+    let (mode, code) = match &p.mode {
+        Mode::Run { code } => ("run", code.as_str()),
+        Mode::Repl => ("repl", ""),
+    };
+    let (chan, path) = match &p.channel {
+        ChannelParams::Pair => ("pair", ""),
+        ChannelParams::Unix { path } => ("unix", path.as_str()),
+    };
+    // /proc/self/mem read unbuffered (a buffered read would run past the
+    // pages); ctypes where /proc is not mounted.
+    format!(
+        "try:
+ import sys
+ d=sys.__dict__.setdefault('_pyattach_code',{{}})
+ c=d.get({key})
+ if c is None:
+  a,n=0x{source_at:016x},{len}
+  s=b''
+  try:
+   f=open('/proc/self/mem','rb',0)
+   try:
+    f.seek(a)
+    while len(s)<n:
+     b=f.read(n-len(s))
+     if not b:
+      break
+     s+=b
+   finally:
+    f.close()
+  except Exception:
+   s=b''
+  if len(s)!=n:
+   import ctypes
+   s=ctypes.string_at(a,n)
+  c=d.setdefault({key},compile(s,'<pyattach>','exec',0,True))
+ exec(c,{{'__name__':'__pyattach__','P':{{'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},'wait':{wait:?}}}}})
+except:
+ pass
+",
+        key = py_str(source_key().as_bytes()),
+        len = SOURCE.len(),
+        nonce = py_str(p.nonce.as_bytes()),
+        token = py_str(p.token.as_bytes()),
+        mode = py_str(mode.as_bytes()),
+        chan = py_str(chan.as_bytes()),
+        path = py_str(path.as_bytes()),
+        code = py_str(code.as_bytes()),
+        wait = p.wait_secs,
+    )
+}
+
 fn source_key() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in SOURCE.as_bytes() {
@@ -124,5 +183,20 @@ mod tests {
         assert!(s.is_ascii());
         assert!(!s.contains('\0'));
         assert!(s.starts_with("try:\n exec((lambda d,k,s:"));
+    }
+
+    #[test]
+    fn script_at_holds_no_source_and_its_length_does_not_depend_on_the_address() {
+        let p = Params {
+            nonce: "n".into(),
+            token: "t".into(),
+            mode: Mode::Repl,
+            channel: ChannelParams::Pair,
+            wait_secs: 2.0,
+        };
+        let (a, b) = (script_at(&p, 0), script_at(&p, 0x7fff_1234_5000));
+        assert_eq!(a.len(), b.len());
+        assert!(b.contains("0x00007fff12345000"));
+        assert!(a.len() < 2000 && a.is_ascii() && !a.contains('\0'));
     }
 }

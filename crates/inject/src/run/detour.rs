@@ -36,7 +36,12 @@ pub const CANCELLED: u32 = 3;
 
 /// The data size for `script`, in whole pages.
 pub fn data_len(script: &str) -> u64 {
-    (SCRIPT + script.len() as u64 + 1).div_ceil(PAGE) * PAGE
+    data_len_for(script.len())
+}
+
+/// The data size for a script of `len` bytes, in whole pages.
+pub fn data_len_for(len: usize) -> u64 {
+    (SCRIPT + len as u64 + 1).div_ceil(PAGE) * PAGE
 }
 
 /// The data pages' contents.
