@@ -345,6 +345,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             }
         }
     }
+    report.steps.push(("queued", st.paused()));
     report.stops.push(st.detach()?);
 
     // -- wait for a claim (half-way through: a new thread) ---------------
