@@ -618,6 +618,9 @@ fn stripped_builds_with_dynsym_only() {
             "{}: a static symbol resolved without debug info",
             py.id
         );
+        // Wait until the target has parked where it says (see dump_parked),
+        // then read it with the stripped symbols.
+        dump_parked(&py, &t, &opts());
         let mem = attach::ProcessMemory::open(t.pid()).unwrap();
         let d = inject::dump::dump_with(
             &interp,
