@@ -1,6 +1,17 @@
 //! The CPython knowledge of pyattach: reading stacks from memory (`dump`),
 //! and getting a GIL-holding thread to run a bootstrap that opens a channel
-//! back to the tool (`run`).
+//! back to the tool (`run`). Process control itself is `attach`'s; finding
+//! the interpreter and its layouts is `symbols`'.
+//!
+//! ```no_run
+//! // Every thread's Python stack, without running anything in the target.
+//! let dump = inject::dump::dump(1234, &inject::dump::DumpOptions::default())?;
+//! for thread in &dump.threads {
+//!     println!("thread {} holds the GIL: {}", thread.thread_id, thread.holds_gil);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
 
 pub mod callsites;
 pub mod dump;
