@@ -43,37 +43,19 @@ pub struct Params {
 /// `__main__` and a bare `except:` catches everything, including old-style
 /// class exceptions of Python 2.
 pub fn script(p: &Params) -> String {
-    let (mode, code) = match &p.mode {
-        Mode::Run { code } => ("run", code.as_str()),
-        Mode::Repl => ("repl", ""),
-    };
-    let (chan, path) = match &p.channel {
-        ChannelParams::Pair => ("pair", ""),
-        ChannelParams::Unix { path } => ("unix", path.as_str()),
-    };
     // The compiled bootstrap is kept in sys._pyattach_code under a hash of
     // its source: compiling it costs milliseconds with the GIL held, and
     // every later injection of the same pyattach reuses it.
     format!(
         "try:\n exec((lambda d,k,s:d.get(k) or d.setdefault(k,compile(s,'<pyattach>','exec',0,True)))\
 (__import__('sys').__dict__.setdefault('_pyattach_code',{{}}),{key},{src}),\
-{{'__name__':'__pyattach__','P':{{\
-'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},\
-'wait':{wait:?}}}}})\nexcept:\n pass\n",
+{{'__name__':'__pyattach__','P':{params}}})\nexcept:\n pass\n",
         key = py_str(source_key().as_bytes()),
         src = py_str(SOURCE.as_bytes()),
-        nonce = py_str(p.nonce.as_bytes()),
-        token = py_str(p.token.as_bytes()),
-        mode = py_str(mode.as_bytes()),
-        chan = py_str(chan.as_bytes()),
-        path = py_str(path.as_bytes()),
-        code = py_str(code.as_bytes()),
-        wait = p.wait_secs,
+        params = params_literal(p),
     )
 }
 
-/// FNV-1a of the bootstrap's source: the key of its compiled code in the
-/// target (a changed bootstrap never reuses an old one).
 /// [`script`] without the bootstrap's source: the text takes it from the
 /// target's own memory at `source_at` (where pyattach wrote [`SOURCE`],
 /// readable, [`SOURCE`]`.len()` bytes), and only when no earlier injection
@@ -82,14 +64,6 @@ pub fn script(p: &Params) -> String {
 /// The address is written at a fixed width, so the text's length does not
 /// depend on it.
 pub fn script_at(p: &Params, source_at: u64) -> String {
-    let (mode, code) = match &p.mode {
-        Mode::Run { code } => ("run", code.as_str()),
-        Mode::Repl => ("repl", ""),
-    };
-    let (chan, path) = match &p.channel {
-        ChannelParams::Pair => ("pair", ""),
-        ChannelParams::Unix { path } => ("unix", path.as_str()),
-    };
     // /proc/self/mem read unbuffered (a buffered read would run past the
     // pages); ctypes where /proc is not mounted.
     format!(
@@ -117,12 +91,29 @@ pub fn script_at(p: &Params, source_at: u64) -> String {
    import ctypes
    s=ctypes.string_at(a,n)
   c=d.setdefault({key},compile(s,'<pyattach>','exec',0,True))
- exec(c,{{'__name__':'__pyattach__','P':{{'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},'wait':{wait:?}}}}})
+ exec(c,{{'__name__':'__pyattach__','P':{params}}})
 except:
  pass
 ",
         key = py_str(source_key().as_bytes()),
         len = SOURCE.len(),
+        params = params_literal(p),
+    )
+}
+
+/// The bootstrap's `P`: a Python dict literal of the session's parameters,
+/// the same for both ways of passing the source.
+fn params_literal(p: &Params) -> String {
+    let (mode, code) = match &p.mode {
+        Mode::Run { code } => ("run", code.as_str()),
+        Mode::Repl => ("repl", ""),
+    };
+    let (chan, path) = match &p.channel {
+        ChannelParams::Pair => ("pair", ""),
+        ChannelParams::Unix { path } => ("unix", path.as_str()),
+    };
+    format!(
+        "{{'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},'wait':{wait:?}}}",
         nonce = py_str(p.nonce.as_bytes()),
         token = py_str(p.token.as_bytes()),
         mode = py_str(mode.as_bytes()),
@@ -133,6 +124,8 @@ except:
     )
 }
 
+/// FNV-1a of the bootstrap's source: the key of its compiled code in the
+/// target (a changed bootstrap never reuses an old one).
 fn source_key() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in SOURCE.as_bytes() {
