@@ -436,6 +436,7 @@ fn run(
             let restored = saved.restore_with(tid, &restore_regs);
             restored.map_err(|e| restore_failed(t, tid, e))?;
             back?;
+            wipe(t, &frame);
             Ok(value)
         }
         Err(e @ (Error::Timeout { .. } | Error::Interrupted { .. })) => {
@@ -467,9 +468,19 @@ fn run(
             saved
                 .restore_with(tid, &restore_regs)
                 .map_err(|e2| restore_failed(t, tid, e2))?;
+            wipe(t, &frame);
             Err(e)
         }
     }
+}
+
+/// Zeroes a used frame, below the restored stack pointer and dead: it holds
+/// a copy of the thread's registers, and a return address into the call
+/// stub that, left there and later covered by some live frame, would look
+/// like a call still due to return into the stub (which keeps a caller
+/// from unmapping it). Best effort: a frame left as it is harms nothing.
+fn wipe(t: &Tracer, frame: &crate::arch::Frame) {
+    let _ = t.mem.write(frame.base, &vec![0u8; frame.bytes.len()]);
 }
 
 fn restore_failed(t: &Tracer, tid: i32, source: Error) -> Error {

@@ -59,7 +59,7 @@ fn state_target(py: &Python, state: &str) -> Option<Target> {
     cmd.arg(testsupport::fixture("py/run_states.py"))
         .arg(state)
         .env("PYATTACH_STATE", state);
-    if state == "gilspin" {
+    if state.starts_with("gilspin") {
         let so = testsupport::build_c("run_gilspin", &["-shared", "-fPIC"])?;
         cmd.env("PYATTACH_SO", so);
     }
@@ -241,6 +241,76 @@ fn gil_held_in_native_code_times_out_cleanly() {
     // The entry was restored: the same bytes as in the file.
     let out = pyattach(&["--run", "print(1)", "--timeout", "1", &pid], None);
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Found by review: a pending call queued for a main thread that holds the
+/// GIL in native code runs the stub in the injection's page whenever that
+/// code returns, long after pyattach gave up; unmapping the page at the
+/// timeout made the target crash then. The page stays until the stub ran.
+#[test]
+fn pending_call_outliving_a_timeout_finds_its_page() {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let Some(mut t) = state_target(&py, "gilspin3") else {
+            return;
+        };
+        let pid = t.pid().to_string();
+        let out = pyattach(&["-v", "--run", "print(1)", "--timeout", "1", &pid], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{v}: {err}");
+        assert!(err.contains("running native code"), "{v}: {err}");
+        // The spin ends, the main thread runs the pending call, and then
+        // Python: the ticker ticks on.
+        assert!(
+            t.wait_for_output("TICK 3", Duration::from_secs(20)),
+            "{v}: status {:?} threads {:?} output {:?}\n{err}",
+            t.child_mut().try_wait(),
+            t.thread_states(),
+            t.output()
+        );
+        assert!(t.output().contains("SPUN"), "{v}");
+        assert!(t.is_alive(), "{v}");
+    }
+}
+
+/// Found by scripts/torture ("target memory mappings after load"): on a
+/// threaded server the claiming thread's stack kept a stale copy of a
+/// return address into the trampoline, so the pages were judged in use
+/// and left mapped, two more mappings with every `--run`.
+#[test]
+fn injection_pages_are_unmapped_on_a_threaded_server() {
+    for v in ["2.7", "3.12", "3.13"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = Target::python(&py, "http_counter.py", &[]);
+        let pid = t.pid().to_string();
+        let maps = || {
+            std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        // The first run imports what the bootstrap needs: count after it.
+        assert_eq!(
+            pyattach(&["--run", "pass", &pid], None).status.code(),
+            Some(0)
+        );
+        let before = maps();
+        for i in 0..5 {
+            let out = pyattach(&["-v", "--run", "pass", &pid], None);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{v} run {i}: {err}");
+            assert!(
+                err.contains("injected pages unmapped"),
+                "{v} run {i}: {err}"
+            );
+        }
+        assert_eq!(maps(), before, "{v}: mappings grew");
+        assert!(t.is_alive(), "{v}");
+    }
 }
 
 #[test]

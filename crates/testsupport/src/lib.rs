@@ -380,20 +380,21 @@ pub fn describe(pid: u32) -> String {
     format!("--- /proc/{pid}/status\n{status}--- /proc/{pid}/stack\n{stack}")
 }
 
-/// The `pyattach` binary built for this test run (integration tests of the
-/// cli crate get it from `CARGO_BIN_EXE_pyattach`; others look in target/).
+/// The `pyattach` binary built for this test run: the one beside the
+/// running test executable (`target/<profile>/deps/..` → `target/<profile>`),
+/// so a `--release` test run never picks up a stale debug build.
 pub fn pyattach_bin() -> PathBuf {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_pyattach") {
-        return PathBuf::from(p);
+    let here = std::env::current_exe().expect("test executable path");
+    let profile_dir = here
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable in target/<profile>/deps");
+    let p = profile_dir.join("pyattach");
+    if p.exists() {
+        return p;
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    for profile in ["debug", "release"] {
-        let p = target.join(profile).join("pyattach");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("pyattach binary not built (cargo build -p pyattach)")
+    panic!(
+        "pyattach binary not built in {} (cargo build -p pyattach)",
+        profile_dir.display()
+    )
 }

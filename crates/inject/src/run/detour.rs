@@ -26,6 +26,11 @@ pub const SITE: u64 = 12;
 pub const PTHREAD_T: u64 = 16;
 /// Set to 1 once `PyRun_SimpleString` has returned.
 pub const DONE: u64 = 24;
+/// Set to 1 by the pending-call stub when it is about to return (queued
+/// and not yet run, it still needs the page).
+pub const PENDING_RAN: u64 = 28;
+/// Set to 1 by the new-thread function when it is about to return.
+pub const THREAD_DONE: u64 = 32;
 pub const SCRIPT: u64 = 64;
 const PAGE: u64 = 4096;
 
@@ -201,6 +206,22 @@ impl Asm {
         self.raw(&rel32(next, target).to_le_bytes());
         self.raw(trailing);
     }
+    /// `call rax`, then wipes the return address the call left just below
+    /// `rsp`. A stale copy of it, later inside some live frame of this
+    /// thread, would look like a thread still due to return into the page
+    /// and keep the page mapped for ever (see `Leftover::remove`).
+    fn call_rax_and_forget(&mut self) {
+        self.raw(&[0xff, 0xd0]); //                         ff d0       call rax
+        self.forget_return();
+    }
+    /// `mov qword [rsp-8], 0`: the slot `ret` just popped (flags untouched).
+    fn forget_return(&mut self) {
+        self.raw(&[0x48, 0xc7, 0x44, 0x24, 0xf8, 0, 0, 0, 0]);
+    }
+    /// `mov dword [rip+disp], 1`.
+    fn set_flag(&mut self, at: u64) {
+        self.rip(&[0xc7, 0x05], at, &1u32.to_le_bytes());
+    }
     /// `jne rel32` to a label patched later; returns the fixup position.
     fn jne_fwd(&mut self) -> usize {
         self.raw(&[0x0f, 0x85, 0, 0, 0, 0]); // 0f 85 rel32  jne
@@ -244,9 +265,9 @@ impl Asm {
         self.raw(&(data + SCRIPT).to_le_bytes());
         self.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyRun_SimpleString
         self.raw(&run.to_le_bytes());
-        self.raw(&[0xff, 0xd0]); //                ff d0          call rax
+        self.call_rax_and_forget();
         self.rip(&[0x89, 0x05], data + RESULT, &[]); // 89 05     mov [rip+RESULT], eax
-        self.rip(&[0xc7, 0x05], data + DONE, &1u32.to_le_bytes()); // c7 05 .. 01 00 00 00  mov dword [rip+DONE], 1
+        self.set_flag(data + DONE);
         out
     }
 }
@@ -312,6 +333,10 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
                 let d = rel32(next, *target as u64);
                 a.b[start + off..start + off + 4].copy_from_slice(&d.to_le_bytes());
             }
+            if bytes[0] == 0xe8 {
+                // A moved call returned here: wipe its return address.
+                a.forget_return();
+            }
         }
         a.raw(&[0xe9]); // e9 rel32  jmp entry + len
         let next = a.here() + 4;
@@ -327,6 +352,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     a.raw(&[0x53]); // 53  push rbx   (aligns rsp to 16)
     let out = a.claim_and_run(l.data, l.run, 0, None);
     a.land(&out);
+    a.set_flag(l.data + PENDING_RAN);
     a.raw(&[0x5b]); // 5b     pop rbx
     a.raw(&[0x31, 0xc0]); // 31 c0  xor eax, eax
     a.raw(&[0xc3]); // c3     ret
@@ -339,14 +365,15 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
         a.raw(&[0x53]); //                53             push rbx (aligns rsp)
         a.raw(&[0x48, 0xb8]); //          48 b8 imm64    mov rax, PyGILState_Ensure
         a.raw(&l.ensure.to_le_bytes());
-        a.raw(&[0xff, 0xd0]); //          ff d0          call rax
+        a.call_rax_and_forget();
         a.raw(&[0x89, 0xc3]); //          89 c3          mov ebx, eax
         let out = a.claim_and_run(l.data, l.run, THREAD_SITE, None);
         a.land(&out);
         a.raw(&[0x89, 0xdf]); //          89 df          mov edi, ebx
         a.raw(&[0x48, 0xb8]); //          48 b8 imm64    mov rax, PyGILState_Release
         a.raw(&l.release.to_le_bytes());
-        a.raw(&[0xff, 0xd0]); //          ff d0          call rax
+        a.call_rax_and_forget();
+        a.set_flag(l.data + THREAD_DONE);
         a.raw(&[0x5b]); //                5b             pop rbx
         a.raw(&[0x31, 0xc0]); //          31 c0          xor eax, eax
         a.raw(&[0xc3]); //                c3             ret

@@ -398,8 +398,14 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     restore_entries(&mut st, &patched)?;
     let mut holders = String::new();
     if cancel {
-        // A pending call left running (its timeout) returns into the page.
-        if !keep_pages && !busy(&st, layout.code) {
+        // A pending call left running (its timeout) returns into the page;
+        // one still queued, or a new thread still starting, will run code
+        // in it (the stub finds the flag cancelled and returns).
+        let waiting = Waiting {
+            pending: report.pending_call,
+            thread: report.new_thread,
+        };
+        if !keep_pages && waiting.settled(&mem, base) && !busy(&st, layout.code) {
             let helper = st.syscall_thread().unwrap_or(pid);
             let _ = st.unmap(helper, base, total);
         }
@@ -436,7 +442,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         total,
         code: layout.code,
         keep: keep_pages,
-        thread: site == detour::THREAD_SITE as usize,
+        waiting: Waiting {
+            pending: report.pending_call,
+            thread: report.new_thread,
+        },
     };
     Ok((channel, report, leftover))
 }
@@ -449,32 +458,47 @@ pub struct Leftover {
     base: u64,
     total: u64,
     code: u64,
-    thread: bool,
+    /// Code queued or started in stop 1 that runs in the page later,
+    /// whichever strategy claimed.
+    waiting: Waiting,
     /// A remote call left running returns into the page some day.
     keep: bool,
 }
 
+/// Entrances into the code page that stay open after the entries are
+/// restored: a pending call the main thread has not run yet, and a new
+/// thread that has not finished. Each sets its flag in the data page as
+/// its last act before returning.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    pending: bool,
+    thread: bool,
+}
+
+impl Waiting {
+    fn settled(self, mem: &attach::ProcessMemory, base: u64) -> bool {
+        let set = |off| read_u32(mem, base + off) == Some(1);
+        (!self.pending || set(detour::PENDING_RAN)) && (!self.thread || set(detour::THREAD_DONE))
+    }
+}
+
 impl Leftover {
     /// Unmaps the pages once nothing can run in them any more: the
-    /// bootstrap call has returned (its done flag), no thread's instruction
-    /// pointer is inside, and no thread's top of stack holds a return
-    /// address into them (a moved `call` of the entry's prologue). Waits up
-    /// to `wait` for that; returns the pause, or `None` when the pages had
-    /// to stay (harmless: nothing jumps to them any more).
+    /// bootstrap call has returned (its done flag), a pending call or new
+    /// thread started by stop 1 has been and gone, no thread's instruction
+    /// pointer is inside, and no thread's stack holds a return address
+    /// into them. Waits up to `wait` for that; returns the pause, or `None`
+    /// when the pages had to stay (harmless: nothing jumps to them any
+    /// more, and whatever still will finds the flag taken).
     pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
         if self.keep {
             return Ok(None);
         }
         let mem = attach::ProcessMemory::open(self.pid)?;
         let end = Instant::now() + wait;
-        let tid = read_u32(&mem, self.base + detour::TID).unwrap_or(0);
         loop {
             let done = read_u32(&mem, self.base + detour::DONE) == Some(1);
-            // The new thread returns through the page after releasing the
-            // GIL: wait until it has exited.
-            let gone = !self.thread
-                || !std::path::Path::new(&format!("/proc/{}/task/{tid}", self.pid)).exists();
-            if done && gone {
+            if done && self.waiting.settled(&mem, self.base) {
                 break;
             }
             if Instant::now() >= end {
@@ -502,9 +526,11 @@ fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
 }
 
 /// True if a thread could still run in the injection's pages: its
-/// instruction pointer is in the code page, or its top of stack holds a return
-/// address into them (a moved `call` of an entry's prologue, or a remote
-/// call left running that returns into the call stub).
+/// instruction pointer is in the code page, or its stack holds a return
+/// address into them (a thread inside a moved `call` of an entry's
+/// prologue, or a signal frame of a thread interrupted in a trampoline).
+/// The code page wipes every return address into it once used, and attach
+/// wipes its call frames, so a stale copy cannot keep the pages mapped.
 fn busy(st: &attach::Stopped, code: u64) -> bool {
     let pages = code..code + 4096;
     st.threads().into_iter().any(|tid| {
