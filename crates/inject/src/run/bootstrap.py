@@ -501,16 +501,26 @@ def _main(P):
         cloexec(theirs)
     else:
         mine, theirs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), None
-        mine.settimeout(P['wait'])
-        mine.connect(P['path'])
-        # Nothing may stay in the target's filesystem, even if pyattach dies
-        # now: the connection no longer needs the name.
-        import os
         try:
-            os.unlink(P['path'])
-            os.rmdir(os.path.dirname(P['path']))
+            try:
+                mine.settimeout(P['wait'])
+                mine.connect(P['path'])
+            finally:
+                # Nothing may stay in the target's filesystem, whatever the
+                # connect's outcome: a connected channel no longer needs the
+                # name, and a refused one means pyattach is gone (killed)
+                # and will never remove it. Only this injection's socket
+                # and its directory, whose names are unique to it.
+                import os
+                for rm, path in ((os.unlink, P['path']),
+                                 (os.rmdir, os.path.dirname(P['path']))):
+                    try:
+                        rm(path)
+                    except Exception:
+                        pass
         except Exception:
-            pass
+            mine.close()
+            return
     cloexec(mine)
     sess = Session(mine)
 

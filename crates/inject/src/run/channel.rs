@@ -8,15 +8,20 @@
 //! socket with `pidfd_getfd` and peeks (without consuming) for the hello
 //! frame carrying this injection's nonce, which the bootstrap writes into
 //! the pair at once. Sockets that existed before are never touched.
+//!
+//! The unix socket's directory never outlives pyattach: pyattach removes it
+//! once connected or when it gives up, the bootstrap removes it whether or
+//! not its connect succeeds, and what a pyattach killed before its
+//! injection fired left is swept by the next run (`sweep_stale`).
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::bootstrap::{ChannelParams, Mode, Params};
 use super::error::RunError;
@@ -62,6 +67,10 @@ impl Rendezvous {
     pub fn prepare(pid: i32, kind: ChannelKind) -> Result<Rendezvous, RunError> {
         let nonce = random_hex(8)?;
         let token = random_hex(16)?;
+        // Whatever the kind: what a killed fallback run left must go even
+        // if this run gets the socketpair. Costs one listing of each
+        // temporary directory when nothing is stale.
+        sweep_stale(pid);
         let how = match kind {
             ChannelKind::Pair => pair(pid)?,
             ChannelKind::Unix => unix(pid, &nonce)?,
@@ -246,9 +255,12 @@ fn pair(pid: i32) -> Result<How, RunError> {
     })
 }
 
+/// The target's temporary directories, in the order pyattach tries them.
+const TMP_DIRS: [&str; 3] = ["tmp", "dev/shm", "var/tmp"];
+
 fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let base = ["tmp", "dev/shm", "var/tmp"]
+    let base = TMP_DIRS
         .into_iter()
         .find(|d| root.join(d).is_dir())
         .ok_or_else(|| {
@@ -313,9 +325,172 @@ fn socket_fds(pid: i32) -> Vec<(i32, u64)> {
 }
 
 fn target_uid(pid: i32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_uid(&pid.to_string())
+}
+
+/// The effective uid of `/proc/<who>` (`self` or a pid).
+fn status_uid(who: &str) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{who}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
+}
+
+// -- stale directories -------------------------------------------------
+
+/// A directory younger than this is never swept: a live pyattach creates
+/// its directory and binds the socket in it microseconds apart, and a
+/// concurrent sweep must not catch it in between.
+const SWEEP_GRACE: Duration = Duration::from_secs(2);
+
+/// Removes what earlier, killed pyattach runs left for this target: a
+/// `pyattach-<pid>-<nonce>` directory in the target's temporary directories
+/// whose socket nobody listens on any more. A pyattach SIGKILLed after
+/// creating it and before its bootstrap ran leaves it, and nothing in the
+/// target ever will remove it (the bootstrap removes its own directory
+/// whether or not it could connect).
+///
+/// Liveness is decided without connecting (a live pyattach must never get a
+/// stray connection on its listener): a listening unix socket, and the
+/// sockets accepted from it, are listed with their bound path in
+/// `/proc/net/unix` of the network namespace of the process that bound
+/// them, i.e. of the pyattach that made the directory, which bound it as
+/// `/proc/<pid>/root/tmp/pyattach-<pid>-<nonce>/s`. So the directory is live
+/// if a path ending in `/pyattach-<pid>-<nonce>/s` (the nonce is random:
+/// unique to one run) shows in the listing of our own namespace, of the
+/// target's, or of any other namespace some process we can see lives in.
+/// If our own or the target's listing cannot be read, nothing is removed.
+///
+/// Only a directory (never a symlink: /tmp is world-writable) with the
+/// exact name, owned by us or by the target's user, older than
+/// [`SWEEP_GRACE`], holding nothing or just a socket named `s` of the same
+/// owners, is removed. Its contents are read and unlinked through an open
+/// descriptor of the checked directory (`/proc/self/fd/N/s`), so swapping
+/// the name for a symlink meanwhile redirects nothing; `rmdir` by name
+/// removes only an empty directory and never follows a symlink.
+fn sweep_stale(pid: i32) {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let prefix = format!("pyattach-{pid}-");
+    let mut candidates = Vec::new();
+    for base in TMP_DIRS {
+        let Ok(dir) = fs::read_dir(root.join(base)) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let is_ours = name.strip_prefix(&prefix).is_some_and(|n| {
+                n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
+            if is_ours {
+                candidates.push((root.join(base), name.to_string()));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return;
+    }
+    let owners: Vec<u32> = [status_uid("self"), target_uid(pid)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let Some(bound) = bound_unix_paths(pid) else {
+        return;
+    };
+    for (base, name) in candidates {
+        let suffix = format!("/{name}/s");
+        if bound.iter().any(|p| p.ends_with(&suffix)) {
+            continue;
+        }
+        let _ = remove_stale(&base, &name, &owners);
+    }
+}
+
+/// Removes `base/name` if it is a stale channel directory (see
+/// [`sweep_stale`]); `None` when it is not (or not any more) removable.
+fn remove_stale(base: &Path, name: &str, owners: &[u32]) -> Option<()> {
+    let path = base.join(name);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.file_type().is_dir() || !owners.contains(&meta.uid()) {
+        return None;
+    }
+    let age = SystemTime::now()
+        .duration_since(meta.modified().ok()?)
+        .ok()?;
+    if age < SWEEP_GRACE {
+        return None;
+    }
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&path)
+        .ok()?;
+    let opened = dir.metadata().ok()?;
+    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+        return None;
+    }
+    let inside = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut entries = Vec::new();
+    for e in fs::read_dir(&inside).ok()? {
+        entries.push(e.ok()?.file_name());
+    }
+    match entries.as_slice() {
+        [] => {}
+        [s] if s == "s" => {
+            let sock = fs::symlink_metadata(inside.join("s")).ok()?;
+            if !sock.file_type().is_socket() || !owners.contains(&sock.uid()) {
+                return None;
+            }
+            fs::remove_file(inside.join("s")).ok()?;
+        }
+        _ => return None,
+    }
+    drop(dir);
+    fs::remove_dir(&path).ok()
+}
+
+/// The bound paths of every unix socket listed in `/proc/<p>/net/unix` for
+/// ourselves, the target, and one process of every other network namespace
+/// we can see. `None` if our own or the target's listing cannot be read.
+fn bound_unix_paths(pid: i32) -> Option<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut paths = Vec::new();
+    let mut read = |who: &str, paths: &mut Vec<String>| -> Option<()> {
+        let ns = fs::read_link(format!("/proc/{who}/ns/net")).ok();
+        if let Some(ns) = ns.clone() {
+            if !seen.insert(ns) {
+                return Some(());
+            }
+        }
+        let text = fs::read_to_string(format!("/proc/{who}/net/unix")).ok()?;
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        paths.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(7))
+                .map(str::to_string),
+        );
+        Some(())
+    };
+    read("self", &mut paths)?;
+    read(&pid.to_string(), &mut paths)?;
+    if let Ok(procs) = fs::read_dir("/proc") {
+        for e in procs.flatten() {
+            let name = e.file_name();
+            if let Some(p) = name
+                .to_str()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            {
+                // Best effort: a process may have exited, or be another
+                // user's (its namespace link unreadable).
+                if fs::read_link(format!("/proc/{p}/ns/net")).is_ok() {
+                    let _ = read(p, &mut paths);
+                }
+            }
+        }
+    }
+    Some(paths)
 }
 
 fn alive(pid: i32) -> bool {
