@@ -46,3 +46,16 @@ pub fn install_exit_handlers() -> Result<()> {
 pub fn exit_requested() -> Option<Signal> {
     crate::sys::exit_requested()
 }
+
+/// Forgets a recorded `sig`, for a caller that handles that signal itself
+/// from now on (an interactive session forwards SIGINT to the target as
+/// KeyboardInterrupt: it must not abort pyattach's later work on the
+/// target). Another recorded signal stays.
+pub fn forget_exit_request(sig: Signal) {
+    let _ = crate::sys::EXIT_SIGNAL.compare_exchange(
+        sig as i32,
+        0,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+}

@@ -63,7 +63,7 @@ mod tracer;
 
 pub use arch::Regs;
 pub use error::{Error, Result};
-pub use exit::{exit_requested, install_exit_handlers};
+pub use exit::{exit_requested, forget_exit_request, install_exit_handlers};
 pub use memory::ProcessMemory;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;

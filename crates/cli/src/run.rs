@@ -80,7 +80,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     if args.verbose {
         eprintln!("pyattach: {}", describe(&report));
     }
-    let raised = session::drive(channel, repl)?;
+    let raised = session::drive(channel, repl, pid)?;
     // Unmap the injection's pages; if they must stay (a thread still
     // returns through them), they are inert.
     match leftover.remove(Duration::from_millis(500)) {

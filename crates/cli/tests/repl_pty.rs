@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testsupport::{pyattach_bin, Python, PythonKind, Target};
+use testsupport::{pyattach_bin, Target};
 
 struct Pty {
     child: Child,
@@ -104,18 +104,6 @@ impl Drop for Pty {
     }
 }
 
-fn target(py: &Python) -> Target {
-    let mut cmd = Command::new(&py.exe);
-    if py.kind != PythonKind::Embedded {
-        cmd.arg("-u");
-    }
-    cmd.arg(testsupport::fixture("py/run_states.py"))
-        .arg("sleep")
-        .env("PYATTACH_STATE", "sleep")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    Target::spawn(cmd)
-}
-
 fn ticks_on(t: &Target) {
     let n = t.output().matches("TICK").count();
     assert!(t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)));
@@ -127,7 +115,7 @@ fn repl_on_a_terminal_with_completion_and_ctrl_c() {
         let Some(py) = testsupport::python(v) else {
             continue;
         };
-        let t = target(&py);
+        let t = Target::run_state(&py, "sleep").unwrap();
         let Some(mut pty) = Pty::spawn(&[&t.pid().to_string()]) else {
             return;
         };
@@ -150,6 +138,12 @@ fn repl_on_a_terminal_with_completion_and_ctrl_c() {
         pty.send("\x03");
         pty.expect("KeyboardInterrupt");
         pty.expect(">>> ");
+        // And in the middle of a call blocked in the kernel.
+        pty.send("import time; time.sleep(3600)\r");
+        std::thread::sleep(Duration::from_millis(500));
+        pty.send("\x03");
+        pty.expect("KeyboardInterrupt");
+        pty.expect(">>> ");
         pty.send("print('still %s' % 'here')\r");
         pty.expect("still here");
         pty.expect(">>> ");
@@ -167,7 +161,7 @@ fn pdb_on_a_terminal_stops_in_the_target_frame() {
         let Some(py) = testsupport::python(v) else {
             continue;
         };
-        let t = target(&py);
+        let t = Target::run_state(&py, "sleep").unwrap();
         let code = if py.version.0 == 2 {
             "import pdb; pdb.set_trace()"
         } else {

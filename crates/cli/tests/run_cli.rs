@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testsupport::{pyattach_bin, pythons, Python, PythonKind, Target};
+use testsupport::{pyattach_bin, pythons, Python, Target};
 
 /// Runs pyattach with `args`; kills it (by pid) if it hangs.
 fn pyattach(args: &[&str], stdin: Option<&str>) -> Output {
@@ -50,21 +50,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn state_target(py: &Python, state: &str) -> Option<Target> {
-    let mut cmd = Command::new(&py.exe);
-    if py.kind != PythonKind::Embedded {
-        cmd.arg("-u");
-    }
-    // The state goes in the environment too: the embedding fixture does
-    // not pass its arguments through to sys.argv.
-    cmd.arg(testsupport::fixture("py/run_states.py"))
-        .arg(state)
-        .env("PYATTACH_STATE", state);
-    if state.starts_with("gilspin") {
-        let so = testsupport::build_c("run_gilspin", &["-shared", "-fPIC"])?;
-        cmd.env("PYATTACH_SO", so);
-    }
-    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
-    Some(Target::spawn(cmd))
+    Target::run_state(py, state)
 }
 
 /// `--run` in `state`: pid file written, output back, target working after.

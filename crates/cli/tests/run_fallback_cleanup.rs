@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use testsupport::{pyattach_bin, Python, PythonKind, Target};
+use testsupport::{pyattach_bin, Python, Target};
 
 /// Installs the seccomp filter, then execs pyattach with the arguments.
 const NO_PIDFD_GETFD: &str = r#"
@@ -76,17 +76,7 @@ fn channel_dirs(pid: i32) -> Vec<PathBuf> {
 }
 
 fn gilspin3(py: &Python) -> Option<Target> {
-    let so = testsupport::build_c("run_gilspin", &["-shared", "-fPIC"])?;
-    let mut cmd = Command::new(&py.exe);
-    if py.kind != PythonKind::Embedded {
-        cmd.arg("-u");
-    }
-    cmd.arg(testsupport::fixture("py/run_states.py"))
-        .arg("gilspin3")
-        .env("PYATTACH_STATE", "gilspin3")
-        .env("PYATTACH_SO", so)
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    Some(Target::spawn(cmd))
+    Target::run_state(py, "gilspin3")
 }
 
 fn launcher() -> Option<Python> {

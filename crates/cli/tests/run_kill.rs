@@ -7,19 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testsupport::{pyattach_bin, Python, PythonKind, Target};
-
-fn target(py: &Python) -> Target {
-    let mut cmd = Command::new(&py.exe);
-    if py.kind != PythonKind::Embedded {
-        cmd.arg("-u");
-    }
-    cmd.arg(testsupport::fixture("py/run_states.py"))
-        .arg("sleep")
-        .env("PYATTACH_STATE", "sleep")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    Target::spawn(cmd)
-}
+use testsupport::{pyattach_bin, Python, Target};
 
 /// A small deterministic generator (xorshift) so failures replay.
 struct Rng(u64);
@@ -64,7 +52,7 @@ fn assert_healthy(t: &Target, ctx: &str) {
 }
 
 fn torture(py: &Python, kills: u64, seed: u64) {
-    let t = target(py);
+    let t = Target::run_state(py, "sleep").unwrap();
     let pid = t.pid().to_string();
     let mut rng = Rng(seed);
     for i in 0..kills {
@@ -120,7 +108,7 @@ fn code_that_never_returns_stops_when_pyattach_is_killed() {
         let Some(py) = testsupport::python(v) else {
             continue;
         };
-        let t = target(&py);
+        let t = Target::run_state(&py, "sleep").unwrap();
         let pid = t.pid().to_string();
         let mut child = Command::new(pyattach_bin())
             .args(["--run", "print('looping')\nwhile True: pass", &pid])

@@ -19,9 +19,11 @@ mod detour;
 mod error;
 mod inject;
 pub mod protocol;
+mod unblock;
 
 pub use bootstrap::{ChannelParams, Mode, Params};
 pub use channel::{ChannelKind, Rendezvous};
 pub use error::RunError;
 pub use inject::{start, Leftover, Options, Report};
 pub use protocol::{Channel, FromTarget, ToTarget};
+pub use unblock::{interrupt_blocked, Unblocked};

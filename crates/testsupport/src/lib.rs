@@ -287,6 +287,29 @@ impl Target {
         }
     }
 
+    /// tests/fixtures/py/run_states.py in `state` (sleep, cpu, read, ...,
+    /// gilspin, gilspin3) under `py`. The state also goes in the
+    /// environment, since the embedding fixture passes no arguments on;
+    /// the gilspin states get their shared object built (`None`, with a
+    /// note, if it cannot be).
+    pub fn run_state(py: &Python, state: &str) -> Option<Target> {
+        let mut cmd = Command::new(&py.exe);
+        if py.kind != PythonKind::Embedded {
+            cmd.arg("-u");
+        }
+        cmd.arg(fixture("py/run_states.py"))
+            .arg(state)
+            .env("PYATTACH_STATE", state)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        if state.starts_with("gilspin") {
+            cmd.env(
+                "PYATTACH_SO",
+                build_c("run_gilspin", &["-shared", "-fPIC"])?,
+            );
+        }
+        Some(Target::spawn(cmd))
+    }
+
     /// Runs `fixture(py/SCRIPT)` under `py` with `args`.
     pub fn python(py: &Python, script: &str, args: &[&str]) -> Target {
         let mut cmd = Command::new(&py.exe);

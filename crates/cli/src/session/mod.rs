@@ -6,6 +6,7 @@
 mod input;
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,9 +21,27 @@ enum Event {
     Closed(Option<std::io::Error>),
 }
 
-/// Runs the session until the target closes the channel. Returns true if
-/// `--run` code raised.
-pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
+/// What the session's code is doing, for Ctrl-C.
+#[derive(Default)]
+struct Running {
+    /// The thread running the code (as the target numbers it), 0 if none.
+    tid: AtomicI32,
+    /// Bumped each time code starts or stops.
+    generation: AtomicU64,
+    /// The target waits for a line typed here (pdb, input()): a Ctrl-C
+    /// then only cancels the line.
+    asking: AtomicBool,
+    /// The session is over: no more cutting calls short.
+    closed: AtomicBool,
+}
+
+/// Held while a blocking call is being cut short: one at a time, and the
+/// session waits for it before pyattach goes on to its own clean-up.
+static UNBLOCKING: Mutex<()> = Mutex::new(());
+
+/// Runs the session with process `pid` until the target closes the
+/// channel. Returns true if `--run` code raised.
+pub fn drive(channel: Channel, repl: bool, pid: i32) -> anyhow::Result<bool> {
     let writer = Arc::new(Mutex::new(
         channel.try_clone().context("duplicating the channel")?,
     ));
@@ -31,7 +50,8 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
     let (ev_tx, ev_rx) = mpsc::sync_channel(256);
     let (comp_tx, comp_rx) = mpsc::channel();
     spawn_reader(channel, ev_tx, comp_tx);
-    forward_signals(writer.clone())?;
+    let running = Arc::new(Running::default());
+    forward_signals(writer.clone(), running.clone(), pid)?;
 
     let tty = std::io::stdin().is_terminal();
     let mut input = Input::new(tty, repl, writer.clone(), comp_rx);
@@ -72,17 +92,23 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
                     (prompt, false)
                 };
                 stdout.flush().ok();
+                running.asking.store(true, Ordering::SeqCst);
                 let reply = match input.read(&prompt, echoed) {
                     Line::Text(l) => ToTarget::Line(l),
                     Line::Interrupted => ToTarget::Interrupt,
                     Line::Eof => ToTarget::Eof,
                 };
+                running.asking.store(false, Ordering::SeqCst);
                 partial.clear();
                 if writer.lock().unwrap().send(&reply).is_err() {
                     break;
                 }
             }
             Event::Msg(FromTarget::Finished { raised }) => finished = Some(raised),
+            Event::Msg(FromTarget::Executing(tid)) => {
+                running.tid.store(tid.unwrap_or(0), Ordering::SeqCst);
+                running.generation.fetch_add(1, Ordering::SeqCst);
+            }
             Event::Msg(FromTarget::Hello { .. } | FromTarget::Completions(_)) => {}
             Event::Closed(err) => {
                 stdout.flush().ok();
@@ -95,12 +121,46 @@ pub fn drive(channel: Channel, repl: bool) -> anyhow::Result<bool> {
             }
         }
     }
+    running.closed.store(true, Ordering::SeqCst);
+    drop(UNBLOCKING.lock());
     input.save_history();
     stdout.flush().ok();
     if !repl && finished.is_none() {
         anyhow::bail!("the target closed the session before the code finished");
     }
     Ok(finished.unwrap_or(false))
+}
+
+/// The KeyboardInterrupt just sent is raised between bytecodes: if the
+/// code is still running a moment later, it is probably blocked in a
+/// system call (`time.sleep`, a read, a lock), which pyattach then cuts
+/// short so that the exception is raised there, as Ctrl-C does in a main
+/// thread. One at a time; failures only leave the code blocked (say so).
+fn unblock_later(running: &Arc<Running>, pid: i32) {
+    let (tid, generation) = (
+        running.tid.load(Ordering::SeqCst),
+        running.generation.load(Ordering::SeqCst),
+    );
+    if tid == 0 || running.asking.load(Ordering::SeqCst) {
+        return;
+    }
+    let running = running.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(250));
+        let Ok(_one) = UNBLOCKING.try_lock() else {
+            return;
+        };
+        if running.generation.load(Ordering::SeqCst) != generation
+            || running.asking.load(Ordering::SeqCst)
+            || running.closed.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Err(e) = inject::run::interrupt_blocked(pid, tid, Duration::from_secs(2)) {
+            let e = anyhow::Error::from(e);
+            eprintln!("pyattach: could not cut the code's blocking call short: {e:#}");
+        }
+    });
 }
 
 /// The longest prompt kept from the output's last line (pdb's and input()'s
@@ -158,15 +218,31 @@ fn spawn_reader(
 /// Ctrl-C while the target runs the code becomes KeyboardInterrupt there;
 /// SIGTERM and SIGHUP end the session (closing the channel ends it in the
 /// target too).
-fn forward_signals(writer: Arc<Mutex<Channel>>) -> anyhow::Result<()> {
+fn forward_signals(
+    writer: Arc<Mutex<Channel>>,
+    running: Arc<Running>,
+    pid: i32,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("signals")?;
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGINT {
+                // Meant for the code, not for pyattach's own work.
+                attach::forget_exit_request(attach::Signal::SIGINT);
                 let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
+                unblock_later(&running, pid);
             } else {
+                // Leaving: the bootstrap stops the code when the channel
+                // closes, but code blocked in a system call must be cut
+                // short first, while pyattach is still here to do it.
+                let tid = running.tid.load(Ordering::SeqCst);
+                if tid != 0 {
+                    let _one = UNBLOCKING.lock();
+                    let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
+                    let _ = inject::run::interrupt_blocked(pid, tid, Duration::from_secs(1));
+                }
                 std::process::exit(128 + sig);
             }
         }

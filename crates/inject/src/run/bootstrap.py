@@ -11,7 +11,8 @@
 #
 # Frames on the channel: 1 byte kind, 4 bytes big-endian length, payload.
 # target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
-#   (payload: prompt), C completions, R result of --run ('ok' | 'raised')
+#   (payload: prompt), C completions, R result of --run ('ok' | 'raised'),
+#   I the code runs in this thread (payload: its tid; '0': it stopped)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
 # Leftovers, all harmless: sys._pyattach_claims (one entry per injection, so
@@ -63,7 +64,9 @@ def _main(P):
             self.insem = thread.allocate_lock()
             self.insem.acquire()
             self.ident = None
+            self.native = 0
             self.executing = False
+            self.interrupted = False
             self.closed = False
             self.rbuf = b''
 
@@ -161,27 +164,36 @@ def _main(P):
         def interrupt(self):
             with self.xlock:
                 if self.executing and self.ident is not None:
+                    self.interrupted = True
                     set_async_exc(self.ident, KeyboardInterrupt)
                 else:
                     self.push(KeyboardInterrupt)
 
         def start_exec(self):
+            # Tell pyattach which thread runs the code (first: a Ctrl-C can
+            # land anywhere once `executing` is set).
+            self.send(b'I', str(self.native))
             with self.xlock:
                 self.executing = True
+                self.interrupted = False
 
         def stop_exec(self):
             # A Ctrl-C may race with the end of the code: clear any
             # KeyboardInterrupt still pending so it never reaches the
-            # target's own code.
+            # target's own code. True if one was asked for (it may not
+            # have fired: Python 2 looks only every 100 bytecodes).
             while True:
                 try:
                     with self.xlock:
                         self.executing = False
                         if self.ident is not None:
                             set_async_exc(self.ident, None)
-                    return
+                        asked = self.interrupted
+                    break
                 except KeyboardInterrupt:
                     continue
+            self.send(b'I', '0')
+            return asked
 
         def close(self):
             # shutdown() first: it wakes the reader thread blocked in recv
@@ -353,9 +365,24 @@ def _main(P):
         def close(self):
             return self._cur().close()
 
+    def native_tid():
+        # The kernel's id of this thread, for pyattach to cut a blocking
+        # call short on Ctrl-C.
+        try:
+            import os
+            return int(os.readlink('/proc/thread-self').rsplit('/', 1)[1])
+        except Exception:
+            pass
+        try:
+            import threading
+            return threading.get_native_id()
+        except Exception:
+            return 0
+
     def redirect(sess):
         ident = thread.get_ident()
         sess.ident = ident
+        sess.native = native_tid()
         for name, stream in (('stdout', Out(sess, b'O')),
                              ('stderr', Out(sess, b'E')),
                              ('stdin', In(sess))):
@@ -412,10 +439,26 @@ def _main(P):
             try:
                 code = compile(src, fname, 'exec', 0, True)
                 sess.start_exec()
+                late = False
                 try:
                     exec(code, main)
                 finally:
-                    sess.stop_exec()
+                    # A KeyboardInterrupt still pending can fire on the
+                    # way into stop_exec (a function's entry is a check
+                    # point): retried until it returns. None can fire
+                    # between here and the try (CPython skips the check
+                    # before a try's set-up).
+                    while True:
+                        try:
+                            late = sess.stop_exec() or late
+                            break
+                        except KeyboardInterrupt:
+                            late = True
+                if late:
+                    # Ctrl-C came as the code ended, or never fired (on
+                    # Python 2 a blocking call cut short just returns, and
+                    # the check comes every 100 bytecodes): say so.
+                    raise KeyboardInterrupt
             except BaseException:
                 status = 'raised'
                 t, v, tb = sys.exc_info()
@@ -457,10 +500,18 @@ def _main(P):
             def runcode(self, code):
                 sess.start_exec()
                 try:
+                    late = False
                     try:
                         exec(code, self.locals)
                     finally:
-                        sess.stop_exec()
+                        while True:  # as in run()
+                            try:
+                                late = sess.stop_exec() or late
+                                break
+                            except KeyboardInterrupt:
+                                late = True
+                    if late:
+                        raise KeyboardInterrupt
                 except SystemExit:
                     raise
                 except BaseException:

@@ -234,17 +234,10 @@ impl Asm {
             self.b[f..f + 4].copy_from_slice(&rel32(next, here).to_le_bytes());
         }
     }
-    /// Claims the flag and, if this thread won, records who and calls
-    /// `PyRun_SimpleString(script)`. Expects a 16-byte aligned `rsp`;
-    /// clobbers the caller-saved registers. Returns the fixups to the
-    /// "not claimed" exit.
-    fn claim_and_run(
-        &mut self,
-        data: u64,
-        run: u64,
-        site: u32,
-        only_tid: Option<i32>,
-    ) -> Vec<usize> {
+    /// Claims the flag (only in thread `only_tid`, if given): falls through
+    /// if this thread won. Clobbers rax, rcx, r11. Returns the fixups to
+    /// the "not claimed" exit.
+    fn claim(&mut self, data: u64, only_tid: Option<i32>) -> Vec<usize> {
         let mut out = Vec::new();
         if let Some(tid) = only_tid {
             self.raw(&[0xb8, 0xba, 0, 0, 0]); // b8 ba 00 00 00  mov eax, SYS_gettid (186)
@@ -257,6 +250,20 @@ impl Asm {
         self.raw(&[0xb9, 1, 0, 0, 0]); //          b9 01 00 00 00 mov ecx, CLAIMED
         self.rip(&[0xf0, 0x0f, 0xb1, 0x0d], data + FLAG, &[]); // f0 0f b1 0d  lock cmpxchg [rip+FLAG], ecx
         out.push(self.jne_fwd());
+        out
+    }
+    /// Claims the flag and, if this thread won, records who and calls
+    /// `PyRun_SimpleString(script)`. Expects a 16-byte aligned `rsp`;
+    /// clobbers the caller-saved registers. Returns the fixups to the
+    /// "not claimed" exit.
+    fn claim_and_run(
+        &mut self,
+        data: u64,
+        run: u64,
+        site: u32,
+        only_tid: Option<i32>,
+    ) -> Vec<usize> {
+        let out = self.claim(data, only_tid);
         self.raw(&[0xb8, 0xba, 0, 0, 0]); //       b8 ba 00 00 00 mov eax, SYS_gettid
         self.raw(&[0x0f, 0x05]); //                0f 05          syscall
         self.rip(&[0x89, 0x05], data + TID, &[]); // 89 05        mov [rip+TID], eax
@@ -269,6 +276,41 @@ impl Asm {
         self.rip(&[0x89, 0x05], data + RESULT, &[]); // 89 05     mov [rip+RESULT], eax
         self.set_flag(data + DONE);
         out
+    }
+    /// At a function's entry only the argument registers (and rax, the
+    /// vector count of a varargs call) carry meaning; callee-saved ones are
+    /// kept by whatever is called. Nine pushes after the return address
+    /// leave rsp 16-byte aligned for a call.
+    fn save_args(&mut self) {
+        self.raw(&[0x50, 0x51, 0x52, 0x56, 0x57]); // push rax, rcx, rdx, rsi, rdi
+        self.raw(&[0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53]); // push r8, r9, r10, r11
+    }
+    fn restore_args(&mut self) {
+        self.raw(&[0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58]); // pop r11, r10, r9, r8
+        self.raw(&[0x5f, 0x5e, 0x5a, 0x59, 0x58]); // pop rdi, rsi, rdx, rcx, rax
+    }
+    /// The entry's moved instructions, rip-relative operands re-aimed, then
+    /// a jump back to the rest of the function.
+    fn moved_then_back(&mut self, entry: u64, reloc: &Relocated) {
+        for (_, bytes, fix) in &reloc.insns {
+            let start = self.b.len();
+            self.raw(bytes);
+            if let Some((off, target)) = fix {
+                let next = self.at + (start + bytes.len()) as u64;
+                let d = rel32(next, *target as u64);
+                self.b[start + off..start + off + 4].copy_from_slice(&d.to_le_bytes());
+            }
+            if bytes[0] == 0xe8 {
+                // A moved call returned here: wipe its return address.
+                self.forget_return();
+            }
+        }
+        self.raw(&[0xe9]); // e9 rel32  jmp entry + len
+        let next = self.here() + 4;
+        self.raw(&rel32(next, entry + reloc.len as u64).to_le_bytes());
+        while self.b.len() % 16 != 0 {
+            self.raw(&[0xcc]);
+        }
     }
 }
 
@@ -314,36 +356,11 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     let mut tramps = Vec::new();
     for (i, (entry, reloc)) in sites.iter().enumerate() {
         tramps.push(a.here());
-        // At a function's entry only the argument registers (and rax, the
-        // vector count of a varargs call) carry meaning; callee-saved ones
-        // are kept by PyRun_SimpleString itself. Nine pushes after the
-        // return address leave rsp 16-byte aligned for the call.
-        a.raw(&[0x50, 0x51, 0x52, 0x56, 0x57]); // push rax, rcx, rdx, rsi, rdi
-        a.raw(&[0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53]); // push r8, r9, r10, r11
+        a.save_args();
         let skip = a.claim_and_run(l.data, l.run, i as u32 + 1, l.only_tid);
         a.land(&skip);
-        a.raw(&[0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58]); // pop r11, r10, r9, r8
-        a.raw(&[0x5f, 0x5e, 0x5a, 0x59, 0x58]); // pop rdi, rsi, rdx, rcx, rax
-                                                // The moved instructions, rip-relative operands re-aimed.
-        for (_, bytes, fix) in &reloc.insns {
-            let start = a.b.len();
-            a.raw(bytes);
-            if let Some((off, target)) = fix {
-                let next = a.at + (start + bytes.len()) as u64;
-                let d = rel32(next, *target as u64);
-                a.b[start + off..start + off + 4].copy_from_slice(&d.to_le_bytes());
-            }
-            if bytes[0] == 0xe8 {
-                // A moved call returned here: wipe its return address.
-                a.forget_return();
-            }
-        }
-        a.raw(&[0xe9]); // e9 rel32  jmp entry + len
-        let next = a.here() + 4;
-        a.raw(&rel32(next, entry + reloc.len as u64).to_le_bytes());
-        while a.b.len() % 16 != 0 {
-            a.raw(&[0xcc]);
-        }
+        a.restore_args();
+        a.moved_then_back(*entry, reloc);
     }
     // int stub(void *): a pending call. Runs in the main thread at the eval
     // loop's breaker, GIL held; always returns 0 (non-zero would make the
@@ -385,6 +402,69 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
         pending_stub: stub,
         thread_fn,
     }
+}
+
+/// Where things are for [`raising_code`].
+#[derive(Clone, Copy, Debug)]
+pub struct RaiseLayout {
+    /// Start of the data page ([`FLAG`], [`DONE`]).
+    pub data: u64,
+    /// Start of the code page.
+    pub code: u64,
+    /// The only thread whose call raises.
+    pub tid: i32,
+    /// `PyErr_SetNone`.
+    pub set_none: u64,
+    /// The variable `PyExc_KeyboardInterrupt` (a `PyObject *`).
+    pub exc_var: u64,
+    /// `PyThread_get_thread_ident` and `PyThreadState_SetAsyncExc`.
+    pub get_ident: u64,
+    pub set_async_exc: u64,
+}
+
+/// Trampolines that make the first call in thread `l.tid` of one of the
+/// hooked functions (each `int f(void)` called with the GIL held and
+/// returning -1 with an exception set on error: `PyErr_CheckSignals`,
+/// `Py_MakePendingCalls`) raise KeyboardInterrupt instead: set it and
+/// return -1 to the caller, as a Ctrl-C in the main thread would. Every
+/// other call runs the function as usual. Returns the bytes and the
+/// trampolines' addresses.
+pub fn raising_code(l: &RaiseLayout, sites: &[(u64, &Relocated)]) -> (Vec<u8>, Vec<u64>) {
+    let mut a = Asm {
+        at: l.code,
+        b: Vec::new(),
+    };
+    let mut tramps = Vec::new();
+    for (entry, reloc) in sites {
+        tramps.push(a.here());
+        a.save_args();
+        let skip = a.claim(l.data, Some(l.tid));
+        // The KeyboardInterrupt pyattach queued for the thread as an
+        // asynchronous exception is this one: unqueue it, or the code
+        // would see a second one a few bytecodes later.
+        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyThread_get_thread_ident
+        a.raw(&l.get_ident.to_le_bytes());
+        a.call_rax_and_forget();
+        a.raw(&[0x48, 0x89, 0xc7]); //           48 89 c7       mov rdi, rax
+        a.raw(&[0x31, 0xf6]); //                31 f6          xor esi, esi
+        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyThreadState_SetAsyncExc
+        a.raw(&l.set_async_exc.to_le_bytes());
+        a.call_rax_and_forget();
+        a.raw(&[0x48, 0xbf]); //                48 bf imm64    mov rdi, &PyExc_KeyboardInterrupt
+        a.raw(&l.exc_var.to_le_bytes());
+        a.raw(&[0x48, 0x8b, 0x3f]); //           48 8b 3f       mov rdi, [rdi]
+        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyErr_SetNone
+        a.raw(&l.set_none.to_le_bytes());
+        a.call_rax_and_forget();
+        a.set_flag(l.data + DONE);
+        a.restore_args();
+        a.raw(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // b8 imm32     mov eax, -1
+        a.raw(&[0xc3]); //                      c3             ret
+        a.land(&skip);
+        a.restore_args();
+        a.moved_then_back(*entry, reloc);
+    }
+    (a.b, tramps)
 }
 
 #[cfg(test)]

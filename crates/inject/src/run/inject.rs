@@ -38,7 +38,7 @@ use super::error::RunError;
 use super::protocol::Channel;
 
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
-const PROT_RX: i32 = 0x1 | 0x4;
+pub(super) const PROT_RX: i32 = 0x1 | 0x4;
 
 /// What to run and how.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub struct Report {
 
 /// Syscalls CPython retries on EINTR on its own (PEP 475), or that only
 /// wait (futex: glibc treats EINTR as a spurious wake-up): safe to cut short.
-const NUDGE: &[i64] = &[
+pub(super) const NUDGE: &[i64] = &[
     0,   // read
     7,   // poll
     23,  // select
@@ -519,7 +519,7 @@ impl Leftover {
 
 /// Attaches and stops every thread, having found beforehand (while the
 /// target runs) the code that remote syscalls borrow.
-fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
+pub(super) fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
     let mut p = attach::Process::attach(pid)?;
     p.prepare_calls()?;
     Ok(p.stop_all()?)
@@ -531,7 +531,7 @@ fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
 /// prologue, or a signal frame of a thread interrupted in a trampoline).
 /// The code page wipes every return address into it once used, and attach
 /// wipes its call frames, so a stale copy cannot keep the pages mapped.
-fn busy(st: &attach::Stopped, code: u64) -> bool {
+pub(super) fn busy(st: &attach::Stopped, code: u64) -> bool {
     let pages = code..code + 4096;
     st.threads().into_iter().any(|tid| {
         let Ok(r) = st.regs(tid) else { return true };
@@ -595,7 +595,7 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter) -> String {
     }
 }
 
-fn read_u32(mem: &attach::ProcessMemory, addr: u64) -> Option<u32> {
+pub(super) fn read_u32(mem: &attach::ProcessMemory, addr: u64) -> Option<u32> {
     let mut b = [0u8; 4];
     mem.read(addr, &mut b).ok()?;
     Some(u32::from_le_bytes(b))

@@ -27,6 +27,10 @@ pub enum FromTarget {
     Completions(Vec<String>),
     /// `R`: `--run` finished; `true` if the code raised.
     Finished { raised: bool },
+    /// `I`: the session's code starts running in this thread (its tid as
+    /// the target sees it), or (`None`) has stopped; for Ctrl-C, which may
+    /// have to cut a blocking call short (`interrupt_blocked`).
+    Executing(Option<i32>),
 }
 
 /// A message to the bootstrap.
@@ -88,6 +92,7 @@ fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
         b'R' => FromTarget::Finished {
             raised: payload != b"ok",
         },
+        b'I' => FromTarget::Executing(text(payload).trim().parse().ok().filter(|&t: &i32| t > 0)),
         k => return Err(bad(format!("unknown frame kind {k:#04x}"))),
     })
 }

@@ -1,0 +1,265 @@
+//! Ctrl-C for code blocked in a system call.
+//!
+//! KeyboardInterrupt reaches a session's code as an asynchronous exception
+//! (`PyThreadState_SetAsyncExc`), which the interpreter raises only between
+//! bytecodes: code blocked in `time.sleep(3600)`, `os.read` or
+//! `lock.acquire()` never gets there. The main thread has the same problem
+//! with a real Ctrl-C, and CPython solves it there: the signal cuts the
+//! system call short with EINTR, and the retry loop's `PyErr_CheckSignals`
+//! (or, for locks, `Py_MakePendingCalls`) raises KeyboardInterrupt. In any
+//! other thread those return 0 and the call goes back to sleep.
+//!
+//! So pyattach does what the signal would, for one thread: it hooks those
+//! functions (and 3.12+'s internal `_PyEval_MakePendingCalls`, which lock
+//! waits call) with one-shot trampolines that, in that thread only,
+//! set KeyboardInterrupt and return -1 (skipping the function), then makes
+//! the thread's system call return EINTR. Python 2 needs no hook: it does
+//! not retry (the call returns early, and the pending asynchronous
+//! exception is raised at the next bytecode, once its countdown
+//! `_Py_Ticker` is run out).
+
+use std::time::{Duration, Instant};
+
+use symbols::DiscoverOptions;
+
+use super::detour::{self, RaiseLayout, Relocated};
+use super::error::RunError;
+use super::inject::{busy, read_u32, stop, NUDGE, PROT_RX};
+
+/// What [`interrupt_blocked`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unblocked {
+    /// The thread was not blocked in a system call that is safe to cut
+    /// short (running Python sees the asynchronous exception by itself).
+    NotBlocked,
+    /// KeyboardInterrupt was raised in the thread.
+    Raised,
+    /// Python 2: the system call was cut short (EINTR); the pending
+    /// asynchronous exception does the rest.
+    Nudged,
+    /// The system call was cut short but the thread did not come through a
+    /// hooked function within the wait (it went back to sleep); the hooks
+    /// were removed.
+    Missed,
+}
+
+/// Makes thread `tid` of `pid`, blocked in a system call under Python code,
+/// raise KeyboardInterrupt there (see the module docs). `tid` is the
+/// thread's id as the target sees it (what the bootstrap reports), which
+/// differs from pyattach's view when the target is in a pid namespace of
+/// its own. Holds the target's threads twice, briefly; waits up to `wait`
+/// for the thread to come through a hook. Everything is restored whatever
+/// happens.
+pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked, RunError> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "interrupting blocked code is implemented for x86_64 only".into(),
+        });
+    }
+    let Some(tid) = host_tid(pid, tid) else {
+        return Ok(Unblocked::NotBlocked);
+    };
+    if !blocked(pid, tid) {
+        return Ok(Unblocked::NotBlocked);
+    }
+    let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    if py.version.major == 2 {
+        let mut st = stop(pid)?;
+        let cut = in_nudgeable(&st, tid) && st.interrupt_syscall(tid)?;
+        if cut {
+            // The asynchronous exception is looked at when the bytecode
+            // countdown runs out (every 100 instructions): run it out now,
+            // so that it is raised right after the call instead of some
+            // lines later (or, for short code, never).
+            if let Some(ticker) = py.symbol("_Py_Ticker") {
+                let _ = st.memory().write(ticker.addr.0, &0i32.to_le_bytes());
+            }
+        }
+        st.detach()?;
+        return Ok(if cut {
+            Unblocked::Nudged
+        } else {
+            Unblocked::NotBlocked
+        });
+    }
+    let need = |n: &str| {
+        py.symbol(n)
+            .map(|s| s.addr.0)
+            .ok_or_else(|| RunError::Unsupported {
+                pid,
+                why: format!("{n} not found"),
+            })
+    };
+    let (set_none, exc_var) = (need("PyErr_SetNone")?, need("PyExc_KeyboardInterrupt")?);
+    let (get_ident, set_async_exc) = (
+        need("PyThread_get_thread_ident")?,
+        need("PyThreadState_SetAsyncExc")?,
+    );
+    let mem = attach::ProcessMemory::open(pid)?;
+    let mut sites: Vec<(u64, Relocated)> = Vec::new();
+    // 3.12+ lock waits call the internal _PyEval_MakePendingCalls (in
+    // .symtab or a debug file only; without it a lock wait is missed).
+    for name in [
+        "PyErr_CheckSignals",
+        "Py_MakePendingCalls",
+        "_PyEval_MakePendingCalls",
+    ] {
+        let Some(s) = py.symbol(name) else { continue };
+        let code = mem.read_vec(s.addr.0, 32)?;
+        // Another pyattach's detour in place: leave that entry alone.
+        if code[0] == 0xe9 {
+            continue;
+        }
+        if let Ok(r) = detour::relocate(s.addr.0, &code) {
+            sites.push((s.addr.0, r));
+        }
+    }
+    if sites.is_empty() {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "neither PyErr_CheckSignals nor Py_MakePendingCalls can be hooked".into(),
+        });
+    }
+
+    // -- stop 1: map, write, hook, cut the call short ---------------------
+    let total = 2 * 4096;
+    let hints = attach::free_gaps_near(pid, sites[0].0, total)?;
+    let mut st = stop(pid)?;
+    if !in_nudgeable(&st, tid) {
+        st.detach()?;
+        return Ok(Unblocked::NotBlocked);
+    }
+    let helper = st.syscall_thread().unwrap_or(pid);
+    let base = st.map_near_hinted(helper, sites[0].0, total, &hints)?;
+    let layout = RaiseLayout {
+        data: base,
+        code: base + 4096,
+        tid,
+        set_none,
+        exc_var,
+        get_ident,
+        set_async_exc,
+    };
+    let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|(e, r)| (*e, r)).collect();
+    let (code, tramps) = detour::raising_code(&layout, &pairs);
+    let mut image = vec![0u8; 4096];
+    image.extend_from_slice(&code);
+    let installed = (|| -> Result<Vec<usize>, RunError> {
+        st.memory().write(base, &image)?;
+        st.protect(helper, layout.code, 4096, PROT_RX)?;
+        let jumps: Vec<Vec<u8>> = sites
+            .iter()
+            .zip(&tramps)
+            .map(|((e, r), &t)| detour::entry_patch(*e, t, r.len))
+            .collect();
+        let ranges: Vec<(u64, &[u8])> = sites
+            .iter()
+            .zip(&jumps)
+            .map(|((e, _), j)| (*e, j.as_slice()))
+            .collect();
+        let done = st.patch_many(&ranges)?;
+        Ok(done
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i)
+            .collect())
+    })();
+    let patched = match installed {
+        Ok(p) if !p.is_empty() => p,
+        other => {
+            let _ = st.unmap(helper, base, total);
+            st.detach()?;
+            other?;
+            return Err(RunError::Unsupported {
+                pid,
+                why: "no hook could be placed".into(),
+            });
+        }
+    };
+    let cut = st.interrupt_syscall(tid)?;
+    if cut {
+        st.release_last(tid);
+    }
+    st.detach()?;
+
+    // -- wait for the thread to come through a hook ----------------------
+    let end = Instant::now() + wait;
+    let claimed = loop {
+        if read_u32(&mem, base + detour::FLAG) == Some(detour::CLAIMED) {
+            // Inside PyErr_SetNone for a moment: wait for its return.
+            let end = Instant::now() + Duration::from_millis(500);
+            while read_u32(&mem, base + detour::DONE) != Some(1) && Instant::now() < end {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            break true;
+        }
+        if !cut || Instant::now() >= end || attach::exit_requested().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+
+    // -- stop 2: unhook, unmap -------------------------------------------
+    let mut st = stop(pid)?;
+    if !claimed {
+        st.memory()
+            .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
+    }
+    let originals: Vec<(u64, &[u8])> = patched
+        .iter()
+        .map(|&i| (sites[i].0, sites[i].1.original.as_slice()))
+        .collect();
+    let restored = st.patch_many(&originals)?;
+    let finished = !claimed || read_u32(&mem, base + detour::DONE) == Some(1);
+    if finished && !busy(&st, layout.code) {
+        let helper = st.syscall_thread().unwrap_or(pid);
+        let _ = st.unmap(helper, base, total);
+    }
+    st.detach()?;
+    for r in restored {
+        r?;
+    }
+    Ok(if claimed {
+        Unblocked::Raised
+    } else {
+        Unblocked::Missed
+    })
+}
+
+/// The thread of `pid` whose id in the target's own pid namespace is
+/// `ns_tid` (the last field of `NSpid` in its status), as pyattach sees it.
+fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|e| {
+        let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+        let last = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(tid);
+        (last == ns_tid).then_some(tid)
+    })
+}
+
+/// From /proc, without stopping anything: is `tid` in a system call?
+fn blocked(pid: i32, tid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
+        // Unreadable (no CONFIG_HAVE_ARCH_TRACEHOOK?): let the stop decide.
+        return true;
+    };
+    s.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+        .is_some_and(|n| NUDGE.contains(&n))
+}
+
+fn in_nudgeable(st: &attach::Stopped, tid: i32) -> bool {
+    st.regs(tid)
+        .ok()
+        .and_then(|r| r.syscall())
+        .is_some_and(|nr| NUDGE.contains(&nr))
+}
