@@ -18,7 +18,7 @@ use std::time::Instant;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 
-use crate::arch::{AltStack, Arch, Native, NO_ALTSTACK};
+use crate::arch::{Arch, Native, KEEP_ALTSTACK};
 use crate::regs::SavedState;
 use crate::sys::{self, Stop};
 use crate::tracer::{signal_of, TState, Tracer};
@@ -194,9 +194,8 @@ pub(crate) fn syscall(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result
     if t.stub.is_none() && Native::restarts_via_block(&Native::get_regs(tid)?) {
         ensure_stub(t, tid)?;
     }
-    ensure_altstack(t, tid)?;
     let via_stub = t.stub.is_some();
-    run(t, tid, Op::Syscall { nr, args }, None, via_stub).map(|v| v as i64)
+    run(t, tid, Op::Syscall { nr, args }, via_stub).map(|v| v as i64)
 }
 
 /// A syscall that borrows only the target's own code, never our stub (to
@@ -204,8 +203,7 @@ pub(crate) fn syscall(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result
 fn syscall_borrowed(t: &mut Tracer, tid: i32, nr: i64, args: &[u64]) -> Result<i64> {
     t.check_stopped(tid)?;
     find_gadgets(t)?;
-    ensure_altstack(t, tid)?;
-    run(t, tid, Op::Syscall { nr, args }, None, false).map(|v| v as i64)
+    run(t, tid, Op::Syscall { nr, args }, false).map(|v| v as i64)
 }
 
 /// Calls `func(args…)` in stopped thread `tid` on its own stack.
@@ -218,46 +216,7 @@ pub(crate) fn call(t: &mut Tracer, tid: i32, func: u64, args: &[u64]) -> Result<
     t.check_stopped(tid)?;
     find_gadgets(t)?;
     ensure_stub(t, tid)?;
-    ensure_altstack(t, tid)?;
-    run(t, tid, Op::Call { func, args }, None, true)
-}
-
-/// Learns the thread's alternate signal stack with a first, frame-protected
-/// `sigaltstack(NULL, &frame.uc_stack)`: the kernel writes the real value
-/// into the very frame that would restore it.
-fn ensure_altstack(t: &mut Tracer, tid: i32) -> Result<()> {
-    if t.threads.get(&tid).and_then(|th| th.altstack).is_some() {
-        return Ok(());
-    }
-    let mut slot = 0u64;
-    let via_stub = t.stub.is_some() && !t.making_stub;
-    let r = run(
-        t,
-        tid,
-        Op::Syscall {
-            nr: libc::SYS_sigaltstack,
-            args: &[0, 0],
-        },
-        Some(&mut slot),
-        via_stub,
-    )? as i64;
-    if r < 0 {
-        return Err(Error::Os {
-            op: "sigaltstack (remote)",
-            pid: tid,
-            errno: nix::errno::Errno::from_raw(-r as i32),
-        });
-    }
-    let b = t.mem.read_vec(slot, 24)?;
-    let alt = AltStack {
-        sp: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        flags: i32::from_le_bytes(b[8..12].try_into().unwrap()),
-        size: u64::from_le_bytes(b[16..24].try_into().unwrap()),
-    };
-    if let Some(th) = t.threads.get_mut(&tid) {
-        th.altstack = Some(alt);
-    }
-    Ok(())
+    run(t, tid, Op::Call { func, args }, true)
 }
 
 /// Maps our return stub (once per attach): an anonymous page, written, then
@@ -361,23 +320,11 @@ pub(crate) fn errno_result(r: i64, op: &'static str, tid: i32) -> Result<i64> {
     }
 }
 
-/// The common engine; `altstack_slot`, when given, receives the frame's
-/// `uc_stack` address and becomes the syscall's second argument.
-fn run(
-    t: &mut Tracer,
-    tid: i32,
-    op: Op,
-    altstack_slot: Option<&mut u64>,
-    via_stub: bool,
-) -> Result<u64> {
+/// The common engine.
+fn run(t: &mut Tracer, tid: i32, op: Op, via_stub: bool) -> Result<u64> {
     let g = t.gadgets.expect("gadgets found first");
     let saved = SavedState::save(tid)?;
     let resume = Native::resume_view(&saved.regs);
-    let alt = t
-        .threads
-        .get(&tid)
-        .and_then(|th| th.altstack)
-        .unwrap_or(NO_ALTSTACK);
     let stub = t.stub.filter(|_| via_stub);
     let (restorer, sigret_end, syscall_insn) = match (op, stub) {
         (Op::Call { .. }, Some(s)) => (s + Native::STUB_RET, s + Native::STUB_SIGRETURN_END, s),
@@ -396,7 +343,7 @@ fn run(
         &saved.fp,
         saved.fp_is_xstate,
         saved.sigmask,
-        alt,
+        KEEP_ALTSTACK,
         restorer,
     )?;
     t.mem.write(frame.base, &frame.bytes)?;
@@ -405,10 +352,6 @@ fn run(
         Op::Syscall { nr, args } => {
             let mut a = [0u64; 6];
             a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
-            if let Some(slot) = altstack_slot {
-                *slot = frame.altstack_at;
-                a[1] = frame.altstack_at;
-            }
             Native::setup_syscall(&mut regs, syscall_insn, frame.sp, nr, &a);
         }
         Op::Call { func, args } => Native::setup_call(&mut regs, func, frame.sp, restorer, args),
@@ -565,13 +508,8 @@ fn drive(
             }
             Stop::Clone(new) => {
                 if new > 0 && !t.threads.contains_key(&new) {
-                    t.threads.insert(
-                        new,
-                        crate::tracer::Thread {
-                            state: TState::New,
-                            altstack: None,
-                        },
-                    );
+                    t.threads
+                        .insert(new, crate::tracer::Thread { state: TState::New });
                 }
             }
             Stop::Exec => return Err(Error::TargetExeced { pid: t.pid }),

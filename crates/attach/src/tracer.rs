@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::Signal;
 
-use crate::arch::{AltStack, Arch, Native};
+use crate::arch::{Arch, Native};
 use crate::remote::Gadgets;
 use crate::sys::{self, Stop};
 use crate::{diagnose, Error, ProcessMemory, Result};
@@ -38,8 +38,6 @@ pub(crate) enum TState {
 
 pub(crate) struct Thread {
     pub state: TState,
-    /// The thread's alternate signal stack, once asked in this stop.
-    pub altstack: Option<AltStack>,
 }
 
 pub(crate) struct Tracer {
@@ -132,7 +130,6 @@ impl Tracer {
                             tid,
                             Thread {
                                 state: TState::Running,
-                                altstack: None,
                             },
                         );
                     }
@@ -198,13 +195,7 @@ impl Tracer {
     }
 
     fn set(&mut self, tid: i32, state: TState) {
-        self.threads
-            .entry(tid)
-            .or_insert(Thread {
-                state,
-                altstack: None,
-            })
-            .state = state;
+        self.threads.entry(tid).or_insert(Thread { state }).state = state;
     }
 
     /// Stops every thread: `PTRACE_INTERRUPT` to all, then collect each
@@ -352,7 +343,6 @@ impl Tracer {
     pub fn resume_all(&mut self) -> Result<()> {
         self.compensate_timeouts();
         for (tid, th) in self.threads.iter_mut() {
-            th.altstack = None;
             if th.state == TState::Stopped {
                 match sys::cont(*tid, 0) {
                     Ok(()) => th.state = TState::Running,
@@ -468,7 +458,6 @@ impl Tracer {
 fn gone() -> Thread {
     Thread {
         state: TState::Gone,
-        altstack: None,
     }
 }
 

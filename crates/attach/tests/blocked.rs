@@ -80,6 +80,11 @@ fn sleeps_its_time(mode: &str, call_blocker: bool) {
         "{mode} slept {ms} ms, wanted {SLEEP}"
     );
     assert_eq!(eintr, 0.0, "{mode}: EINTR seen {eintr} times");
+    assert_eq!(
+        result(&t, "SLEPT", "alt"),
+        1.0,
+        "{mode}: an alternate signal stack changed"
+    );
     assert!(common::keeps_counting(
         t.pid(),
         common::field(&t, "counter"),
@@ -118,6 +123,11 @@ fn futex_wait_wakes_on_time() {
         (SLEEP..SLEEP + TOLERANCE).contains(&ms),
         "futex woke after {ms} ms"
     );
+    assert_eq!(
+        result(&t, "WOKE", "alt"),
+        1.0,
+        "an alternate signal stack changed"
+    );
 }
 
 fn waits_its_time(mode: &str) {
@@ -130,6 +140,11 @@ fn waits_its_time(mode: &str) {
     assert!(
         (SLEEP..SLEEP + TOLERANCE).contains(&ms),
         "{mode} waited {ms} ms"
+    );
+    assert_eq!(
+        result(&t, "WAITED", "alt"),
+        1.0,
+        "{mode}: an alternate signal stack changed"
     );
 }
 
@@ -163,7 +178,10 @@ fn blocked_read_gets_data_written_after_detach() {
     w.write_all(b"after-detach").unwrap();
     drop(w);
     assert!(
-        t.wait_for_output("READ data=after-detach eintr=0", Duration::from_secs(10)),
+        t.wait_for_output(
+            "READ data=after-detach eintr=0 alt=1",
+            Duration::from_secs(10)
+        ),
         "output: {}",
         t.output()
     );

@@ -189,7 +189,7 @@ pub fn note(why: &str) {
 /// Compiles `tests/fixtures/c/NAME.c` into the build directory (once per
 /// change of the source) and returns the program's path. `extra` are further
 /// compiler arguments (libraries, flags). Returns `None`, with a note, if gcc
-/// is missing or the build fails.
+/// is missing; panics if the fixture does not build.
 pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
     // One build at a time in this test process: two threads building the
     // same fixture would otherwise let one exec the program while the other's
@@ -209,19 +209,26 @@ pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
     // processes building the same fixture at once never see a half-written
     // program.
     let tmp = build_dir().join(format!(".{name}.{}", std::process::id()));
-    let status = Command::new("gcc")
+    let built = Command::new("gcc")
         .args(["-O1", "-g", "-pthread", "-o"])
         .arg(&tmp)
         .arg(&src)
         .args(extra)
-        .status();
-    match status {
-        Ok(s) if s.success() => {
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {
             std::fs::rename(&tmp, &out).ok()?;
             Some(out)
         }
-        _ => {
-            note(&format!("gcc could not build {}", src.display()));
+        // A fixture of ours that does not compile is a broken test, not a
+        // machine without gcc: fail, never skip.
+        Ok(o) => panic!(
+            "gcc could not build {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => {
+            note(&format!("no gcc to build {}", src.display()));
             None
         }
     }

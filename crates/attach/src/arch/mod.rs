@@ -38,24 +38,27 @@ pub(crate) struct AltStack {
     pub size: u64,
 }
 
-/// `SS_DISABLE` (2 on every Linux architecture): frames written before the
-/// thread's alternate stack is known carry this; the first syscall on each
-/// thread asks the kernel to fill in the real one.
-pub(crate) const NO_ALTSTACK: AltStack = AltStack {
+/// The `uc_stack` of every frame pyattach writes: a mode that is not a
+/// mode (`SS_ONSTACK | SS_DISABLE`). The frame's `rt_sigreturn` hands
+/// `uc_stack` to `restore_altstack`, which ignores every error of
+/// `do_sigaltstack` but EFAULT (kernel/signal.c, since Linux 3.8; before,
+/// the arch code did the same), and an invalid mode is refused (EINVAL)
+/// before anything changes: the thread keeps its alternate stack as it
+/// is, whatever it is, without pyattach asking for it first (which cost a
+/// remote `sigaltstack` per thread while every thread was held).
+pub(crate) const KEEP_ALTSTACK: AltStack = AltStack {
     sp: 0,
-    flags: 2,
+    flags: 3,
     size: 0,
 };
 
 /// A signal frame laid out in the target's stack: `bytes` go at `base`;
 /// the thread must enter the callee (or the syscall gadget) with its stack
-/// pointer at `sp`, and `altstack_at` is where `sigaltstack` may write the
-/// thread's `stack_t` into the frame.
+/// pointer at `sp`.
 pub(crate) struct Frame {
     pub base: u64,
     pub bytes: Vec<u8>,
     pub sp: u64,
-    pub altstack_at: u64,
 }
 
 /// Per-architecture operations (all associated functions: there is one

@@ -285,12 +285,7 @@ impl Arch for X86_64 {
         if fp_is_xstate {
             b[off + fp.len()..off + fp.len() + 4].copy_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
         }
-        Ok(Frame {
-            base,
-            bytes: b,
-            sp,
-            altstack_at: base + UC_STACK as u64,
-        })
+        Ok(Frame { base, bytes: b, sp })
     }
 }
 
@@ -343,7 +338,6 @@ mod tests {
             ),
             FP_XSTATE_MAGIC2
         );
-        assert_eq!(f.altstack_at, f.base + UC_STACK as u64);
     }
 
     #[test]

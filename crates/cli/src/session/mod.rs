@@ -240,6 +240,11 @@ fn forward_signals(
                 let tid = running.tid.load(Ordering::SeqCst);
                 if tid != 0 {
                     let _one = UNBLOCKING.lock();
+                    // Handled here: it must not abort this last piece of
+                    // work on the target.
+                    if let Ok(s) = attach::Signal::try_from(sig) {
+                        attach::forget_exit_request(s);
+                    }
                     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
                     let _ = inject::run::interrupt_blocked(pid, tid, Duration::from_secs(1));
                 }
