@@ -5,8 +5,10 @@
 //! Layout of the mapping pyattach puts near the interpreter's module:
 //! - data pages (read-write): [`FLAG`] (0 free, 1 claimed, 3 cancelled),
 //!   [`RESULT`] (`PyRun_SimpleString`'s return), [`TID`] (the thread that
-//!   claimed), [`SITE`] (which trampoline), and the NUL-terminated script
-//!   at [`SCRIPT`];
+//!   claimed), [`SITE`] (which trampoline), what a later pyattach needs to
+//!   reclaim the pages if this one is killed ([`PENDING_QUEUED`],
+//!   [`THREAD_STARTED`], [`KEEP`], [`OWNER`], [`DATA_LEN`], [`MAGIC`]), and
+//!   the NUL-terminated script at [`SCRIPT`];
 //! - one code page (read-execute, never writable at the same time).
 //!
 //! Every trampoline is correct code on its own: if pyattach dies at any
@@ -31,6 +33,24 @@ pub const DONE: u64 = 24;
 pub const PENDING_RAN: u64 = 28;
 /// Set to 1 by the new-thread function when it is about to return.
 pub const THREAD_DONE: u64 = 32;
+/// Set to 1 by pyattach before it queues the pending call (and back to 0
+/// if the call was not queued), so that a later pyattach finding these
+/// pages after this one was killed knows whether [`PENDING_RAN`] matters.
+pub const PENDING_QUEUED: u64 = 36;
+/// Set to 1 by pyattach before it starts the new-thread fallback (then
+/// [`THREAD_DONE`] matters).
+pub const THREAD_STARTED: u64 = 40;
+/// Set to 1 while a remote call of pyattach may return into the code page
+/// (its call stub); stays 1 if the call was left running.
+pub const KEEP: u64 = 44;
+/// The pid of the pyattach that made the pages: while it lives, they are
+/// its own to remove.
+pub const OWNER: u64 = 48;
+/// The data pages' length (the code page follows them).
+pub const DATA_LEN: u64 = 52;
+/// [`MAGIC`]: these are pages of pyattach.
+pub const MAGIC_AT: u64 = 56;
+pub const MAGIC: &[u8; 8] = b"pyattach";
 pub const SCRIPT: u64 = 64;
 const PAGE: u64 = 4096;
 
@@ -49,11 +69,51 @@ pub fn data_len_for(len: usize) -> u64 {
     (SCRIPT + len as u64 + 1).div_ceil(PAGE) * PAGE
 }
 
-/// The data pages' contents.
-pub fn data(script: &str) -> Vec<u8> {
-    let mut d = vec![0u8; data_len(script) as usize];
-    d[SCRIPT as usize..SCRIPT as usize + script.len()].copy_from_slice(script.as_bytes());
+/// The data pages' contents, made by pyattach process `owner`: the
+/// header a later pyattach recognises them by (if this one is killed
+/// before it can unmap them), and the script.
+pub fn data(script: &str, owner: u32) -> Vec<u8> {
+    let len = data_len(script);
+    let mut d = vec![0u8; len as usize];
+    let put =
+        |d: &mut [u8], at: u64, b: &[u8]| d[at as usize..at as usize + b.len()].copy_from_slice(b);
+    put(&mut d, OWNER, &owner.to_le_bytes());
+    put(&mut d, DATA_LEN, &(len as u32).to_le_bytes());
+    put(&mut d, MAGIC_AT, MAGIC);
+    put(&mut d, SCRIPT, script.as_bytes());
     d
+}
+
+/// The first bytes of every trampoline [`code`] emits: [`Asm::save_args`].
+const SAVE_ARGS: [u8; 13] = [
+    0x50, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53,
+];
+
+/// If `code` (read at address `at`, the start of an executable page) is
+/// the first trampoline of a code page made by [`code`], the address of
+/// its data pages (what its claim's `lock cmpxchg` points at); else `None`.
+/// `code` must hold at least 64 bytes.
+pub fn data_of_code_page(at: u64, code: &[u8]) -> Option<u64> {
+    let mut i = SAVE_ARGS.len();
+    if code.get(..i)? != SAVE_ARGS {
+        return None;
+    }
+    // The `--thread` check: mov eax, SYS_gettid; syscall; cmp eax, imm32; jne rel32.
+    if code.get(i..i + 7)? == [0xb8, 0xba, 0, 0, 0, 0x0f, 0x05] {
+        if code.get(i + 7)? != &0x3d || code.get(i + 12..i + 14)? != [0x0f, 0x85] {
+            return None;
+        }
+        i += 18;
+    }
+    // xor eax, eax; mov ecx, CLAIMED; lock cmpxchg [rip+disp32], ecx
+    let claim = [0x31, 0xc0, 0xb9, 1, 0, 0, 0, 0xf0, 0x0f, 0xb1, 0x0d];
+    if code.get(i..i + claim.len())? != claim {
+        return None;
+    }
+    i += claim.len();
+    let disp = i32::from_le_bytes(code.get(i..i + 4)?.try_into().ok()?);
+    let next = at + i as u64 + 4;
+    Some(next.wrapping_add(disp as i64 as u64).wrapping_sub(FLAG))
 }
 
 /// The original instructions moved out of a hooked entry, rewritten to run
@@ -526,6 +586,33 @@ mod tests {
             relocate(0, &[0xe9, 0, 0, 0, 0]),
             Err(DetourError::Unmovable(_))
         ));
+    }
+
+    #[test]
+    fn a_code_page_leads_back_to_its_data_pages() {
+        let r = relocate(0x1000, &[0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0x90]).unwrap();
+        for only_tid in [None, Some(1234)] {
+            let l = Layout {
+                data: 0x10_0000,
+                code: 0x10_2000,
+                run: 0x5000,
+                only_tid,
+                ensure: 0,
+                release: 0,
+            };
+            let c = code(&l, &[(0x1000, &r)]);
+            assert_eq!(data_of_code_page(l.code, &c.bytes), Some(l.data));
+            let mut other = c.bytes.clone();
+            other[0] = 0x90;
+            assert_eq!(data_of_code_page(l.code, &other), None);
+        }
+        let d = data("x", 42);
+        assert_eq!(&d[MAGIC_AT as usize..MAGIC_AT as usize + 8], MAGIC);
+        assert_eq!(
+            d[DATA_LEN as usize..DATA_LEN as usize + 4],
+            4096u32.to_le_bytes()
+        );
+        assert_eq!(d[OWNER as usize], 42);
     }
 
     #[test]

@@ -140,11 +140,13 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         names.push("PyEval_ReleaseThread");
     }
     let mut sites = Vec::new();
+    let mut entries = Vec::new();
     for name in names {
         let Some(s) = py.symbol(name) else {
             report.skipped.push(format!("{name}: no symbol"));
             continue;
         };
+        entries.push(s.addr.0);
         let mut code = mem.read_vec(s.addr.0, 32)?;
         if code[0] == 0xe9 {
             let rel = i32::from_le_bytes([code[1], code[2], code[3], code[4]]);
@@ -186,6 +188,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         });
     }
     let pending = py.symbol("Py_AddPendingCall").map(|s| s.addr.0);
+    // Pages an earlier pyattach left when it was killed: unmapped in a
+    // later stop of this run, once nothing can run in them.
+    let orphans = Orphan::find(pid, &mem);
     let fallback = if opts.thread.is_none() {
         Fallback::find(&py)
     } else {
@@ -241,7 +246,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let source_at = base + detour::SCRIPT + script_len as u64 + 1;
     let script = bootstrap::script_at(&params, source_at);
     debug_assert_eq!(script.len(), script_len);
-    let mut image = detour::data(&format!("{script}\0{}", bootstrap::SOURCE));
+    let mut image = detour::data(
+        &format!("{script}\0{}", bootstrap::SOURCE),
+        std::process::id(),
+    );
     image.extend_from_slice(&code.bytes);
     image.resize(image.len().next_multiple_of(16), 0xcc);
     let call_stub = base + image.len() as u64;
@@ -332,15 +340,19 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             st.set_call_timeout(Duration::from_millis(300));
             let by = caller.unwrap_or(pid);
             if st.adopt_call_stub(call_stub).is_ok() {
+                // Said in the page first, for a later pyattach should this
+                // one be killed during the call.
+                set_flags(&st, base, &[(detour::PENDING_QUEUED, 1), (detour::KEEP, 1)]);
                 match st.call(by, add, &[stub, 0]) {
                     Ok(r) if r as i32 == 0 => {
                         report.pending_call = true;
                         st.release_last(pid);
+                        set_flags(&st, base, &[(detour::KEEP, 0)]);
                     }
                     // It returns into the call stub some day: the pages
                     // must stay.
                     Err(attach::Error::CallLeftRunning { .. }) => keep_pages = true,
-                    _ => {}
+                    _ => set_flags(&st, base, &[(detour::PENDING_QUEUED, 0), (detour::KEEP, 0)]),
                 }
             }
         }
@@ -361,10 +373,13 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             fallback_at = None;
             if let (Some(f), Some(thread_fn)) = (fallback, code.thread_fn) {
                 let mut st = attach::freeze(pid)?;
-                if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE)
-                    && f.start(&mut st, thread_fn, base + detour::PTHREAD_T)
-                {
-                    report.new_thread = true;
+                if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE) {
+                    // Stays set even if the start fails: a thread may be
+                    // created all the same (a call left running).
+                    set_flags(&st, base, &[(detour::THREAD_STARTED, 1)]);
+                    if f.start(&mut st, thread_fn, base + detour::PTHREAD_T) {
+                        report.new_thread = true;
+                    }
                 }
                 report.stops.push(st.detach()?);
             }
@@ -409,6 +424,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             let helper = st.syscall_thread().unwrap_or(pid);
             let _ = st.unmap(helper, base, total);
         }
+        reclaim(&mut st, &orphans, &entries);
         holders = describe_running(&st, &py);
     }
     report.stops.push(st.detach()?);
@@ -446,6 +462,8 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             pending: report.pending_call,
             thread: report.new_thread,
         },
+        orphans,
+        entries,
     };
     Ok((channel, report, leftover))
 }
@@ -463,6 +481,10 @@ pub struct Leftover {
     waiting: Waiting,
     /// A remote call left running returns into the page some day.
     keep: bool,
+    /// Pages left by earlier, killed pyattach runs, to unmap in the same
+    /// stop, and the entries that may jump into them.
+    orphans: Vec<Orphan>,
+    entries: Vec<u64>,
 }
 
 /// Entrances into the code page that stay open after the entries are
@@ -490,24 +512,35 @@ impl Leftover {
     /// into them. Waits up to `wait` for that; returns the pause, or `None`
     /// when the pages had to stay (harmless: nothing jumps to them any
     /// more, and whatever still will finds the flag taken).
+    ///
+    /// Pages left by earlier, killed pyattach runs go in the same stop
+    /// (see [`reclaim`]).
     pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
-        if self.keep {
+        let mem = attach::ProcessMemory::open(self.pid)?;
+        let orphans: Vec<Orphan> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|o| o.settled(&mem))
+            .collect();
+        let end = Instant::now() + wait;
+        let ours = !self.keep
+            && loop {
+                let done = read_u32(&mem, self.base + detour::DONE) == Some(1);
+                if done && self.waiting.settled(&mem, self.base) {
+                    break true;
+                }
+                if Instant::now() >= end {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+        if !ours && orphans.is_empty() {
             return Ok(None);
         }
-        let mem = attach::ProcessMemory::open(self.pid)?;
-        let end = Instant::now() + wait;
-        loop {
-            let done = read_u32(&mem, self.base + detour::DONE) == Some(1);
-            if done && self.waiting.settled(&mem, self.base) {
-                break;
-            }
-            if Instant::now() >= end {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let mut st = stop(self.pid)?;
-        if busy(&st, self.code) {
+        reclaim(&mut st, &orphans, &self.entries);
+        if !ours || busy(&st, self.code) {
             st.detach()?;
             return Ok(None);
         }
@@ -515,6 +548,131 @@ impl Leftover {
         st.unmap(helper, self.base, self.total)?;
         Ok(Some(st.detach()?))
     }
+}
+
+/// Writes `u32` flags into the data page at `base` (best effort: they only
+/// help a later pyattach decide whether it may unmap the pages).
+fn set_flags(st: &attach::Stopped, base: u64, flags: &[(u64, u32)]) {
+    for &(off, v) in flags {
+        let _ = st.memory().write(base + off, &v.to_le_bytes());
+    }
+}
+
+/// The pages of an earlier pyattach that was killed before it could unmap
+/// them: its data pages at `data`, its code page at `code`.
+#[derive(Clone, Copy, Debug)]
+struct Orphan {
+    data: u64,
+    code: u64,
+}
+
+impl Orphan {
+    /// Finds them (while the target runs): an anonymous read-execute page
+    /// that begins with one of our trampolines, whose claim points at
+    /// anonymous read-write pages just below it, which carry our header
+    /// (magic, their length), made by a pyattach that is no longer alive.
+    /// Anything else, pages of older builds included, is left alone.
+    fn find(pid: i32, mem: &attach::ProcessMemory) -> Vec<Orphan> {
+        let Ok(maps) = symbols::maps::read(pid) else {
+            return Vec::new();
+        };
+        let anon = |m: &symbols::maps::Mapping| m.path.is_none() && m.inode == 0;
+        let mut out = Vec::new();
+        for (i, m) in maps.iter().enumerate() {
+            if !(anon(m) && m.perms == "r-xp" && i > 0) {
+                continue;
+            }
+            let code = m.start.0;
+            let Ok(bytes) = mem.read_vec(code, 64) else {
+                continue;
+            };
+            let Some(data) = detour::data_of_code_page(code, &bytes) else {
+                continue;
+            };
+            // The read-write pages right below (possibly merged by the
+            // kernel with a neighbour of the same kind).
+            let below = &maps[i - 1];
+            if !(anon(below) && below.perms == "rw-p")
+                || below.end.0 != code
+                || below.start.0 > data
+                || code - data > 64 * 4096
+                || data % 4096 != 0
+            {
+                continue;
+            }
+            let o = Orphan { data, code };
+            if o.header(mem).is_some_and(|owner| !alive(owner as i32)) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// The owner's pid, if the data pages carry our header and their
+    /// length matches.
+    fn header(&self, mem: &attach::ProcessMemory) -> Option<u32> {
+        let mut magic = [0u8; 8];
+        mem.read(self.data + detour::MAGIC_AT, &mut magic).ok()?;
+        let len = read_u32(mem, self.data + detour::DATA_LEN)?;
+        (&magic == detour::MAGIC && u64::from(len) == self.code - self.data)
+            .then(|| read_u32(mem, self.data + detour::OWNER))?
+    }
+
+    /// True if the flags say nothing is still due to run in the pages: no
+    /// bootstrap still inside `PyRun_SimpleString`, no pending call queued
+    /// and not yet run, no new thread started and not finished, no remote
+    /// call left running.
+    fn settled(&self, mem: &attach::ProcessMemory) -> bool {
+        let get = |off| read_u32(mem, self.data + off);
+        let set = |off| get(off) == Some(1);
+        let claim_over = match get(detour::FLAG) {
+            Some(detour::FREE) | Some(detour::CANCELLED) => true,
+            Some(detour::CLAIMED) => set(detour::DONE),
+            _ => false,
+        };
+        claim_over
+            && get(detour::KEEP) == Some(0)
+            && (get(detour::PENDING_QUEUED) == Some(0) || set(detour::PENDING_RAN))
+            && (get(detour::THREAD_STARTED) == Some(0) || set(detour::THREAD_DONE))
+    }
+
+    /// True if one of `entries` (those a pyattach may hook) still jumps
+    /// into the pages.
+    fn entered(&self, mem: &attach::ProcessMemory, entries: &[u64]) -> bool {
+        entries.iter().any(|&e| {
+            let Ok(b) = mem.read_vec(e, 5) else {
+                return true;
+            };
+            if b[0] != 0xe9 {
+                return false;
+            }
+            let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+            let to = (e + 5).wrapping_add(rel as i64 as u64);
+            (self.data..self.code + 4096).contains(&to)
+        })
+    }
+}
+
+/// Unmaps, with every thread held (`st`), each of `orphans` that nothing
+/// can run in any more, by the rules [`Leftover::remove`] follows for our
+/// own pages: still ours by their header (and their owner still dead), the
+/// flags settled, no entry of `entries` jumping there, no thread's
+/// instruction pointer inside, no return address into them on any stack.
+/// Anything uncertain leaves them (inert). Returns how many went.
+fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usize {
+    let mut gone = 0;
+    for o in orphans {
+        let mem = st.memory();
+        let mine = o.header(mem).is_some_and(|owner| !alive(owner as i32));
+        if !mine || !o.settled(mem) || o.entered(mem, entries) || busy(st, o.code) {
+            continue;
+        }
+        let helper = st.syscall_thread().unwrap_or(st.pid());
+        if st.unmap(helper, o.data, o.code + 4096 - o.data).is_ok() {
+            gone += 1;
+        }
+    }
+    gone
 }
 
 /// Attaches and stops every thread, having found beforehand (while the

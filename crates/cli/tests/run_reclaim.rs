@@ -1,0 +1,190 @@
+//! A pyattach killed (SIGKILL) after it armed its detour leaves its pages
+//! mapped in the target: its data pages and its code page, which the
+//! entries it patched still jump to. The next pyattach takes the entries
+//! back and, once nothing can run in those pages any more, unmaps them: a
+//! target that outlives many killed pyattach runs does not collect their
+//! pages.
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testsupport::{pyattach_bin, Python, Target};
+
+/// The lines of the target's `/proc/PID/maps`.
+fn maps(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `(start, end, perms)` of a maps line if it is anonymous.
+fn anon(line: &str) -> Option<(u64, u64, &str)> {
+    let mut f = line.split_whitespace();
+    let (range, perms) = (f.next()?, f.next()?);
+    let inode = f.nth(2)?;
+    if inode != "0" || f.next().is_some() {
+        return None;
+    }
+    let (a, b) = range.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+        perms,
+    ))
+}
+
+/// The pages a pyattach mapped since `before`: a new anonymous read-execute
+/// page and the read-write pages right below it.
+fn injected(pid: i32, before: &HashSet<String>) -> Option<(u64, u64)> {
+    let now = maps(pid);
+    let code = now
+        .iter()
+        .filter(|l| !before.contains(*l))
+        .filter_map(|l| anon(l))
+        .find(|(_, _, p)| *p == "r-xp")?;
+    let data = now
+        .iter()
+        .filter_map(|l| anon(l))
+        .find(|(_, end, p)| *end == code.0 && *p == "rw-p")?;
+    Some((data.0, code.1))
+}
+
+/// How many anonymous executable mappings `lines` has.
+fn exec_anon(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .filter_map(|l| anon(l))
+        .filter(|(_, _, p)| p.contains('x'))
+        .count()
+}
+
+/// True if an anonymous mapping still covers part of `range`.
+fn mapped(pid: i32, range: (u64, u64)) -> bool {
+    maps(pid)
+        .iter()
+        .filter_map(|l| anon(l))
+        .any(|(a, b, _)| a < range.1 && b > range.0)
+}
+
+fn pyattach_run(pid: i32, code: &str) -> std::process::Output {
+    let mut child = Command::new(pyattach_bin())
+        .args(["--run", code, "--timeout", "10", &pid.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("pyattach --run {code:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn check(py: &Python) {
+    // The main thread holds the GIL in native code for three seconds:
+    // nothing can claim, so pyattach is killed with its detour armed (and
+    // a pending call queued, which runs once the thread is back).
+    let Some(t) = Target::run_state(py, "gilspin3") else {
+        return;
+    };
+    let pid = t.pid();
+    let before: HashSet<String> = maps(pid).into_iter().collect();
+    let mut child = Command::new(pyattach_bin())
+        .args(["--run", "print('killed')", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(2);
+    let pages = loop {
+        if let Some(p) = injected(pid, &before) {
+            break p;
+        }
+        assert!(Instant::now() < end, "{}: no detour pages appeared", py.id);
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // The entries are patched in the same stop, microseconds later.
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        t.wait_for_output("SPUN\n", Duration::from_secs(10)),
+        "{}: the target did not come back to Python",
+        py.id
+    );
+    // The pending call ran the bootstrap (which found nobody to talk to)
+    // before the main thread went on ticking.
+    assert!(
+        t.wait_for_output("TICK 3\n", Duration::from_secs(10)),
+        "{}: not ticking",
+        py.id
+    );
+    assert!(mapped(pid, pages), "{}: the killed pyattach's pages", py.id);
+    let count = maps(pid).len();
+
+    let out = pyattach_run(pid, "print('next')");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "next\n",
+        "{}: {}",
+        py.id,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !mapped(pid, pages),
+        "{}: the pages of the killed pyattach ({:#x}-{:#x}) are still mapped\n{}",
+        py.id,
+        pages.0,
+        pages.1,
+        maps(pid).join("\n")
+    );
+    // The target's own mappings may grow on the first run that works (the
+    // thread the session starts: its stack, a malloc arena); pyattach's
+    // never do: as many executable anonymous mappings as before the first
+    // pyattach, and a further run leaves the count where it is.
+    assert_eq!(
+        exec_anon(&maps(pid)),
+        exec_anon(&before.iter().cloned().collect::<Vec<_>>()),
+        "{}: executable anonymous mappings\n{}",
+        py.id,
+        maps(pid).join("\n")
+    );
+    let after = maps(pid).len();
+    let out = pyattach_run(pid, "print('again')");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "again\n", "{}", py.id);
+    let again = maps(pid).len();
+    eprintln!(
+        "{}: {count} mappings with the killed pyattach's pages, {after} after the next pyattach, {again} after one more",
+        py.id
+    );
+    assert_eq!(
+        again,
+        after,
+        "{}: mappings grew\n{}",
+        py.id,
+        maps(pid).join("\n")
+    );
+    assert!(t.is_alive(), "{}: target died", py.id);
+    let n = t.output().matches("TICK").count();
+    assert!(
+        t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)),
+        "{}: no longer ticking",
+        py.id
+    );
+}
+
+#[test]
+fn pages_of_a_killed_pyattach_are_reclaimed_by_the_next() {
+    for v in ["2.7", "3.12"] {
+        if let Some(py) = testsupport::python(v) {
+            check(&py);
+        }
+    }
+}
