@@ -19,6 +19,11 @@ pub enum Error {
     /// The target (or the thread being worked on) exited during the operation.
     #[error("process {pid} exited during the operation")]
     TargetExited { pid: i32 },
+    /// The process found first exited, and its pid now names another one
+    /// (checked once attached, when the pid can no longer change hands);
+    /// nothing was done to the new process.
+    #[error("process {pid} exited while pyattach was looking at it, and pid {pid} now belongs to another process (left untouched)")]
+    PidReused { pid: i32 },
     /// The target called `exec` during the operation: every address is void.
     #[error("process {pid} called exec during the operation")]
     TargetExeced { pid: i32 },
@@ -112,6 +117,7 @@ impl Error {
             Error::NoSuchProcess { .. }
             | Error::Zombie { .. }
             | Error::TargetExited { .. }
+            | Error::PidReused { .. }
             | Error::TargetExeced { .. } => true,
             Error::GroupStop { .. }
             | Error::PermissionDenied { .. }

@@ -224,3 +224,56 @@ mod tests {
         assert!(status(-1).is_err());
     }
 }
+
+/// Which process a pid names: the pid and the process's start time (clock
+/// ticks since boot, `/proc/PID/stat` field 22), which a later process
+/// given the same pid cannot share. Taken before the slow work that comes
+/// ahead of attaching (finding the interpreter, reading symbols), checked
+/// once attached: from then on the pid cannot change hands (a traced
+/// process that exits stays a zombie until released).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Identity {
+    pub fn of(pid: i32) -> crate::Result<Identity> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|_| crate::Error::NoSuchProcess { pid })?;
+        // After the last ')' (comm may hold anything): state is field 3,
+        // starttime field 22.
+        let start_time = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            .and_then(|v| v.parse().ok())
+            .ok_or(crate::Error::NoSuchProcess { pid })?;
+        Ok(Identity { pid, start_time })
+    }
+
+    /// `Err(PidReused)` if the pid now names another process.
+    pub fn check(&self) -> crate::Result<()> {
+        match Identity::of(self.pid) {
+            Ok(now) if now == *self => Ok(()),
+            Ok(_) => Err(crate::Error::PidReused { pid: self.pid }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::Identity;
+
+    #[test]
+    fn a_process_keeps_its_identity_and_a_new_one_differs() {
+        let me = Identity::of(std::process::id() as i32).unwrap();
+        me.check().unwrap();
+        let other = Identity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(matches!(other.check(), Err(crate::Error::PidReused { .. })));
+        assert!(Identity::of(i32::MAX).is_err());
+    }
+}

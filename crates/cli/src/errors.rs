@@ -60,7 +60,7 @@ fn symbols_exit_code(e: &symbols::Error) -> i32 {
 fn attach_exit_code(e: &attach::Error) -> Option<i32> {
     use attach::Error as E;
     match e {
-        E::NoSuchProcess { .. } => Some(4),
+        E::NoSuchProcess { .. } | E::PidReused { .. } => Some(4),
         E::PermissionDenied { .. } | E::AlreadyTraced { .. } => Some(5),
         E::Zombie { .. } => Some(6),
         // Killed politely: the target was restored; exit as a shell expects.

@@ -184,12 +184,19 @@ pub struct Local {
 /// frozen (another tracer, e.g. gdb or strace), the dump is read without
 /// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
+    let identity =
+        attach::procinfo::Identity::of(pid).map_err(|e| DumpError::from_attach(pid, e))?;
     let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())
         .map_err(DumpError::Discover)?;
     let prep = walk::prepare(&interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
         let (mut d, _) = walk::dump(&interp, &prep, &mem, opts, None)?;
+        // Read without holding the process: it must still be the one
+        // whose symbols were used.
+        identity
+            .check()
+            .map_err(|e| DumpError::from_attach(pid, e))?;
         if opts.native {
             d.warnings.push(
                 "native frames need the threads stopped: not shown with --nonblocking".into(),
@@ -200,6 +207,11 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
     match attach::freeze(pid) {
         Ok(stopped) => {
+            if let Err(e) = identity.check() {
+                // The offsets and symbols found are another program's.
+                drop(stopped);
+                return Err(DumpError::from_attach(pid, e));
+            }
             let mut regs = HashMap::new();
             if opts.native {
                 for tid in stopped.threads() {
