@@ -52,12 +52,14 @@ fn injected(pid: i32, before: &HashSet<String>) -> Option<(u64, u64)> {
     Some((data.0, code.1))
 }
 
-/// How many anonymous executable mappings `lines` has.
+/// How many anonymous read-execute mappings (like pyattach's code pages)
+/// `lines` has. Writable ones are the target's own (libffi's closures,
+/// when code in the target uses ctypes).
 fn exec_anon(lines: &[String]) -> usize {
     lines
         .iter()
         .filter_map(|l| anon(l))
-        .filter(|(_, _, p)| p.contains('x'))
+        .filter(|(_, _, p)| *p == "r-xp")
         .count()
 }
 
@@ -71,7 +73,14 @@ fn mapped(pid: i32, range: (u64, u64)) -> bool {
 
 fn pyattach_run(pid: i32, code: &str) -> std::process::Output {
     let mut child = Command::new(pyattach_bin())
-        .args(["--run", code, "--timeout", "10", &pid.to_string()])
+        .args([
+            "--run",
+            code,
+            "--timeout",
+            "10",
+            "--verbose",
+            &pid.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -147,12 +156,12 @@ fn check(py: &Python) {
     );
     // The target's own mappings may grow on the first run that works (the
     // thread the session starts: its stack, a malloc arena); pyattach's
-    // never do: as many executable anonymous mappings as before the first
+    // never do: as many anonymous read-execute mappings as before the first
     // pyattach, and a further run leaves the count where it is.
     assert_eq!(
         exec_anon(&maps(pid)),
         exec_anon(&before.iter().cloned().collect::<Vec<_>>()),
-        "{}: executable anonymous mappings\n{}",
+        "{}: anonymous read-execute mappings\n{}",
         py.id,
         maps(pid).join("\n")
     );
@@ -178,6 +187,82 @@ fn check(py: &Python) {
         "{}: no longer ticking",
         py.id
     );
+}
+
+/// The other way a killed pyattach leaves its pages: killed during the
+/// session, when its entries are already restored (nothing jumps to the
+/// pages any more) but the bootstrap is still running the code.
+fn check_killed_in_session(py: &Python) {
+    let Some(t) = Target::run_state(py, "sleep") else {
+        return;
+    };
+    let pid = t.pid();
+    let before: HashSet<String> = maps(pid).into_iter().collect();
+    let mut child = Command::new(pyattach_bin())
+        .args([
+            "--run",
+            "print('looping')\nwhile True: pass",
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 8];
+    let _ = std::io::Read::read(&mut out, &mut buf);
+    let pages = injected(pid, &before).expect("the injection's pages");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The bootstrap sees its channel close and stops the code; the
+    // hijacked thread goes back to its work.
+    let n = t.output().matches("TICK").count();
+    assert!(
+        t.wait_for_output(&format!("TICK {}\n", n + 3), Duration::from_secs(10)),
+        "{}: not ticking",
+        py.id
+    );
+    assert!(mapped(pid, pages), "{}: the killed pyattach's pages", py.id);
+    let out = pyattach_run(pid, "print('next')");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "next\n",
+        "{}: {}",
+        py.id,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !mapped(pid, pages),
+        "{}: the pages of the pyattach killed in its session ({:#x}-{:#x}) are still mapped\n{}",
+        py.id,
+        pages.0,
+        pages.1,
+        maps(pid).join("\n")
+    );
+    let now = maps(pid);
+    assert_eq!(
+        exec_anon(&now),
+        exec_anon(&before.iter().cloned().collect::<Vec<_>>()),
+        "{}: anonymous read-execute mappings\n{}\n{}",
+        py.id,
+        now.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = t.output().matches("TICK").count();
+    assert!(
+        t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)),
+        "{}: no longer ticking",
+        py.id
+    );
+}
+
+#[test]
+fn pages_of_a_pyattach_killed_in_its_session_are_reclaimed_by_the_next() {
+    for v in ["2.7", "3.12"] {
+        if let Some(py) = testsupport::python(v) {
+            check_killed_in_session(&py);
+        }
+    }
 }
 
 #[test]

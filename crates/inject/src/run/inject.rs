@@ -595,6 +595,7 @@ impl Orphan {
             if !(anon(below) && below.perms == "rw-p")
                 || below.end.0 != code
                 || below.start.0 > data
+                || data >= code
                 || code - data > 64 * 4096
                 || data % 4096 != 0
             {
@@ -660,15 +661,21 @@ impl Orphan {
 /// instruction pointer inside, no return address into them on any stack.
 /// Anything uncertain leaves them (inert). Returns how many went.
 fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usize {
+    let mem = st.memory();
+    let candidates: Vec<&Orphan> = orphans
+        .iter()
+        .filter(|o| {
+            o.header(mem).is_some_and(|owner| !alive(owner as i32))
+                && o.settled(mem)
+                && !o.entered(mem, entries)
+        })
+        .collect();
+    let codes: Vec<u64> = candidates.iter().map(|o| o.code).collect();
+    let busy = busy_pages(st, &codes);
     let mut gone = 0;
-    for o in orphans {
-        let mem = st.memory();
-        let mine = o.header(mem).is_some_and(|owner| !alive(owner as i32));
-        if !mine || !o.settled(mem) || o.entered(mem, entries) || busy(st, o.code) {
-            continue;
-        }
+    for (o, busy) in candidates.into_iter().zip(busy) {
         let helper = st.syscall_thread().unwrap_or(st.pid());
-        if st.unmap(helper, o.data, o.code + 4096 - o.data).is_ok() {
+        if !busy && st.unmap(helper, o.data, o.code + 4096 - o.data).is_ok() {
             gone += 1;
         }
     }
@@ -690,19 +697,34 @@ pub(super) fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
 /// The code page wipes every return address into it once used, and attach
 /// wipes its call frames, so a stale copy cannot keep the pages mapped.
 pub(super) fn busy(st: &attach::Stopped, code: u64) -> bool {
-    let pages = code..code + 4096;
-    st.threads().into_iter().any(|tid| {
-        let Ok(r) = st.regs(tid) else { return true };
-        if pages.contains(&r.pc()) {
-            return true;
+    busy_pages(st, &[code])[0]
+}
+
+/// [`busy`] for several code pages at once (each thread's registers and
+/// stack read once).
+fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
+    let mut out = vec![false; codes.len()];
+    if codes.is_empty() {
+        return out;
+    }
+    let inside = |a: u64| codes.iter().position(|&c| (c..c + 4096).contains(&a));
+    for tid in st.threads() {
+        let Ok(r) = st.regs(tid) else {
+            return vec![true; codes.len()];
+        };
+        if let Some(i) = inside(r.pc()) {
+            out[i] = true;
         }
         let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
-            return false;
+            continue;
         };
-        stack
-            .chunks_exact(8)
-            .any(|w| pages.contains(&u64::from_le_bytes(w.try_into().expect("8 bytes"))))
-    })
+        for w in stack.chunks_exact(8) {
+            if let Some(i) = inside(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+                out[i] = true;
+            }
+        }
+    }
+    out
 }
 
 fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
