@@ -22,6 +22,12 @@
 //!    be returning through them; [`Leftover::remove`] unmaps them after
 //!    the session, in a third brief stop, once that is certain.
 //!
+//! A pyattach killed before it could do 3 leaves its pages (inert: a
+//! detour still in place fails its claim and runs the original code). The
+//! next pyattach finds them by their header, takes the entries back (the
+//! file's bytes, restored in its stop 2) and unmaps them in its last stop
+//! once nothing can run in them any more (`reclaim`).
+//!
 //! If nothing claims the flag by the deadline, the flag is set to
 //! "cancelled" while every thread is held, the entries are restored and the
 //! pages unmapped (no thread can be inside them), and the error names the
@@ -514,7 +520,7 @@ impl Leftover {
     /// more, and whatever still will finds the flag taken).
     ///
     /// Pages left by earlier, killed pyattach runs go in the same stop
-    /// (see [`reclaim`]).
+    /// (by the same rules, and only once their owner is dead).
     pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
         let mem = attach::ProcessMemory::open(self.pid)?;
         let orphans: Vec<Orphan> = self
@@ -577,6 +583,21 @@ impl Orphan {
             return Vec::new();
         };
         let anon = |m: &symbols::maps::Mapping| m.path.is_none() && m.inode == 0;
+        // The remote munmap borrows a `syscall; ret` and an `rt_sigreturn`
+        // from the target's code, searched in ld.so and libc first: with
+        // neither mapped they might be found in an orphan's code page (its
+        // call stub has both), which the munmap would pull from under the
+        // thread. Leave the pages then.
+        let libc = maps.iter().any(|m| {
+            m.is_exec()
+                && m.path.as_ref().is_some_and(|p| {
+                    let p = p.to_string_lossy();
+                    p.contains("/ld-") || p.contains("/libc.") || p.contains("/libc-")
+                })
+        });
+        if !libc {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for (i, m) in maps.iter().enumerate() {
             if !(anon(m) && m.perms == "r-xp" && i > 0) {
