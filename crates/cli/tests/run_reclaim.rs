@@ -146,6 +146,14 @@ fn check(py: &Python) {
         py.id,
         String::from_utf8_lossy(&out.stderr)
     );
+    // The entries still jumped to the killed one's trampolines.
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("replaced a detour left by an earlier pyattach"),
+        "{}: {}",
+        py.id,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !mapped(pid, pages),
         "{}: the pages of the killed pyattach ({:#x}-{:#x}) are still mapped\n{}",
