@@ -127,6 +127,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             why: "running code is implemented for x86_64 only".into(),
         });
     }
+    // Which process the pid names now: discovery takes milliseconds, and
+    // the pid could be another process's by the time it is attached.
+    let identity = attach::procinfo::Identity::of(pid)?;
     let py = symbols::discover(pid, &DiscoverOptions::default())?;
     let v = (py.version.major, py.version.minor);
     if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
@@ -230,6 +233,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let total = data_len + 4096;
     let hints = attach::free_gaps_near(pid, sites[0].entry, total)?;
     let mut st = stop(pid)?;
+    if let Err(e) = identity.check() {
+        st.detach()?;
+        return Err(e.into());
+    }
     report.steps.push(("stopped", st.paused()));
     // Syscalls in a thread that does not restart through its restart block
     // need no call stub of their own.
@@ -319,6 +326,15 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             continue;
         }
         let regs = st.regs(tid)?;
+        // A main thread in a futex wait is most often one that runs Python
+        // but waits for the GIL this instant (a CPU-bound main thread
+        // spends part of every switch interval there): no detour catches
+        // it, the pending call does, once it has the GIL. On Python 3 the
+        // wait is also cut short below, and lock waits run pending calls
+        // on EINTR. On 2.7 (no EINTR) only when that thread was asked for.
+        if tid == pid && regs.syscall() == Some(202) && (v.0 >= 3 || opts.thread == Some(pid)) {
+            main_running = true;
+        }
         match regs.syscall() {
             // Python 2 does not retry on EINTR (PEP 475 came with 3.5):
             // time.sleep would return early and os.read raise.
