@@ -11,8 +11,9 @@
 //!
 //! The unix socket's directory never outlives pyattach: pyattach removes it
 //! once connected or when it gives up, the bootstrap removes it whether or
-//! not its connect succeeds, and what a pyattach killed before its
-//! injection fired left is swept by the next run (`sweep_stale`).
+//! not its connect succeeds, a guard process removes it if pyattach is
+//! killed first (`guard`), and anything left even so (no shell to run the
+//! guard) is swept by the next run (`sweep_stale`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -59,6 +60,9 @@ enum How {
         host_dir: PathBuf,
         /// The socket's path as the target sees it.
         target_path: String,
+        /// Removes the directory if pyattach dies before it could
+        /// ([`guard`]); told to leave by closing its stdin.
+        guard: Option<std::process::Child>,
     },
 }
 
@@ -217,9 +221,21 @@ impl Rendezvous {
     /// Removes the unix socket and its directory (nothing is left in the
     /// target's filesystem once the bootstrap is connected).
     fn cleanup(&mut self) {
-        if let How::Unix { host_dir, .. } = &self.how {
+        if let How::Unix {
+            host_dir, guard, ..
+        } = &mut self.how
+        {
             let _ = fs::remove_file(host_dir.join("s"));
-            let _ = fs::remove_dir(host_dir);
+            let _ = fs::remove_dir(&*host_dir);
+            if let Some(mut g) = guard.take() {
+                // End of its stdin: it finds nothing left to remove, and
+                // exits; reaped here if quick, else by init once we exit.
+                drop(g.stdin.take());
+                let end = Instant::now() + Duration::from_millis(100);
+                while matches!(g.try_wait(), Ok(None)) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
     }
 }
@@ -271,6 +287,9 @@ fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
         })?;
     let name = format!("pyattach-{pid}-{nonce}");
     let host_dir = root.join(base).join(&name);
+    // First the guard, so that no moment exists with the directory and
+    // nobody bound to remove it.
+    let guard = guard(&root.join(base), &name);
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&host_dir)
@@ -297,7 +316,32 @@ fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
         listener,
         host_dir,
         target_path,
+        guard,
     })
+}
+
+/// A small process that removes the channel's directory `name` in `parent`
+/// when pyattach's end of its stdin closes: at once if pyattach is killed
+/// (even with SIGKILL) before it could remove the directory itself, as a
+/// no-op after it did. In a process group of its own, so a Ctrl-C at the
+/// terminal does not take it away with pyattach; it enters `parent` first,
+/// which keeps working if the target (and its /proc/PID/root) goes. It
+/// removes only the socket `s` and the then empty directory, never follows
+/// a symlink put in the directory's place. `None` (no guard: the next run's
+/// sweep is the fallback) if no shell can be started.
+fn guard(parent: &Path, name: &str) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    const SCRIPT: &str = r#"cd -- "$1" || exit 0; read -r _; [ -L "$2" ] || { rm -f -- "$2/s"; rmdir -- "$2"; } 2>/dev/null; exit 0"#;
+    std::process::Command::new("/bin/sh")
+        .args(["-c", SCRIPT, "pyattach-guard"])
+        .arg(parent)
+        .arg(name)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .ok()
 }
 
 /// `(fd, inode)` of every socket the target has open.
