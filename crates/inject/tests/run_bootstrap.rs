@@ -60,6 +60,8 @@ struct Outcome {
     stdout: String,
     stderr: String,
     raised: Option<bool>,
+    /// Some(true) once the code started, Some(false) once it stopped.
+    executing: Option<bool>,
 }
 
 fn collect(ch: &mut Channel) -> Outcome {
@@ -69,6 +71,12 @@ fn collect(ch: &mut Channel) -> Outcome {
             FromTarget::Stdout(b) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
             FromTarget::Stderr(b) => out.stderr.push_str(&String::from_utf8_lossy(&b)),
             FromTarget::Finished { raised } => out.raised = Some(raised),
+            // The code starts in a thread of the target (its tid), then
+            // stops (None), in that order.
+            FromTarget::Executing(tid) => {
+                assert_eq!(tid.is_some(), out.executing.is_none(), "{tid:?}");
+                out.executing = Some(tid.is_some());
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -87,6 +95,7 @@ fn run_case(py: &Python, kind: ChannelKind) {
     let out = collect(&mut ch);
     let ctx = format!("{} {kind:?}: {out:?}", py.id);
     assert_eq!(out.raised, Some(false), "{ctx}");
+    assert_eq!(out.executing, Some(false), "{ctx}: started and stopped");
     assert!(
         out.stdout.contains(&format!("hello from {}", t.pid())),
         "{ctx}"
@@ -174,6 +183,7 @@ fn expect_prompt(ch: &mut Channel, out: &mut String) -> String {
             }
             FromTarget::Stacks(s) => out.push_str(&s),
             FromTarget::Completions(c) => out.push_str(&c.join(" ")),
+            FromTarget::Executing(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
