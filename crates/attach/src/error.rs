@@ -22,7 +22,7 @@ pub enum Error {
     /// The process found first exited, and its pid now names another one
     /// (checked once attached, when the pid can no longer change hands);
     /// nothing was done to the new process.
-    #[error("process {pid} exited while pyattach was looking at it, and pid {pid} now belongs to another process (left untouched)")]
+    #[error("process {pid} exited while pyattach was looking at it, and pid {pid} now belongs to another process (left untouched); find the program's new pid (e.g. with `pgrep -f`) and run pyattach again")]
     PidReused { pid: i32 },
     /// The target called `exec` during the operation: every address is void.
     #[error("process {pid} called exec during the operation")]

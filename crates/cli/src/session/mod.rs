@@ -156,10 +156,16 @@ fn unblock_later(running: &Arc<Running>, pid: i32) {
         {
             return;
         }
-        if let Err(e) = inject::run::interrupt_blocked(pid, tid, Duration::from_secs(2)) {
-            let e = anyhow::Error::from(e);
-            eprintln!("pyattach: could not cut the code's blocking call short: {e:#}");
-        }
+        let why = match inject::run::interrupt_blocked(pid, tid, Duration::from_secs(2)) {
+            Err(e) => format!("{:#}", anyhow::Error::from(e)),
+            // Cut short, but it went back to waiting without a hooked check.
+            Ok(inject::run::Unblocked::Missed) => "it went back to waiting".into(),
+            Ok(_) => return,
+        };
+        eprintln!(
+            "pyattach: could not cut the code's blocking call short: {why}; \
+             the KeyboardInterrupt is raised when the call returns (Ctrl-C again to retry)"
+        );
     });
 }
 
