@@ -22,7 +22,9 @@ impl Pty {
             testsupport::note("script(1) from util-linux is missing");
             return None;
         }
-        let mut line = pyattach_bin().display().to_string();
+        // `exec`: a shell left waiting (dash, when $SHELL is unset) would get
+        // the Ctrl-C too and kill itself with SIGINT once pyattach exits.
+        let mut line = format!("exec {}", pyattach_bin().display());
         for a in args {
             line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
         }
@@ -83,6 +85,11 @@ impl Pty {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Everything shown since the last match (for failure messages).
+    fn rest(&self) -> String {
+        self.screen.lock().unwrap()[self.mark..].to_string()
     }
 
     fn wait_exit(&mut self) -> Option<i32> {
@@ -148,7 +155,7 @@ fn repl_on_a_terminal_with_completion_and_ctrl_c() {
         pty.expect("still here");
         pty.expect(">>> ");
         pty.send("\x04");
-        assert_eq!(pty.wait_exit(), Some(0), "{v}");
+        assert_eq!(pty.wait_exit(), Some(0), "{v}: {}", pty.rest());
         assert!(t.is_alive());
         ticks_on(&t);
         assert!(!t.output().contains("still here"));
@@ -180,7 +187,7 @@ fn pdb_on_a_terminal_stops_in_the_target_frame() {
         pty.expect("True");
         pty.expect("(Pdb) ");
         pty.send("c\r");
-        assert_eq!(pty.wait_exit(), Some(0), "{v}");
+        assert_eq!(pty.wait_exit(), Some(0), "{v}: {}", pty.rest());
         assert!(t.is_alive());
         ticks_on(&t);
     }

@@ -448,7 +448,21 @@ fn native_frames_show_where_the_gil_holder_blocks() {
             native: true,
             ..opts()
         };
-        let d = dump_when_held(py, &t, &o);
+        // The main thread may still be in its last `time.sleep(0.01)` when
+        // the holder takes the GIL: wait until it waits for the GIL.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let d = loop {
+            let d = dump_when_held(py, &t, &o);
+            let main = d.threads.iter().find(|t| t.is_main).unwrap();
+            let waiting = main
+                .frames
+                .iter()
+                .any(|f| f.function == "take_gil" || f.function == "PyEval_RestoreThread");
+            if waiting || py.kind != PythonKind::Pyenv || std::time::Instant::now() > end {
+                break d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let holder = d.threads.iter().find(|t| t.holds_gil).unwrap();
         // The Python frames are all there, in order, among the native ones.
         let python: Vec<_> = holder
