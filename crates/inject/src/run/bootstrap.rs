@@ -39,71 +39,12 @@ pub struct Params {
     pub wait_secs: f64,
 }
 
-/// The text to pass to `PyRun_SimpleString`. It defines no name in
-/// `__main__` and a bare `except:` catches everything, including old-style
-/// class exceptions of Python 2.
-pub fn script(p: &Params) -> String {
-    // The compiled bootstrap is kept in sys._pyattach_code under a hash of
-    // its source: compiling it costs milliseconds with the GIL held, and
-    // every later injection of the same pyattach reuses it.
-    format!(
-        "try:\n exec((lambda d,k,s:d.get(k) or d.setdefault(k,compile(s,'<pyattach>','exec',0,True)))\
-(__import__('sys').__dict__.setdefault('_pyattach_code',{{}}),{key},{src}),\
-{{'__name__':'__pyattach__','P':{params}}})\nexcept:\n pass\n",
-        key = py_str(source_key().as_bytes()),
-        src = py_str(SOURCE.as_bytes()),
-        params = params_literal(p),
-    )
-}
-
-/// [`script`] without the bootstrap's source: the text takes it from the
-/// target's own memory at `source_at` (where pyattach wrote [`SOURCE`],
-/// readable, [`SOURCE`]`.len()` bytes), and only when no earlier injection
-/// left it compiled in the target. Compiling a wrapper that holds the 19 KB
-/// source as a literal took ~0.3 ms with the GIL held on every injection.
-/// The address is written at a fixed width, so the text's length does not
-/// depend on it.
-pub fn script_at(p: &Params, source_at: u64) -> String {
-    // /proc/self/mem read unbuffered (a buffered read would run past the
-    // pages); ctypes where /proc is not mounted.
-    format!(
-        "try:
- import sys
- d=sys.__dict__.setdefault('_pyattach_code',{{}})
- c=d.get({key})
- if c is None:
-  a,n=0x{source_at:016x},{len}
-  s=b''
-  try:
-   f=open('/proc/self/mem','rb',0)
-   try:
-    f.seek(a)
-    while len(s)<n:
-     b=f.read(n-len(s))
-     if not b:
-      break
-     s+=b
-   finally:
-    f.close()
-  except Exception:
-   s=b''
-  if len(s)!=n:
-   import ctypes
-   s=ctypes.string_at(a,n)
-  c=d.setdefault({key},compile(s,'<pyattach>','exec',0,True))
- exec(c,{{'__name__':'__pyattach__','P':{params}}})
-except:
- pass
-",
-        key = py_str(source_key().as_bytes()),
-        len = SOURCE.len(),
-        params = params_literal(p),
-    )
-}
-
-/// The bootstrap's `P`: a Python dict literal of the session's parameters,
-/// the same for both ways of passing the source.
-fn params_literal(p: &Params) -> String {
+/// The parameters as the bootstrap's `start` reads them (see the top of
+/// `bootstrap.py`): `nonce NUL token NUL mode NUL chan NUL path NUL wait NUL
+/// code`. Read from the target's memory rather than written into the text:
+/// compiling a dict literal of them (and of the code to run, however long)
+/// held the GIL for as long again as the rest of the text.
+pub fn params_blob(p: &Params) -> Vec<u8> {
     let (mode, code) = match &p.mode {
         Mode::Run { code } => ("run", code.as_str()),
         Mode::Repl => ("repl", ""),
@@ -112,15 +53,123 @@ fn params_literal(p: &Params) -> String {
         ChannelParams::Pair => ("pair", ""),
         ChannelParams::Unix { path } => ("unix", path.as_str()),
     };
+    let wait = format!("{:?}", p.wait_secs);
+    let mut out = Vec::new();
+    for field in [
+        p.nonce.as_str(),
+        p.token.as_str(),
+        mode,
+        chan,
+        path,
+        wait.as_str(),
+    ] {
+        out.extend_from_slice(field.as_bytes());
+        out.push(0);
+    }
+    out.extend_from_slice(code.as_bytes());
+    out
+}
+
+/// The text to pass to `PyRun_SimpleString`, self-contained: the
+/// bootstrap's source and the parameters are literals in it. Slow to
+/// compile (19 KB) the first time in a process, but needs nothing else;
+/// for tests that have the target run the text itself.
+pub fn script(p: &Params) -> String {
+    let blob = format!("b{}", py_str(&params_blob(p)));
+    let loader = format!(
+        "{prelude}exec(compile({src},'<pyattach>','exec',0,True))\nstart({blob})\n",
+        prelude = loader_prelude(),
+        src = py_str(SOURCE.as_bytes()),
+    );
+    entry(&blob, &loader)
+}
+
+/// The length of [`payload`]'s bytes (they do not depend on the address).
+pub fn payload_len(p: &Params) -> usize {
+    payload(p, 0).len()
+}
+
+/// What pyattach writes into the target at address `at`, for
+/// `PyRun_SimpleString(at)`: the text, its NUL, the parameters' blob
+/// ([`params_blob`]) and the bootstrap's source ([`SOURCE`]).
+///
+/// The text calls the bootstrap's `start`, compiled and defined by an
+/// earlier injection of this pyattach, with the blob's address and
+/// length; only when there is none yet does it read the source from
+/// memory, compile it and define it (milliseconds, once per process). So
+/// the text is short and the same for every injection (a few tens of
+/// microseconds to compile, with the GIL held), whatever the code to run.
+/// It binds no name in `__main__`, whose globals `PyRun_SimpleString`
+/// runs it in, and lets no exception out. Addresses and lengths are
+/// written at a fixed width, in hexadecimal (a decimal with leading zeros
+/// is octal to Python 2 and an error to Python 3).
+pub fn payload(p: &Params, at: u64) -> Vec<u8> {
+    let blob = params_blob(p);
+    // The text's length does not depend on the addresses.
+    let text_len = |blob_at: u64, src_at: u64| text_at(blob_at, blob.len(), src_at).len();
+    let n = text_len(0, 0);
+    let blob_at = at + n as u64 + 1;
+    let src_at = blob_at + blob.len() as u64;
+    let text = text_at(blob_at, blob.len(), src_at);
+    debug_assert_eq!(text.len(), n);
+    let mut out = Vec::with_capacity(n + 1 + blob.len() + SOURCE.len());
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&blob);
+    out.extend_from_slice(SOURCE.as_bytes());
+    out
+}
+
+/// [`payload`]'s text: the blob at `blob_at` (`blob_len` bytes), the
+/// source at `src_at`.
+fn text_at(blob_at: u64, blob_len: usize, src_at: u64) -> String {
+    let args = format!("0x{blob_at:016x},0x{blob_len:08x}");
+    // /proc/self/mem read unbuffered (a buffered read would run past the
+    // end); ctypes where /proc is not mounted.
+    let loader = format!(
+        "{prelude}def m(a,n):
+ import os
+ s=b''
+ try:
+  f=os.open('/proc/self/mem',os.O_RDONLY)
+  try:
+   os.lseek(f,a,0)
+   while len(s)<n:
+    c=os.read(f,n-len(s))
+    if not c:break
+    s+=c
+  finally:os.close(f)
+ except Exception:s=b''
+ if len(s)!=n:
+  import ctypes
+  s=ctypes.string_at(a,n)
+ return s
+exec(compile(m(0x{src_at:016x},0x{src_len:08x}),'<pyattach>','exec',0,True))
+start({args})
+",
+        prelude = loader_prelude(),
+        src_len = SOURCE.len(),
+    );
+    entry(&args, &loader)
+}
+
+/// The first lines of a loader: the names the bootstrap's module expects
+/// in its namespace.
+fn loader_prelude() -> String {
+    format!("__name__='__pyattach__'\nK='{}'\n", source_key())
+}
+
+/// The text: call the bootstrap's `start` with `args` if an earlier
+/// injection defined it, else run `loader` (which defines it and calls
+/// it) in a fresh namespace. A bare `except:` catches everything,
+/// old-style class exceptions of Python 2 included; `start` itself never
+/// raises, so the loader runs only when `start` is missing.
+fn entry(args: &str, loader: &str) -> String {
     format!(
-        "{{'nonce':{nonce},'token':{token},'mode':{mode},'chan':{chan},'path':{path},'code':b{code},'wait':{wait:?}}}",
-        nonce = py_str(p.nonce.as_bytes()),
-        token = py_str(p.token.as_bytes()),
-        mode = py_str(mode.as_bytes()),
-        chan = py_str(chan.as_bytes()),
-        path = py_str(path.as_bytes()),
-        code = py_str(code.as_bytes()),
-        wait = p.wait_secs,
+        "try:\n try:__import__('sys')._pyattach_code['{key}']({args})\n \
+except(AttributeError,KeyError):exec({loader},{{}})\nexcept:pass\n",
+        key = source_key(),
+        loader = py_str(loader.as_bytes()),
     )
 }
 
@@ -162,34 +211,59 @@ mod tests {
         assert_eq!(py_str(b"a'b\\c\n\x00\xc3\xa9"), r"'a\'b\\c\n\x00\xc3\xa9'");
     }
 
-    #[test]
-    fn script_is_ascii_and_holds_no_nul() {
-        let s = script(&Params {
+    fn params(mode: Mode) -> Params {
+        Params {
             nonce: "n".into(),
             token: "t".into(),
-            mode: Mode::Run {
-                code: "print('é')\0".into(),
-            },
+            mode,
             channel: ChannelParams::Pair,
             wait_secs: 2.0,
-        });
-        assert!(s.is_ascii());
-        assert!(!s.contains('\0'));
-        assert!(s.starts_with("try:\n exec((lambda d,k,s:"));
+        }
     }
 
     #[test]
-    fn script_at_holds_no_source_and_its_length_does_not_depend_on_the_address() {
-        let p = Params {
-            nonce: "n".into(),
-            token: "t".into(),
-            mode: Mode::Repl,
-            channel: ChannelParams::Pair,
-            wait_secs: 2.0,
-        };
-        let (a, b) = (script_at(&p, 0), script_at(&p, 0x7fff_1234_5000));
+    fn script_is_ascii_and_holds_no_nul() {
+        let s = script(&params(Mode::Run {
+            code: "print('é')\0".into(),
+        }));
+        assert!(s.is_ascii());
+        assert!(!s.contains('\0'));
+        assert!(s.starts_with("try:\n try:__import__('sys')._pyattach_code['"));
+    }
+
+    #[test]
+    fn the_blob_ends_with_the_code_whatever_it_holds() {
+        let b = params_blob(&params(Mode::Run {
+            code: "a\0b".into(),
+        }));
+        // nonce, token, mode, chan, path (none), wait, then the code.
+        assert_eq!(b, [&b"n\0t\0run\0pair\0\0"[..], b"2.0\0a\0b"].concat());
+    }
+
+    #[test]
+    fn payload_text_is_short_and_its_length_does_not_depend_on_the_address() {
+        let long = params(Mode::Run {
+            code: "x = 1\n".repeat(10_000),
+        });
+        let (a, b) = (payload(&long, 0), payload(&long, 0x7fff_1234_5000));
         assert_eq!(a.len(), b.len());
-        assert!(b.contains("0x00007fff12345000"));
-        assert!(a.len() < 2000 && a.is_ascii() && !a.contains('\0'));
+        assert_eq!(a.len(), payload_len(&long));
+        let text_len = b.iter().position(|&c| c == 0).unwrap();
+        let text = std::str::from_utf8(&b[..text_len]).unwrap();
+        // The code and the source are not in the text (and neither is the
+        // text's length tied to them).
+        assert!(text.len() < 1500 && text.is_ascii(), "{text}");
+        assert!(!text.contains("x = 1"));
+        assert_eq!(
+            payload(&params(Mode::Repl), 0).iter().position(|&c| c == 0),
+            Some(text_len)
+        );
+        // The blob right after the NUL (its address is in the text), then
+        // the source.
+        let blob_at = 0x7fff_1234_5000 + text_len as u64 + 1;
+        assert!(text.contains(&format!("(0x{blob_at:016x},0x")));
+        let blob = params_blob(&long);
+        assert_eq!(&b[text_len + 1..text_len + 1 + blob.len()], &blob[..]);
+        assert!(b.ends_with(SOURCE.as_bytes()));
     }
 }

@@ -59,28 +59,24 @@ pub const FREE: u32 = 0;
 pub const CLAIMED: u32 = 1;
 pub const CANCELLED: u32 = 3;
 
-/// The data size for `script`, in whole pages.
-pub fn data_len(script: &str) -> u64 {
-    data_len_for(script.len())
-}
-
-/// The data size for a script of `len` bytes, in whole pages.
+/// The data size for a payload of `len` bytes, in whole pages.
 pub fn data_len_for(len: usize) -> u64 {
     (SCRIPT + len as u64 + 1).div_ceil(PAGE) * PAGE
 }
 
 /// The data pages' contents, made by pyattach process `owner`: the
 /// header a later pyattach recognises them by (if this one is killed
-/// before it can unmap them), and the script.
-pub fn data(script: &str, owner: u32) -> Vec<u8> {
-    let len = data_len(script);
+/// before it can unmap them), and the payload (the NUL-terminated text for
+/// `PyRun_SimpleString`, then what it reads).
+pub fn data(payload: &[u8], owner: u32) -> Vec<u8> {
+    let len = data_len_for(payload.len());
     let mut d = vec![0u8; len as usize];
     let put =
         |d: &mut [u8], at: u64, b: &[u8]| d[at as usize..at as usize + b.len()].copy_from_slice(b);
     put(&mut d, OWNER, &owner.to_le_bytes());
     put(&mut d, DATA_LEN, &(len as u32).to_le_bytes());
     put(&mut d, MAGIC_AT, MAGIC);
-    put(&mut d, SCRIPT, script.as_bytes());
+    put(&mut d, SCRIPT, payload);
     d
 }
 
@@ -606,7 +602,7 @@ mod tests {
             other[0] = 0x90;
             assert_eq!(data_of_code_page(l.code, &other), None);
         }
-        let d = data("x", 42);
+        let d = data(b"x", 42);
         assert_eq!(&d[MAGIC_AT as usize..MAGIC_AT as usize + 8], MAGIC);
         assert_eq!(
             d[DATA_LEN as usize..DATA_LEN as usize + 4],

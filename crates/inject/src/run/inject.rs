@@ -217,13 +217,13 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // answers within milliseconds when alive, and a pyattach killed at the
     // wrong moment must not hold the target's thread for long.
     let wait = Duration::from_millis(800);
-    // The text for PyRun_SimpleString, then (after its NUL) the bootstrap's
-    // source, which the text reads from there only if the target has no
-    // compiled copy yet. The text names the source's address, known once
-    // the pages are mapped; its length does not depend on it.
+    // The text for PyRun_SimpleString, then (after its NUL) the session's
+    // parameters and the bootstrap's source, which the text reads from
+    // there (the source only if the target has no bootstrap of this
+    // pyattach defined yet). The text names their addresses, known once
+    // the pages are mapped; its length does not depend on them.
     let params = rv.params(opts.mode.clone(), wait);
-    let script_len = bootstrap::script_at(&params, 0).len();
-    let payload_len = script_len + 1 + bootstrap::SOURCE.len();
+    let payload_len = bootstrap::payload_len(&params);
 
     // -- stop 1: map, write, patch, nudge --------------------------------
     // Everything that can be known beforehand is (the code borrowed by
@@ -256,13 +256,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
     // One write: the data pages, then the code page with, at its end, the
     // code remote calls return into (no page of its own to map and unmap).
-    let source_at = base + detour::SCRIPT + script_len as u64 + 1;
-    let script = bootstrap::script_at(&params, source_at);
-    debug_assert_eq!(script.len(), script_len);
-    let mut image = detour::data(
-        &format!("{script}\0{}", bootstrap::SOURCE),
-        std::process::id(),
-    );
+    let payload = bootstrap::payload(&params, base + detour::SCRIPT);
+    debug_assert_eq!(payload.len(), payload_len);
+    let mut image = detour::data(&payload, std::process::id());
     image.extend_from_slice(&code.bytes);
     image.resize(image.len().next_multiple_of(16), 0xcc);
     let call_stub = base + image.len() as u64;
