@@ -114,6 +114,9 @@ class Session(object):
         self.executing = False
         self.interrupted = False
         self.closed = False
+        # Once the reader thread runs, it owns the descriptor: see
+        # close().
+        self.reading = False
         self.rbuf = b''
 
     # -- framing ---------------------------------------------------
@@ -164,6 +167,7 @@ class Session(object):
 
     # -- input from pyattach, read by a reader thread ---------------
     def reader(self):
+        self.reading = True
         try:
             while True:
                 kind, data = self.recv()
@@ -182,6 +186,7 @@ class Session(object):
         # pyattach is gone (it exited, was killed, or the user left):
         # code still running for it is stopped, as Ctrl-C would.
         self.interrupt()
+        self.release()
 
     def push(self, item):
         self.inq.append(item)
@@ -244,18 +249,29 @@ class Session(object):
         return asked
 
     def close(self):
-        # shutdown() first: it wakes the reader thread blocked in recv
-        # and tells pyattach at once; close() alone does neither while
-        # another thread is inside recv on the socket.
+        # shutdown() wakes the reader thread blocked in recv and tells
+        # pyattach at once; close() alone does neither. The reader then
+        # closes the descriptor as it leaves; never here while it may
+        # still use the number: a recv restarted after the process was
+        # stopped (by a signal, SIGSTOP, any debugger) reads the number
+        # again, which the target may have given to a connection of its
+        # own meanwhile, and would eat that connection's data.
         self.closed = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except Exception:
             pass
-        try:
-            self.sock.close()
-        except Exception:
-            pass
+        if not self.reading:
+            self.release()
+
+    def release(self):
+        # Under wlock: no sendall (which restarts too) is under way.
+        with self.wlock:
+            self.closed = True
+            try:
+                self.sock.close()
+            except Exception:
+                pass
 
 
 def set_async_exc(ident, exc):
