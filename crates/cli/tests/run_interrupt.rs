@@ -143,3 +143,107 @@ fn ctrl_c_stops_code_blocked_in_reads_locks_and_waits() {
         ticks_on(&t, &py.id);
     }
 }
+
+/// Every executable mapping of `pid` with its bytes (code as it runs).
+fn code_of(pid: i32) -> Vec<(String, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.contains('x') || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut bytes = vec![0u8; (b - a) as usize];
+        mem.seek(SeekFrom::Start(a)).unwrap();
+        let _ = mem.read_exact(&mut bytes);
+        out.push((line.to_string(), bytes));
+    }
+    out
+}
+
+/// A call that retries on EINTR by itself (glibc's mutex wait) goes back to
+/// waiting without passing a hooked check: pyattach says so, and every
+/// hook and page it placed for the attempt is gone again.
+#[test]
+fn ctrl_c_that_cannot_cut_a_call_short_says_so_and_leaves_nothing() {
+    for v in ["3.12", "3.13"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = Target::run_state(&py, "sleep").unwrap();
+        let pid = t.pid();
+        let code = "import ctypes, sys\nlibc = ctypes.CDLL(None)\n\
+                    m = ctypes.create_string_buffer(64)\nlibc.pthread_mutex_lock(m)\n\
+                    print('BLOCKING')\nsys.stdout.flush()\nlibc.pthread_mutex_lock(m)\n";
+        let mut child = Command::new(pyattach_bin())
+            .args(["--run", code, &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(l);
+            }
+        });
+        let wait_for = |needle: &str| -> String {
+            let end = Instant::now() + Duration::from_secs(20);
+            let mut seen = String::new();
+            while Instant::now() < end {
+                if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                    if l.contains(needle) {
+                        return seen;
+                    }
+                }
+            }
+            panic!("{v}: {needle:?} never came; saw:\n{seen}");
+        };
+        wait_for("BLOCKING");
+        std::thread::sleep(Duration::from_millis(300));
+        let before = code_of(pid);
+        let pa = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pa, nix::sys::signal::Signal::SIGINT).unwrap();
+        let said = wait_for("could not cut");
+        assert!(said.contains("went back to waiting"), "{v}: {said}");
+        // Hooks taken back, pages unmapped: the code is as it was.
+        let after = code_of(pid);
+        let lines = |c: &[(String, Vec<u8>)]| c.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();
+        assert_eq!(lines(&after), lines(&before), "{v}: mappings");
+        assert!(after == before, "{v}: code bytes differ");
+        assert!(t.is_alive(), "{v}");
+        ticks_on(&t, v);
+        // The code itself stays blocked (it is the user's): leaving ends
+        // pyattach, and the target runs on.
+        nix::sys::signal::kill(pa, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < end,
+                "{v}: pyattach did not leave on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(t.is_alive(), "{v}");
+        ticks_on(&t, v);
+    }
+}
