@@ -111,11 +111,12 @@ fn show_stacks_instead(pid: i32) {
 fn describe(r: &inject::run::Report) -> String {
     let stops: Vec<String> = r.stops.iter().map(|d| format!("{d:.2?}")).collect();
     let mut s = format!(
-        "{} in thread {}; channel: {}; target stopped {} (two stops); {:.1?} in all",
+        "{} in thread {}; channel: {}; target stopped {} ({} stops); {:.1?} in all",
         r.strategy,
         r.tid.map_or("?".into(), |t| t.to_string()),
         r.channel,
         stops.join(" + "),
+        stops.len(),
         r.elapsed
     );
     let steps: Vec<String> = r

@@ -116,10 +116,22 @@ impl Rendezvous {
     /// Waits until the bootstrap's channel shows up, then acks it. Fails
     /// when `deadline` passes or the target exits first.
     pub fn wait(&mut self, deadline: Instant) -> Result<Channel, RunError> {
+        self.wait_then(deadline, || {})
+    }
+
+    /// [`Rendezvous::wait`] that calls `before_ack` once the channel is
+    /// found, before acking it: the bootstrap can go no further than its
+    /// wait for the ack (where it holds no interpreter lock) meanwhile.
+    pub fn wait_then(
+        &mut self,
+        deadline: Instant,
+        before_ack: impl FnOnce(),
+    ) -> Result<Channel, RunError> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(100);
         loop {
             if let Some(stream) = self.poll()? {
+                before_ack();
                 let mut ch = Channel::new(stream);
                 ch.send(&ToTarget::Ack)
                     .map_err(|e| RunError::io("acknowledging the bootstrap", e))?;

@@ -4,23 +4,25 @@
 //! 1. **One-shot detour** at GIL-holding entry points (`PyEval_SaveThread`,
 //!    `PyErr_CheckSignals`, and `PyEval_ReleaseThread` on 3.13+ where
 //!    locks park through it):
-//!    with every thread held for well under a millisecond, map two pages
-//!    near the module, write the script and the trampolines (code page made
-//!    r-x, never writable and executable at once), replace each entry's
-//!    first instructions with a `jmp`, then let the target run and detach.
-//!    The first thread to enter claims the flag and runs
-//!    `PyRun_SimpleString(bootstrap)` on its own stack.
-//! 2. **Nudges**, in the same stop: on Python 3, threads blocked in
+//!    map pages near the module (every thread held for one remote
+//!    `mmap`), write the payload and the trampolines while the target runs
+//!    (nothing in it knows the pages yet), then, every thread held again,
+//!    make the code page r-x (never writable and executable at once),
+//!    replace each entry's first instructions with a `jmp`, let the
+//!    target run and detach. The first thread to enter claims the flag and
+//!    runs `PyRun_SimpleString(bootstrap)` on its own stack.
+//! 2. **Nudges**, in the second stop: on Python 3, threads blocked in
 //!    syscalls that CPython retries on EINTR (PEP 475: sleep,
 //!    select/poll/epoll, read, wait, lock and futex waits) get `-EINTR`
 //!    (never on 2.7, which does not retry), so they pass through
 //!    `Py_BEGIN_ALLOW_THREADS` again at once; a main thread running Python
 //!    (not in a syscall) gets a pending call (`Py_AddPendingCall`) of a stub
 //!    that claims the same flag and runs the bootstrap at the eval breaker.
-//! 3. Once the bootstrap has called back, a second brief stop puts the
+//! 3. Once the bootstrap has called back, and before pyattach acks it
+//!    (the bootstrap waits, holding no lock), a brief stop puts the
 //!    original bytes back. The pages stay mapped while a thread may still
 //!    be returning through them; [`Leftover::remove`] unmaps them after
-//!    the session, in a third brief stop, once that is certain.
+//!    the session, in a last brief stop, once that is certain.
 //!
 //! A pyattach killed before it could do 3 leaves its pages (inert: a
 //! detour still in place fails its claim and runs the original code). The
@@ -78,8 +80,9 @@ pub struct Report {
     pub new_thread: bool,
     /// How long every thread was held, for each stop.
     pub stops: Vec<Duration>,
-    /// Within the first stop: when each step was done (time since the
-    /// threads were held), to see where the pause goes.
+    /// Within the stops that set the detour up (map; then protect, patch,
+    /// nudge): when each step was done (time since the threads were held
+    /// that time), to see where the pause goes.
     pub steps: Vec<(&'static str, Duration)>,
     /// "socketpair" or "unix socket".
     pub channel: String,
@@ -225,12 +228,45 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let params = rv.params(opts.mode.clone(), wait);
     let payload_len = bootstrap::payload_len(&params);
 
-    // -- stop 1: map, write, patch, nudge --------------------------------
+    // -- stop 1, in two: map | write | protect, patch, nudge ------------
     // Everything that can be known beforehand is (the code borrowed by
-    // remote syscalls included), so that the threads are held only for two
-    // remote syscalls (mmap, mprotect), the writes and the patches.
+    // remote syscalls included). The threads are held for one remote
+    // syscall (mmap), let go while the pages are written (nothing in the
+    // target knows them until an entry jumps there), then held again for
+    // the mprotect, the patches and the nudges: the target's longest pause
+    // is that of one stop, not of both, and never spans the write of the
+    // payload (tens of KB).
     let data_len = detour::data_len_for(payload_len);
     let total = data_len + 4096;
+    let layout_at = |base: u64| Layout {
+        data: base,
+        code: base + data_len,
+        run: run.0,
+        only_tid: opts.thread,
+        ensure: fallback.map_or(0, |f| f.ensure),
+        release: fallback.map_or(0, |f| f.release),
+    };
+    let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
+    // The code page: the trampolines, then the code remote calls return
+    // into (no page of its own to map and unmap). Its size does not depend
+    // on where it goes (checked here at the first entry's own page).
+    let code_page = |code: &detour::Code| {
+        let mut page = code.bytes.clone();
+        page.resize(page.len().next_multiple_of(16), 0xcc);
+        let stub_at = page.len() as u64;
+        page.extend_from_slice(attach::CALL_STUB);
+        (page, stub_at)
+    };
+    if code_page(&detour::code(&layout_at(sites[0].entry & !0xfff), &pairs))
+        .0
+        .len()
+        > 4096
+    {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "the trampolines do not fit in one page".into(),
+        });
+    }
     let hints = attach::free_gaps_near(pid, sites[0].entry, total)?;
     let mut st = stop(pid)?;
     if let Err(e) = identity.check() {
@@ -243,36 +279,22 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
     report.steps.push(("mapped", st.paused()));
-    let layout = Layout {
-        data: base,
-        code: base + data_len,
-        run: run.0,
-        only_tid: opts.thread,
-        ensure: fallback.map_or(0, |f| f.ensure),
-        release: fallback.map_or(0, |f| f.release),
-    };
-    let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
+    report.stops.push(st.paused());
+    let running = st.resume_all()?;
+    let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
-    // One write: the data pages, then the code page with, at its end, the
-    // code remote calls return into (no page of its own to map and unmap).
     let payload = bootstrap::payload(&params, base + detour::SCRIPT);
     debug_assert_eq!(payload.len(), payload_len);
+    // One write: the data pages, then the code page.
     let mut image = detour::data(&payload, std::process::id());
-    image.extend_from_slice(&code.bytes);
-    image.resize(image.len().next_multiple_of(16), 0xcc);
-    let call_stub = base + image.len() as u64;
-    image.extend_from_slice(attach::CALL_STUB);
-    if image.len() as u64 > total {
-        let _ = st.unmap(helper, base, total);
-        st.detach()?;
-        return Err(RunError::Unsupported {
-            pid,
-            why: "the trampolines do not fit in one page".into(),
-        });
-    }
-    st.memory().write(base, &image)?;
-    report.steps.push(("written", st.paused()));
+    let (page, stub_at) = code_page(&code);
+    image.extend_from_slice(&page);
+    let call_stub = layout.code + stub_at;
+    running.memory().write(base, &image)?;
+    let mut st = running.stop_all()?;
+    report.steps.push(("written, stopped again", st.paused()));
+    let helper = st.syscall_thread().unwrap_or(pid);
     st.protect(helper, layout.code, 4096, PROT_RX)?;
     report.steps.push(("protected", st.paused()));
     // Tests force the new-thread fallback alone with this variable (it is
@@ -414,46 +436,69 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         }
         std::thread::sleep(Duration::from_micros(200));
     };
+    // -- stop 2: restore the entries -------------------------------------
+    // Once the bootstrap has called back, while it waits for the ack: the
+    // stop then catches no thread running Python for us (holding the GIL
+    // that the others, let go first, would wait for), and the bootstrap's
+    // thread, the one that runs at once, is let go last (a thread let go
+    // can take the CPU from pyattach before it lets the next one go).
+    let restore = |report: &mut Report| -> Result<(), RunError> {
+        let mut st = attach::freeze(pid)?;
+        restore_entries(&mut st, &patched)?;
+        if let Some(tid) = read_u32(&mem, base + detour::TID) {
+            st.release_last(tid as i32);
+        }
+        report.stops.push(st.detach()?);
+        Ok(())
+    };
+    let mut restored = None;
     let outcome = if claimed {
-        rv.wait(deadline.max(Instant::now() + Duration::from_secs(2)))
+        rv.wait_then(
+            deadline.max(Instant::now() + Duration::from_secs(2)),
+            || restored = Some(restore(&mut report)),
+        )
     } else {
         Err(RunError::NoCallback { pid, secs: 0.0 })
     };
-
-    // -- stop 2: restore the entries -------------------------------------
-    let mut st = attach::freeze(pid)?;
-    let flag = read_u32(&mem, base + detour::FLAG);
-    let cancel = flag == Some(detour::FREE);
-    if cancel {
-        st.memory()
-            .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
-    }
-    restore_entries(&mut st, &patched)?;
-    let mut holders = String::new();
-    if cancel {
-        // A pending call left running (its timeout) returns into the page;
-        // one still queued, or a new thread still starting, will run code
-        // in it (the stub finds the flag cancelled and returns).
-        let waiting = Waiting {
-            pending: report.pending_call,
-            thread: report.new_thread,
-        };
-        if !keep_pages && waiting.settled(&mem, base) && !busy(&st, layout.code) {
-            let helper = st.syscall_thread().unwrap_or(pid);
-            let _ = st.unmap(helper, base, total);
+    // Else now (a bootstrap that never called back, or nothing claimed).
+    let mut holders = None;
+    if let Some(r) = restored {
+        r?;
+    } else {
+        let mut st = attach::freeze(pid)?;
+        let flag = read_u32(&mem, base + detour::FLAG);
+        let cancel = flag == Some(detour::FREE);
+        if cancel {
+            st.memory()
+                .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
         }
-        reclaim(&mut st, &orphans, &entries);
-        holders = describe_running(&st, &py);
+        restore_entries(&mut st, &patched)?;
+        if cancel {
+            // A pending call left running (its timeout) returns into the
+            // page; one still queued, or a new thread still starting, will
+            // run code in it (the stub finds the flag cancelled and
+            // returns).
+            let waiting = Waiting {
+                pending: report.pending_call,
+                thread: report.new_thread,
+            };
+            if !keep_pages && waiting.settled(&mem, base) && !busy(&st, layout.code) {
+                let helper = st.syscall_thread().unwrap_or(pid);
+                let _ = st.unmap(helper, base, total);
+            }
+            reclaim(&mut st, &orphans, &entries);
+            holders = Some(describe_running(&st, &py));
+        }
+        report.stops.push(st.detach()?);
     }
-    report.stops.push(st.detach()?);
     if let Some(sig) = attach::exit_requested() {
         return Err(RunError::Interrupted(sig.as_str().to_string()));
     }
-    if cancel {
+    if let Some(holder) = holders {
         return Err(RunError::NoSafePoint {
             pid,
             secs: t0.elapsed().as_secs_f64(),
-            holder: holders,
+            holder,
         });
     }
     let channel = outcome?;
