@@ -120,6 +120,18 @@ pub fn payload(p: &Params, at: u64) -> Vec<u8> {
     out
 }
 
+/// Where [`payload`] written at `at` puts the parameters' blob, and its
+/// length: the arguments of the bootstrap's `start`.
+pub fn blob_at(p: &Params, at: u64) -> (u64, u64) {
+    let len = params_blob(p).len();
+    (at + text_at(0, len, 0).len() as u64 + 1, len as u64)
+}
+
+/// The key of this bootstrap in the target's `sys._pyattach_code`.
+pub fn key() -> String {
+    source_key()
+}
+
 /// [`payload`]'s text: the blob at `blob_at` (`blob_len` bytes), the
 /// source at `src_at`.
 fn text_at(blob_at: u64, blob_len: usize, src_at: u64) -> String {

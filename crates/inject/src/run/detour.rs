@@ -4,12 +4,16 @@
 //!
 //! Layout of the mapping pyattach puts near the interpreter's module:
 //! - data pages (read-write): [`FLAG`] (0 free, 1 claimed, 3 cancelled),
-//!   [`RESULT`] (`PyRun_SimpleString`'s return), [`TID`] (the thread that
-//!   claimed), [`SITE`] (which trampoline), what a later pyattach needs to
-//!   reclaim the pages if this one is killed ([`PENDING_QUEUED`],
-//!   [`THREAD_STARTED`], [`KEEP`], [`OWNER`], [`DATA_LEN`], [`MAGIC`]), and
-//!   the NUL-terminated script at [`SCRIPT`];
-//! - one code page (read-execute, never writable at the same time).
+//!   [`RESULT`] (the bootstrap's: 0, or -1 if it failed), [`TID`] (the
+//!   thread that claimed), [`SITE`] (which trampoline), what a later
+//!   pyattach needs to reclaim the pages if this one is killed
+//!   ([`PENDING_QUEUED`], [`THREAD_STARTED`], [`KEEP`], [`OWNER`],
+//!   [`DATA_LEN`], [`MAGIC`]), and the payload at [`SCRIPT`] (the
+//!   NUL-terminated text for `PyRun_SimpleString`, the parameters, the
+//!   bootstrap's source);
+//! - one code page (read-execute, never writable at the same time): the
+//!   trampolines, then, in its last bytes, the strings they pass to the C
+//!   API.
 //!
 //! Every trampoline is correct code on its own: if pyattach dies at any
 //! moment, the worst that happens is one bootstrap that finds nobody to talk
@@ -308,30 +312,104 @@ impl Asm {
         out.push(self.jne_fwd());
         out
     }
-    /// Claims the flag and, if this thread won, records who and calls
-    /// `PyRun_SimpleString(script)`. Expects a 16-byte aligned `rsp`;
-    /// clobbers the caller-saved registers. Returns the fixups to the
-    /// "not claimed" exit.
-    fn claim_and_run(
-        &mut self,
-        data: u64,
-        run: u64,
-        site: u32,
-        only_tid: Option<i32>,
-    ) -> Vec<usize> {
-        let out = self.claim(data, only_tid);
+    /// Claims the flag and, if this thread won, records who and runs the
+    /// bootstrap (see [`Asm::run_bootstrap`]). Expects a 16-byte aligned
+    /// `rsp`; clobbers the caller-saved registers. Returns the fixups to
+    /// the "not claimed" exit.
+    fn claim_and_run(&mut self, l: &Layout, site: u32, only_tid: Option<i32>) -> Vec<usize> {
+        let out = self.claim(l.data, only_tid);
         self.raw(&[0xb8, 0xba, 0, 0, 0]); //       b8 ba 00 00 00 mov eax, SYS_gettid
         self.raw(&[0x0f, 0x05]); //                0f 05          syscall
-        self.rip(&[0x89, 0x05], data + TID, &[]); // 89 05        mov [rip+TID], eax
-        self.rip(&[0xc7, 0x05], data + SITE, &site.to_le_bytes()); // c7 05 .. imm32  mov dword [rip+SITE], site
-        self.raw(&[0x48, 0xbf]); //                48 bf imm64    mov rdi, script
-        self.raw(&(data + SCRIPT).to_le_bytes());
-        self.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyRun_SimpleString
-        self.raw(&run.to_le_bytes());
-        self.call_rax_and_forget();
-        self.rip(&[0x89, 0x05], data + RESULT, &[]); // 89 05     mov [rip+RESULT], eax
-        self.set_flag(data + DONE);
+        self.rip(&[0x89, 0x05], l.data + TID, &[]); // 89 05      mov [rip+TID], eax
+        self.rip(&[0xc7, 0x05], l.data + SITE, &site.to_le_bytes()); // c7 05 .. imm32  mov dword [rip+SITE], site
+        self.run_bootstrap(l);
+        self.rip(&[0x89, 0x05], l.data + RESULT, &[]); // 89 05   mov [rip+RESULT], eax
+        self.set_flag(l.data + DONE);
         out
+    }
+    /// Runs the bootstrap; `eax` is 0, or -1 if it failed (nothing is
+    /// raised into the caller either way). With [`Fast`], the bootstrap's
+    /// `start` kept in the target by an earlier injection is called
+    /// directly, `start(blob, blob_len)`: nothing to compile, nothing run
+    /// in `__main__`; else (and when there is none yet)
+    /// `PyRun_SimpleString(script)`, whose text defines it. An exception
+    /// the interrupted code had set is put aside meanwhile and back after
+    /// (`PyErr_Fetch`/`PyErr_Restore`): the bootstrap must neither see it
+    /// nor clear it. Expects a 16-byte aligned `rsp`.
+    fn run_bootstrap(&mut self, l: &Layout) {
+        if let Some(x) = l.keep_error {
+            self.raw(&[0x48, 0x83, 0xec, 0x20]); //       48 83 ec 20     sub rsp, 32
+            self.raw(&[0x48, 0x89, 0xe7]); //             48 89 e7        mov rdi, rsp
+            self.raw(&[0x48, 0x8d, 0x74, 0x24, 0x08]); // 48 8d 74 24 08  lea rsi, [rsp+8]
+            self.raw(&[0x48, 0x8d, 0x54, 0x24, 0x10]); // 48 8d 54 24 10  lea rdx, [rsp+16]
+            self.mov_imm(&[0x48, 0xb8], x.fetch); //      mov rax, PyErr_Fetch
+            self.call_rax_and_forget();
+        }
+        let mut slow = Vec::new();
+        let mut done = Vec::new();
+        if let Some(f) = l.fast {
+            self.mov_imm(&[0x48, 0xbf], f.name); //       mov rdi, "_pyattach_code"
+            self.mov_imm(&[0x48, 0xb8], f.sys_get); //    mov rax, PySys_GetObject
+            self.call_rax_and_forget();
+            slow.push(self.jz_if_rax_null());
+            self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
+            self.mov_imm(&[0x48, 0xbe], f.key); //        mov rsi, key
+            self.mov_imm(&[0x48, 0xb8], f.dict_get); //   mov rax, PyDict_GetItemString
+            self.call_rax_and_forget();
+            slow.push(self.jz_if_rax_null());
+            self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
+            self.mov_imm(&[0x48, 0xbe], f.fmt); //        mov rsi, "KK"
+            self.mov_imm(&[0x48, 0xba], f.blob); //       mov rdx, blob
+            self.mov_imm(&[0x48, 0xb9], f.blob_len); //   mov rcx, blob_len
+            self.mov_imm(&[0x49, 0xba], f.call); //       mov r10, PyObject_CallFunction
+            self.raw(&[0x31, 0xc0]); //                   31 c0           xor eax, eax (no vector args)
+            self.raw(&[0x41, 0xff, 0xd2]); //             41 ff d2        call r10
+            self.forget_return();
+            let failed = self.jz_if_rax_null();
+            self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
+            self.mov_imm(&[0x48, 0xb8], f.decref); //     mov rax, Py_DecRef
+            self.call_rax_and_forget();
+            self.raw(&[0x31, 0xc0]); //                   31 c0           xor eax, eax
+            done.push(self.jmp_fwd());
+            self.land(&[failed]);
+            self.mov_imm(&[0x48, 0xb8], f.clear); //      mov rax, PyErr_Clear
+            self.call_rax_and_forget();
+            self.raw(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // b8 imm32        mov eax, -1
+            done.push(self.jmp_fwd());
+        }
+        self.land(&slow);
+        self.mov_imm(&[0x48, 0xbf], l.data + SCRIPT); // mov rdi, script
+        self.mov_imm(&[0x48, 0xb8], l.run); //           mov rax, PyRun_SimpleString
+        self.call_rax_and_forget();
+        self.land(&done);
+        if let Some(x) = l.keep_error {
+            self.raw(&[0x50]); //                         50              push rax (the result)
+            self.raw(&[0x48, 0x8b, 0x7c, 0x24, 0x08]); // 48 8b 7c 24 08  mov rdi, [rsp+8]
+            self.raw(&[0x48, 0x8b, 0x74, 0x24, 0x10]); // 48 8b 74 24 10  mov rsi, [rsp+16]
+            self.raw(&[0x48, 0x8b, 0x54, 0x24, 0x18]); // 48 8b 54 24 18  mov rdx, [rsp+24]
+            self.raw(&[0x48, 0x83, 0xec, 0x08]); //       48 83 ec 08     sub rsp, 8 (align)
+            self.mov_imm(&[0x48, 0xb8], x.restore); //    mov rax, PyErr_Restore
+            self.call_rax_and_forget();
+            self.raw(&[0x48, 0x83, 0xc4, 0x08]); //       48 83 c4 08     add rsp, 8
+            self.raw(&[0x58]); //                         58              pop rax
+            self.raw(&[0x48, 0x83, 0xc4, 0x20]); //       48 83 c4 20     add rsp, 32
+        }
+    }
+    /// `mov reg, imm64` with the given opcode bytes (REX.W + B8+r).
+    fn mov_imm(&mut self, opcode: &[u8], v: u64) {
+        self.raw(opcode);
+        self.raw(&v.to_le_bytes());
+    }
+    /// `test rax, rax; jz rel32` to a label patched later.
+    fn jz_if_rax_null(&mut self) -> usize {
+        self.raw(&[0x48, 0x85, 0xc0]); // 48 85 c0  test rax, rax
+        self.raw(&[0x0f, 0x84, 0, 0, 0, 0]); // 0f 84 rel32  jz
+        self.b.len() - 4
+    }
+    /// `jmp rel32` to a label patched later.
+    fn jmp_fwd(&mut self) -> usize {
+        self.raw(&[0xe9, 0, 0, 0, 0]); // e9 rel32  jmp
+        self.b.len() - 4
     }
     /// At a function's entry only the argument registers (and rax, the
     /// vector count of a varargs call) carry meaning; callee-saved ones are
@@ -385,6 +463,54 @@ pub struct Layout {
     /// fallback (0 when absent: no thread function is emitted).
     pub ensure: u64,
     pub release: u64,
+    /// Calling the bootstrap kept in the target directly (else always
+    /// through `PyRun_SimpleString`).
+    pub fast: Option<Fast>,
+    /// Putting a pending exception aside while the bootstrap runs.
+    pub keep_error: Option<KeepError>,
+}
+
+/// What calling the bootstrap's `start` directly needs: C API functions of
+/// the target, and where pyattach wrote their arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct Fast {
+    /// `PySys_GetObject`, `PyDict_GetItemString`, `PyObject_CallFunction`,
+    /// `Py_DecRef`, `PyErr_Clear`.
+    pub sys_get: u64,
+    pub dict_get: u64,
+    pub call: u64,
+    pub decref: u64,
+    pub clear: u64,
+    /// NUL-terminated: the `sys` attribute (`_pyattach_code`), the key of
+    /// this bootstrap in it, the call's format (`KK`).
+    pub name: u64,
+    pub key: u64,
+    pub fmt: u64,
+    /// The parameters' blob and its length: `start`'s arguments.
+    pub blob: u64,
+    pub blob_len: u64,
+}
+
+/// `PyErr_Fetch` and `PyErr_Restore`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepError {
+    pub fetch: u64,
+    pub restore: u64,
+}
+
+/// The strings [`Fast`] points at, `key` being the bootstrap's, in the
+/// order and at the offsets [`fast_strings_at`] gives.
+pub fn fast_strings(key: &str) -> Vec<u8> {
+    let mut out = b"_pyattach_code\0KK\0".to_vec();
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    out
+}
+
+/// Where the strings of [`fast_strings`] are once written at `at`:
+/// (name, fmt, key).
+pub fn fast_strings_at(at: u64) -> (u64, u64, u64) {
+    (at, at + 15, at + 18)
 }
 
 /// [`SITE`] value of the new-thread fallback.
@@ -413,7 +539,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     for (i, (entry, reloc)) in sites.iter().enumerate() {
         tramps.push(a.here());
         a.save_args();
-        let skip = a.claim_and_run(l.data, l.run, i as u32 + 1, l.only_tid);
+        let skip = a.claim_and_run(l, i as u32 + 1, l.only_tid);
         a.land(&skip);
         a.restore_args();
         a.moved_then_back(*entry, reloc);
@@ -423,7 +549,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     // eval loop raise SystemError with no exception set).
     let stub = a.here();
     a.raw(&[0x53]); // 53  push rbx   (aligns rsp to 16)
-    let out = a.claim_and_run(l.data, l.run, 0, None);
+    let out = a.claim_and_run(l, 0, None);
     a.land(&out);
     a.set_flag(l.data + PENDING_RAN);
     a.raw(&[0x5b]); // 5b     pop rbx
@@ -440,7 +566,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
         a.raw(&l.ensure.to_le_bytes());
         a.call_rax_and_forget();
         a.raw(&[0x89, 0xc3]); //          89 c3          mov ebx, eax
-        let out = a.claim_and_run(l.data, l.run, THREAD_SITE, None);
+        let out = a.claim_and_run(l, THREAD_SITE, None);
         a.land(&out);
         a.raw(&[0x89, 0xdf]); //          89 df          mov edi, ebx
         a.raw(&[0x48, 0xb8]); //          48 b8 imm64    mov rax, PyGILState_Release
@@ -546,6 +672,8 @@ mod tests {
             only_tid: None,
             ensure: 0x6000,
             release: 0x7000,
+            fast: None,
+            keep_error: None,
         };
         let c = code(&l, &[(0x1000, &r2)]);
         let (bytes, tramps) = (c.bytes, c.tramps);
@@ -595,6 +723,8 @@ mod tests {
                 only_tid,
                 ensure: 0,
                 release: 0,
+                fast: None,
+                keep_error: None,
             };
             let c = code(&l, &[(0x1000, &r)]);
             assert_eq!(data_of_code_page(l.code, &c.bytes), Some(l.data));

@@ -48,6 +48,10 @@ use super::protocol::Channel;
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
 pub(super) const PROT_RX: i32 = 0x1 | 0x4;
 
+/// Where in the code page the strings the trampolines pass begin (the
+/// page's last 64 bytes).
+const STRINGS_AT: u64 = 4096 - 64;
+
 /// What to run and how.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -238,30 +242,67 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // payload (tens of KB).
     let data_len = detour::data_len_for(payload_len);
     let total = data_len + 4096;
-    let layout_at = |base: u64| Layout {
-        data: base,
-        code: base + data_len,
-        run: run.0,
-        only_tid: opts.thread,
-        ensure: fallback.map_or(0, |f| f.ensure),
-        release: fallback.map_or(0, |f| f.release),
+    // The C API the trampolines call besides PyRun_SimpleString (public,
+    // exported by every build; without one of them they do without).
+    let api = |names: &[&str]| -> Option<Vec<u64>> {
+        names
+            .iter()
+            .map(|n| py.symbol(n).map(|s| s.addr.0))
+            .collect()
+    };
+    let fast_api = api(&[
+        "PySys_GetObject",
+        "PyDict_GetItemString",
+        "PyObject_CallFunction",
+        "Py_DecRef",
+        "PyErr_Clear",
+    ]);
+    let keep_error = api(&["PyErr_Fetch", "PyErr_Restore"]).map(|f| detour::KeepError {
+        fetch: f[0],
+        restore: f[1],
+    });
+    let layout_at = |base: u64| {
+        let code = base + data_len;
+        let (name, fmt, key) = detour::fast_strings_at(code + STRINGS_AT);
+        let (blob, blob_len) = bootstrap::blob_at(&params, base + detour::SCRIPT);
+        Layout {
+            data: base,
+            code,
+            run: run.0,
+            only_tid: opts.thread,
+            ensure: fallback.map_or(0, |f| f.ensure),
+            release: fallback.map_or(0, |f| f.release),
+            fast: fast_api.as_ref().map(|f| detour::Fast {
+                sys_get: f[0],
+                dict_get: f[1],
+                call: f[2],
+                decref: f[3],
+                clear: f[4],
+                name,
+                key,
+                fmt,
+                blob,
+                blob_len,
+            }),
+            keep_error,
+        }
     };
     let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
     // The code page: the trampolines, then the code remote calls return
-    // into (no page of its own to map and unmap). Its size does not depend
-    // on where it goes (checked here at the first entry's own page).
+    // into (no page of its own to map and unmap), then, in its last bytes,
+    // the strings the trampolines pass. Its size does not depend on where
+    // it goes (checked here at the first entry's own page).
     let code_page = |code: &detour::Code| {
         let mut page = code.bytes.clone();
         page.resize(page.len().next_multiple_of(16), 0xcc);
         let stub_at = page.len() as u64;
         page.extend_from_slice(attach::CALL_STUB);
-        (page, stub_at)
+        let fits = page.len() as u64 <= STRINGS_AT;
+        page.resize(STRINGS_AT as usize, 0xcc);
+        page.extend_from_slice(&detour::fast_strings(&bootstrap::key()));
+        (page, stub_at, fits)
     };
-    if code_page(&detour::code(&layout_at(sites[0].entry & !0xfff), &pairs))
-        .0
-        .len()
-        > 4096
-    {
+    if !code_page(&detour::code(&layout_at(sites[0].entry & !0xfff), &pairs)).2 {
         return Err(RunError::Unsupported {
             pid,
             why: "the trampolines do not fit in one page".into(),
@@ -288,7 +329,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     debug_assert_eq!(payload.len(), payload_len);
     // One write: the data pages, then the code page.
     let mut image = detour::data(&payload, std::process::id());
-    let (page, stub_at) = code_page(&code);
+    let (page, stub_at, _) = code_page(&code);
     image.extend_from_slice(&page);
     let call_stub = layout.code + stub_at;
     running.memory().write(base, &image)?;
