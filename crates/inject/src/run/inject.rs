@@ -309,11 +309,16 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         });
     }
     let hints = attach::free_gaps_near(pid, sites[0].entry, total)?;
-    let mut st = stop(pid)?;
+    // The pid cannot change hands once its threads are seized (a traced
+    // process that exits stays a zombie until released): checked then,
+    // before they are held.
+    let mut seized = attach::Process::attach(pid)?;
     if let Err(e) = identity.check() {
-        st.detach()?;
+        seized.detach()?;
         return Err(e.into());
     }
+    seized.prepare_calls()?;
+    let mut st = seized.stop_all()?;
     report.steps.push(("stopped", st.paused()));
     // Syscalls in a thread that does not restart through its restart block
     // need no call stub of their own.
