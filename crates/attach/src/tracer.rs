@@ -198,6 +198,16 @@ impl Tracer {
         self.threads.entry(tid).or_insert(Thread { state }).state = state;
     }
 
+    /// Threads asked to stop (or just born) whose stop is still to be
+    /// collected.
+    fn not_stopped_yet(&self) -> Vec<i32> {
+        self.threads
+            .iter()
+            .filter(|(_, th)| matches!(th.state, TState::Running | TState::New))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     /// Stops every thread: `PTRACE_INTERRUPT` to all, then collect each
     /// stop. Threads born meanwhile are caught by TRACECLONE and stopped too.
     pub fn stop_all(&mut self) -> Result<()> {
@@ -212,12 +222,7 @@ impl Tracer {
             }
         }
         loop {
-            let pending: Vec<i32> = self
-                .threads
-                .iter()
-                .filter(|(_, th)| matches!(th.state, TState::Running | TState::New))
-                .map(|(t, _)| *t)
-                .collect();
+            let pending = self.not_stopped_yet();
             if pending.is_empty() {
                 break;
             }
@@ -374,12 +379,7 @@ impl Tracer {
             let _ = sys::interrupt(*tid);
         }
         loop {
-            let pending: Vec<i32> = self
-                .threads
-                .iter()
-                .filter(|(_, th)| matches!(th.state, TState::Running | TState::New))
-                .map(|(t, _)| *t)
-                .collect();
+            let pending = self.not_stopped_yet();
             if pending.is_empty() {
                 break;
             }
