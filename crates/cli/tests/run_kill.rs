@@ -37,8 +37,7 @@ fn assert_healthy(t: &Target, ctx: &str) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let n = t.output().matches("TICK").count();
-    if !t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)) {
+    if !t.ticks_on(2) {
         let dump = Command::new(pyattach_bin())
             .args(["dump", &t.pid().to_string()])
             .output()

@@ -189,12 +189,7 @@ fn check(py: &Python) {
         maps(pid).join("\n")
     );
     assert!(t.is_alive(), "{}: target died", py.id);
-    let n = t.output().matches("TICK").count();
-    assert!(
-        t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)),
-        "{}: no longer ticking",
-        py.id
-    );
+    assert!(t.ticks_on(2), "{}: no longer ticking", py.id);
 }
 
 /// The other way a killed pyattach leaves its pages: killed during the
@@ -224,12 +219,7 @@ fn check_killed_in_session(py: &Python) {
     child.wait().unwrap();
     // The bootstrap sees its channel close and stops the code; the
     // hijacked thread goes back to its work.
-    let n = t.output().matches("TICK").count();
-    assert!(
-        t.wait_for_output(&format!("TICK {}\n", n + 3), Duration::from_secs(10)),
-        "{}: not ticking",
-        py.id
-    );
+    assert!(t.ticks_on(3), "{}: not ticking", py.id);
     assert!(mapped(pid, pages), "{}: the killed pyattach's pages", py.id);
     let out = pyattach_run(pid, "print('next')");
     assert_eq!(
@@ -256,12 +246,7 @@ fn check_killed_in_session(py: &Python) {
         now.join("\n"),
         String::from_utf8_lossy(&out.stderr)
     );
-    let n = t.output().matches("TICK").count();
-    assert!(
-        t.wait_for_output(&format!("TICK {}\n", n + 2), Duration::from_secs(10)),
-        "{}: no longer ticking",
-        py.id
-    );
+    assert!(t.ticks_on(2), "{}: no longer ticking", py.id);
 }
 
 #[test]

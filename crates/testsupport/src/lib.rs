@@ -349,6 +349,14 @@ impl Target {
         false
     }
 
+    /// For the fixtures that print `TICK n` as they work (run_states.py):
+    /// waits until `more` further ticks come, up to 10 s. The proof that a
+    /// target still runs its own code after pyattach was there.
+    pub fn ticks_on(&self, more: usize) -> bool {
+        let n = self.output().matches("TICK").count();
+        self.wait_for_output(&format!("TICK {}\n", n + more), Duration::from_secs(10))
+    }
+
     /// True while the process exists and is not a zombie.
     pub fn is_alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
