@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use inject::run::{ChannelKind, Mode, Options};
@@ -12,6 +12,13 @@ use crate::session;
 /// Exit status when the code given to `--run` raised an exception
 /// (documented in the README).
 pub const EXIT_CODE_RAISED: i32 = 8;
+
+/// Exit status when `--run` code ran past `--timeout` and was stopped (as
+/// timeout(1) does; documented in the README).
+pub const EXIT_CODE_TIMEOUT: i32 = 124;
+
+/// The wait for a safe point when `--timeout` is not given.
+const DEFAULT_WAIT: f64 = 5.0;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,9 +38,12 @@ pub struct Args {
     /// `pyattach dump` shows) instead of the first one that gets there.
     #[arg(long, value_name = "TID")]
     pub thread: Option<i32>,
-    /// How long to wait for a thread of the target to reach a safe point.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub timeout: f64,
+    /// How long to wait for a thread of the target to reach a safe point
+    /// (default 5). Given with --run, it bounds the code too: code still
+    /// running that long after pyattach started is stopped as Ctrl-C
+    /// would (KeyboardInterrupt), and the exit status is 124.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
     /// Say how the code got in: strategy, thread, how long the target was
     /// stopped.
     #[arg(long, short)]
@@ -44,6 +54,7 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<i32> {
+    let started = Instant::now();
     let pid = args.pid.context("a PID is required")?;
     let code = match (&args.run, &args.run_file) {
         (Some(c), _) if c == "-" => {
@@ -59,7 +70,8 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         (None, None) => None,
     };
-    if !(args.timeout > 0.0 && args.timeout < 1e6) {
+    let wait = args.timeout.unwrap_or(DEFAULT_WAIT);
+    if !(wait > 0.0 && wait < 1e6) {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
     attach::install_exit_handlers().context("installing signal handlers")?;
@@ -67,7 +79,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     let opts = Options {
         mode: code.map_or(Mode::Repl, |code| Mode::Run { code }),
         thread: args.thread,
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
     };
     let (channel, report, leftover) = match inject::run::start(pid, &opts) {
@@ -80,7 +92,11 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     if args.verbose {
         eprintln!("pyattach: {}", describe(&report));
     }
-    let raised = session::drive(channel, repl, pid)?;
+    let limit = args
+        .timeout
+        .filter(|_| !repl)
+        .map(|s| started + Duration::from_secs_f64(s));
+    let end = session::drive(channel, repl, pid, limit)?;
     // Unmap the injection's pages; if they must stay (a thread still
     // returns through them), they are inert.
     match leftover.remove(Duration::from_millis(500)) {
@@ -91,7 +107,21 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Err(e) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
         _ => {}
     }
-    Ok(if raised { EXIT_CODE_RAISED } else { 0 })
+    Ok(match end {
+        session::End::TimedOut { stopped } => {
+            if stopped {
+                eprintln!("pyattach: the code ran past --timeout ({wait}s) and was stopped");
+            } else {
+                eprintln!(
+                    "pyattach: the code ran past --timeout ({wait}s) and could not be \
+                     stopped (it is in C code); it runs on until it returns"
+                );
+            }
+            EXIT_CODE_TIMEOUT
+        }
+        session::End::Raised => EXIT_CODE_RAISED,
+        session::End::Done => 0,
+    })
 }
 
 /// No code can run, so show what the threads are doing instead: the stack

@@ -243,3 +243,50 @@ fn ctrl_c_that_cannot_cut_a_call_short_says_so_and_leaves_nothing() {
         ticks_on(&t, v);
     }
 }
+
+/// `--timeout` given with `--run` bounds the code as well: code still
+/// running then is stopped as Ctrl-C would (status 124), busy or blocked;
+/// code done in time is not touched.
+#[test]
+fn timeout_stops_code_that_runs_past_it() {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let t = Target::run_state(&py, "sleep").unwrap();
+        let pid = t.pid().to_string();
+        for code in ["while True: pass", "import time\ntime.sleep(3600)"] {
+            let ctx = format!("{v} {code:?}");
+            let started = Instant::now();
+            let mut child = Command::new(pyattach_bin())
+                .args(["--timeout", "2", "--run", code, &pid])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Generous: only to catch code that was never stopped.
+            while child.try_wait().unwrap().is_none() {
+                if started.elapsed() > Duration::from_secs(20) {
+                    let _ = child.kill();
+                    panic!("{ctx}: --timeout did not stop the code");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(124), "{ctx}: {err}");
+            assert!(err.contains("KeyboardInterrupt"), "{ctx}: {err}");
+            assert!(err.contains("ran past --timeout"), "{ctx}: {err}");
+            assert!(t.is_alive(), "{ctx}");
+            ticks_on(&t, &ctx);
+        }
+        let out = Command::new(pyattach_bin())
+            .args(["--timeout", "20", "--run", "print('in time')", &pid])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{v}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "in time\n", "{v}");
+    }
+}

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use inject::run::{Channel, FromTarget, ToTarget};
@@ -39,9 +39,32 @@ struct Running {
 /// session waits for it before pyattach goes on to its own clean-up.
 static UNBLOCKING: Mutex<()> = Mutex::new(());
 
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The code finished (or the REPL was left).
+    Done,
+    /// The `--run` code raised.
+    Raised,
+    /// The `--run` code was still running at its deadline; `stopped` if
+    /// KeyboardInterrupt then ended it.
+    TimedOut { stopped: bool },
+}
+
+/// After the deadline, how long the code gets to stop on its
+/// KeyboardInterrupt (blocking calls cut short included) before pyattach
+/// leaves without it.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the session with process `pid` until the target closes the
-/// channel. Returns true if `--run` code raised.
-pub fn drive(channel: Channel, repl: bool, pid: i32) -> anyhow::Result<bool> {
+/// channel, or, for `--run` code given a `deadline`, until then: the code
+/// is stopped as Ctrl-C would.
+pub fn drive(
+    channel: Channel,
+    repl: bool,
+    pid: i32,
+    deadline: Option<Instant>,
+) -> anyhow::Result<End> {
     let writer = Arc::new(Mutex::new(
         channel.try_clone().context("duplicating the channel")?,
     ));
@@ -58,8 +81,28 @@ pub fn drive(channel: Channel, repl: bool, pid: i32) -> anyhow::Result<bool> {
     let mut stdout = std::io::stdout().lock();
     let mut partial = String::new();
     let mut finished = None;
+    // Past the deadline: when the code must have stopped.
+    let mut grace: Option<Instant> = None;
     loop {
-        let ev = ev_rx.recv().unwrap_or(Event::Closed(None));
+        // (Code that finished in time only has its session to close.)
+        let wake = grace.or(deadline.filter(|_| finished.is_none()));
+        let ev = match wake {
+            Some(at) => match ev_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(ev) => ev,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Event::Closed(None),
+                Err(mpsc::RecvTimeoutError::Timeout) if grace.is_none() => {
+                    // As Ctrl-C does: KeyboardInterrupt, and a blocking
+                    // call cut short if the code sits in one.
+                    grace = Some(Instant::now() + STOP_GRACE);
+                    let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
+                    unblock_later(&running, pid);
+                    continue;
+                }
+                // It did not stop (a long computation in C): leave it.
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+            },
+            None => ev_rx.recv().unwrap_or(Event::Closed(None)),
+        };
         match ev {
             Event::Msg(FromTarget::Stdout(b)) => {
                 let text = String::from_utf8_lossy(&b);
@@ -125,10 +168,19 @@ pub fn drive(channel: Channel, repl: bool, pid: i32) -> anyhow::Result<bool> {
     drop(UNBLOCKING.lock());
     input.save_history();
     stdout.flush().ok();
+    if grace.is_some() {
+        return Ok(End::TimedOut {
+            stopped: finished.is_some(),
+        });
+    }
     if !repl && finished.is_none() {
         anyhow::bail!("the target closed the session before the code finished");
     }
-    Ok(finished.unwrap_or(false))
+    Ok(if finished == Some(true) {
+        End::Raised
+    } else {
+        End::Done
+    })
 }
 
 /// The KeyboardInterrupt just sent is raised between bytecodes: if the
