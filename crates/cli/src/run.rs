@@ -113,8 +113,9 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
                 eprintln!("pyattach: the code ran past --timeout ({wait}s) and was stopped");
             } else {
                 eprintln!(
-                    "pyattach: the code ran past --timeout ({wait}s) and could not be \
-                     stopped (it is in C code); it runs on until it returns"
+                    "pyattach: the code ran past --timeout ({wait}s) and did not stop on \
+                     KeyboardInterrupt (a long call in C, or code that catches it); it \
+                     runs on in the target until it returns"
                 );
             }
             EXIT_CODE_TIMEOUT
