@@ -175,11 +175,17 @@ fn raising_code_gives_traceback_and_status_8_then_target_runs_on() {
             continue;
         };
         let pid = t.pid().to_string();
-        let out = pyattach(&["--run", "def f():\n    1 / 0\nf()\n", &pid], None);
+        // The first injection into the process: its set-up handles no
+        // exception around the code (which would chain into the code's
+        // traceback and show in sys.exc_info()).
+        let code = "import sys\nprint(sys.exc_info()[0])\ndef f():\n    1 / 0\nf()\n";
+        let out = pyattach(&["--run", code, &pid], None);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(8), "{}: {err}", py.id);
         assert!(err.contains("ZeroDivisionError"), "{}: {err}", py.id);
         assert!(err.contains("in f"), "{}: {err}", py.id);
+        assert!(!err.contains("During handling"), "{}: {err}", py.id);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "None\n", "{}", py.id);
         // Code from stdin and from a file; the output keeps its order.
         let out = pyattach(
             &["--run", "-", "-v", &pid],

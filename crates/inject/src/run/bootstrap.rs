@@ -173,13 +173,17 @@ fn loader_prelude() -> String {
 
 /// The text: call the bootstrap's `start` with `args` if an earlier
 /// injection defined it, else run `loader` (which defines it and calls
-/// it) in a fresh namespace. A bare `except:` catches everything,
-/// old-style class exceptions of Python 2 included; `start` itself never
-/// raises, so the loader runs only when `start` is missing.
+/// it) in a fresh namespace. One expression: it runs in `__main__`'s
+/// globals, where it must bind no name; and the lookup raises nothing,
+/// since the code runs inside and an exception being handled around it
+/// would become the context of the code's own (chained into its
+/// tracebacks, what `sys.exc_info()` and a bare `raise` see). A bare
+/// `except:` catches everything, old-style class exceptions of Python 2
+/// included; `start` itself never raises.
 fn entry(args: &str, loader: &str) -> String {
     format!(
-        "try:\n try:__import__('sys')._pyattach_code['{key}']({args})\n \
-except(AttributeError,KeyError):exec({loader},{{}})\nexcept:pass\n",
+        "try:(getattr(__import__('sys'),'_pyattach_code',{{}}).get('{key}') or \
+(lambda *a:eval(compile({loader},'<pyattach>','exec'),{{}})))({args})\nexcept:pass\n",
         key = source_key(),
         loader = py_str(loader.as_bytes()),
     )
@@ -240,7 +244,7 @@ mod tests {
         }));
         assert!(s.is_ascii());
         assert!(!s.contains('\0'));
-        assert!(s.starts_with("try:\n try:__import__('sys')._pyattach_code['"));
+        assert!(s.starts_with("try:(getattr(__import__('sys'),'_pyattach_code',{}).get('"));
     }
 
     #[test]
