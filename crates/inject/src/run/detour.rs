@@ -75,13 +75,23 @@ pub fn data_len_for(len: usize) -> u64 {
 pub fn data(payload: &[u8], owner: u32) -> Vec<u8> {
     let len = data_len_for(payload.len());
     let mut d = vec![0u8; len as usize];
-    let put =
-        |d: &mut [u8], at: u64, b: &[u8]| d[at as usize..at as usize + b.len()].copy_from_slice(b);
-    put(&mut d, OWNER, &owner.to_le_bytes());
-    put(&mut d, DATA_LEN, &(len as u32).to_le_bytes());
-    put(&mut d, MAGIC_AT, MAGIC);
-    put(&mut d, SCRIPT, payload);
+    let h = header(len, owner);
+    d[OWNER as usize..OWNER as usize + h.len()].copy_from_slice(&h);
+    d[SCRIPT as usize..SCRIPT as usize + payload.len()].copy_from_slice(payload);
     d
+}
+
+/// The header alone (to be written at [`OWNER`]), for data pages of
+/// `data_len` bytes made by pyattach process `owner`: written first, as
+/// soon as the pages exist, so that they are known for ours even if this
+/// pyattach is killed before it writes the rest.
+pub fn header(data_len: u64, owner: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity((SCRIPT - OWNER) as usize);
+    h.extend_from_slice(&owner.to_le_bytes());
+    h.extend_from_slice(&(data_len as u32).to_le_bytes());
+    h.extend_from_slice(MAGIC);
+    debug_assert_eq!(OWNER + h.len() as u64, SCRIPT);
+    h
 }
 
 /// The first bytes of every trampoline [`code`] emits: [`Asm::save_args`].

@@ -324,9 +324,20 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // need no call stub of their own.
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
+    // Ours from now on, should this pyattach be killed before it is done:
+    // a later one recognises the pages by it (see Orphan::find).
+    st.memory().write(
+        base + detour::OWNER,
+        &detour::header(data_len, std::process::id()),
+    )?;
     report.steps.push(("mapped", st.paused()));
     report.stops.push(st.paused());
     let running = st.resume_all()?;
+    if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
+        // Tests kill pyattach here, with its pages mapped and not armed.
+        let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
@@ -679,7 +690,9 @@ impl Orphan {
     /// Finds them (while the target runs): an anonymous read-execute page
     /// that begins with one of our trampolines, whose claim points at
     /// anonymous read-write pages just below it, which carry our header
-    /// (magic, their length), made by a pyattach that is no longer alive.
+    /// (magic, their length), made by a pyattach that is no longer alive;
+    /// or, from one killed before it armed its detour, one read-write
+    /// mapping with that header and a page more than its length.
     /// Anything else, pages of older builds included, is left alone.
     fn find(pid: i32, mem: &attach::ProcessMemory) -> Vec<Orphan> {
         let Ok(maps) = symbols::maps::read(pid) else {
@@ -703,6 +716,20 @@ impl Orphan {
         }
         let mut out = Vec::new();
         for (i, m) in maps.iter().enumerate() {
+            // Mapped and not armed yet (killed between the two stops that
+            // set the detour up): one read-write mapping of exactly the
+            // header's length and a page, never executable, so nothing can
+            // have run in it.
+            if anon(m) && m.perms == "rw-p" {
+                let o = Orphan {
+                    data: m.start.0,
+                    code: m.end.0.saturating_sub(4096),
+                };
+                if o.code > o.data && o.header(mem).is_some_and(|owner| !alive(owner as i32)) {
+                    out.push(o);
+                }
+                continue;
+            }
             if !(anon(m) && m.perms == "r-xp" && i > 0) {
                 continue;
             }
