@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use inject::run::{ChannelKind, FromTarget, Mode, Options};
+mod common;
+
+use inject::run::{ChannelKind, Mode, Options};
 use testsupport::{pythons, Target};
 
 /// Runs `code` in `pid`; what it printed, and whether it raised.
@@ -20,17 +22,7 @@ fn run(pid: i32, code: &str) -> (String, bool) {
         channel: ChannelKind::Auto,
     };
     let (mut ch, _report, leftover) = inject::run::start(pid, &opts).expect("injected");
-    let (mut out, mut raised) = (String::new(), None);
-    while let Some(msg) = ch.recv().expect("frame") {
-        match msg {
-            FromTarget::Stdout(b) | FromTarget::Stderr(b) => {
-                out.push_str(&String::from_utf8_lossy(&b))
-            }
-            FromTarget::Finished { raised: r } => raised = Some(r),
-            FromTarget::Executing(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (out, raised) = common::output_of(&mut ch);
     leftover
         .remove(Duration::from_millis(500))
         .expect("pages removed");

@@ -10,7 +10,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use inject::run::{bootstrap, Channel, ChannelKind, FromTarget, Mode, Rendezvous};
+mod common;
+
+use inject::run::{bootstrap, Channel, ChannelKind, Mode, Rendezvous};
 use testsupport::{pythons, Python, PythonKind, Target};
 
 struct Scratch(PathBuf);
@@ -70,17 +72,7 @@ fn inject(t: &Target, dir: &Scratch, addr: u64, code: &str) -> (String, bool) {
     let mut ch: Channel = rv
         .wait(Instant::now() + Duration::from_secs(20))
         .expect("bootstrap called back");
-    let (mut out, mut raised) = (String::new(), None);
-    while let Some(msg) = ch.recv().expect("frame") {
-        match msg {
-            FromTarget::Stdout(b) | FromTarget::Stderr(b) => {
-                out.push_str(&String::from_utf8_lossy(&b))
-            }
-            FromTarget::Finished { raised: r } => raised = Some(r),
-            FromTarget::Executing(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (out, raised) = common::output_of(&mut ch);
     (out, raised.expect("a result"))
 }
 
