@@ -180,7 +180,15 @@ fn ctrl_c_that_cannot_cut_a_call_short_says_so_and_leaves_nothing() {
                     m = ctypes.create_string_buffer(64)\nlibc.pthread_mutex_lock(m)\n\
                     print('BLOCKING')\nsys.stdout.flush()\nlibc.pthread_mutex_lock(m)\n";
         let mut child = Command::new(pyattach_bin())
-            .args(["--run", code, &pid.to_string()])
+            // In the main thread: the code stays blocked there for good,
+            // and the ticker thread must stay free to show the target runs.
+            .args([
+                "--thread",
+                &pid.to_string(),
+                "--run",
+                code,
+                &pid.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
