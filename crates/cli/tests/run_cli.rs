@@ -456,3 +456,35 @@ fn thread_option_picks_the_thread() {
         }
     }
 }
+
+/// A thread caught inside an `except` block (a retry loop's sleep) lends
+/// the code run in it nothing: no context chained to the code's own
+/// exceptions, nothing in `sys.exc_info()`; and it is still handling its
+/// exception afterwards. (Python 2 keeps no such context.)
+#[test]
+fn code_run_in_an_except_block_sees_no_exception_of_the_target() {
+    for py in pythons().into_iter().filter(|p| p.version.0 >= 3) {
+        let Some(t) = state_target(&py, "except_sleep") else {
+            continue;
+        };
+        let pid = t.pid().to_string();
+        for _ in 0..2 {
+            // The first run goes through the entry text, the next straight
+            // to the bootstrap kept in the target.
+            let code = "import sys\nprint(sys.exc_info()[0])\n1 / 0\n";
+            let out = pyattach(&["--thread", &pid, "--run", code, &pid], None);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(8), "{}: {err}", py.id);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "None\n", "{}", py.id);
+            assert!(err.contains("ZeroDivisionError"), "{}: {err}", py.id);
+            assert!(!err.contains("ValueError"), "{}: {err}", py.id);
+        }
+        assert!(t.ticks_on(3), "{}", py.id);
+        assert!(
+            !t.output().contains("LOST EXC_INFO"),
+            "{}: {}",
+            py.id,
+            t.output()
+        );
+    }
+}

@@ -345,15 +345,30 @@ impl Asm {
     /// `PyRun_SimpleString(script)`, whose text defines it. An exception
     /// the interrupted code had set is put aside meanwhile and back after
     /// (`PyErr_Fetch`/`PyErr_Restore`): the bootstrap must neither see it
-    /// nor clear it. Expects a 16-byte aligned `rsp`.
+    /// nor clear it. So is, on Python 3, the exception the thread was
+    /// handling (`PyErr_GetExcInfo`/`PyErr_SetExcInfo`): a thread caught
+    /// inside an `except` block (a retry loop's sleep) would otherwise lend
+    /// it to the code run, as the context of the code's own exceptions and
+    /// as what `sys.exc_info()` says. Expects a 16-byte aligned `rsp`.
     fn run_bootstrap(&mut self, l: &Layout) {
         if let Some(x) = l.keep_error {
-            self.raw(&[0x48, 0x83, 0xec, 0x20]); //       48 83 ec 20     sub rsp, 32
+            // [rsp, +8, +16]: the error set; [+24, +32, +40]: the one handled.
+            self.raw(&[0x48, 0x83, 0xec, 0x40]); //       48 83 ec 40     sub rsp, 64
             self.raw(&[0x48, 0x89, 0xe7]); //             48 89 e7        mov rdi, rsp
             self.raw(&[0x48, 0x8d, 0x74, 0x24, 0x08]); // 48 8d 74 24 08  lea rsi, [rsp+8]
             self.raw(&[0x48, 0x8d, 0x54, 0x24, 0x10]); // 48 8d 54 24 10  lea rdx, [rsp+16]
             self.mov_imm(&[0x48, 0xb8], x.fetch); //      mov rax, PyErr_Fetch
             self.call_rax_and_forget();
+            if let Some((get, set)) = x.exc_info {
+                self.raw(&[0x48, 0x8d, 0x7c, 0x24, 0x18]); // lea rdi, [rsp+24]
+                self.raw(&[0x48, 0x8d, 0x74, 0x24, 0x20]); // lea rsi, [rsp+32]
+                self.raw(&[0x48, 0x8d, 0x54, 0x24, 0x28]); // lea rdx, [rsp+40]
+                self.mov_imm(&[0x48, 0xb8], get); //          mov rax, PyErr_GetExcInfo (new references)
+                self.call_rax_and_forget();
+                self.raw(&[0x31, 0xff, 0x31, 0xf6, 0x31, 0xd2]); // xor edi, edi; xor esi, esi; xor edx, edx
+                self.mov_imm(&[0x48, 0xb8], set); //          mov rax, PyErr_SetExcInfo (none handled)
+                self.call_rax_and_forget();
+            }
         }
         let mut slow = Vec::new();
         let mut done = Vec::new();
@@ -394,15 +409,23 @@ impl Asm {
         self.land(&done);
         if let Some(x) = l.keep_error {
             self.raw(&[0x50]); //                         50              push rax (the result)
-            self.raw(&[0x48, 0x8b, 0x7c, 0x24, 0x08]); // 48 8b 7c 24 08  mov rdi, [rsp+8]
-            self.raw(&[0x48, 0x8b, 0x74, 0x24, 0x10]); // 48 8b 74 24 10  mov rsi, [rsp+16]
-            self.raw(&[0x48, 0x8b, 0x54, 0x24, 0x18]); // 48 8b 54 24 18  mov rdx, [rsp+24]
             self.raw(&[0x48, 0x83, 0xec, 0x08]); //       48 83 ec 08     sub rsp, 8 (align)
+                                                 // The saved triples are now 16 bytes further up.
+            if let Some((_, set)) = x.exc_info {
+                self.raw(&[0x48, 0x8b, 0x7c, 0x24, 0x28]); // mov rdi, [rsp+40]
+                self.raw(&[0x48, 0x8b, 0x74, 0x24, 0x30]); // mov rsi, [rsp+48]
+                self.raw(&[0x48, 0x8b, 0x54, 0x24, 0x38]); // mov rdx, [rsp+56]
+                self.mov_imm(&[0x48, 0xb8], set); //          mov rax, PyErr_SetExcInfo (takes them)
+                self.call_rax_and_forget();
+            }
+            self.raw(&[0x48, 0x8b, 0x7c, 0x24, 0x10]); // 48 8b 7c 24 10  mov rdi, [rsp+16]
+            self.raw(&[0x48, 0x8b, 0x74, 0x24, 0x18]); // 48 8b 74 24 18  mov rsi, [rsp+24]
+            self.raw(&[0x48, 0x8b, 0x54, 0x24, 0x20]); // 48 8b 54 24 20  mov rdx, [rsp+32]
             self.mov_imm(&[0x48, 0xb8], x.restore); //    mov rax, PyErr_Restore
             self.call_rax_and_forget();
             self.raw(&[0x48, 0x83, 0xc4, 0x08]); //       48 83 c4 08     add rsp, 8
             self.raw(&[0x58]); //                         58              pop rax
-            self.raw(&[0x48, 0x83, 0xc4, 0x20]); //       48 83 c4 20     add rsp, 32
+            self.raw(&[0x48, 0x83, 0xc4, 0x40]); //       48 83 c4 40     add rsp, 64
         }
     }
     /// `mov reg, imm64` with the given opcode bytes (REX.W + B8+r).
@@ -501,11 +524,13 @@ pub struct Fast {
     pub blob_len: u64,
 }
 
-/// `PyErr_Fetch` and `PyErr_Restore`.
+/// `PyErr_Fetch` and `PyErr_Restore`; `PyErr_GetExcInfo` and
+/// `PyErr_SetExcInfo` where the interpreter has them (3.3+).
 #[derive(Clone, Copy, Debug)]
 pub struct KeepError {
     pub fetch: u64,
     pub restore: u64,
+    pub exc_info: Option<(u64, u64)>,
 }
 
 /// The strings [`Fast`] points at, `key` being the bootstrap's, in the

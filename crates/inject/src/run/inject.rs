@@ -260,6 +260,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let keep_error = api(&["PyErr_Fetch", "PyErr_Restore"]).map(|f| detour::KeepError {
         fetch: f[0],
         restore: f[1],
+        exc_info: api(&["PyErr_GetExcInfo", "PyErr_SetExcInfo"]).map(|g| (g[0], g[1])),
     });
     let layout_at = |base: u64| {
         let code = base + data_len;
