@@ -115,7 +115,8 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
                 eprintln!(
                     "pyattach: the code ran past --timeout ({wait}s) and did not stop on \
                      KeyboardInterrupt (a long call in C, or code that catches it); it \
-                     runs on in the target until it returns"
+                     runs on in the target until it returns (`pyattach dump {pid}` shows \
+                     where it is)"
                 );
             }
             EXIT_CODE_TIMEOUT

@@ -252,6 +252,28 @@ fn ctrl_c_that_cannot_cut_a_call_short_says_so_and_leaves_nothing() {
     }
 }
 
+/// Runs pyattach with `args` to its end; a run that outlives the 30 s bound
+/// (generous: only to catch a pyattach that never leaves) is killed and
+/// fails the test.
+fn run_bounded(args: &[&str], ctx: &str) -> std::process::Output {
+    let started = Instant::now();
+    let mut child = Command::new(pyattach_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("{ctx}: pyattach did not end within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `--timeout` given with `--run` bounds the code as well: code still
 /// running then is stopped as Ctrl-C would (status 124), busy or blocked;
 /// code done in time is not touched.
@@ -265,23 +287,7 @@ fn timeout_stops_code_that_runs_past_it() {
         let pid = t.pid().to_string();
         for code in ["while True: pass", "import time\ntime.sleep(3600)"] {
             let ctx = format!("{v} {code:?}");
-            let started = Instant::now();
-            let mut child = Command::new(pyattach_bin())
-                .args(["--timeout", "2", "--run", code, &pid])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // Generous: only to catch code that was never stopped.
-            while child.try_wait().unwrap().is_none() {
-                if started.elapsed() > Duration::from_secs(20) {
-                    let _ = child.kill();
-                    panic!("{ctx}: --timeout did not stop the code");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let out = child.wait_with_output().unwrap();
+            let out = run_bounded(&["--timeout", "2", "--run", code, &pid], &ctx);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(124), "{ctx}: {err}");
             assert!(err.contains("KeyboardInterrupt"), "{ctx}: {err}");
@@ -297,4 +303,29 @@ fn timeout_stops_code_that_runs_past_it() {
         assert_eq!(out.status.code(), Some(0), "{v}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "in time\n", "{v}");
     }
+}
+
+/// Code that does not stop on the KeyboardInterrupt of its `--timeout`
+/// (here: it catches it) is left to run after a grace period; pyattach
+/// says so, status 124, and the target's other threads run on.
+#[test]
+fn timeout_leaves_code_that_will_not_stop_and_says_so() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let t = Target::run_state(&py, "sleep").unwrap();
+    let pid = t.pid().to_string();
+    let code = "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    \
+                except KeyboardInterrupt:\n        print('caught')\n";
+    // In the main thread: the ticker thread must stay free.
+    let out = run_bounded(
+        &["--thread", &pid, "--timeout", "1", "--run", code, &pid],
+        "3.12",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    assert!(err.contains("did not stop"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("caught"));
+    assert!(t.is_alive());
+    ticks_on(&t, "3.12");
 }

@@ -96,6 +96,26 @@ fn pyattach_run(pid: i32, code: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// The next pyattach on `pid` works, and unmaps the `pages` a killed one
+/// left; its output, for further checks.
+fn next_run_reclaims(pid: i32, pages: (u64, u64), ctx: &str) -> std::process::Output {
+    let out = pyattach_run(pid, "print('next')");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "next\n",
+        "{ctx}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !mapped(pid, pages),
+        "{ctx}: the killed pyattach's pages ({:#x}-{:#x}) are still mapped\n{}",
+        pages.0,
+        pages.1,
+        maps(pid).join("\n")
+    );
+    out
+}
+
 fn check(py: &Python) {
     // The main thread holds the GIL in native code for three seconds:
     // nothing can claim, so pyattach is killed with its detour armed (and
@@ -138,14 +158,7 @@ fn check(py: &Python) {
     assert!(mapped(pid, pages), "{}: the killed pyattach's pages", py.id);
     let count = maps(pid).len();
 
-    let out = pyattach_run(pid, "print('next')");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "next\n",
-        "{}: {}",
-        py.id,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = next_run_reclaims(pid, pages, &py.id);
     // The entries still jumped to the killed one's trampolines.
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -153,14 +166,6 @@ fn check(py: &Python) {
         "{}: {}",
         py.id,
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !mapped(pid, pages),
-        "{}: the pages of the killed pyattach ({:#x}-{:#x}) are still mapped\n{}",
-        py.id,
-        pages.0,
-        pages.1,
-        maps(pid).join("\n")
     );
     // The target's own mappings may grow on the first run that works (the
     // thread the session starts: its stack, a malloc arena); pyattach's
@@ -221,22 +226,7 @@ fn check_killed_in_session(py: &Python) {
     // hijacked thread goes back to its work.
     assert!(t.ticks_on(3), "{}: not ticking", py.id);
     assert!(mapped(pid, pages), "{}: the killed pyattach's pages", py.id);
-    let out = pyattach_run(pid, "print('next')");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "next\n",
-        "{}: {}",
-        py.id,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !mapped(pid, pages),
-        "{}: the pages of the pyattach killed in its session ({:#x}-{:#x}) are still mapped\n{}",
-        py.id,
-        pages.0,
-        pages.1,
-        maps(pid).join("\n")
-    );
+    let out = next_run_reclaims(pid, pages, &format!("{} (killed in its session)", py.id));
     let now = maps(pid);
     assert_eq!(
         exec_anon(&now),
@@ -306,15 +296,7 @@ fn pages_of_a_pyattach_killed_before_it_armed_its_detour_are_reclaimed() {
         child.wait().unwrap();
         assert!(mapped(pid, pages), "{v}: the killed pyattach's pages");
         assert!(t.ticks_on(2), "{v}: not ticking");
-        let out = pyattach_run(pid, "print('next')");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "next\n", "{v}");
-        assert!(
-            !mapped(pid, pages),
-            "{v}: the pages of the pyattach killed before it armed ({:#x}-{:#x}) are still mapped\n{}",
-            pages.0,
-            pages.1,
-            maps(pid).join("\n")
-        );
+        next_run_reclaims(pid, pages, &format!("{v} (killed before it armed)"));
         assert!(t.ticks_on(2), "{v}: not ticking");
     }
 }

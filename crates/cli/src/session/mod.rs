@@ -91,11 +91,8 @@ pub fn drive(
                 Ok(ev) => ev,
                 Err(mpsc::RecvTimeoutError::Disconnected) => Event::Closed(None),
                 Err(mpsc::RecvTimeoutError::Timeout) if grace.is_none() => {
-                    // As Ctrl-C does: KeyboardInterrupt, and a blocking
-                    // call cut short if the code sits in one.
                     grace = Some(Instant::now() + STOP_GRACE);
-                    let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
-                    unblock_later(&running, pid);
+                    interrupt(&writer, &running, pid);
                     continue;
                 }
                 // It did not stop (a long computation in C): leave it.
@@ -181,6 +178,13 @@ pub fn drive(
     } else {
         End::Done
     })
+}
+
+/// What Ctrl-C does to the running code: KeyboardInterrupt, and its
+/// blocking call cut short if it sits in one.
+fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, pid: i32) {
+    let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
+    unblock_later(running, pid);
 }
 
 /// The KeyboardInterrupt just sent is raised between bytecodes: if the
@@ -289,8 +293,7 @@ fn forward_signals(
             if sig == SIGINT {
                 // Meant for the code, not for pyattach's own work.
                 attach::forget_exit_request(attach::Signal::SIGINT);
-                let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
-                unblock_later(&running, pid);
+                interrupt(&writer, &running, pid);
             } else {
                 // Leaving: the bootstrap stops the code when the channel
                 // closes, but code blocked in a system call must be cut
