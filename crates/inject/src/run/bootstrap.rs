@@ -128,7 +128,7 @@ pub fn blob_at(p: &Params, at: u64) -> (u64, u64) {
 }
 
 /// The key of this bootstrap in the target's `sys._pyattach_code`.
-pub fn key() -> String {
+pub fn key() -> &'static str {
     source_key()
 }
 
@@ -191,13 +191,17 @@ fn entry(args: &str, loader: &str) -> String {
 
 /// FNV-1a of the bootstrap's source: the key of its compiled code in the
 /// target (a changed bootstrap never reuses an old one).
-fn source_key() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in SOURCE.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+/// Hashed once: the payload's text names it several times.
+fn source_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in SOURCE.as_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    })
 }
 
 /// A single-quoted Python literal of `bytes`, pure ASCII, valid as `str`

@@ -300,7 +300,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         page.extend_from_slice(attach::CALL_STUB);
         let fits = page.len() as u64 <= STRINGS_AT;
         page.resize(STRINGS_AT as usize, 0xcc);
-        page.extend_from_slice(&detour::fast_strings(&bootstrap::key()));
+        page.extend_from_slice(&detour::fast_strings(bootstrap::key()));
         (page, stub_at, fits)
     };
     if !code_page(&detour::code(&layout_at(sites[0].entry & !0xfff), &pairs)).2 {
