@@ -1,9 +1,18 @@
 //! The Python text handed to `PyRun_SimpleString`: the embedded bootstrap
-//! (`bootstrap.py`) wrapped so that it runs in a fresh namespace and can
+//! (`bootstrap/*.py`) wrapped so that it runs in a fresh namespace and can
 //! never raise into the target's code.
 
-/// The bootstrap's source, embedded in the binary.
-pub const SOURCE: &str = include_str!("bootstrap.py");
+/// The bootstrap's source, embedded in the binary: one Python module kept
+/// in several files by what each part does (see `bootstrap/session.py`'s
+/// header for the protocol), concatenated in this order.
+pub const SOURCE: &str = concat!(
+    include_str!("bootstrap/session.py"),
+    include_str!("bootstrap/util.py"),
+    include_str!("bootstrap/streams.py"),
+    include_str!("bootstrap/run.py"),
+    include_str!("bootstrap/repl.py"),
+    include_str!("bootstrap/main.py"),
+);
 
 /// What the bootstrap does once it runs in the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +49,7 @@ pub struct Params {
 }
 
 /// The parameters as the bootstrap's `start` reads them (see the top of
-/// `bootstrap.py`): `nonce NUL token NUL mode NUL chan NUL path NUL wait NUL
+/// `bootstrap/session.py`): `nonce NUL token NUL mode NUL chan NUL path NUL wait NUL
 /// code`. Read from the target's memory rather than written into the text:
 /// compiling a dict literal of them (and of the code to run, however long)
 /// held the GIL for as long again as the rest of the text.

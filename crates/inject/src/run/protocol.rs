@@ -1,6 +1,6 @@
 //! The framed protocol between pyattach and the bootstrap: one byte of
 //! kind, a 4-byte big-endian length, the payload. The Python side is in
-//! `bootstrap.py`; the kinds here must match it.
+//! `bootstrap/session.py`; the kinds here must match it.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,0 +1,62 @@
+# -- the two modes --------------------------------------------------
+def run(sess):
+    import traceback
+    main = sys.modules['__main__'].__dict__
+    src = u(sess.P['code'])
+    fname = '<pyattach-run>'
+    entry = (len(src), None, src.splitlines(True), fname)
+    try:
+        # So tracebacks and pdb show the code's lines; removed at the end.
+        import linecache
+        linecache.cache[fname] = entry
+    except Exception:
+        pass
+    redirect(sess)
+    thread.start_new_thread(sess.reader, ())
+    status = 'ok'
+    try:
+        try:
+            code = compile(src, fname, 'exec', 0, True)
+            sess.start_exec()
+            late = False
+            try:
+                exec(code, main)
+            finally:
+                # A KeyboardInterrupt still pending can fire on the
+                # way into stop_exec (a function's entry is a check
+                # point): retried until it returns. None can fire
+                # between here and the try (CPython skips the check
+                # before a try's set-up).
+                while True:
+                    try:
+                        late = sess.stop_exec() or late
+                        break
+                    except KeyboardInterrupt:
+                        late = True
+            if late:
+                # Ctrl-C came as the code ended, or never fired (on
+                # Python 2 a blocking call cut short just returns, and
+                # the check comes every 100 bytecodes): say so.
+                raise KeyboardInterrupt
+        except BaseException:
+            status = 'raised'
+            t, v, tb = sys.exc_info()
+            while tb is not None and tb.tb_frame.f_code is run.__code__:
+                tb = tb.tb_next
+            try:
+                sys.stderr.write(''.join(
+                    traceback.format_exception(t, v, tb)))
+            except Exception:
+                pass
+            del t, v, tb
+    finally:
+        unredirect(sess)
+        try:
+            if linecache.cache.get(fname) is entry:
+                del linecache.cache[fname]
+        except Exception:
+            pass
+        sess.send(b'R', status)
+        sess.close()
+
+

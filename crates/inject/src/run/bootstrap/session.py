@@ -1,0 +1,277 @@
+# pyattach bootstrap: runs inside the target, called through
+# PyRun_SimpleString by a thread that holds the GIL at a safe point.
+#
+# Valid Python 2.7 and 3.6-3.14.  The files of this folder, concatenated
+# in the order bootstrap.rs lists them, make one module, run once per
+# process in a namespace of its own (never __main__'s): it defines the
+# session's machinery and registers `start` in sys._pyattach_code under K,
+# a hash of the source (set by the caller), so that a later injection of the
+# same pyattach only calls it: compiling it and defining its classes
+# would hold the GIL for milliseconds on every injection.  An injection of
+# another pyattach version has another K and never sees this one.
+#
+# start(params, n) runs one injection: `params` is the parameters' blob, or
+# its address in this process's memory (n bytes), where pyattach wrote it:
+#   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
+# nonce, token: hex; mode: 'run' | 'repl'; chan: 'pair' | 'unix'; path: the
+# unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
+# the code to run (mode 'run'), the rest of the blob, any bytes.
+# start never raises, and every path here catches its own errors, so
+# nothing reaches the target's code.
+#
+# Frames on the channel: 1 byte kind, 4 bytes big-endian length, payload.
+# target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
+#   (payload: prompt), C completions, R result of --run ('ok' | 'raised'),
+#   I the code runs in this thread (payload: its tid; '0': it stopped)
+# pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
+#
+# Leftovers, all harmless: sys._pyattach_claims (one entry per injection, so
+# an injection runs once even if two strategies fire); sys._pyattach_code
+# (`start` of this file, under K, reused by later injections); while a
+# session is open, sys.stdin/stdout/stderr are thread-aware proxies
+# (restored when the last session ends, unless the application replaced
+# them meanwhile).
+import socket
+import struct
+import sys
+try:
+    import _thread as thread
+except ImportError:
+    import thread
+
+PY3 = sys.version_info[0] >= 3
+
+
+def b(s):
+    if isinstance(s, bytes):
+        return s
+    return s.encode('utf-8', 'replace')
+
+
+def u(s):
+    if isinstance(s, bytes):
+        return s.decode('utf-8', 'replace')
+    return s
+
+
+def cloexec(sock):
+    try:
+        import fcntl
+        fd = sock.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFD,
+                    fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+    except Exception:
+        pass
+
+
+def peek(addr, n):
+    """n bytes of this process's memory at addr: /proc/self/mem read
+    unbuffered (a buffered read would run past the end), ctypes where /proc
+    is not mounted."""
+    import os
+    s = b''
+    try:
+        fd = os.open('/proc/self/mem', os.O_RDONLY)
+        try:
+            os.lseek(fd, addr, 0)
+            while len(s) < n:
+                chunk = os.read(fd, n - len(s))
+                if not chunk:
+                    break
+                s += chunk
+        finally:
+            os.close(fd)
+    except Exception:
+        s = b''
+    if len(s) != n:
+        import ctypes
+        s = ctypes.string_at(addr, n)
+    return s
+
+
+def parse(blob):
+    """The parameters' blob (see the top of this file) as a dict."""
+    f = blob.split(b'\0', 6)
+    if len(f) != 7:
+        raise ValueError('pyattach: bad parameters')
+    P = dict(zip(('nonce', 'token', 'mode', 'chan', 'path'),
+                 [u(x) for x in f[:5]]))
+    P['wait'] = float(u(f[5]))
+    P['code'] = f[6]
+    return P
+
+
+class Session(object):
+    def __init__(self, sock, P):
+        self.sock = sock
+        self.P = P
+        self.wlock = thread.allocate_lock()
+        self.xlock = thread.allocate_lock()
+        self.inq = []
+        self.insem = thread.allocate_lock()
+        self.insem.acquire()
+        self.ident = None
+        self.native = 0
+        self.executing = False
+        self.interrupted = False
+        self.closed = False
+        # Once the reader thread runs, it owns the descriptor: see
+        # close().
+        self.reading = False
+        self.rbuf = b''
+
+    # -- framing ---------------------------------------------------
+    def send(self, kind, payload=b''):
+        payload = b(payload)
+        data = struct.pack('>cI', kind, len(payload)) + payload
+        # `with`, not acquire/try: a KeyboardInterrupt from Ctrl-C can
+        # land between any two bytecodes of the session's code, and the
+        # interpreter never delivers one between a with-statement's
+        # acquire and its cleanup. sendall is one C call: a frame is
+        # never cut in the middle.
+        with self.wlock:
+            try:
+                if not self.closed:
+                    self.sock.sendall(data)
+            except Exception:
+                self.closed = True
+
+    def recv_exact(self, n):
+        while len(self.rbuf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.rbuf += chunk
+        out, self.rbuf = self.rbuf[:n], self.rbuf[n:]
+        return out
+
+    def recv(self):
+        kind, n = struct.unpack('>cI', self.recv_exact(5))
+        return kind, self.recv_exact(n)
+
+    def hello(self):
+        self.send(b'H', self.P['nonce'] + ' ' + self.P['token'])
+
+    def wait_ack(self, theirs):
+        # pyattach acks once it holds its end; until then the target
+        # keeps `theirs` open so the end cannot vanish.
+        try:
+            self.sock.settimeout(self.P['wait'])
+            kind, _ = self.recv()
+            self.sock.settimeout(None)
+            return kind == b'A'
+        except BaseException:
+            return False
+        finally:
+            if theirs is not None:
+                theirs.close()
+
+    # -- input from pyattach, read by a reader thread ---------------
+    def reader(self):
+        self.reading = True
+        try:
+            while True:
+                kind, data = self.recv()
+                if kind == b'D':
+                    self.push(u(data))
+                elif kind == b'Z':
+                    self.push(None)
+                elif kind == b'T':
+                    self.send(b'C', '\n'.join(complete(u(data))))
+                elif kind == b'K':
+                    self.interrupt()
+        except BaseException:
+            pass
+        self.closed = True
+        self.push(None)
+        # pyattach is gone (it exited, was killed, or the user left):
+        # code still running for it is stopped, as Ctrl-C would.
+        self.interrupt()
+        self.release()
+
+    def push(self, item):
+        self.inq.append(item)
+        try:
+            self.insem.release()
+        except Exception:
+            pass
+
+    def readline(self, prompt=''):
+        """A line from pyattach (with its newline), '' at end of input;
+        raises KeyboardInterrupt for a Ctrl-C typed at the prompt."""
+        while True:
+            if self.inq:
+                item = self.inq.pop(0)
+                if item is None:
+                    self.inq.insert(0, None)
+                    return ''
+                if item is KeyboardInterrupt:
+                    raise KeyboardInterrupt
+                return item
+            if self.closed:
+                return ''
+            self.send(b'Q', prompt)
+            self.insem.acquire()
+
+    def interrupt(self):
+        with self.xlock:
+            if self.executing and self.ident is not None:
+                self.interrupted = True
+                set_async_exc(self.ident, KeyboardInterrupt)
+            else:
+                self.push(KeyboardInterrupt)
+
+    def start_exec(self):
+        # Tell pyattach which thread runs the code (first: a Ctrl-C can
+        # land anywhere once `executing` is set).
+        self.send(b'I', str(self.native))
+        with self.xlock:
+            self.executing = True
+            self.interrupted = False
+
+    def stop_exec(self):
+        # A Ctrl-C may race with the end of the code: clear any
+        # KeyboardInterrupt still pending so it never reaches the
+        # target's own code. True if one was asked for (it may not
+        # have fired: Python 2 looks only every 100 bytecodes).
+        while True:
+            try:
+                with self.xlock:
+                    self.executing = False
+                    # Only interrupt() queues one, and says so first
+                    # (this spares importing ctypes in every target).
+                    if self.interrupted and self.ident is not None:
+                        set_async_exc(self.ident, None)
+                    asked = self.interrupted
+                break
+            except KeyboardInterrupt:
+                continue
+        self.send(b'I', '0')
+        return asked
+
+    def close(self):
+        # shutdown() wakes the reader thread blocked in recv and tells
+        # pyattach at once; close() alone does neither. The reader then
+        # closes the descriptor as it leaves; never here while it may
+        # still use the number: a recv restarted after the process was
+        # stopped (by a signal, SIGSTOP, any debugger) reads the number
+        # again, which the target may have given to a connection of its
+        # own meanwhile, and would eat that connection's data.
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except Exception:
+            pass
+        if not self.reading:
+            self.release()
+
+    def release(self):
+        # Under wlock: no sendall (which restarts too) is under way.
+        with self.wlock:
+            self.closed = True
+            try:
+                self.sock.close()
+            except Exception:
+                pass
+
+

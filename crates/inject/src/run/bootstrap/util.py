@@ -1,0 +1,69 @@
+# -- helpers the modes share ----------------------------------------
+def set_async_exc(ident, exc):
+    try:
+        import ctypes
+        f = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        tid = ctypes.c_ulong(ident) if sys.version_info >= (3, 7) \
+            else ctypes.c_long(ident)
+        f(tid, ctypes.py_object(exc) if exc is not None else None)
+    except Exception:
+        pass
+
+
+def complete(text):
+    import keyword
+    main = sys.modules['__main__'].__dict__
+    try:
+        import builtins
+    except ImportError:
+        import __builtin__ as builtins
+    out = []
+    if '.' in text:
+        expr, _, attr = text.rpartition('.')
+        try:
+            obj = eval(expr, main)
+        except Exception:
+            return []
+        for n in dir(obj):
+            if n.startswith(attr) and (attr.startswith('_') or
+                                       not n.startswith('_')):
+                out.append(expr + '.' + n)
+    else:
+        seen = set()
+        for src in (keyword.kwlist, list(main), dir(builtins)):
+            for n in src:
+                if n.startswith(text) and n not in seen:
+                    seen.add(n)
+                    out.append(n)
+    return sorted(out)[:500]
+
+
+def native_tid():
+    # The kernel's id of this thread, for pyattach to cut a blocking
+    # call short on Ctrl-C.
+    try:
+        import os
+        return int(os.readlink('/proc/thread-self').rsplit('/', 1)[1])
+    except Exception:
+        pass
+    try:
+        import threading
+        return threading.get_native_id()
+    except Exception:
+        return 0
+
+
+def stacks():
+    import threading
+    import traceback
+    names = dict((t.ident, t.name) for t in threading.enumerate())
+    out = []
+    for ident, frame in sys._current_frames().items():
+        if ident == thread.get_ident():
+            continue
+        out.append('Thread %s (%s):\n' % (ident, names.get(ident, '?')))
+        out.extend(traceback.format_stack(frame))
+        out.append('\n')
+    return ''.join(out)
+
+
