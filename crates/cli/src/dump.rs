@@ -7,6 +7,8 @@ use anyhow::Context;
 use inject::dump::{DumpOptions, Frame, FrameKind, StackDump, ThreadStack};
 use serde::Serialize;
 
+use crate::term::field;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process id of the target.
@@ -76,15 +78,13 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let res = if args.json {
-        serde_json::to_writer_pretty(
+        crate::term::write_json(
             &mut out,
             &JsonDump {
                 format_version: inject::dump::JSON_FORMAT_VERSION,
                 dump: &dump,
             },
         )
-        .map_err(std::io::Error::from)
-        .and_then(|_| writeln!(out))
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         write_human(&mut out, &dump, colour, args.condense)
@@ -102,7 +102,9 @@ struct Style {
 }
 
 impl Style {
+    /// `s` (escaped: see [`crate::term`]) in colour `code` if colour is on.
     fn paint(&self, code: &str, s: &str) -> String {
+        let s = crate::term::field(s);
         if self.colour {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {
@@ -128,7 +130,10 @@ pub fn write_human(
     writeln!(
         out,
         "Process {}: Python {} ({}){}",
-        d.pid, d.python_version, d.module, pause
+        d.pid,
+        field(&d.python_version),
+        field(&d.module),
+        pause
     )?;
     match d.gil_locked {
         Some(false) => writeln!(out, "GIL: released")?,
@@ -202,10 +207,10 @@ fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::R
     }
     let mut what = Vec::new();
     if let Some(d) = &t.state.description {
-        what.push(d.clone());
+        what.push(field(d).into_owned());
     }
     if let Some(s) = &t.state.syscall {
-        what.push(format!("in {s}()"));
+        what.push(format!("in {}()", field(s)));
     }
     if t.state.waiting_for_gil {
         what.push("waiting for the GIL".into());
@@ -256,8 +261,14 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
         for l in locals {
             let kind = if l.is_arg { "arg" } else { "local" };
             match (&l.repr, &l.type_name) {
-                (Some(v), Some(t)) => writeln!(out, "        {} = {v}  ({kind}, {t})", l.name)?,
-                _ => writeln!(out, "        {}  ({kind}, unbound)", l.name)?,
+                (Some(v), Some(t)) => writeln!(
+                    out,
+                    "        {} = {}  ({kind}, {})",
+                    field(&l.name),
+                    field(v),
+                    field(t)
+                )?,
+                _ => writeln!(out, "        {}  ({kind}, unbound)", field(&l.name))?,
             }
         }
     }

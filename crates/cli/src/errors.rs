@@ -11,7 +11,8 @@ pub fn finish(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pyattach: {err:#}");
+            // Messages quote the target's paths, names and what it sent.
+            eprintln!("pyattach: {}", crate::term::text(&format!("{err:#}")));
             let code = exit_code(&err);
             if code == 5 {
                 print_permission_advice(&err);
@@ -99,8 +100,8 @@ fn print_permission_advice(err: &anyhow::Error) {
     let text = format!("{err:#}");
     for denial in &verdict.denials {
         if !text.contains(&denial.reason()) {
-            eprintln!("  why: {}", denial.reason());
-            eprintln!("  fix: {}", denial.fix());
+            eprintln!("  why: {}", crate::term::text(&denial.reason()));
+            eprintln!("  fix: {}", crate::term::text(&denial.fix()));
         }
     }
 }

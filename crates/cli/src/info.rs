@@ -269,11 +269,10 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     let written = if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
+        crate::term::write_json(&mut out, &report)
     } else {
-        render(&mut out, &report, &py)
+        // Paths, `comm`, symbol and thread names come from the target.
+        render(&mut crate::term::Escaping(&mut out), &report, &py)
     };
     match written {
         Ok(()) => Ok(0),

@@ -48,12 +48,22 @@ pub struct Args {
     /// stopped.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Escape control characters in what the code and the prompt print.
+    ///
+    /// By default the output of your own code reaches the terminal as it
+    /// would from `python` (colours, `\r` progress bars). With this flag it
+    /// is shown as pyattach shows everything else that comes from the
+    /// target: `\x1b` instead of an escape character. Stack listings,
+    /// names and messages from the target are always escaped.
+    #[arg(long)]
+    pub escape_output: bool,
     /// Process id of the target.
     #[arg(required = true)]
     pub pid: Option<i32>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<i32> {
+    crate::term::set_escape_output(args.escape_output);
     let started = Instant::now();
     let pid = args.pid.context("a PID is required")?;
     let code = match (&args.run, &args.run_file) {
@@ -90,7 +100,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         started => started.with_context(|| format!("running code in process {pid}"))?,
     };
     if args.verbose {
-        eprintln!("pyattach: {}", describe(&report));
+        eprintln!("pyattach: {}", crate::term::text(&describe(&report)));
     }
     let limit = args
         .timeout

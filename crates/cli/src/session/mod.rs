@@ -108,15 +108,17 @@ pub fn drive(
                     None => partial.push_str(&text),
                 }
                 keep_tail(&mut partial, PROMPT_MAX);
-                write_out(&mut stdout, &b)?;
+                write_out(&mut stdout, &crate::term::output(&b))?;
             }
             Event::Msg(FromTarget::Stderr(b)) => {
                 stdout.flush().ok();
                 let mut err = std::io::stderr().lock();
-                let _ = err.write_all(&b);
+                let _ = err.write_all(&crate::term::output(&b));
                 let _ = err.flush();
             }
             Event::Msg(FromTarget::Stacks(s)) => {
+                // Thread and file names of the target's: escaped.
+                let s = crate::term::text(&s);
                 if tty {
                     write_out(&mut stdout, s.as_bytes())?;
                 } else {
