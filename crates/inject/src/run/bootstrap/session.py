@@ -21,7 +21,8 @@
 #
 # Frames on the channel: 1 byte kind, 4 bytes big-endian length, payload.
 # target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
-#   (payload: prompt), C completions, R result of --run ('ok' | 'raised'),
+#   (payload: prompt), C completions, R result of --run ('ok' | 'raised';
+#   a prompt sends 'ok' when the user left it, and only then),
 #   I the code runs in this thread (payload: its tid; '0': it stopped)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
