@@ -32,13 +32,45 @@
 # session is open, sys.stdin/stdout/stderr are thread-aware proxies
 # (restored when the last session ends, unless the application replaced
 # them meanwhile).
-import socket
 import struct
 import sys
-try:
-    import _thread as thread
-except ImportError:
-    import thread
+
+
+class _Originals(object):
+    def __init__(self, fns):
+        self.__dict__.update(zip(('allocate_lock', 'start_new_thread',
+                                  'get_ident'), fns))
+
+
+def _originals():
+    """The socket and thread primitives as the interpreter made them.
+    gevent's and eventlet's monkey-patching replace socket.socket and
+    _thread's functions, in place, with cooperative ones that wait by
+    switching to an event loop (a hub) that this session's threads never
+    run: a recv there never returns, and a "thread" is a greenlet of the
+    caught thread. The C module _socket is never patched, and both
+    libraries keep _thread's originals (as python-manhole finds them);
+    neither library is imported here if the application did not."""
+    import _socket
+    try:
+        import _thread as th
+    except ImportError:
+        import thread as th
+    names = ('allocate_lock', 'start_new_thread', 'get_ident')
+    mods = sys.modules
+    try:
+        if 'gevent.monkey' in mods:
+            return _socket, _Originals(mods['gevent.monkey'].get_original(
+                th.__name__, names))
+        if 'eventlet.patcher' in mods:
+            orig = mods['eventlet.patcher'].original(th.__name__)
+            return _socket, _Originals([getattr(orig, n) for n in names])
+    except Exception:
+        pass
+    return _socket, th
+
+
+socket, thread = _originals()
 
 PY3 = sys.version_info[0] >= 3
 
