@@ -13,9 +13,10 @@
 # start(params, n) runs one injection: `params` is the parameters' blob, or
 # its address in this process's memory (n bytes), where pyattach wrote it:
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'repl'; chan: 'pair' | 'unix'; path: the
-# unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
-# the code to run (mode 'run'), the rest of the blob, any bytes.
+# nonce, token: hex; mode: 'run' | 'file' | 'repl'; chan: 'pair' | 'unix';
+# path: the unix socket (chan 'unix'); wait: seconds to wait for pyattach's
+# ack; code: the code to run (mode 'run'; mode 'file': the file's name NUL
+# its bytes), the rest of the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
 # nothing reaches the target's code.
 #
