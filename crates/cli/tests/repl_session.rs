@@ -108,8 +108,14 @@ fn piped_prompt_runs_like_cpythons_and_leaves_no_marker() {
         );
 
         // A frozen app without `code`, then without `codeop` too: the
-        // same rule for "more input?".
-        run(&t, "import sys\nsys.modules['code'] = None\n");
+        // same rule for "more input?". And no `_` of the application's:
+        // none after either.
+        run(
+            &t,
+            "import sys\nsys.modules['code'] = None\ntry:\n    import builtins\nexcept ImportError:\n    import __builtin__ as builtins\ndel builtins._\n",
+        );
+        let before = run(&t, SNAPSHOT);
+        assert!(before.contains("'MISSING'"), "{}: {before}", py.id);
         session(&py, &t, b"print(6 * 7)\n", &["42\n"]);
         run(&t, "import sys\nsys.modules['codeop'] = None\n");
         session(

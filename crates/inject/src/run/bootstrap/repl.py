@@ -188,6 +188,9 @@ class Prompt(object):
         self.compiler = command_compiler()
         self.ps1 = str(getattr(sys, 'ps1', '>>> '))
         self.ps2 = str(getattr(sys, 'ps2', '... '))
+        # The last value the session's statements bound to builtins._
+        # (sys.displayhook does, for each value shown).
+        self.underscore = _MISSING
 
     def loop(self):
         """Until end of input or SystemExit (exit()): the user left."""
@@ -224,9 +227,13 @@ class Prompt(object):
         sess.start_exec()
         try:
             late = False
+            before = _builtins.__dict__.get('_', _MISSING)
             try:
                 exec(code, self.ns)
             finally:
+                now = _builtins.__dict__.get('_', _MISSING)
+                if now is not before:
+                    self.underscore = now
                 while True:  # as in run()
                     try:
                         late = sess.stop_exec() or late
@@ -253,6 +260,7 @@ def repl(sess):
     helpers = {'dump_stacktraces': dump_stacktraces}
     added = []
     underscore = _builtins.__dict__.get('_', _MISSING)
+    prompt = None
     try:
         thread.start_new_thread(sess.reader, ())
         sess.send(b'S', session_stacks())
@@ -261,7 +269,8 @@ def repl(sess):
                 main.__dict__[k] = v
                 added.append(k)
         redirect(sess)
-        Prompt(sess, main.__dict__).loop()
+        prompt = Prompt(sess, main.__dict__)
+        prompt.loop()
         # The user left (end of input, exit()): anything else ends the
         # session without this, and pyattach says so.
         sess.send(b'R', 'ok')
@@ -276,12 +285,16 @@ def repl(sess):
             if main.__dict__.get(k) is helpers[k]:
                 del main.__dict__[k]
         # As before the session: what sys.displayhook bound to `_` while
-        # it ran is not the application's.
+        # it ran is not the application's (unless the application bound
+        # its own since).
         try:
-            if underscore is _MISSING:
-                _builtins.__dict__.pop('_', None)
-            else:
-                _builtins._ = underscore
+            mine = _MISSING if prompt is None else prompt.underscore
+            if mine is not _MISSING and \
+                    _builtins.__dict__.get('_', _MISSING) is mine:
+                if underscore is _MISSING:
+                    _builtins.__dict__.pop('_', None)
+                else:
+                    _builtins._ = underscore
         except BaseException:
             pass
         sess.close()
