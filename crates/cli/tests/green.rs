@@ -2,7 +2,8 @@
 //! threads, locks): `--run` and a piped prompt work in a gevent pywsgi
 //! server, an eventlet wsgi server and a `gunicorn -k gevent` worker, while
 //! a steady loopback client keeps the event loop busy: no request is lost
-//! or stalls over a second. Before, the bootstrap's socket and thread
+//! or stalls over a second; also where a patcher no one knows replaced
+//! `_thread`'s functions. Before, the bootstrap's socket and thread
 //! primitives were the patched, cooperative ones, and it waited for good
 //! on an event loop its threads never run.
 
@@ -128,12 +129,14 @@ fn check(py: &Python, kind: &str) {
         String::from_utf8_lossy(&o.stderr),
     );
     assert_eq!(o.status.code(), Some(0), "{ctx}: prompt: {out}{err}");
-    // The application's socket is still the patched one.
+    // The application's socket is still its own (gevent's, eventlet's).
     assert!(out.starts_with("42\n"), "{ctx}: prompt: {out}{err}");
-    assert!(
-        out.contains(kind.replace("gunicorn", "gevent").as_str()),
-        "{ctx}: {out}"
-    );
+    let module = match kind {
+        "gunicorn" => "gevent",
+        "patched" => "socket",
+        k => k,
+    };
+    assert!(out.contains(module), "{ctx}: {out}");
 
     let (failures, slowest) = load.join().unwrap();
     eprintln!("{ctx}: {REQUESTS} requests, slowest {slowest:.2?}");
@@ -153,6 +156,17 @@ fn gevent_pywsgi_serves_on_while_pyattach_runs_code_and_a_prompt() {
 fn eventlet_wsgi_serves_on_while_pyattach_runs_code_and_a_prompt() {
     for py in green_pythons() {
         check(&py, "eventlet");
+    }
+}
+
+/// A patcher no one knows: the bootstrap takes a fresh, unpatched `_thread`.
+#[test]
+fn a_process_whose_thread_functions_another_patcher_replaced_is_served() {
+    for py in pythons()
+        .into_iter()
+        .filter(|py| py.kind != PythonKind::Embedded)
+    {
+        check(&py, "patched");
     }
 }
 

@@ -39,8 +39,10 @@ import sys
 
 class _Originals(object):
     def __init__(self, fns):
-        self.__dict__.update(zip(('allocate_lock', 'start_new_thread',
-                                  'get_ident'), fns))
+        self.__dict__.update(zip(_THREAD_NAMES, fns))
+
+
+_THREAD_NAMES = ('allocate_lock', 'start_new_thread', 'get_ident')
 
 
 def _originals():
@@ -51,24 +53,43 @@ def _originals():
     run: a recv there never returns, and a "thread" is a greenlet of the
     caught thread. The C module _socket is never patched, and both
     libraries keep _thread's originals (as python-manhole finds them);
-    neither library is imported here if the application did not."""
+    neither library is imported here if the application did not. The
+    functions are taken now, so a patch applied later does not reach them."""
     import _socket
     try:
         import _thread as th
     except ImportError:
         import thread as th
-    names = ('allocate_lock', 'start_new_thread', 'get_ident')
     mods = sys.modules
+    fns = None
     try:
         if 'gevent.monkey' in mods:
-            return _socket, _Originals(mods['gevent.monkey'].get_original(
-                th.__name__, names))
-        if 'eventlet.patcher' in mods:
+            fns = mods['gevent.monkey'].get_original(th.__name__,
+                                                     _THREAD_NAMES)
+        elif 'eventlet.patcher' in mods:
             orig = mods['eventlet.patcher'].original(th.__name__)
-            return _socket, _Originals([getattr(orig, n) for n in names])
+            fns = [getattr(orig, n) for n in _THREAD_NAMES]
     except Exception:
-        pass
-    return _socket, th
+        fns = None
+    if fns is None:
+        fns = [getattr(th, n) for n in _THREAD_NAMES]
+    if not all(isinstance(f, type(len)) for f in fns):
+        fns = _fresh(th.__name__) or fns
+    return _socket, _Originals(fns)
+
+
+def _fresh(name):
+    """Another patcher's work: a fresh import of the C module has its own,
+    unpatched functions (eventlet.patcher.original does the same)."""
+    saved = sys.modules.pop(name, None)
+    try:
+        mod = __import__(name)
+        return [getattr(mod, n) for n in _THREAD_NAMES]
+    except Exception:
+        return None
+    finally:
+        if saved is not None:
+            sys.modules[name] = saved
 
 
 socket, thread = _originals()
