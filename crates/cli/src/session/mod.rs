@@ -179,6 +179,10 @@ pub fn drive(
     if !repl && finished.is_none() {
         anyhow::bail!("the target closed the session before the code finished");
     }
+    if repl && finished.is_none() {
+        // A line could not be sent: the channel is gone.
+        return Err(Lost::new(pid, None).into());
+    }
     Ok(if finished == Some(true) {
         End::Raised
     } else {
