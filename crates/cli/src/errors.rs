@@ -3,7 +3,8 @@
 //! Exit codes (documented in the README):
 //! 0 success, 1 failure, 2 usage (clap), 3 not a supported CPython,
 //! 4 no such process, 5 permission denied, 6 zombie process,
-//! 7 unreadable or corrupt binary, 128+N interrupted by signal N (the
+//! 7 unreadable or corrupt binary, 9 a session ended without the user
+//! leaving it, 128+N interrupted by signal N (the
 //! target restored first).
 
 /// Prints `result`'s error, if any, and returns the process exit code.
@@ -38,6 +39,9 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if let Some(inject::dump::DumpError::Unsupported { .. }) = cause.downcast_ref() {
             return 3;
+        }
+        if cause.downcast_ref::<crate::session::Lost>().is_some() {
+            return crate::session::EXIT_CODE_LOST;
         }
     }
     1

@@ -61,7 +61,11 @@ impl Pty {
     }
 
     fn send(&mut self, keys: &str) {
-        self.stdin.write_all(keys.as_bytes()).unwrap();
+        self.send_bytes(keys.as_bytes());
+    }
+
+    fn send_bytes(&mut self, keys: &[u8]) {
+        self.stdin.write_all(keys).unwrap();
         self.stdin.flush().unwrap();
     }
 
@@ -189,5 +193,150 @@ fn pdb_on_a_terminal_stops_in_the_target_frame() {
         assert_eq!(pty.wait_exit(), Some(0), "{v}: {}", pty.rest());
         assert!(t.is_alive());
         ticks_on(&t);
+    }
+}
+
+/// 30 lines as people paste them: several statements, blocks ended by
+/// blank lines, one blank line inside a function (which ends it at a
+/// prompt: the next line is an IndentationError), a bracket open across
+/// lines. What each prints is built at run time (`'OUT' + ':…'`), so
+/// the echo of the typed text never matches it.
+const PASTE: &[&str] = &[
+    "a = 1",
+    "b = 2",
+    "print('OUT' + ':sum %d' % (a + b))",
+    "def f(x):",
+    "    y = x * 2",
+    "",
+    "    return y + 1",
+    "",
+    "print('OUT' + ':f %r' % (f(3),))",
+    "class C:",
+    "    def m(self):",
+    "        return 'm'",
+    "",
+    "print('OUT' + ':C %s' % C().m())",
+    "for i in range(3):",
+    "    print('OUT' + ':i %d' % i)",
+    "",
+    "if a:",
+    "    print('OUT' + ':yes')",
+    "else:",
+    "    print('OUT' + ':no')",
+    "",
+    "total = 0",
+    "for i in range(4): total += i",
+    "",
+    "print('OUT' + ':total %d' % total)",
+    "s = 'x'; t = 'y'; print('OUT' + ':st %s' % (s + t))",
+    "x = [1,",
+    "     2]",
+    "print('OUT' + ':len %d' % len(x))",
+];
+
+/// What CPython's own prompt (`code.InteractiveConsole`, fed line by line)
+/// prints for PASTE under `py`: the OUT lines in order, and the last line
+/// of each error.
+fn reference(py: &testsupport::Python) -> (Vec<String>, Vec<String>) {
+    // The embedding program runs only a script: its libpython's own
+    // interpreter stands in.
+    let exe = match py.kind {
+        testsupport::PythonKind::Embedded => {
+            testsupport::debian_python()
+                .expect("the embedding fixture needs Debian's python3.11")
+                .exe
+        }
+        _ => py.exe.clone(),
+    };
+    let mut child = Command::new(exe)
+        .args([
+            "-c",
+            "import code, sys\nc = code.InteractiveConsole()\nfor l in sys.stdin.read().split('\\n'):\n    c.push(l)\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the reference prompt");
+    let mut input = PASTE.join("\n");
+    input.push_str("\n\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("OUT:"))
+        .map(str::to_string)
+        .collect();
+    let errs: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains("Error"))
+        .map(str::to_string)
+        .collect();
+    assert!(out.len() >= 8 && !errs.is_empty(), "{}: {o:?}", py.id);
+    (out, errs)
+}
+
+#[test]
+fn typeahead_and_pastes_run_line_by_line_as_cpythons_prompt() {
+    for py in testsupport::pythons() {
+        let v = &py.id;
+        let (want, errs) = reference(&py);
+        let t = Target::run_state(&py, "sleep").unwrap();
+        let Some(mut pty) = Pty::spawn(&[&t.pid().to_string()]) else {
+            return;
+        };
+        pty.expect(">>> ");
+        // Three lines typed faster than they run: all run, in order.
+        pty.send("y = 40\ry += 2\rprint('got %d' % y)\r");
+        pty.expect("got 42");
+        pty.expect(">>> ");
+        // Typed while a statement still runs: queued, run after it.
+        pty.send("import time; time.sleep(1)\rprint('after' + 'sleep')\r");
+        pty.expect("aftersleep");
+        pty.expect(">>> ");
+        // A paste as a terminal without bracketed paste sends it, then one
+        // with the markers every terminal sends once rustyline asks for
+        // them: the same lines, the same result as CPython's prompt.
+        let mut lines = PASTE.join("\r");
+        lines.push_str("\r\r");
+        let bracketed = format!("\x1b[200~{}\r\x1b[201~\r", PASTE.join("\r"));
+        for (how, keys) in [("plain", lines), ("bracketed", bracketed)] {
+            pty.send(&keys);
+            for w in &want {
+                pty.expect(w);
+            }
+            let shown = pty.screen.lock().unwrap().clone();
+            for e in &errs {
+                assert!(shown.contains(e.as_str()), "{v} {how}: no {e:?}\n{shown}");
+            }
+            pty.expect(">>> ");
+            pty.send("print('end' + ' of %s' % 'paste')\r");
+            pty.expect("end of paste");
+            pty.expect(">>> ");
+        }
+        // Double Tab lists the candidates, as readline does.
+        pty.send("import os\r");
+        pty.expect(">>> ");
+        pty.send("os.pat\t\t");
+        pty.expect("os.pathsep");
+        pty.send("\x15print('tab' + 'ok')\r");
+        pty.expect("tabok");
+        // A byte that is not UTF-8: a message, and the session goes on.
+        pty.expect(">>> ");
+        pty.send_bytes(b"\xff\r");
+        pty.expect("not valid UTF-8");
+        pty.send("print('utf' + 'ok')\r");
+        pty.expect("utfok");
+        pty.expect(">>> ");
+        pty.send("\x04");
+        assert_eq!(pty.wait_exit(), Some(0), "{v}: {}", pty.rest());
+        assert!(t.is_alive());
+        ticks_on(&t);
+        assert!(!t.output().contains("OUT:"), "{v}: the target's stdout");
     }
 }

@@ -245,10 +245,17 @@ fn repl_session_on_every_interpreter() {
         out.clear();
         assert_eq!(expect_prompt(&mut ch, &mut out), ">>> ");
         assert!(out.contains("ticker"), "{}: {out}", py.id);
+        // The user left: the target says so before it closes the session.
         ch.send(&ToTarget::Eof).unwrap();
+        let mut left = false;
         while let Some(msg) = ch.recv().unwrap() {
-            assert!(matches!(msg, FromTarget::Stderr(_)), "{}: {msg:?}", py.id);
+            match msg {
+                FromTarget::Finished { raised: false } => left = true,
+                FromTarget::Stderr(_) => {}
+                other => panic!("{}: {other:?}", py.id),
+            }
         }
+        assert!(left, "{}: no end-of-session frame", py.id);
         let mut ch = connect(
             &t,
             &trigger,

@@ -418,6 +418,39 @@ pub fn describe(pid: u32) -> String {
     format!("--- /proc/{pid}/status\n{status}--- /proc/{pid}/stack\n{stack}")
 }
 
+/// Runs the `pyattach` binary with `args`, `stdin` fed to it from a thread
+/// of its own (pyattach may read it only as the target asks for lines),
+/// and returns its output. Panics, after killing it by its pid, if it
+/// runs past `limit`: a generous hang guard, never a timing assert.
+pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(pyattach_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pyattach");
+    let mut si = child.stdin.take().expect("piped stdin");
+    let data = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = si.write_all(&data);
+    });
+    let end = Instant::now() + limit;
+    while child.try_wait().expect("wait for pyattach").is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap pyattach");
+            panic!(
+                "pyattach {args:?} hung: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("pyattach's output")
+}
+
 /// The `pyattach` binary built for this test run: the one beside the
 /// running test executable (`target/<profile>/deps/..` → `target/<profile>`),
 /// so a `--release` test run never picks up a stale debug build.

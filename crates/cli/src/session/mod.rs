@@ -4,6 +4,7 @@
 //! of the target, and Ctrl-C forwarded as KeyboardInterrupt.
 
 mod input;
+mod lost;
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use anyhow::Context;
 use inject::run::{Channel, FromTarget, ToTarget};
 
 use input::{Input, Line};
+pub use lost::{Lost, EXIT_CODE_LOST};
 
 enum Event {
     Msg(FromTarget),
@@ -154,6 +156,10 @@ pub fn drive(
             Event::Msg(FromTarget::Hello { .. } | FromTarget::Completions(_)) => {}
             Event::Closed(err) => {
                 stdout.flush().ok();
+                if repl && finished.is_none() {
+                    input.save_history();
+                    return Err(Lost::new(pid, err.as_ref()).into());
+                }
                 if let Some(e) = err {
                     if finished.is_none() && !repl {
                         return Err(e).context("the channel to the target broke");
@@ -174,6 +180,10 @@ pub fn drive(
     }
     if !repl && finished.is_none() {
         anyhow::bail!("the target closed the session before the code finished");
+    }
+    if repl && finished.is_none() {
+        // A line could not be sent: the channel is gone.
+        return Err(Lost::new(pid, None).into());
     }
     Ok(if finished == Some(true) {
         End::Raised

@@ -19,6 +19,10 @@ pub const SOURCE: &str = concat!(
 pub enum Mode {
     /// Run this code in `__main__`'s globals in the injected thread.
     Run { code: String },
+    /// The same with a file's bytes (`--run-file`, `--run -`), compiled as
+    /// Python compiles a file (a coding cookie honoured) and named `path`
+    /// in tracebacks.
+    RunFile { path: String, source: Vec<u8> },
     /// Open an interactive session in a thread of its own.
     Repl,
 }
@@ -54,9 +58,15 @@ pub struct Params {
 /// compiling a dict literal of them (and of the code to run, however long)
 /// held the GIL for as long again as the rest of the text.
 pub fn params_blob(p: &Params) -> Vec<u8> {
-    let (mode, code) = match &p.mode {
-        Mode::Run { code } => ("run", code.as_str()),
-        Mode::Repl => ("repl", ""),
+    let file;
+    let (mode, code): (&str, &[u8]) = match &p.mode {
+        Mode::Run { code } => ("run", code.as_bytes()),
+        // The file's name, NUL, its bytes (see bootstrap/run.py).
+        Mode::RunFile { path, source } => {
+            file = [path.as_bytes(), b"\0", source].concat();
+            ("file", &file)
+        }
+        Mode::Repl => ("repl", b""),
     };
     let (chan, path) = match &p.channel {
         ChannelParams::Pair => ("pair", ""),
@@ -75,7 +85,7 @@ pub fn params_blob(p: &Params) -> Vec<u8> {
         out.extend_from_slice(field.as_bytes());
         out.push(0);
     }
-    out.extend_from_slice(code.as_bytes());
+    out.extend_from_slice(code);
     out
 }
 

@@ -25,7 +25,8 @@ pub enum FromTarget {
     WantLine(String),
     /// `C`: answer to [`ToTarget::Complete`].
     Completions(Vec<String>),
-    /// `R`: `--run` finished; `true` if the code raised.
+    /// `R`: `--run` finished; `true` if the code raised. A prompt sends
+    /// it (`false`) when the user left, and only then.
     Finished { raised: bool },
     /// `I`: the session's code starts running in this thread (its tid as
     /// the target sees it), or (`None`) has stopped; for Ctrl-C, which may

@@ -2,8 +2,13 @@
 def run(sess):
     import traceback
     main = sys.modules['__main__'].__dict__
-    src = u(sess.P['code'])
-    fname = '<pyattach-run>'
+    data, fname, source = sess.P['code'], '<pyattach-run>', None
+    if sess.P['mode'] == 'file':
+        # --run-file: the file's name NUL its bytes, compiled as bytes so
+        # that a coding cookie counts as in any file; tracebacks name it.
+        name, _, data = data.partition(b'\0')
+        fname, source = u(name), data
+    src = u(data)
     entry = (len(src), None, src.splitlines(True), fname)
     try:
         # So tracebacks and pdb show the code's lines; removed at the end.
@@ -16,7 +21,8 @@ def run(sess):
     status = 'ok'
     try:
         try:
-            code = compile(src, fname, 'exec', 0, True)
+            code = compile(src if source is None else source, fname,
+                           'exec', 0, True)
             sess.start_exec()
             late = False
             try:

@@ -13,15 +13,17 @@
 # start(params, n) runs one injection: `params` is the parameters' blob, or
 # its address in this process's memory (n bytes), where pyattach wrote it:
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'repl'; chan: 'pair' | 'unix'; path: the
-# unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
-# the code to run (mode 'run'), the rest of the blob, any bytes.
+# nonce, token: hex; mode: 'run' | 'file' | 'repl'; chan: 'pair' | 'unix';
+# path: the unix socket (chan 'unix'); wait: seconds to wait for pyattach's
+# ack; code: the code to run (mode 'run'; mode 'file': the file's name NUL
+# its bytes), the rest of the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
 # nothing reaches the target's code.
 #
 # Frames on the channel: 1 byte kind, 4 bytes big-endian length, payload.
 # target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
-#   (payload: prompt), C completions, R result of --run ('ok' | 'raised'),
+#   (payload: prompt), C completions, R result of --run ('ok' | 'raised';
+#   a prompt sends 'ok' when the user left it, and only then),
 #   I the code runs in this thread (payload: its tid; '0': it stopped)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
@@ -31,13 +33,66 @@
 # session is open, sys.stdin/stdout/stderr are thread-aware proxies
 # (restored when the last session ends, unless the application replaced
 # them meanwhile).
-import socket
 import struct
 import sys
-try:
-    import _thread as thread
-except ImportError:
-    import thread
+
+
+class _Originals(object):
+    def __init__(self, fns):
+        self.__dict__.update(zip(_THREAD_NAMES, fns))
+
+
+_THREAD_NAMES = ('allocate_lock', 'start_new_thread', 'get_ident')
+
+
+def _originals():
+    """The socket and thread primitives as the interpreter made them.
+    gevent's and eventlet's monkey-patching replace socket.socket and
+    _thread's functions, in place, with cooperative ones that wait by
+    switching to an event loop (a hub) that this session's threads never
+    run: a recv there never returns, and a "thread" is a greenlet of the
+    caught thread. The C module _socket is never patched, and both
+    libraries keep _thread's originals (as python-manhole finds them);
+    neither library is imported here if the application did not. The
+    functions are taken now, so a patch applied later does not reach them."""
+    import _socket
+    try:
+        import _thread as th
+    except ImportError:
+        import thread as th
+    mods = sys.modules
+    fns = None
+    try:
+        if 'gevent.monkey' in mods:
+            fns = mods['gevent.monkey'].get_original(th.__name__,
+                                                     _THREAD_NAMES)
+        elif 'eventlet.patcher' in mods:
+            orig = mods['eventlet.patcher'].original(th.__name__)
+            fns = [getattr(orig, n) for n in _THREAD_NAMES]
+    except Exception:
+        fns = None
+    if fns is None:
+        fns = [getattr(th, n) for n in _THREAD_NAMES]
+    if not all(isinstance(f, type(len)) for f in fns):
+        fns = _fresh(th.__name__) or fns
+    return _socket, _Originals(fns)
+
+
+def _fresh(name):
+    """Another patcher's work: a fresh import of the C module has its own,
+    unpatched functions (eventlet.patcher.original does the same)."""
+    saved = sys.modules.pop(name, None)
+    try:
+        mod = __import__(name)
+        return [getattr(mod, n) for n in _THREAD_NAMES]
+    except Exception:
+        return None
+    finally:
+        if saved is not None:
+            sys.modules[name] = saved
+
+
+socket, thread = _originals()
 
 PY3 = sys.version_info[0] >= 3
 

@@ -53,17 +53,3 @@ def native_tid():
         return 0
 
 
-def stacks():
-    import threading
-    import traceback
-    names = dict((t.ident, t.name) for t in threading.enumerate())
-    out = []
-    for ident, frame in sys._current_frames().items():
-        if ident == thread.get_ident():
-            continue
-        out.append('Thread %s (%s):\n' % (ident, names.get(ident, '?')))
-        out.extend(traceback.format_stack(frame))
-        out.append('\n')
-    return ''.join(out)
-
-

@@ -1,0 +1,178 @@
+//! gevent and eventlet processes (everything monkey-patched: sockets,
+//! threads, locks): `--run` and a piped prompt work in a gevent pywsgi
+//! server, an eventlet wsgi server and a `gunicorn -k gevent` worker, while
+//! a steady loopback client keeps the event loop busy: no request is lost
+//! or stalls over a second; also where a patcher no one knows replaced
+//! `_thread`'s functions. Before, the bootstrap's socket and thread
+//! primitives were the patched, cooperative ones, and it waited for good
+//! on an event loop its threads never run.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use testsupport::{pythons, Python, PythonKind, Target};
+
+/// How many requests the client sends, one every PACE.
+const REQUESTS: usize = 300;
+const PACE: Duration = Duration::from_millis(10);
+/// Longer than this counts as a stall.
+const STALL: Duration = Duration::from_secs(1);
+
+/// The interpreters that have the libraries (scripts/setup installs them
+/// where wheels exist); a note for the others.
+fn green_pythons() -> Vec<Python> {
+    pythons()
+        .into_iter()
+        .filter(|py| py.kind == PythonKind::Pyenv && py.version >= (3, 8, 0))
+        .filter(|py| {
+            let ok = Command::new(&py.exe)
+                .args(["-c", "import gevent, eventlet, gunicorn, packaging"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                testsupport::note(&format!(
+                    "{} lacks gevent, eventlet or gunicorn (run scripts/setup)",
+                    py.id
+                ));
+            }
+            ok
+        })
+        .collect()
+}
+
+/// One request; Err says what went wrong.
+fn get(port: u16) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    // A hang guard only: a stall is judged on the time measured.
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)
+        .map_err(|e| format!("read: {e} after {body:?}"))?;
+    if !body.contains("\r\n\r\nok ") {
+        return Err(format!("answer {body:?}"));
+    }
+    Ok(t0.elapsed())
+}
+
+/// The loopback client: REQUESTS requests, one every PACE; `done` counts
+/// them as they finish. Returns the failures and the slowest request.
+fn client(port: u16, done: Arc<AtomicUsize>) -> std::thread::JoinHandle<(Vec<String>, Duration)> {
+    std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for i in 0..REQUESTS {
+            match get(port) {
+                Ok(d) => slowest = slowest.max(d),
+                Err(e) => failures.push(format!("request {i}: {e}")),
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(PACE);
+        }
+        (failures, slowest)
+    })
+}
+
+/// Kills a gunicorn worker by its pid when dropped (the Target is its
+/// arbiter, whose death the worker notices only within a second or so).
+struct KillPid(i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn check(py: &Python, kind: &str) {
+    let t = Target::python(py, "green_server.py", &[kind]);
+    let mut f = t.ready_line.split_whitespace().skip(1);
+    let pid: i32 = f.next().and_then(|p| p.parse().ok()).expect("pid");
+    let port: u16 = f.next().and_then(|p| p.parse().ok()).expect("port");
+    // (`then`, not `then_some`: a KillPid built and dropped at once
+    // would kill the server itself.)
+    let _worker = (pid != t.pid()).then(|| KillPid(pid));
+    let ctx = format!("{} {kind}", py.id);
+    get(port).unwrap_or_else(|e| panic!("{ctx}: the server does not answer: {e}"));
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = client(port, done.clone());
+    let limit = Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < 20 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid_s = pid.to_string();
+    for _ in 0..3 {
+        let o = testsupport::pyattach_output(&["--run", "print(6 * 7)", &pid_s], b"", limit);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(0), "{ctx}: --run: {out}{err}");
+        assert_eq!(out, "42\n", "{ctx}: --run: {err}");
+    }
+    let o = testsupport::pyattach_output(
+        &[&pid_s],
+        b"print(7 * 6)\nimport socket\nprint(socket.socket.__module__)\n",
+        limit,
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{ctx}: prompt: {out}{err}");
+    // The application's socket is still its own (gevent's, eventlet's).
+    assert!(out.starts_with("42\n"), "{ctx}: prompt: {out}{err}");
+    let module = match kind {
+        "gunicorn" => "gevent",
+        "patched" => "socket",
+        k => k,
+    };
+    assert!(out.contains(module), "{ctx}: {out}");
+
+    let (failures, slowest) = load.join().unwrap();
+    eprintln!("{ctx}: {REQUESTS} requests, slowest {slowest:.2?}");
+    assert!(failures.is_empty(), "{ctx}: requests lost: {failures:?}");
+    assert!(slowest < STALL, "{ctx}: a request took {slowest:?}");
+    get(port).unwrap_or_else(|e| panic!("{ctx}: the server stopped answering: {e}"));
+}
+
+#[test]
+fn gevent_pywsgi_serves_on_while_pyattach_runs_code_and_a_prompt() {
+    for py in green_pythons() {
+        check(&py, "gevent");
+    }
+}
+
+#[test]
+fn eventlet_wsgi_serves_on_while_pyattach_runs_code_and_a_prompt() {
+    for py in green_pythons() {
+        check(&py, "eventlet");
+    }
+}
+
+/// A patcher no one knows: the bootstrap takes a fresh, unpatched `_thread`.
+#[test]
+fn a_process_whose_thread_functions_another_patcher_replaced_is_served() {
+    for py in pythons()
+        .into_iter()
+        .filter(|py| py.kind != PythonKind::Embedded)
+    {
+        check(&py, "patched");
+    }
+}
+
+#[test]
+fn gunicorn_gevent_worker_serves_on_while_pyattach_runs_code_and_a_prompt() {
+    for py in green_pythons() {
+        check(&py, "gunicorn");
+    }
+}
