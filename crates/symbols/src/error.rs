@@ -28,7 +28,7 @@ pub enum Error {
     #[error("process {pid} ({exe}) is not CPython: neither its executable nor a mapped libpython defines Py_Initialize")]
     NotPython { pid: i32, exe: PathBuf },
     /// CPython, but a version pyattach does not know.
-    #[error("CPython {version} in {path} is not supported (supported: 2.7 and 3.6 to 3.14)")]
+    #[error("CPython {version} in {path} is not supported (supported: 2.7 and 3.6 to 3.15)")]
     UnsupportedVersion { version: String, path: PathBuf },
     /// Neither `Py_Version`, a version string nor the file name told the version.
     #[error("cannot tell which CPython version {0} is")]

@@ -186,9 +186,9 @@ impl PyVersion {
         (self.major, self.minor)
     }
 
-    /// Whether pyattach supports this version (2.7 and 3.6 to 3.14).
+    /// Whether pyattach supports this version (2.7 and 3.6 to 3.15).
     pub fn is_supported(&self) -> bool {
-        matches!(self.short(), (2, 7)) || (self.major == 3 && (6..=14).contains(&self.minor))
+        matches!(self.short(), (2, 7)) || (self.major == 3 && (6..=15).contains(&self.minor))
     }
 }
 

@@ -117,18 +117,7 @@ fn debug_offsets_of_3_13_match_dwarf_and_the_table() {
     let bytes = runtime_bytes_in_file(&data, symbols::offsets::DEBUG_OFFSETS_LEN)
         .expect("_PyRuntime in the file's data");
     // The positions pyattach reads are where the C struct has its members.
-    let layout: Vec<String> = symbols::offsets::debug::LAYOUT
-        .iter()
-        .map(|(_, m)| m.to_string())
-        .collect();
-    let found = dwarf::resolve(&data, &layout);
-    for (pos, member) in symbols::offsets::debug::LAYOUT {
-        assert_eq!(
-            found.get(*member).map(|v| v.value()),
-            Some(*pos as u64),
-            "position of {member}"
-        );
-    }
+    check_positions("3.13.0", &data, &symbols::offsets::debug::LAYOUT_3_13);
     let from_debug = Offsets::from_debug_offsets(&bytes).expect("parse debug offsets");
     let bad = check_rows("3.13.0 debug offsets", &data, from_debug.rows());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
@@ -141,6 +130,51 @@ fn debug_offsets_of_3_13_match_dwarf_and_the_table() {
                 r.field
             );
         }
+    }
+}
+
+/// The positions pyattach reads in `layout` are where the C struct of the
+/// build whose DWARF is `data` has its members.
+fn check_positions(what: &str, data: &[u8], layout: &symbols::offsets::debug::Layout) {
+    let members = symbols::offsets::debug::members(layout);
+    let paths: Vec<String> = members.iter().map(|(_, m)| m.to_string()).collect();
+    let found = dwarf::resolve(data, &paths);
+    for (pos, member) in members {
+        assert_eq!(
+            found.get(member).map(|v| v.value()),
+            Some(pos as u64),
+            "{what}: position of {member}"
+        );
+    }
+}
+
+#[test]
+fn tables_and_debug_offsets_of_3_14_and_3_15_match_their_debug_files() {
+    use symbols::offsets::debug::{LAYOUT_3_14, LAYOUT_3_15};
+    let Some(root) = testsupport::sid_root() else {
+        return testsupport::note(
+            "the sid root with Python 3.14 and 3.15 is missing (scripts/setup)",
+        );
+    };
+    for (v, minor, layout) in [("3.14", 14, &LAYOUT_3_14), ("3.15", 15, &LAYOUT_3_15)] {
+        let exe = root.join(format!("usr/bin/python{v}"));
+        let data = std::fs::read(&exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        let id = build_id(&data).expect("build-id");
+        let debug = root.join(format!(
+            "usr/lib/debug/.build-id/{}/{}.debug",
+            &id[..2],
+            &id[2..]
+        ));
+        let dbg = std::fs::read(&debug).unwrap_or_else(|e| panic!("{}: {e}", debug.display()));
+        check_positions(v, &dbg, layout);
+        let bad = check_rows(v, &dbg, tables::table(3, minor).unwrap());
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        // The executable's own bytes parse with that layout.
+        let bytes = runtime_bytes_in_file(&data, symbols::offsets::DEBUG_OFFSETS_LEN)
+            .expect("_PyRuntime in the file's data");
+        let offsets = Offsets::from_debug_offsets(&bytes).expect("parse debug offsets");
+        let bad = check_rows(v, &dbg, offsets.rows());
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
 }
 
@@ -157,13 +191,15 @@ fn debug_offsets_reject_garbage() {
         Offsets::from_debug_offsets(&b[..100]).unwrap_err(),
         DebugOffsetsError::Truncated(100)
     );
-    // 3.14 has a longer layout that this parser does not know.
-    b[8..16].copy_from_slice(&0x030e00f0u64.to_le_bytes());
+    // A layout to come is not guessed at.
+    let mut b = vec![0u8; symbols::offsets::DEBUG_OFFSETS_LEN];
+    b[..8].copy_from_slice(b"xdebugpy");
+    b[8..16].copy_from_slice(&0x031000f0u64.to_le_bytes());
     assert!(matches!(
         Offsets::from_debug_offsets(&b).unwrap_err(),
         DebugOffsetsError::UnknownLayout {
             major: 3,
-            minor: 14
+            minor: 16
         }
     ));
 }

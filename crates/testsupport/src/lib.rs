@@ -93,6 +93,16 @@ fn parse_version(v: &str) -> (u32, u32, u32) {
     )
 }
 
+/// The Debian sid root that `scripts/setup` builds for Python 3.14 and 3.15
+/// (`PYATTACH_SID_ROOT`, else `/var/cache/pyattach/sid`), if it is there.
+pub fn sid_root() -> Option<PathBuf> {
+    let root = std::env::var_os("PYATTACH_SID_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pyattach/sid"));
+    (root.join("usr/bin/python3.14").exists() && root.join("usr/bin/python3.15").exists())
+        .then_some(root)
+}
+
 /// Every interpreter on the machine that the matrix covers: the pyenv builds,
 /// Debian's stripped `python3.11`, and the embedding fixture. Missing ones are
 /// announced on stderr and left out.

@@ -104,7 +104,12 @@ impl Walker<'_> {
             Err(e) => return w.stop(e),
         };
         let back = le_u64(&b, self.l.frame_back as usize);
-        let code_addr = le_u64(&b, self.l.frame_code as usize);
+        let mut code_addr = le_u64(&b, self.l.frame_code as usize);
+        if self.l.minor >= (3, 14) {
+            // 3.14+: `f_executable` is a `_PyStackRef`, whose low bits are
+            // tags (a deferred reference), not part of the address.
+            code_addr &= !7;
+        }
         if let Some(owner) = self.l.frame_owner {
             // 3.12+: shim frames on the C stack hold no Python code.
             if self.l.minor >= (3, 12) && b[owner as usize] >= consts::FRAME_OWNED_BY_CSTACK {

@@ -22,6 +22,8 @@ const CO_FAST_HIDDEN: u8 = 0x10;
 pub struct LocalsLayout {
     py2: bool,
     v312: bool,
+    /// 3.14+: `localsplus` holds `_PyStackRef`s, whose low bits are tags.
+    stackrefs: bool,
     /// `f_localsplus` (≤3.10) or `localsplus` (3.11+).
     frame_localsplus: u64,
     /// `co_varnames` (≤3.10) or `co_localsplusnames` (3.11+).
@@ -50,6 +52,7 @@ impl LocalsLayout {
         Some(LocalsLayout {
             py2: o.major == 2,
             v312: v >= (3, 12),
+            stackrefs: v >= (3, 14),
             frame_localsplus: g(if new_style {
                 Field::IframeLocalsplus
             } else {
@@ -171,6 +174,9 @@ pub fn read(
     let mut out: Vec<Local> = Vec::new();
     for n in names {
         let mut v = le_u64(&slots, n.slot * 8);
+        if l.stackrefs {
+            v &= !7;
+        }
         if n.cell && v != 0 && o.type_name(v).as_deref() == Some("cell") {
             v = o.r.u64(v.wrapping_add(l.cell_ref)).unwrap_or(0);
         }

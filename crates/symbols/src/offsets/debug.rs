@@ -13,8 +13,8 @@ use super::{Field, Row};
 /// The first 8 bytes of `_PyRuntime` on 3.13+.
 pub const DEBUG_OFFSETS_COOKIE: &[u8; 8] = b"xdebugpy";
 
-/// How many bytes of `_PyRuntime` the 3.13 layout needs.
-pub const DEBUG_OFFSETS_LEN: usize = 584;
+/// How many bytes of `_PyRuntime` the largest layout below needs.
+pub const DEBUG_OFFSETS_LEN: usize = 760;
 
 /// Why `_Py_DebugOffsets` could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,172 +29,314 @@ pub enum DebugOffsetsError {
     FreeThreaded,
 }
 
-/// Byte positions of the members of `_Py_DebugOffsets` in the 3.13 layout.
-pub mod pos {
-    pub const VERSION: usize = 8;
-    pub const FREE_THREADED: usize = 16;
-    pub const RUNTIME_INTERPRETERS_HEAD: usize = 24 + 16;
-    const INTERP: usize = 48;
-    pub const INTERP_NEXT: usize = INTERP + 16;
-    pub const INTERP_THREADS_HEAD: usize = INTERP + 24;
-    pub const INTERP_IMPORTS_MODULES: usize = INTERP + 40;
-    pub const INTERP_CEVAL_GIL: usize = INTERP + 64;
-    pub const INTERP_GIL_RUNTIME_STATE: usize = INTERP + 72;
-    pub const INTERP_GIL_LOCKED: usize = INTERP + 88;
-    pub const INTERP_GIL_HOLDER: usize = INTERP + 96;
-    const TSTATE: usize = 152;
-    pub const TSTATE_NEXT: usize = TSTATE + 16;
-    pub const TSTATE_INTERP: usize = TSTATE + 24;
-    pub const TSTATE_CURRENT_FRAME: usize = TSTATE + 32;
-    pub const TSTATE_THREAD_ID: usize = TSTATE + 40;
-    pub const TSTATE_NATIVE_THREAD_ID: usize = TSTATE + 48;
-    const FRAME: usize = 224;
-    pub const FRAME_PREVIOUS: usize = FRAME + 8;
-    pub const FRAME_EXECUTABLE: usize = FRAME + 16;
-    pub const FRAME_INSTR_PTR: usize = FRAME + 24;
-    pub const FRAME_LOCALSPLUS: usize = FRAME + 32;
-    pub const FRAME_OWNER: usize = FRAME + 40;
-    const CODE: usize = 272;
-    pub const CODE_FILENAME: usize = CODE + 8;
-    pub const CODE_NAME: usize = CODE + 16;
-    pub const CODE_QUALNAME: usize = CODE + 24;
-    pub const CODE_LINETABLE: usize = CODE + 32;
-    pub const CODE_FIRSTLINENO: usize = CODE + 40;
-    pub const CODE_ARGCOUNT: usize = CODE + 48;
-    pub const CODE_LOCALSPLUSNAMES: usize = CODE + 56;
-    pub const CODE_LOCALSPLUSKINDS: usize = CODE + 64;
-    pub const CODE_CODE_ADAPTIVE: usize = CODE + 72;
-    pub const PYOBJECT_OB_TYPE: usize = 352 + 8;
-    pub const TYPE_TP_NAME: usize = 368 + 8;
-    pub const TYPE_TP_FLAGS: usize = 368 + 24;
-    pub const TUPLE_OB_ITEM: usize = 400 + 8;
-    pub const TUPLE_OB_SIZE: usize = 400 + 16;
-    pub const LIST_OB_ITEM: usize = 424 + 8;
-    pub const DICT_MA_KEYS: usize = 448 + 8;
-    pub const DICT_MA_VALUES: usize = 448 + 16;
-    pub const FLOAT_OB_FVAL: usize = 472 + 8;
-    pub const LONG_LV_TAG: usize = 488 + 8;
-    pub const LONG_OB_DIGIT: usize = 488 + 16;
-    pub const BYTES_OB_SVAL: usize = 512 + 16;
-    pub const UNICODE_STATE: usize = 536 + 8;
-    pub const UNICODE_LENGTH: usize = 536 + 16;
-    pub const UNICODE_ASCIIOBJECT_SIZE: usize = 536 + 24;
+/// Byte positions of the members of `_Py_DebugOffsets` that pyattach
+/// reads, in one minor version's layout. CPython adds members to the
+/// struct's sections from one minor version to the next (3.14: the
+/// interpreter's `threads_main`, the frame's `stackpointer`; 3.15: the
+/// thread state's `base_frame` and GIL fields, the type's `tp_basicsize`),
+/// so each version has its own positions.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub minor: u32,
+    pub version: usize,
+    pub free_threaded: usize,
+    pub runtime_interpreters_head: usize,
+    pub interp_next: usize,
+    pub interp_threads_head: usize,
+    pub interp_imports_modules: usize,
+    pub interp_ceval_gil: usize,
+    pub interp_gil_runtime_state: usize,
+    pub interp_gil_locked: usize,
+    pub interp_gil_holder: usize,
+    pub tstate_next: usize,
+    pub tstate_interp: usize,
+    pub tstate_current_frame: usize,
+    pub tstate_thread_id: usize,
+    pub tstate_native_thread_id: usize,
+    pub frame_previous: usize,
+    pub frame_executable: usize,
+    pub frame_instr_ptr: usize,
+    pub frame_localsplus: usize,
+    pub frame_owner: usize,
+    pub code_filename: usize,
+    pub code_name: usize,
+    pub code_qualname: usize,
+    pub code_linetable: usize,
+    pub code_firstlineno: usize,
+    pub code_argcount: usize,
+    pub code_localsplusnames: usize,
+    pub code_localspluskinds: usize,
+    pub code_code_adaptive: usize,
+    pub pyobject_ob_type: usize,
+    pub type_tp_name: usize,
+    pub type_tp_flags: usize,
+    pub tuple_ob_item: usize,
+    pub tuple_ob_size: usize,
+    pub list_ob_item: usize,
+    pub dict_ma_keys: usize,
+    pub dict_ma_values: usize,
+    pub float_ob_fval: usize,
+    pub long_lv_tag: usize,
+    pub long_ob_digit: usize,
+    pub bytes_ob_sval: usize,
+    pub unicode_state: usize,
+    pub unicode_length: usize,
+    pub unicode_asciiobject_size: usize,
 }
 
-/// Each position above with the `_Py_DebugOffsets` member it must be, for
+/// The start of each section of the struct (each begins with its `size`
+/// member, except the first); the members are at fixed places inside it
+/// in every version so far.
+struct Sections {
+    minor: u32,
+    interp: usize,
+    /// 3.14+: `threads_main` after `threads_head` moves what follows.
+    interp_shift: usize,
+    tstate: usize,
+    /// 3.15+: `base_frame` and two profiling fields before `thread_id`.
+    tstate_shift: usize,
+    frame: usize,
+    code: usize,
+    pyobject: usize,
+    type_: usize,
+    tuple: usize,
+    list: usize,
+    dict: usize,
+    float: usize,
+    long: usize,
+    bytes: usize,
+    unicode: usize,
+}
+
+const fn layout(s: Sections) -> Layout {
+    let i = s.interp;
+    let is = s.interp_shift;
+    let t = s.tstate;
+    Layout {
+        minor: s.minor,
+        version: 8,
+        free_threaded: 16,
+        runtime_interpreters_head: 24 + 16,
+        interp_next: i + 16,
+        interp_threads_head: i + 24,
+        interp_imports_modules: i + 40 + is,
+        interp_ceval_gil: i + 64 + is,
+        interp_gil_runtime_state: i + 72 + is,
+        interp_gil_locked: i + 88 + is,
+        interp_gil_holder: i + 96 + is,
+        tstate_next: t + 16,
+        tstate_interp: t + 24,
+        tstate_current_frame: t + 32,
+        tstate_thread_id: t + 40 + s.tstate_shift,
+        tstate_native_thread_id: t + 48 + s.tstate_shift,
+        frame_previous: s.frame + 8,
+        frame_executable: s.frame + 16,
+        frame_instr_ptr: s.frame + 24,
+        frame_localsplus: s.frame + 32,
+        frame_owner: s.frame + 40,
+        code_filename: s.code + 8,
+        code_name: s.code + 16,
+        code_qualname: s.code + 24,
+        code_linetable: s.code + 32,
+        code_firstlineno: s.code + 40,
+        code_argcount: s.code + 48,
+        code_localsplusnames: s.code + 56,
+        code_localspluskinds: s.code + 64,
+        code_code_adaptive: s.code + 72,
+        pyobject_ob_type: s.pyobject + 8,
+        type_tp_name: s.type_ + 8,
+        type_tp_flags: s.type_ + 24,
+        tuple_ob_item: s.tuple + 8,
+        tuple_ob_size: s.tuple + 16,
+        list_ob_item: s.list + 8,
+        dict_ma_keys: s.dict + 8,
+        dict_ma_values: s.dict + 16,
+        float_ob_fval: s.float + 8,
+        long_lv_tag: s.long + 8,
+        long_ob_digit: s.long + 16,
+        bytes_ob_sval: s.bytes + 16,
+        unicode_state: s.unicode + 8,
+        unicode_length: s.unicode + 16,
+        unicode_asciiobject_size: s.unicode + 24,
+    }
+}
+
+/// 3.13 (checked against the pyenv build's DWARF by the tests).
+pub const LAYOUT_3_13: Layout = layout(Sections {
+    minor: 13,
+    interp: 48,
+    interp_shift: 0,
+    tstate: 152,
+    tstate_shift: 0,
+    frame: 224,
+    code: 272,
+    pyobject: 352,
+    type_: 368,
+    tuple: 400,
+    list: 424,
+    dict: 448,
+    float: 472,
+    long: 488,
+    bytes: 512,
+    unicode: 536,
+});
+
+/// 3.14 (Debian's 3.14.10 with its debug file; a set object section
+/// comes after the list's).
+pub const LAYOUT_3_14: Layout = layout(Sections {
+    minor: 14,
+    interp: 48,
+    interp_shift: 8,
+    tstate: 176,
+    tstate_shift: 0,
+    frame: 248,
+    code: 312,
+    pyobject: 400,
+    type_: 416,
+    tuple: 448,
+    list: 472,
+    dict: 528,
+    float: 552,
+    long: 568,
+    bytes: 592,
+    unicode: 616,
+});
+
+/// 3.15 (Debian's 3.15.2 with its debug file; the type section grew and a
+/// heap type section follows it).
+pub const LAYOUT_3_15: Layout = layout(Sections {
+    minor: 15,
+    interp: 48,
+    interp_shift: 8,
+    tstate: 176,
+    tstate_shift: 24,
+    frame: 312,
+    code: 376,
+    pyobject: 464,
+    type_: 480,
+    tuple: 544,
+    list: 568,
+    dict: 624,
+    float: 648,
+    long: 664,
+    bytes: 688,
+    unicode: 712,
+});
+
+/// The layout of 3.`minor`, if pyattach knows it.
+pub fn layout_of(minor: u32) -> Option<&'static Layout> {
+    [&LAYOUT_3_13, &LAYOUT_3_14, &LAYOUT_3_15]
+        .into_iter()
+        .find(|l| l.minor == minor)
+}
+
+/// Each position of `l` with the `_Py_DebugOffsets` member it must be, for
 /// the DWARF test.
-pub const LAYOUT: &[(usize, &str)] = &[
-    (pos::VERSION, "_Py_DebugOffsets.version"),
-    (pos::FREE_THREADED, "_Py_DebugOffsets.free_threaded"),
-    (
-        pos::RUNTIME_INTERPRETERS_HEAD,
-        "_Py_DebugOffsets.runtime_state.interpreters_head",
-    ),
-    (pos::INTERP_NEXT, "_Py_DebugOffsets.interpreter_state.next"),
-    (
-        pos::INTERP_THREADS_HEAD,
-        "_Py_DebugOffsets.interpreter_state.threads_head",
-    ),
-    (
-        pos::INTERP_IMPORTS_MODULES,
-        "_Py_DebugOffsets.interpreter_state.imports_modules",
-    ),
-    (
-        pos::INTERP_CEVAL_GIL,
-        "_Py_DebugOffsets.interpreter_state.ceval_gil",
-    ),
-    (
-        pos::INTERP_GIL_RUNTIME_STATE,
-        "_Py_DebugOffsets.interpreter_state.gil_runtime_state",
-    ),
-    (
-        pos::INTERP_GIL_LOCKED,
-        "_Py_DebugOffsets.interpreter_state.gil_runtime_state_locked",
-    ),
-    (
-        pos::INTERP_GIL_HOLDER,
-        "_Py_DebugOffsets.interpreter_state.gil_runtime_state_holder",
-    ),
-    (pos::TSTATE_NEXT, "_Py_DebugOffsets.thread_state.next"),
-    (pos::TSTATE_INTERP, "_Py_DebugOffsets.thread_state.interp"),
-    (
-        pos::TSTATE_CURRENT_FRAME,
-        "_Py_DebugOffsets.thread_state.current_frame",
-    ),
-    (
-        pos::TSTATE_THREAD_ID,
-        "_Py_DebugOffsets.thread_state.thread_id",
-    ),
-    (
-        pos::TSTATE_NATIVE_THREAD_ID,
-        "_Py_DebugOffsets.thread_state.native_thread_id",
-    ),
-    (
-        pos::FRAME_PREVIOUS,
-        "_Py_DebugOffsets.interpreter_frame.previous",
-    ),
-    (
-        pos::FRAME_EXECUTABLE,
-        "_Py_DebugOffsets.interpreter_frame.executable",
-    ),
-    (
-        pos::FRAME_INSTR_PTR,
-        "_Py_DebugOffsets.interpreter_frame.instr_ptr",
-    ),
-    (
-        pos::FRAME_LOCALSPLUS,
-        "_Py_DebugOffsets.interpreter_frame.localsplus",
-    ),
-    (pos::FRAME_OWNER, "_Py_DebugOffsets.interpreter_frame.owner"),
-    (pos::CODE_FILENAME, "_Py_DebugOffsets.code_object.filename"),
-    (pos::CODE_NAME, "_Py_DebugOffsets.code_object.name"),
-    (pos::CODE_QUALNAME, "_Py_DebugOffsets.code_object.qualname"),
-    (
-        pos::CODE_LINETABLE,
-        "_Py_DebugOffsets.code_object.linetable",
-    ),
-    (
-        pos::CODE_FIRSTLINENO,
-        "_Py_DebugOffsets.code_object.firstlineno",
-    ),
-    (pos::CODE_ARGCOUNT, "_Py_DebugOffsets.code_object.argcount"),
-    (
-        pos::CODE_LOCALSPLUSNAMES,
-        "_Py_DebugOffsets.code_object.localsplusnames",
-    ),
-    (
-        pos::CODE_LOCALSPLUSKINDS,
-        "_Py_DebugOffsets.code_object.localspluskinds",
-    ),
-    (
-        pos::CODE_CODE_ADAPTIVE,
-        "_Py_DebugOffsets.code_object.co_code_adaptive",
-    ),
-    (pos::PYOBJECT_OB_TYPE, "_Py_DebugOffsets.pyobject.ob_type"),
-    (pos::TYPE_TP_NAME, "_Py_DebugOffsets.type_object.tp_name"),
-    (pos::TYPE_TP_FLAGS, "_Py_DebugOffsets.type_object.tp_flags"),
-    (pos::TUPLE_OB_ITEM, "_Py_DebugOffsets.tuple_object.ob_item"),
-    (pos::TUPLE_OB_SIZE, "_Py_DebugOffsets.tuple_object.ob_size"),
-    (pos::LIST_OB_ITEM, "_Py_DebugOffsets.list_object.ob_item"),
-    (pos::DICT_MA_KEYS, "_Py_DebugOffsets.dict_object.ma_keys"),
-    (
-        pos::DICT_MA_VALUES,
-        "_Py_DebugOffsets.dict_object.ma_values",
-    ),
-    (pos::FLOAT_OB_FVAL, "_Py_DebugOffsets.float_object.ob_fval"),
-    (pos::LONG_LV_TAG, "_Py_DebugOffsets.long_object.lv_tag"),
-    (pos::LONG_OB_DIGIT, "_Py_DebugOffsets.long_object.ob_digit"),
-    (pos::BYTES_OB_SVAL, "_Py_DebugOffsets.bytes_object.ob_sval"),
-    (pos::UNICODE_STATE, "_Py_DebugOffsets.unicode_object.state"),
-    (
-        pos::UNICODE_LENGTH,
-        "_Py_DebugOffsets.unicode_object.length",
-    ),
-    (
-        pos::UNICODE_ASCIIOBJECT_SIZE,
-        "_Py_DebugOffsets.unicode_object.asciiobject_size",
-    ),
-];
+pub fn members(l: &Layout) -> Vec<(usize, &'static str)> {
+    vec![
+        (l.version, "_Py_DebugOffsets.version"),
+        (l.free_threaded, "_Py_DebugOffsets.free_threaded"),
+        (
+            l.runtime_interpreters_head,
+            "_Py_DebugOffsets.runtime_state.interpreters_head",
+        ),
+        (l.interp_next, "_Py_DebugOffsets.interpreter_state.next"),
+        (
+            l.interp_threads_head,
+            "_Py_DebugOffsets.interpreter_state.threads_head",
+        ),
+        (
+            l.interp_imports_modules,
+            "_Py_DebugOffsets.interpreter_state.imports_modules",
+        ),
+        (
+            l.interp_ceval_gil,
+            "_Py_DebugOffsets.interpreter_state.ceval_gil",
+        ),
+        (
+            l.interp_gil_runtime_state,
+            "_Py_DebugOffsets.interpreter_state.gil_runtime_state",
+        ),
+        (
+            l.interp_gil_locked,
+            "_Py_DebugOffsets.interpreter_state.gil_runtime_state_locked",
+        ),
+        (
+            l.interp_gil_holder,
+            "_Py_DebugOffsets.interpreter_state.gil_runtime_state_holder",
+        ),
+        (l.tstate_next, "_Py_DebugOffsets.thread_state.next"),
+        (l.tstate_interp, "_Py_DebugOffsets.thread_state.interp"),
+        (
+            l.tstate_current_frame,
+            "_Py_DebugOffsets.thread_state.current_frame",
+        ),
+        (
+            l.tstate_thread_id,
+            "_Py_DebugOffsets.thread_state.thread_id",
+        ),
+        (
+            l.tstate_native_thread_id,
+            "_Py_DebugOffsets.thread_state.native_thread_id",
+        ),
+        (
+            l.frame_previous,
+            "_Py_DebugOffsets.interpreter_frame.previous",
+        ),
+        (
+            l.frame_executable,
+            "_Py_DebugOffsets.interpreter_frame.executable",
+        ),
+        (
+            l.frame_instr_ptr,
+            "_Py_DebugOffsets.interpreter_frame.instr_ptr",
+        ),
+        (
+            l.frame_localsplus,
+            "_Py_DebugOffsets.interpreter_frame.localsplus",
+        ),
+        (l.frame_owner, "_Py_DebugOffsets.interpreter_frame.owner"),
+        (l.code_filename, "_Py_DebugOffsets.code_object.filename"),
+        (l.code_name, "_Py_DebugOffsets.code_object.name"),
+        (l.code_qualname, "_Py_DebugOffsets.code_object.qualname"),
+        (l.code_linetable, "_Py_DebugOffsets.code_object.linetable"),
+        (
+            l.code_firstlineno,
+            "_Py_DebugOffsets.code_object.firstlineno",
+        ),
+        (l.code_argcount, "_Py_DebugOffsets.code_object.argcount"),
+        (
+            l.code_localsplusnames,
+            "_Py_DebugOffsets.code_object.localsplusnames",
+        ),
+        (
+            l.code_localspluskinds,
+            "_Py_DebugOffsets.code_object.localspluskinds",
+        ),
+        (
+            l.code_code_adaptive,
+            "_Py_DebugOffsets.code_object.co_code_adaptive",
+        ),
+        (l.pyobject_ob_type, "_Py_DebugOffsets.pyobject.ob_type"),
+        (l.type_tp_name, "_Py_DebugOffsets.type_object.tp_name"),
+        (l.type_tp_flags, "_Py_DebugOffsets.type_object.tp_flags"),
+        (l.tuple_ob_item, "_Py_DebugOffsets.tuple_object.ob_item"),
+        (l.tuple_ob_size, "_Py_DebugOffsets.tuple_object.ob_size"),
+        (l.list_ob_item, "_Py_DebugOffsets.list_object.ob_item"),
+        (l.dict_ma_keys, "_Py_DebugOffsets.dict_object.ma_keys"),
+        (l.dict_ma_values, "_Py_DebugOffsets.dict_object.ma_values"),
+        (l.float_ob_fval, "_Py_DebugOffsets.float_object.ob_fval"),
+        (l.long_lv_tag, "_Py_DebugOffsets.long_object.lv_tag"),
+        (l.long_ob_digit, "_Py_DebugOffsets.long_object.ob_digit"),
+        (l.bytes_ob_sval, "_Py_DebugOffsets.bytes_object.ob_sval"),
+        (l.unicode_state, "_Py_DebugOffsets.unicode_object.state"),
+        (l.unicode_length, "_Py_DebugOffsets.unicode_object.length"),
+        (
+            l.unicode_asciiobject_size,
+            "_Py_DebugOffsets.unicode_object.asciiobject_size",
+        ),
+    ]
+}
 
 pub(super) struct Parsed {
     pub major: u32,
@@ -216,17 +358,18 @@ pub(super) fn parse(b: &[u8]) -> Result<Parsed, DebugOffsetsError> {
         return Err(DebugOffsetsError::Truncated(b.len()));
     }
     // PY_VERSION_HEX: 0xMMmmppLS.
-    let hex = u64_at(b, pos::VERSION);
+    let hex = u64_at(b, 8);
     let major = ((hex >> 24) & 0xff) as u32;
     let minor = ((hex >> 16) & 0xff) as u32;
-    if (major, minor) != (3, 13) {
-        return Err(DebugOffsetsError::UnknownLayout { major, minor });
-    }
-    if u64_at(b, pos::FREE_THREADED) != 0 {
+    let l = match layout_of(minor) {
+        Some(l) if major == 3 => l,
+        _ => return Err(DebugOffsetsError::UnknownLayout { major, minor }),
+    };
+    if u64_at(b, l.free_threaded) != 0 {
         return Err(DebugOffsetsError::FreeThreaded);
     }
     let v = |p| u64_at(b, p);
-    let gil = v(pos::INTERP_GIL_RUNTIME_STATE);
+    let gil = v(l.interp_gil_runtime_state);
     let row = |field, value, member| Row {
         field,
         value,
@@ -235,178 +378,166 @@ pub(super) fn parse(b: &[u8]) -> Result<Parsed, DebugOffsetsError> {
     let rows = vec![
         row(
             Field::RuntimeInterpretersHead,
-            v(pos::RUNTIME_INTERPRETERS_HEAD),
+            v(l.runtime_interpreters_head),
             "pyruntimestate.interpreters.head",
         ),
-        row(Field::InterpNext, v(pos::INTERP_NEXT), "_is.next"),
+        row(Field::InterpNext, v(l.interp_next), "_is.next"),
         row(
             Field::InterpTstateHead,
-            v(pos::INTERP_THREADS_HEAD),
+            v(l.interp_threads_head),
             "_is.threads.head",
         ),
         row(
             Field::InterpModules,
-            v(pos::INTERP_IMPORTS_MODULES),
+            v(l.interp_imports_modules),
             "_is.imports.modules",
         ),
-        row(Field::InterpGil, v(pos::INTERP_CEVAL_GIL), "_is.ceval.gil"),
+        row(Field::InterpGil, v(l.interp_ceval_gil), "_is.ceval.gil"),
         // The debug offsets give the GIL's members from the start of the
         // interpreter (its own `_gil`); pyattach follows `ceval.gil`, so it
         // needs them relative to the GIL struct.
         row(
             Field::GilLocked,
-            v(pos::INTERP_GIL_LOCKED).wrapping_sub(gil),
+            v(l.interp_gil_locked).wrapping_sub(gil),
             "_gil_runtime_state.locked",
         ),
         row(
             Field::GilLastHolder,
-            v(pos::INTERP_GIL_HOLDER).wrapping_sub(gil),
+            v(l.interp_gil_holder).wrapping_sub(gil),
             "_gil_runtime_state.last_holder",
         ),
-        row(Field::TstateNext, v(pos::TSTATE_NEXT), "_ts.next"),
-        row(Field::TstateInterp, v(pos::TSTATE_INTERP), "_ts.interp"),
+        row(Field::TstateNext, v(l.tstate_next), "_ts.next"),
+        row(Field::TstateInterp, v(l.tstate_interp), "_ts.interp"),
         row(
             Field::TstateCurrentFrame,
-            v(pos::TSTATE_CURRENT_FRAME),
+            v(l.tstate_current_frame),
             "_ts.current_frame",
         ),
         row(
             Field::TstateThreadId,
-            v(pos::TSTATE_THREAD_ID),
+            v(l.tstate_thread_id),
             "_ts.thread_id",
         ),
         row(
             Field::TstateNativeThreadId,
-            v(pos::TSTATE_NATIVE_THREAD_ID),
+            v(l.tstate_native_thread_id),
             "_ts.native_thread_id",
         ),
         row(
             Field::IframePrevious,
-            v(pos::FRAME_PREVIOUS),
+            v(l.frame_previous),
             "_PyInterpreterFrame.previous",
         ),
         row(
             Field::IframeCode,
-            v(pos::FRAME_EXECUTABLE),
+            v(l.frame_executable),
             "_PyInterpreterFrame.f_executable",
         ),
         row(
             Field::IframeInstr,
-            v(pos::FRAME_INSTR_PTR),
+            v(l.frame_instr_ptr),
             "_PyInterpreterFrame.instr_ptr",
         ),
         row(
             Field::IframeLocalsplus,
-            v(pos::FRAME_LOCALSPLUS),
+            v(l.frame_localsplus),
             "_PyInterpreterFrame.localsplus",
         ),
         row(
             Field::IframeOwner,
-            v(pos::FRAME_OWNER),
+            v(l.frame_owner),
             "_PyInterpreterFrame.owner",
         ),
         row(
             Field::CodeFilename,
-            v(pos::CODE_FILENAME),
+            v(l.code_filename),
             "PyCodeObject.co_filename",
         ),
-        row(Field::CodeName, v(pos::CODE_NAME), "PyCodeObject.co_name"),
+        row(Field::CodeName, v(l.code_name), "PyCodeObject.co_name"),
         row(
             Field::CodeQualname,
-            v(pos::CODE_QUALNAME),
+            v(l.code_qualname),
             "PyCodeObject.co_qualname",
         ),
         row(
             Field::CodeLinetable,
-            v(pos::CODE_LINETABLE),
+            v(l.code_linetable),
             "PyCodeObject.co_linetable",
         ),
         row(
             Field::CodeFirstlineno,
-            v(pos::CODE_FIRSTLINENO),
+            v(l.code_firstlineno),
             "PyCodeObject.co_firstlineno",
         ),
         row(
             Field::CodeArgcount,
-            v(pos::CODE_ARGCOUNT),
+            v(l.code_argcount),
             "PyCodeObject.co_argcount",
         ),
         row(
             Field::CodeLocalsplusnames,
-            v(pos::CODE_LOCALSPLUSNAMES),
+            v(l.code_localsplusnames),
             "PyCodeObject.co_localsplusnames",
         ),
         row(
             Field::CodeLocalspluskinds,
-            v(pos::CODE_LOCALSPLUSKINDS),
+            v(l.code_localspluskinds),
             "PyCodeObject.co_localspluskinds",
         ),
         row(
             Field::CodeCodeAdaptive,
-            v(pos::CODE_CODE_ADAPTIVE),
+            v(l.code_code_adaptive),
             "PyCodeObject.co_code_adaptive",
         ),
-        row(Field::ObType, v(pos::PYOBJECT_OB_TYPE), "_object.ob_type"),
-        row(Field::TypeName, v(pos::TYPE_TP_NAME), "_typeobject.tp_name"),
-        row(
-            Field::TypeFlags,
-            v(pos::TYPE_TP_FLAGS),
-            "_typeobject.tp_flags",
-        ),
+        row(Field::ObType, v(l.pyobject_ob_type), "_object.ob_type"),
+        row(Field::TypeName, v(l.type_tp_name), "_typeobject.tp_name"),
+        row(Field::TypeFlags, v(l.type_tp_flags), "_typeobject.tp_flags"),
         row(
             Field::TupleItems,
-            v(pos::TUPLE_OB_ITEM),
+            v(l.tuple_ob_item),
             "PyTupleObject.ob_item",
         ),
-        row(Field::VarSize, v(pos::TUPLE_OB_SIZE), "PyVarObject.ob_size"),
-        row(
-            Field::ListItems,
-            v(pos::LIST_OB_ITEM),
-            "PyListObject.ob_item",
-        ),
-        row(
-            Field::DictKeys,
-            v(pos::DICT_MA_KEYS),
-            "PyDictObject.ma_keys",
-        ),
+        row(Field::VarSize, v(l.tuple_ob_size), "PyVarObject.ob_size"),
+        row(Field::ListItems, v(l.list_ob_item), "PyListObject.ob_item"),
+        row(Field::DictKeys, v(l.dict_ma_keys), "PyDictObject.ma_keys"),
         row(
             Field::DictValues,
-            v(pos::DICT_MA_VALUES),
+            v(l.dict_ma_values),
             "PyDictObject.ma_values",
         ),
         row(
             Field::FloatValue,
-            v(pos::FLOAT_OB_FVAL),
+            v(l.float_ob_fval),
             "PyFloatObject.ob_fval",
         ),
         row(
             Field::LongTag,
-            v(pos::LONG_LV_TAG),
+            v(l.long_lv_tag),
             "_longobject.long_value.lv_tag",
         ),
         row(
             Field::LongDigits,
-            v(pos::LONG_OB_DIGIT),
+            v(l.long_ob_digit),
             "_longobject.long_value.ob_digit",
         ),
         row(
             Field::BytesData,
-            v(pos::BYTES_OB_SVAL),
+            v(l.bytes_ob_sval),
             "PyBytesObject.ob_sval",
         ),
         row(
             Field::UnicodeState,
-            v(pos::UNICODE_STATE),
+            v(l.unicode_state),
             "PyASCIIObject.state",
         ),
         row(
             Field::UnicodeLength,
-            v(pos::UNICODE_LENGTH),
+            v(l.unicode_length),
             "PyASCIIObject.length",
         ),
         row(
             Field::UnicodeAsciiSize,
-            v(pos::UNICODE_ASCIIOBJECT_SIZE),
+            v(l.unicode_asciiobject_size),
             "sizeof(PyASCIIObject)",
         ),
     ];

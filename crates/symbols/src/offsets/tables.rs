@@ -30,6 +30,8 @@ pub fn table(major: u32, minor: u32) -> Option<&'static [Row]> {
         (3, 11) => V3_11,
         (3, 12) => V3_12,
         (3, 13) => V3_13,
+        (3, 14) => V3_14,
+        (3, 15) => V3_15,
         _ => return None,
     })
 }
@@ -45,6 +47,8 @@ pub const VERSIONS: &[(u32, u32)] = &[
     (3, 11),
     (3, 12),
     (3, 13),
+    (3, 14),
+    (3, 15),
 ];
 
 pub const V2_7: &[Row] = table! {
@@ -541,6 +545,142 @@ pub const V3_13: &[Row] = table! {
     TypeBasicsize = 32 => "_typeobject.tp_basicsize";
     HeapTypeCachedKeys = 880 => "_heaptypeobject.ht_cached_keys";
     TupleItems = 24 => "PyTupleObject.ob_item";
+    ListItems = 24 => "PyListObject.ob_item";
+    FloatValue = 16 => "PyFloatObject.ob_fval";
+    ModuleDict = 16 => "PyModuleObject.md_dict";
+    BytesData = 32 => "PyBytesObject.ob_sval";
+    UnicodeLength = 16 => "PyASCIIObject.length";
+    UnicodeState = 32 => "PyASCIIObject.state";
+    UnicodeAsciiSize = 40 => "sizeof(PyASCIIObject)";
+    UnicodeCompactSize = 56 => "sizeof(PyCompactUnicodeObject)";
+    UnicodeData = 56 => "PyUnicodeObject.data";
+    LongTag = 16 => "_longobject.long_value.lv_tag";
+    LongDigits = 24 => "_longobject.long_value.ob_digit";
+    DictUsed = 16 => "PyDictObject.ma_used";
+    DictKeys = 32 => "PyDictObject.ma_keys";
+    DictValues = 40 => "PyDictObject.ma_values";
+    KeysLog2Size = 8 => "_dictkeysobject.dk_log2_size";
+    KeysLog2IndexBytes = 9 => "_dictkeysobject.dk_log2_index_bytes";
+    KeysKind = 10 => "_dictkeysobject.dk_kind";
+    KeysNentries = 24 => "_dictkeysobject.dk_nentries";
+    DictValuesValues = 8 => "_dictvalues.values";
+    KeysIndices = 32 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    DictUnicodeEntrySize = 16 => "sizeof(PyDictUnicodeEntry)";
+    DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
+    DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
+};
+
+/// Debian's 3.14.10 (its debug file's DWARF; checked by the tests where
+/// the sid root is built). Where `_Py_DebugOffsets` gives a member, the
+/// target's own value is used instead.
+pub const V3_14: &[Row] = table! {
+RuntimeInterpretersHead = 808 => "pyruntimestate.interpreters.head";
+    InterpNext = 7272 => "_is.next";
+    InterpTstateHead = 7344 => "_is.threads.head";
+    InterpModules = 7688 => "_is.imports.modules";
+    InterpGil = 16 => "_is.ceval.gil";
+    GilLocked = 16 => "_gil_runtime_state.locked";
+    GilLastHolder = 8 => "_gil_runtime_state.last_holder";
+    TstateNext = 8 => "_ts.next";
+    TstateInterp = 16 => "_ts.interp";
+    TstateCurrentFrame = 72 => "_ts.current_frame";
+    TstateThreadId = 152 => "_ts.thread_id";
+    TstateNativeThreadId = 160 => "_ts.native_thread_id";
+    IframePrevious = 8 => "_PyInterpreterFrame.previous";
+    IframeCode = 0 => "_PyInterpreterFrame.f_executable";
+    IframeInstr = 56 => "_PyInterpreterFrame.instr_ptr";
+    IframeLocalsplus = 80 => "_PyInterpreterFrame.localsplus";
+    IframeOwner = 74 => "_PyInterpreterFrame.owner";
+    CodeArgcount = 52 => "PyCodeObject.co_argcount";
+    CodeNlocals = 80 => "PyCodeObject.co_nlocals";
+    CodeFlags = 48 => "PyCodeObject.co_flags";
+    CodeFilename = 112 => "PyCodeObject.co_filename";
+    CodeName = 120 => "PyCodeObject.co_name";
+    CodeQualname = 128 => "PyCodeObject.co_qualname";
+    CodeFirstlineno = 68 => "PyCodeObject.co_firstlineno";
+    CodeLinetable = 136 => "PyCodeObject.co_linetable";
+    CodeCodeAdaptive = 208 => "PyCodeObject.co_code_adaptive";
+    CodeLocalsplusnames = 96 => "PyCodeObject.co_localsplusnames";
+    CodeLocalspluskinds = 104 => "PyCodeObject.co_localspluskinds";
+    ObType = 8 => "_object.ob_type";
+    VarSize = 16 => "PyVarObject.ob_size";
+    TypeName = 24 => "_typeobject.tp_name";
+    TypeFlags = 168 => "_typeobject.tp_flags";
+    TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
+    HeapTypeCachedKeys = 880 => "_heaptypeobject.ht_cached_keys";
+    TupleItems = 32 => "PyTupleObject.ob_item";
+    ListItems = 24 => "PyListObject.ob_item";
+    FloatValue = 16 => "PyFloatObject.ob_fval";
+    ModuleDict = 16 => "PyModuleObject.md_dict";
+    BytesData = 32 => "PyBytesObject.ob_sval";
+    UnicodeLength = 16 => "PyASCIIObject.length";
+    UnicodeState = 32 => "PyASCIIObject.state";
+    UnicodeAsciiSize = 40 => "sizeof(PyASCIIObject)";
+    UnicodeCompactSize = 56 => "sizeof(PyCompactUnicodeObject)";
+    UnicodeData = 56 => "PyUnicodeObject.data";
+    LongTag = 16 => "_longobject.long_value.lv_tag";
+    LongDigits = 24 => "_longobject.long_value.ob_digit";
+    DictUsed = 16 => "PyDictObject.ma_used";
+    DictKeys = 32 => "PyDictObject.ma_keys";
+    DictValues = 40 => "PyDictObject.ma_values";
+    KeysLog2Size = 8 => "_dictkeysobject.dk_log2_size";
+    KeysLog2IndexBytes = 9 => "_dictkeysobject.dk_log2_index_bytes";
+    KeysKind = 10 => "_dictkeysobject.dk_kind";
+    KeysNentries = 24 => "_dictkeysobject.dk_nentries";
+    DictValuesValues = 8 => "_dictvalues.values";
+    KeysIndices = 32 => "_dictkeysobject.dk_indices";
+    DictEntrySize = 24 => "sizeof(PyDictKeyEntry)";
+    DictEntryKey = 8 => "PyDictKeyEntry.me_key";
+    DictEntryValue = 16 => "PyDictKeyEntry.me_value";
+    DictUnicodeEntrySize = 16 => "sizeof(PyDictUnicodeEntry)";
+    DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
+    DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
+    CellRef = 16 => "PyCellObject.ob_ref";
+};
+
+/// Debian's 3.15.2, as [`V3_14`].
+pub const V3_15: &[Row] = table! {
+RuntimeInterpretersHead = 936 => "pyruntimestate.interpreters.head";
+    InterpNext = 7264 => "_is.next";
+    InterpTstateHead = 7336 => "_is.threads.head";
+    InterpModules = 7592 => "_is.imports.modules";
+    InterpGil = 16 => "_is.ceval.gil";
+    GilLocked = 16 => "_gil_runtime_state.locked";
+    GilLastHolder = 8 => "_gil_runtime_state.last_holder";
+    TstateNext = 8 => "_ts.next";
+    TstateInterp = 16 => "_ts.interp";
+    TstateCurrentFrame = 72 => "_ts.current_frame";
+    TstateThreadId = 176 => "_ts.thread_id";
+    TstateNativeThreadId = 184 => "_ts.native_thread_id";
+    IframePrevious = 8 => "_PyInterpreterFrame.previous";
+    IframeCode = 0 => "_PyInterpreterFrame.f_executable";
+    IframeInstr = 56 => "_PyInterpreterFrame.instr_ptr";
+    IframeLocalsplus = 80 => "_PyInterpreterFrame.localsplus";
+    IframeOwner = 74 => "_PyInterpreterFrame.owner";
+    CodeArgcount = 52 => "PyCodeObject.co_argcount";
+    CodeNlocals = 80 => "PyCodeObject.co_nlocals";
+    CodeFlags = 48 => "PyCodeObject.co_flags";
+    CodeFilename = 112 => "PyCodeObject.co_filename";
+    CodeName = 120 => "PyCodeObject.co_name";
+    CodeQualname = 128 => "PyCodeObject.co_qualname";
+    CodeFirstlineno = 68 => "PyCodeObject.co_firstlineno";
+    CodeLinetable = 136 => "PyCodeObject.co_linetable";
+    CodeCodeAdaptive = 208 => "PyCodeObject.co_code_adaptive";
+    CodeLocalsplusnames = 96 => "PyCodeObject.co_localsplusnames";
+    CodeLocalspluskinds = 104 => "PyCodeObject.co_localspluskinds";
+    ObType = 8 => "_object.ob_type";
+    VarSize = 16 => "PyVarObject.ob_size";
+    TypeName = 24 => "_typeobject.tp_name";
+    TypeFlags = 168 => "_typeobject.tp_flags";
+    TypeDictoffset = 288 => "_typeobject.tp_dictoffset";
+    TypeBasicsize = 32 => "_typeobject.tp_basicsize";
+    HeapTypeCachedKeys = 888 => "_heaptypeobject.ht_cached_keys";
+    TupleItems = 32 => "PyTupleObject.ob_item";
     ListItems = 24 => "PyListObject.ob_item";
     FloatValue = 16 => "PyFloatObject.ob_fval";
     ModuleDict = 16 => "PyModuleObject.md_dict";
