@@ -7,7 +7,9 @@
 //! - [`ProcessMemory`]`::open(pid)` → `read`, `read_many` (one syscall for
 //!   many ranges), `read_vec`, `read_u64`, `write`: no ptrace needed.
 //! - [`Process`]`::attach(pid)` seizes every thread (running) →
-//!   `stop_all(self) -> Stopped`, `prepare_calls`, `detach`.
+//!   `stop_all(self) -> Stopped`, `prepare_calls`, `detach`,
+//!   `restart_waits` ([`Restart`]: the waits a stop would make fail with
+//!   EINTR are restarted instead).
 //! - [`Stopped`] (every thread held; or [`freeze`]`(pid)`): `threads`,
 //!   `memory`, `regs`, `save`/`restore` ([`SavedState`]: registers,
 //!   XSTATE, signal mask), `syscall`, `call`, `interrupt_syscall` (-EINTR),
@@ -58,6 +60,7 @@ mod process;
 pub mod procinfo;
 mod regs;
 mod remote;
+mod restart;
 mod sys;
 mod tracer;
 
@@ -68,5 +71,6 @@ pub use memory::ProcessMemory;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
 pub use patch::free_gaps_near;
-pub use process::{freeze, Process, Stopped, CALL_STUB};
+pub use process::{freeze, freeze_with, Process, Stopped, CALL_STUB};
 pub use regs::SavedState;
+pub use restart::Restart;

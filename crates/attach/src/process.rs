@@ -40,6 +40,12 @@ impl Process {
         &self.t.mem
     }
 
+    /// Which waits (`rt_sigtimedwait`, `epoll_wait`, …) that our stops cut
+    /// short with EINTR are restarted instead; see [`crate::Restart`].
+    pub fn restart_waits(&mut self, restart: crate::Restart) {
+        self.t.restart = restart;
+    }
+
     /// Finds what remote calls borrow from the target's code (reads memory
     /// only), so that the first call holds the threads for less time.
     pub fn prepare_calls(&mut self) -> Result<()> {
@@ -222,6 +228,13 @@ pub const CALL_STUB: &[u8] = <Native as Arch>::STUB;
 /// consistent read or an injection.
 pub fn freeze(pid: i32) -> Result<Stopped> {
     Process::attach(pid)?.stop_all()
+}
+
+/// [`freeze`] with the given policy for waits our stops cut short.
+pub fn freeze_with(pid: i32, restart: crate::Restart) -> Result<Stopped> {
+    let mut p = Process::attach(pid)?;
+    p.restart_waits(restart);
+    p.stop_all()
 }
 
 impl std::fmt::Debug for Stopped {

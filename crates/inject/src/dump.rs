@@ -205,7 +205,7 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         return Ok(d);
     }
     let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
-    match attach::freeze(pid) {
+    match attach::freeze_with(pid, restart_for(interp.version.major)) {
         Ok(stopped) => {
             if let Err(e) = identity.check() {
                 // The offsets and symbols found are another program's.
@@ -250,6 +250,21 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
             );
             Ok(d)
         }
+    }
+}
+
+/// How the stops of pyattach treat the waits they cut short with EINTR
+/// (`epoll_wait`, `sigtimedwait`, …; see [`attach::Restart`]) in a CPython
+/// of `major` version. Python 3 retries them with the time left (PEP 475),
+/// so only short or endless ones, which restart exactly or nearly, are
+/// restarted; Python 2 raises the EINTR into the application (2.7's
+/// `epoll.poll` raises IOError), so every one is restarted: better late
+/// than failed.
+pub(crate) fn restart_for(major: u32) -> attach::Restart {
+    if major < 3 {
+        attach::Restart::Always
+    } else {
+        attach::Restart::default()
     }
 }
 

@@ -313,7 +313,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // The pid cannot change hands once its threads are seized (a traced
     // process that exits stays a zombie until released): checked then,
     // before they are held.
+    let restart = crate::dump::restart_for(py.version.major);
     let mut seized = attach::Process::attach(pid)?;
+    seized.restart_waits(restart);
     if let Err(e) = identity.check() {
         seized.detach()?;
         return Err(e.into());
@@ -470,7 +472,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         if fallback_at.is_some_and(|at| Instant::now() >= at) {
             fallback_at = None;
             if let (Some(f), Some(thread_fn)) = (fallback, code.thread_fn) {
-                let mut st = attach::freeze(pid)?;
+                let mut st = attach::freeze_with(pid, restart)?;
                 if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE) {
                     // Stays set even if the start fails: a thread may be
                     // created all the same (a call left running).
@@ -501,7 +503,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // thread, the one that runs at once, is let go last (a thread let go
     // can take the CPU from pyattach before it lets the next one go).
     let restore = |report: &mut Report| -> Result<(), RunError> {
-        let mut st = attach::freeze(pid)?;
+        let mut st = attach::freeze_with(pid, restart)?;
         restore_entries(&mut st, &patched)?;
         if let Some(tid) = read_u32(&mem, base + detour::TID) {
             st.release_last(tid as i32);
@@ -523,7 +525,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     if let Some(r) = restored {
         r?;
     } else {
-        let mut st = attach::freeze(pid)?;
+        let mut st = attach::freeze_with(pid, restart)?;
         let flag = read_u32(&mem, base + detour::FLAG);
         let cancel = flag == Some(detour::FREE);
         if cancel {
@@ -585,6 +587,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         },
         orphans,
         entries,
+        restart,
     };
     Ok((channel, report, leftover))
 }
@@ -606,6 +609,8 @@ pub struct Leftover {
     /// stop, and the entries that may jump into them.
     orphans: Vec<Orphan>,
     entries: Vec<u64>,
+    /// How the last stop treats the waits it cuts short.
+    restart: attach::Restart,
 }
 
 /// Entrances into the code page that stay open after the entries are
@@ -659,7 +664,7 @@ impl Leftover {
         if !ours && orphans.is_empty() {
             return Ok(None);
         }
-        let mut st = stop(self.pid)?;
+        let mut st = stop_with(self.pid, self.restart)?;
         reclaim(&mut st, &orphans, &self.entries);
         if !ours || busy(&st, self.code) {
             st.detach()?;
@@ -837,7 +842,13 @@ fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usi
 /// Attaches and stops every thread, having found beforehand (while the
 /// target runs) the code that remote syscalls borrow.
 pub(super) fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
+    stop_with(pid, attach::Restart::default())
+}
+
+/// [`stop`], with the waits the stop cuts short treated by `restart`.
+fn stop_with(pid: i32, restart: attach::Restart) -> Result<attach::Stopped, RunError> {
     let mut p = attach::Process::attach(pid)?;
+    p.restart_waits(restart);
     p.prepare_calls()?;
     Ok(p.stop_all()?)
 }
