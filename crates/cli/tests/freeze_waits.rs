@@ -4,32 +4,15 @@
 //! `epoll.poll` raised IOError EINTR at every dump; 3.x's `sigtimedwait`
 //! returned an unfilled siginfo).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use testsupport::{pyattach_bin, pythons, Target};
+use testsupport::{pythons, Target};
 
 const ROUNDS: usize = 30;
 
-/// Runs pyattach with `args` to its end (killed by pid if it hangs);
-/// returns its status and stderr.
+/// Runs pyattach with `args` to its end; returns its status and stderr.
 fn pyattach(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(pyattach_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pyattach");
-    let end = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = testsupport::run_pyattach(args, Duration::from_secs(60));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

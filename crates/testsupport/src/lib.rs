@@ -418,6 +418,26 @@ pub fn describe(pid: u32) -> String {
     format!("--- /proc/{pid}/status\n{status}--- /proc/{pid}/stack\n{stack}")
 }
 
+/// Runs the test run's `pyattach` with `args` (stdin empty) to its end and
+/// returns its output; kills it by pid if it runs past `hang` (a hang
+/// guard, never a timing assert).
+pub fn run_pyattach(args: &[&str], hang: Duration) -> std::process::Output {
+    let mut child = Command::new(pyattach_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pyattach");
+    let end = Instant::now() + hang;
+    while child.try_wait().expect("wait for pyattach").is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Kills by pid, and only if it is still running.
+    let _ = child.kill();
+    child.wait_with_output().expect("pyattach's output")
+}
+
 /// The `pyattach` binary built for this test run: the one beside the
 /// running test executable (`target/<profile>/deps/..` → `target/<profile>`),
 /// so a `--release` test run never picks up a stale debug build.

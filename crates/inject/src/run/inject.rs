@@ -327,20 +327,6 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // need no call stub of their own.
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
-    // Ours from now on, should this pyattach be killed before it is done:
-    // a later one recognises the pages by it (see Orphan::find).
-    st.memory().write(
-        base + detour::OWNER,
-        &detour::header(data_len, std::process::id()),
-    )?;
-    report.steps.push(("mapped", st.paused()));
-    report.stops.push(st.paused());
-    let running = st.resume_all()?;
-    if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
-        // Tests kill pyattach here, with its pages mapped and not armed.
-        let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-        std::thread::sleep(Duration::from_millis(ms));
-    }
     let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
@@ -351,38 +337,66 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let (page, stub_at, _) = code_page(&code);
     image.extend_from_slice(&page);
     let call_stub = layout.code + stub_at;
-    running.memory().write(base, &image)?;
-    let mut st = running.stop_all()?;
-    report.steps.push(("written, stopped again", st.paused()));
-    let helper = st.syscall_thread().unwrap_or(pid);
-    st.protect(helper, layout.code, 4096, PROT_RX)?;
-    report.steps.push(("protected", st.paused()));
     // Tests force the new-thread fallback alone with this variable (it is
     // otherwise reached only when no hook fires in half the timeout).
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
     let mut patched = Vec::new();
-    if !only_thread {
-        let jumps: Vec<Vec<u8>> = sites
-            .iter()
-            .zip(&tramps)
-            .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
-            .collect();
-        let ranges: Vec<(u64, &[u8])> = sites
-            .iter()
-            .zip(&jumps)
-            .map(|(s, j)| (s.entry, j.as_slice()))
-            .collect();
-        for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
-            match r {
-                Ok(_) => {
-                    patched.push(s);
-                    report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+    // Until an entry jumps there, nothing can run in the pages: a failure
+    // on the way (the code page cannot be made executable under
+    // PR_SET_MDWE or a seccomp filter, a thread exits, pyattach is asked
+    // to stop) takes them back at once, in a stop of its own.
+    let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
+        // Ours from now on, should this pyattach be killed before it is
+        // done: a later one recognises the pages by it (see Orphan::find).
+        st.memory().write(
+            base + detour::OWNER,
+            &detour::header(data_len, std::process::id()),
+        )?;
+        report.steps.push(("mapped", st.paused()));
+        report.stops.push(st.paused());
+        let running = st.resume_all()?;
+        if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
+            // Tests kill pyattach here, with its pages mapped and not armed.
+            let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        running.memory().write(base, &image)?;
+        let mut st = running.stop_all()?;
+        report.steps.push(("written, stopped again", st.paused()));
+        let helper = st.syscall_thread().unwrap_or(pid);
+        st.protect(helper, layout.code, 4096, PROT_RX)?;
+        report.steps.push(("protected", st.paused()));
+        if !only_thread {
+            let jumps: Vec<Vec<u8>> = sites
+                .iter()
+                .zip(&tramps)
+                .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
+                .collect();
+            let ranges: Vec<(u64, &[u8])> = sites
+                .iter()
+                .zip(&jumps)
+                .map(|(s, j)| (s.entry, j.as_slice()))
+                .collect();
+            for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
+                match r {
+                    Ok(_) => {
+                        patched.push(s);
+                        report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+                    }
+                    Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
                 }
-                Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
             }
         }
-    }
+        Ok((st, helper))
+    })();
+    let (mut st, helper) = match armed {
+        Ok(held) => held,
+        Err(e) => {
+            take_back(pid, restart, base, total, &orphans, &entries);
+            return Err(e);
+        }
+    };
     if patched.is_empty() && !only_thread {
         let _ = st.unmap(helper, base, total);
         st.detach()?;
@@ -551,30 +565,6 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         }
         report.stops.push(st.detach()?);
     }
-    if let Some(sig) = attach::exit_requested() {
-        return Err(RunError::Interrupted(sig.as_str().to_string()));
-    }
-    if let Some(holder) = holders {
-        return Err(RunError::NoSafePoint {
-            pid,
-            secs: t0.elapsed().as_secs_f64(),
-            holder,
-        });
-    }
-    let channel = outcome?;
-    report.tid = read_u32(&mem, base + detour::TID).map(|t| t as i32);
-    let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
-    report.strategy = match site {
-        0 => "pending call (Py_AddPendingCall) in the main thread".into(),
-        n if n == detour::THREAD_SITE as usize => {
-            "new thread (pthread_create + PyGILState_Ensure)".into()
-        }
-        n => format!(
-            "one-shot detour at {}",
-            patched.get(n - 1).map_or("?", |s| s.name)
-        ),
-    };
-    report.elapsed = t0.elapsed();
     let leftover = Leftover {
         pid,
         base,
@@ -589,6 +579,40 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         entries,
         restart,
     };
+    if let Some(sig) = attach::exit_requested() {
+        return Err(RunError::Interrupted(sig.as_str().to_string()));
+    }
+    if let Some(holder) = holders {
+        return Err(RunError::NoSafePoint {
+            pid,
+            secs: t0.elapsed().as_secs_f64(),
+            holder,
+        });
+    }
+    let channel = match outcome {
+        Ok(channel) => channel,
+        Err(e) => {
+            // A bootstrap that ran and failed (it could not import socket
+            // or open its channel): its pages go as soon as its call has
+            // returned, which it does at once (or after waiting for an ack
+            // that will not come).
+            let _ = leftover.remove(wait + Duration::from_millis(200));
+            return Err(e);
+        }
+    };
+    report.tid = read_u32(&mem, base + detour::TID).map(|t| t as i32);
+    let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
+    report.strategy = match site {
+        0 => "pending call (Py_AddPendingCall) in the main thread".into(),
+        n if n == detour::THREAD_SITE as usize => {
+            "new thread (pthread_create + PyGILState_Ensure)".into()
+        }
+        n => format!(
+            "one-shot detour at {}",
+            patched.get(n - 1).map_or("?", |s| s.name)
+        ),
+    };
+    report.elapsed = t0.elapsed();
     Ok((channel, report, leftover))
 }
 
@@ -837,6 +861,34 @@ fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usi
         }
     }
     gone
+}
+
+/// Takes back the pages at `base` of an attempt that failed before any
+/// entry jumped there (nothing can have run in them), in a stop of its
+/// own, if they still carry this pyattach's header; `orphans` go in the
+/// same stop. Best effort: pages left stay inert, and a later pyattach
+/// reclaims them once this one is gone.
+fn take_back(
+    pid: i32,
+    restart: attach::Restart,
+    base: u64,
+    total: u64,
+    orphans: &[Orphan],
+    entries: &[u64],
+) {
+    let Ok(mut st) = stop_with(pid, restart) else {
+        return;
+    };
+    let ours = Orphan {
+        data: base,
+        code: base + total - 4096,
+    };
+    if ours.header(st.memory()) == Some(std::process::id()) {
+        let helper = st.syscall_thread().unwrap_or(pid);
+        let _ = st.unmap(helper, base, total);
+    }
+    reclaim(&mut st, orphans, entries);
+    let _ = st.detach();
 }
 
 /// Attaches and stops every thread, having found beforehand (while the

@@ -1,0 +1,127 @@
+//! Targets that deny what an injection needs (tests/fixtures/py/denied.py):
+//! every failed `--run` takes back what it put in the target. Its pages
+//! (marked with pyattach's header) never stay behind, so a target that
+//! refuses again and again does not collect them.
+
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::time::Duration;
+
+use testsupport::{Python, PythonKind, Target};
+
+/// Starts denied.py in `way` under `py`; `None` (with a note) where this
+/// kernel or interpreter cannot set it up.
+fn target(py: &Python, way: &str) -> Option<Target> {
+    let mut cmd = Command::new(&py.exe);
+    if py.kind != PythonKind::Embedded {
+        cmd.arg("-u");
+    }
+    cmd.arg(testsupport::fixture("py/denied.py"))
+        .arg(way)
+        .env("PYATTACH_WAY", way)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let t = Target::spawn(cmd);
+    if let Some(why) = t.ready_line.strip_prefix("READY UNSUPPORTED ") {
+        testsupport::note(&format!("{}: {way} cannot be set up here: {why}", py.id));
+        return None;
+    }
+    Some(t)
+}
+
+/// Runs `pyattach --timeout 1 --run pass PID`; returns its status and
+/// stderr.
+fn run_pass(pid: i32) -> (Option<i32>, String) {
+    let args = ["--timeout", "1", "--run", "pass", &pid.to_string()];
+    let out = testsupport::run_pyattach(&args, Duration::from_secs(60));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// How many of the target's mappings hold pages of pyattach: an anonymous
+/// page that begins with its header (the magic `pyattach` at byte 56).
+fn marked(pid: i32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut n = 0;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 5 || f[4] != "0" || !f[1].starts_with('r') {
+            continue;
+        }
+        let (a, b) = f[0].split_once('-').unwrap();
+        let a = u64::from_str_radix(a, 16).unwrap();
+        let b = u64::from_str_radix(b, 16).unwrap();
+        if b - a > (1 << 20) {
+            continue;
+        }
+        for page in (a..b).step_by(4096) {
+            let mut magic = [0u8; 8];
+            if mem.read_exact_at(&mut magic, page + 56).is_ok() && &magic == b"pyattach" {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn count_maps(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// Several `--run` attempts on a target denying in `way`: each fails with
+/// status 1, leaves no page of pyattach, and (after a first one, which
+/// may import modules and grow the heap) the number of mappings stays;
+/// the target runs on.
+fn fails_without_leaving_pages(way: &str) {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let Some(t) = target(&py, way) else {
+            continue;
+        };
+        let pid = t.pid();
+        let ctx = format!("{} {way}", py.id);
+        let (code, err) = run_pass(pid);
+        assert_eq!(code, Some(1), "{ctx}: first attempt: {err}");
+        assert_eq!(marked(pid), 0, "{ctx}: pages left by the first attempt");
+        let before = count_maps(pid);
+        for i in 0..3 {
+            let (code, err) = run_pass(pid);
+            eprintln!("{ctx}: attempt {i}: {}", err.trim());
+            assert_eq!(code, Some(1), "{ctx}: attempt {i}: {err}");
+            assert_eq!(marked(pid), 0, "{ctx}: pages left by attempt {i}");
+        }
+        let after = count_maps(pid);
+        assert!(
+            after <= before + 1,
+            "{ctx}: mappings {before} -> {after} after 3 failed attempts"
+        );
+        assert!(t.ticks_on(3), "{ctx}: the target stopped ticking");
+    }
+}
+
+#[test]
+fn no_socket_module() {
+    fails_without_leaving_pages("nosocket");
+}
+
+#[test]
+fn an_import_allow_list() {
+    fails_without_leaving_pages("allowlist");
+}
+
+#[test]
+fn seccomp_eperm_on_sockets() {
+    fails_without_leaving_pages("seccomp");
+}
+
+#[test]
+fn mdwe_refuses_executable_pages() {
+    fails_without_leaving_pages("mdwe");
+}
