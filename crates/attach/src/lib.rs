@@ -13,7 +13,7 @@
 //! - [`Stopped`] (every thread held; or [`freeze`]`(pid)`): `threads`,
 //!   `memory`, `regs`, `save`/`restore` ([`SavedState`]: registers,
 //!   XSTATE, signal mask), `syscall`, `call`, `interrupt_syscall` (-EINTR),
-//!   `map_near`, `protect`, `unmap`, `patch`, `paused`, `set_call_timeout`,
+//!   `map_near`, `protect`, `map_code`, `unmap`, `patch`, `paused`, `set_call_timeout`,
 //!   `resume_all(self) -> Process`, `detach(self) -> pause duration`.
 //! - [`install_exit_handlers`] / [`exit_requested`]: SIGINT, SIGTERM and
 //!   SIGHUP make every wait return [`Error::Interrupted`], so guards restore

@@ -179,6 +179,14 @@ impl Stopped {
         remote::protect(&mut self.t, tid, addr, len, prot)
     }
 
+    /// Replaces `[addr, addr+len)`, which must be a mapping of the
+    /// caller's that nothing runs in, with fresh read+exec memory holding
+    /// `code`: for a process that refuses to make memory executable
+    /// (`PR_SET_MDWE`) where [`Stopped::protect`] fails.
+    pub fn map_code(&mut self, tid: i32, addr: u64, len: u64, code: &[u8]) -> Result<()> {
+        patch::map_code(&mut self.t, tid, addr, len, code)
+    }
+
     /// Unmaps `[addr, addr+len)`.
     pub fn unmap(&mut self, tid: i32, addr: u64, len: u64) -> Result<()> {
         patch::unmap(&mut self.t, tid, addr, len)

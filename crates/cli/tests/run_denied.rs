@@ -1,7 +1,8 @@
 //! Targets that deny what an injection needs (tests/fixtures/py/denied.py):
 //! every failed `--run` takes back what it put in the target. Its pages
 //! (marked with pyattach's header) never stay behind, so a target that
-//! refuses again and again does not collect them.
+//! refuses again and again does not collect them. A target under
+//! `PR_SET_MDWE` is reached all the same.
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -121,7 +122,27 @@ fn seccomp_eperm_on_sockets() {
     fails_without_leaving_pages("seccomp");
 }
 
+/// `PR_SET_MDWE` refuses to make memory executable (the detour's code
+/// page used to fail there and stay): the page is mapped executable from
+/// the start instead, and the pages go after each run.
 #[test]
-fn mdwe_refuses_executable_pages() {
-    fails_without_leaving_pages("mdwe");
+fn mdwe_target_runs_code_and_keeps_no_pages() {
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            continue;
+        };
+        let Some(t) = target(&py, "mdwe") else {
+            continue;
+        };
+        let pid = t.pid();
+        for i in 0..3 {
+            let args = ["--run", "print(6 * 7)", &pid.to_string()];
+            let out = testsupport::run_pyattach(&args, Duration::from_secs(60));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{} run {i}: {err}", py.id);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n", "{}", py.id);
+            assert_eq!(marked(pid), 0, "{}: pages left by run {i}", py.id);
+        }
+        assert!(t.ticks_on(3), "{}: the target stopped ticking", py.id);
+    }
 }

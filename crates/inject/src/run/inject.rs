@@ -365,7 +365,17 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         let mut st = running.stop_all()?;
         report.steps.push(("written, stopped again", st.paused()));
         let helper = st.syscall_thread().unwrap_or(pid);
-        st.protect(helper, layout.code, 4096, PROT_RX)?;
+        if let Err(e) = st.protect(helper, layout.code, 4096, PROT_RX) {
+            // PR_SET_MDWE refuses to make memory executable (EACCES), not
+            // an executable mapping made as such: the code page is made
+            // anew, read+exec, and written as debuggers write breakpoints.
+            // A seccomp filter refusing PROT_EXEC refuses this too.
+            if !matches!(e, attach::Error::Os { .. }) {
+                return Err(e.into());
+            }
+            st.map_code(helper, layout.code, 4096, &page)?;
+            report.steps.push(("mapped executable (MDWE)", st.paused()));
+        }
         report.steps.push(("protected", st.paused()));
         if !only_thread {
             let jumps: Vec<Vec<u8>> = sites
