@@ -13,7 +13,8 @@
 //! - [`Stopped`] (every thread held; or [`freeze`]`(pid)`): `threads`,
 //!   `memory`, `regs`, `save`/`restore` ([`SavedState`]: registers,
 //!   XSTATE, signal mask), `syscall`, `call`, `interrupt_syscall` (-EINTR),
-//!   `map_near`, `protect`, `map_code`, `unmap`, `patch`, `paused`, `set_call_timeout`,
+//!   `map_near`, `protect`, `map_code`, `unmap`, `seccomp_filters`
+//!   ([`Filters`]: what they answer to a syscall, [`Verdict`]), `patch`, `paused`, `set_call_timeout`,
 //!   `resume_all(self) -> Process`, `detach(self) -> pause duration`.
 //! - [`install_exit_handlers`] / [`exit_requested`]: SIGINT, SIGTERM and
 //!   SIGHUP make every wait return [`Error::Interrupted`], so guards restore
@@ -61,6 +62,7 @@ pub mod procinfo;
 mod regs;
 mod remote;
 mod restart;
+mod seccomp;
 mod sys;
 mod tracer;
 
@@ -74,3 +76,4 @@ pub use patch::free_gaps_near;
 pub use process::{freeze, freeze_with, Process, Stopped, CALL_STUB};
 pub use regs::SavedState;
 pub use restart::Restart;
+pub use seccomp::{Filters, Verdict};

@@ -179,6 +179,15 @@ impl Stopped {
         remote::protect(&mut self.t, tid, addr, len, prot)
     }
 
+    /// The seccomp filters of held thread `tid`, to learn beforehand what
+    /// they answer to a syscall ([`crate::Filters::verdict`]). Fails with
+    /// [`crate::Error::Unsupported`] where they cannot be read (the tool
+    /// needs `CAP_SYS_ADMIN` and must not run under seccomp itself).
+    pub fn seccomp_filters(&self, tid: i32) -> Result<crate::Filters> {
+        self.t.check_stopped(tid)?;
+        crate::seccomp::Filters::read(tid)
+    }
+
     /// Replaces `[addr, addr+len)`, which must be a mapping of the
     /// caller's that nothing runs in, with fresh read+exec memory holding
     /// `code`: for a process that refuses to make memory executable

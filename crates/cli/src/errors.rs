@@ -3,7 +3,8 @@
 //! Exit codes (documented in the README):
 //! 0 success, 1 failure, 2 usage (clap), 3 not a supported CPython,
 //! 4 no such process, 5 permission denied, 6 zombie process,
-//! 7 unreadable or corrupt binary, 128+N interrupted by signal N (the
+//! 7 unreadable or corrupt binary, 9 refused: a seccomp filter could kill
+//! the target (or forbids what running code needs), 128+N interrupted by signal N (the
 //! target restored first).
 
 /// Prints `result`'s error, if any, and returns the process exit code.
@@ -37,6 +38,9 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if let Some(inject::dump::DumpError::Unsupported { .. }) = cause.downcast_ref() {
             return 3;
+        }
+        if let Some(inject::run::RunError::Seccomp { .. }) = cause.downcast_ref() {
+            return 9;
         }
     }
     1

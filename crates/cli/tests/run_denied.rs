@@ -146,3 +146,130 @@ fn mdwe_target_runs_code_and_keeps_no_pages() {
         assert!(t.ticks_on(3), "{}: the target stopped ticking", py.id);
     }
 }
+
+/// The launcher that runs pyattach under an allow-all seccomp filter of its
+/// own: the kernel then refuses it the target's filters (EACCES), as it
+/// does to a pyattach in a container.
+const UNDER_SECCOMP: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+buf = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000))
+prog = Prog(1, ctypes.cast(buf, ctypes.c_void_p))
+assert libc.prctl(38, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS"
+assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, "PR_SET_SECCOMP"
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// `--run` on a target whose filter kills (or forbids) what running code
+/// needs: refused with status 9, naming it, before anything is done (no
+/// page, the target alive and ticking). Without the check the target was
+/// killed by SIGSYS.
+fn refused(way: &str, says: &str) {
+    for py in testsupport::pythons() {
+        let Some(t) = target(&py, way) else {
+            continue;
+        };
+        let pid = t.pid();
+        let (code, err) = run_pass(pid);
+        let ctx = format!("{} {way}", py.id);
+        assert_eq!(code, Some(9), "{ctx}: {err}");
+        // Reading the filters needs CAP_SYS_ADMIN; without it the refusal
+        // says that instead.
+        assert!(
+            err.contains(says) || err.contains("cannot read"),
+            "{ctx}: {err}"
+        );
+        assert_eq!(marked(pid), 0, "{ctx}: pages left");
+        assert!(t.ticks_on(3), "{ctx}: the target stopped ticking");
+    }
+}
+
+#[test]
+fn seccomp_kill_on_sockets_is_refused() {
+    refused("seccomp_kill_socket", "socketpair (killed)");
+}
+
+#[test]
+fn seccomp_kill_on_executable_memory_is_refused() {
+    refused("seccomp_kill_mprotect", "mprotect (PROT_EXEC) (killed)");
+}
+
+#[test]
+fn seccomp_eperm_on_executable_memory_is_refused() {
+    refused(
+        "seccomp_eperm_exec",
+        "forbids syscalls that running code there needs: mprotect (PROT_EXEC)",
+    );
+}
+
+/// Filters pyattach cannot read are refused too (it cannot tell whether
+/// they kill), unless the user vouches for them: then an attempt on a
+/// filter that answers EPERM fails cleanly.
+#[test]
+fn unreadable_filters_are_refused_unless_trusted() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let under_seccomp = |pid: i32, trust: bool| {
+        let mut cmd = Command::new(&py.exe);
+        cmd.args(["-c", UNDER_SECCOMP])
+            .arg(testsupport::pyattach_bin())
+            .args(["--timeout", "1", "--run", "pass", &pid.to_string()]);
+        if trust {
+            cmd.env("PYATTACH_TRUST_SECCOMP", "1");
+        }
+        let out = cmd.output().expect("run the launcher");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    if let Some(t) = target(&py, "seccomp_kill_socket") {
+        let (code, err) = under_seccomp(t.pid(), false);
+        assert_eq!(code, Some(9), "{err}");
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(t.ticks_on(3), "the target stopped ticking");
+        assert_eq!(marked(t.pid()), 0, "pages left");
+    }
+    if let Some(t) = target(&py, "seccomp") {
+        let (code, err) = under_seccomp(t.pid(), true);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(t.ticks_on(3), "the target stopped ticking");
+        assert_eq!(marked(t.pid()), 0, "pages left");
+    }
+}
+
+/// `pyattach info` shows the seccomp state (in words and in `--json`).
+#[test]
+fn info_shows_the_seccomp_state() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let info = |pid: i32, json: bool| {
+        let pid = pid.to_string();
+        let mut args = vec!["info", &pid];
+        if json {
+            args.insert(1, "--json");
+        }
+        let out = testsupport::run_pyattach(&args, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if let Some(t) = target(&py, "seccomp") {
+        let text = info(t.pid(), false);
+        let line = text.lines().find(|l| l.starts_with("seccomp")).unwrap();
+        assert!(
+            line.contains("of 2 threads, filter (1 filter, no_new_privs)"),
+            "{line}"
+        );
+        let json = info(t.pid(), true);
+        let json = &json[json.rfind("\"seccomp\": {").expect("a seccomp object")..];
+        assert!(json.contains("\"mode\": 2"), "{json}");
+    }
+    if let Some(t) = target(&py, "nosocket") {
+        let text = info(t.pid(), false);
+        assert!(text.lines().any(|l| l == "seccomp     none"), "{text}");
+    }
+}

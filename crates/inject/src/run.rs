@@ -19,6 +19,7 @@ mod detour;
 mod error;
 mod inject;
 pub mod protocol;
+mod seccomp;
 mod unblock;
 
 pub use bootstrap::{ChannelParams, Mode, Params};

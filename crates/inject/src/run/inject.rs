@@ -314,6 +314,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // process that exits stays a zombie until released): checked then,
     // before they are held.
     let restart = crate::dump::restart_for(py.version.major);
+    let filtered = super::seccomp::filtered(pid);
     let mut seized = attach::Process::attach(pid)?;
     seized.restart_waits(restart);
     if let Err(e) = identity.check() {
@@ -322,6 +323,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     }
     seized.prepare_calls()?;
     let mut st = seized.stop_all()?;
+    if let Err(e) = super::seccomp::check(&st, pid, &filtered) {
+        st.detach()?;
+        return Err(e);
+    }
     report.steps.push(("stopped", st.paused()));
     // Syscalls in a thread that does not restart through its restart block
     // need no call stub of their own.
