@@ -20,6 +20,7 @@ mod error;
 mod inject;
 pub mod protocol;
 mod seccomp;
+mod stacks;
 mod unblock;
 
 pub use bootstrap::{ChannelParams, Mode, Params};

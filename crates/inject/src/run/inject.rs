@@ -78,6 +78,9 @@ pub struct Report {
     pub replaced: Vec<String>,
     /// Threads whose blocked syscall was made to return EINTR.
     pub nudged: Vec<i32>,
+    /// Threads that could not run the bootstrap where they were stopped:
+    /// too little stack left below them (see `stacks`).
+    pub cramped: Vec<i32>,
     /// True if a pending call was queued for the main thread.
     pub pending_call: bool,
     /// True if the new-thread fallback was started.
@@ -240,7 +243,12 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // the mprotect, the patches and the nudges: the target's longest pause
     // is that of one stop, not of both, and never spans the write of the
     // payload (tens of KB).
-    let data_len = detour::data_len_for(payload_len);
+    // The stacks with room for the bootstrap, for the trampolines to check
+    // (a table after the payload).
+    let stacks = super::stacks::find(pid);
+    let table = super::stacks::table(&stacks);
+    let table_at = detour::SCRIPT + payload_len.next_multiple_of(16) as u64;
+    let data_len = detour::data_len_for(payload_len.next_multiple_of(16) + table.len());
     let total = data_len + 4096;
     // The C API the trampolines call besides PyRun_SimpleString (public,
     // exported by every build; without one of them they do without).
@@ -271,6 +279,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             code,
             run: run.0,
             only_tid: opts.thread,
+            stacks: Some(base + table_at),
             ensure: fallback.map_or(0, |f| f.ensure),
             release: fallback.map_or(0, |f| f.release),
             fast: fast_api.as_ref().map(|f| detour::Fast {
@@ -332,12 +341,40 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // need no call stub of their own.
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
+    // Ours from now on, should this pyattach be killed before it is done:
+    // a later one recognises the pages by it (see Orphan::find).
+    let header = detour::header(data_len, std::process::id());
+    if let Err(e) = st.memory().write(base + detour::OWNER, &header) {
+        let _ = st.unmap(helper, base, total);
+        return Err(e.into());
+    }
+    report.steps.push(("mapped", st.paused()));
+    report.stops.push(st.paused());
+    // Until an entry jumps there, nothing can run in the pages: a failure
+    // on the way (the code page cannot be made executable under
+    // PR_SET_MDWE or a seccomp filter, a thread exits, pyattach is asked
+    // to stop) takes them back at once, in a stop of its own.
+    let running = match st.resume_all() {
+        Ok(running) => running,
+        Err(e) => {
+            take_back(pid, restart, base, total, &orphans, &entries);
+            return Err(e.into());
+        }
+    };
+    if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
+        // Tests kill pyattach here, with its pages mapped and not armed.
+        let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
-    let payload = bootstrap::payload(&params, base + detour::SCRIPT);
+    let mut payload = bootstrap::payload(&params, base + detour::SCRIPT);
     debug_assert_eq!(payload.len(), payload_len);
-    // One write: the data pages, then the code page.
+    // One write: the data pages (the payload, then the stacks' table),
+    // then the code page.
+    payload.resize(payload_len.next_multiple_of(16), 0);
+    payload.extend_from_slice(&table);
     let mut image = detour::data(&payload, std::process::id());
     let (page, stub_at, _) = code_page(&code);
     image.extend_from_slice(&page);
@@ -347,25 +384,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
     let mut patched = Vec::new();
-    // Until an entry jumps there, nothing can run in the pages: a failure
-    // on the way (the code page cannot be made executable under
-    // PR_SET_MDWE or a seccomp filter, a thread exits, pyattach is asked
-    // to stop) takes them back at once, in a stop of its own.
     let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
-        // Ours from now on, should this pyattach be killed before it is
-        // done: a later one recognises the pages by it (see Orphan::find).
-        st.memory().write(
-            base + detour::OWNER,
-            &detour::header(data_len, std::process::id()),
-        )?;
-        report.steps.push(("mapped", st.paused()));
-        report.stops.push(st.paused());
-        let running = st.resume_all()?;
-        if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
-            // Tests kill pyattach here, with its pages mapped and not armed.
-            let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-            std::thread::sleep(Duration::from_millis(ms));
-        }
         running.memory().write(base, &image)?;
         let mut st = running.stop_all()?;
         report.steps.push(("written, stopped again", st.paused()));
@@ -382,6 +401,14 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             report.steps.push(("mapped executable (MDWE)", st.paused()));
         }
         report.steps.push(("protected", st.paused()));
+        for tid in st.threads() {
+            if st
+                .regs(tid)
+                .is_ok_and(|r| !super::stacks::roomy(&stacks, r.sp()))
+            {
+                report.cramped.push(tid);
+            }
+        }
         if !only_thread {
             let jumps: Vec<Vec<u8>> = sites
                 .iter()
@@ -779,7 +806,7 @@ impl Orphan {
                 continue;
             }
             let code = m.start.0;
-            let Ok(bytes) = mem.read_vec(code, 64) else {
+            let Ok(bytes) = mem.read_vec(code, 128) else {
                 continue;
             };
             let Some(data) = detour::data_of_code_page(code, &bytes) else {

@@ -1,0 +1,68 @@
+//! Threads with small stacks (`threading.stack_size(32 * 1024)`, 64 KiB
+//! ones deep in their stack) never run the bootstrap, which would overflow
+//! them and crash the process: `--run` gets in through another way (here
+//! the new-thread fallback: the main thread never reaches a safe point),
+//! the target survives and every thread still works.
+
+use std::process::Command;
+use std::time::Duration;
+
+use testsupport::{Python, PythonKind, Target};
+
+fn target(py: &Python, kib: u32, depth: u32) -> Target {
+    let spec = format!("{kib} {depth}");
+    let mut cmd = Command::new(&py.exe);
+    if py.kind != PythonKind::Embedded {
+        cmd.arg("-u");
+    }
+    cmd.arg(testsupport::fixture("py/small_stacks.py"))
+        .args(spec.split(' '))
+        .env("PYATTACH_STACK", &spec)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    Target::spawn(cmd)
+}
+
+/// `pyattach --timeout 1 -v --run CODE PID`: status, stdout, stderr.
+fn run(pid: i32, code: &str) -> (Option<i32>, String, String) {
+    let args = ["--timeout", "1", "-v", "--run", code, &pid.to_string()];
+    let out = testsupport::run_pyattach(&args, Duration::from_secs(60));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The small threads' wait counts, asked from the target.
+fn counts(pid: i32, ctx: &str) -> Vec<u64> {
+    let (code, out, err) = run(pid, "print(' '.join(map(str, counts)))");
+    assert_eq!(code, Some(0), "{ctx}: {err}");
+    out.split_whitespace().map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn run_never_uses_a_thread_without_stack_room() {
+    for py in testsupport::pythons() {
+        for (kib, depth) in [(32, 8), (64, 30)] {
+            let ctx = format!("{} {kib} KiB at depth {depth}", py.id);
+            let t = target(&py, kib, depth);
+            for i in 0..2 {
+                let (code, _, err) = run(t.pid(), "pass");
+                assert!(t.is_alive(), "{ctx}: the target died (run {i}): {err}");
+                assert_eq!(code, Some(0), "{ctx}: run {i}: {err}");
+                assert!(
+                    err.contains("too little stack left"),
+                    "{ctx}: -v does not say which threads were passed over: {err}"
+                );
+            }
+            let before = counts(t.pid(), &ctx);
+            std::thread::sleep(Duration::from_millis(300));
+            let after = counts(t.pid(), &ctx);
+            assert!(t.is_alive(), "{ctx}: the target died");
+            assert_eq!(before.len(), 3, "{ctx}");
+            for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                assert!(a > b, "{ctx}: thread {i} stopped waiting ({b} -> {a})");
+            }
+        }
+    }
+}
