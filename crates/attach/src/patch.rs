@@ -15,7 +15,8 @@ const REACH: u64 = (1 << 31) - (1 << 20);
 
 /// Free gaps of the address space within reach of `near`, closest first.
 fn gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    let via = crate::procinfo::live_member(pid).unwrap_or(pid);
+    let maps = std::fs::read_to_string(format!("/proc/{via}/maps"))
         .map_err(|_| Error::TargetExited { pid })?;
     let mut ranges: Vec<(u64, u64)> = maps
         .lines()

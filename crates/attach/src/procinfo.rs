@@ -128,6 +128,29 @@ pub fn task_status(pid: i32, tid: i32) -> io::Result<ProcStatus> {
     ))
 }
 
+/// The id through which the process `pid` can be read: `pid` itself, or,
+/// when its main thread has exited (`pthread_exit`) while other threads
+/// run on, one of those. Such a leader stays a zombie until the last
+/// thread exits, and the kernel gives its `/proc/PID` no memory, maps or
+/// files any more; `/proc/TID` of a live thread has them all (and
+/// `/proc/TID/task` lists every thread). `None` if every thread has
+/// exited (a real zombie).
+pub fn live_member(pid: i32) -> Option<i32> {
+    let st = status(pid).ok()?;
+    if !st.is_zombie() {
+        return Some(pid);
+    }
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != pid)
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .find(|&t| task_status(pid, t).is_ok_and(|s| !s.is_zombie()))
+}
+
 /// Our own status (uid, capabilities, seccomp).
 pub fn own_status() -> io::Result<ProcStatus> {
     Ok(parse_status(

@@ -228,9 +228,11 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context(format!("reading /proc/{pid}/status")),
     };
-    if status.is_zombie() {
+    // A main thread that exited while others run on leaves a zombie
+    // leader: the process is read through a thread that runs.
+    let Some(via) = procinfo::live_member(pid) else {
         return Err(symbols::Error::Zombie(pid).into());
-    }
+    };
     let verdict = permissions::diagnose(pid).context("checking ptrace permissions")?;
 
     let client = if args.no_debuginfod {
@@ -243,7 +245,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         opts.debug_dirs = args.debug_dirs.clone();
     }
     opts.debuginfod = client.clone().map(debuginfod::Client::fetcher);
-    let py = match symbols::discover(pid, &opts) {
+    let py = match symbols::discover(via, &opts) {
         Ok(py) => py,
         Err(symbols::Error::Proc { source, .. })
             if source.kind() == std::io::ErrorKind::PermissionDenied =>

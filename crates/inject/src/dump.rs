@@ -184,6 +184,23 @@ pub struct Local {
 /// frozen (another tracer, e.g. gdb or strace), the dump is read without
 /// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
+    // A process whose main thread has exited (`pthread_exit`) while others
+    // run on is read through one of those (see `live_member`).
+    let leader = pid;
+    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
+    let mut d = dump_through(pid, opts)?;
+    if pid != leader {
+        d.pid = leader;
+        for t in &mut d.threads {
+            t.is_main = t.native_id == Some(leader);
+        }
+        d.threads.sort_by_key(|t| !t.is_main);
+    }
+    Ok(d)
+}
+
+/// [`dump`] of the process readable as `pid`.
+fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let identity =
         attach::procinfo::Identity::of(pid).map_err(|e| DumpError::from_attach(pid, e))?;
     let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())

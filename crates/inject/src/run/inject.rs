@@ -128,6 +128,10 @@ struct Site {
 /// Runs the bootstrap for `opts.mode` in `pid` and returns the open
 /// channel.
 pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
+    // A process whose main thread has exited (`pthread_exit`) while others
+    // run on is reached through one of those (its `/proc/TID` has the
+    // memory, maps and descriptors the zombie leader's has not).
+    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
     let t0 = Instant::now();
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
