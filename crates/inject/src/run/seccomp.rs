@@ -159,10 +159,8 @@ pub(super) fn check(
         }
         let filters = match st.seccomp_filters(tid) {
             Ok(f) => f,
-            Err(attach::Error::Unsupported(why)) if trusted => {
-                let _ = why;
-                continue;
-            }
+            // The user vouches for filters pyattach cannot read.
+            Err(attach::Error::Unsupported(_)) if trusted => continue,
             Err(attach::Error::Unsupported(why)) => {
                 return refuse(format!(
                     "it runs under a seccomp filter that pyattach cannot read ({why}); a filter may kill the process for a syscall pyattach makes (mmap, mprotect with PROT_EXEC, socketpair, clone); run pyattach as root outside any container to let it check, or set PYATTACH_TRUST_SECCOMP=1 if you know the filter kills for none of them"
