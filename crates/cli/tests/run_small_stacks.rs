@@ -66,3 +66,43 @@ fn run_never_uses_a_thread_without_stack_room() {
         }
     }
 }
+
+/// Asked for one of those threads (`--thread`), pyattach does not run the
+/// code there and says why.
+#[test]
+fn a_thread_asked_for_without_stack_room_is_refused_with_the_reason() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let t = target(&py, 32, 8);
+    let tid = std::fs::read_dir(format!("/proc/{}/task", t.pid()))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&tid| tid != t.pid())
+        .min()
+        .unwrap();
+    let args = [
+        "--timeout",
+        "1",
+        "--thread",
+        &tid.to_string(),
+        "--run",
+        "pass",
+        &t.pid().to_string(),
+    ];
+    let out = testsupport::run_pyattach(&args, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("thread {tid} has less than 256 KiB of stack left")),
+        "{err}"
+    );
+    assert!(t.is_alive(), "the target died");
+    let before = counts(t.pid(), "after --thread");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = counts(t.pid(), "after --thread");
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a > b),
+        "{before:?} -> {after:?}"
+    );
+}

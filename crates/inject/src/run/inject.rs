@@ -607,7 +607,14 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 let _ = st.unmap(helper, base, total);
             }
             reclaim(&mut st, &orphans, &entries);
-            holders = Some(describe_running(&st, &py));
+            let mut holder = describe_running(&st, &py);
+            if let Some(t) = opts.thread.filter(|t| report.cramped.contains(t)) {
+                holder.push_str(&format!(
+                    " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
+                    super::stacks::ROOM / 1024
+                ));
+            }
+            holders = Some(holder);
         }
         report.stops.push(st.detach()?);
     }
