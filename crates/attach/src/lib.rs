@@ -7,11 +7,14 @@
 //! - [`ProcessMemory`]`::open(pid)` → `read`, `read_many` (one syscall for
 //!   many ranges), `read_vec`, `read_u64`, `write`: no ptrace needed.
 //! - [`Process`]`::attach(pid)` seizes every thread (running) →
-//!   `stop_all(self) -> Stopped`, `prepare_calls`, `detach`.
+//!   `stop_all(self) -> Stopped`, `prepare_calls`, `detach`,
+//!   `restart_waits` ([`Restart`]: the waits a stop would make fail with
+//!   EINTR are restarted instead).
 //! - [`Stopped`] (every thread held; or [`freeze`]`(pid)`): `threads`,
 //!   `memory`, `regs`, `save`/`restore` ([`SavedState`]: registers,
 //!   XSTATE, signal mask), `syscall`, `call`, `interrupt_syscall` (-EINTR),
-//!   `map_near`, `protect`, `unmap`, `patch`, `paused`, `set_call_timeout`,
+//!   `map_near`, `protect`, `map_code`, `unmap`, `seccomp_filters`
+//!   ([`Filters`]: what they answer to a syscall, [`Verdict`]), `patch`, `paused`, `set_call_timeout`,
 //!   `resume_all(self) -> Process`, `detach(self) -> pause duration`.
 //! - [`install_exit_handlers`] / [`exit_requested`]: SIGINT, SIGTERM and
 //!   SIGHUP make every wait return [`Error::Interrupted`], so guards restore
@@ -58,6 +61,8 @@ mod process;
 pub mod procinfo;
 mod regs;
 mod remote;
+mod restart;
+mod seccomp;
 mod sys;
 mod tracer;
 
@@ -68,5 +73,7 @@ pub use memory::ProcessMemory;
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
 pub use patch::free_gaps_near;
-pub use process::{freeze, Process, Stopped, CALL_STUB};
+pub use process::{freeze, freeze_with, Process, Stopped, CALL_STUB};
 pub use regs::SavedState;
+pub use restart::Restart;
+pub use seccomp::{Filters, Verdict};

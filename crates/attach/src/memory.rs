@@ -40,6 +40,9 @@ impl ProcessMemory {
         if std::fs::metadata(format!("/proc/{pid}")).is_err() {
             return Err(Error::NoSuchProcess { pid });
         }
+        // A main thread that has exited has no memory any more; a thread
+        // that runs on has the process's.
+        let pid = crate::procinfo::live_member(pid).unwrap_or(pid);
         Ok(ProcessMemory {
             pid,
             no_vm: AtomicBool::new(false),

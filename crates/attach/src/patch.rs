@@ -15,7 +15,8 @@ const REACH: u64 = (1 << 31) - (1 << 20);
 
 /// Free gaps of the address space within reach of `near`, closest first.
 fn gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    let via = crate::procinfo::live_member(pid).unwrap_or(pid);
+    let maps = std::fs::read_to_string(format!("/proc/{via}/maps"))
         .map_err(|_| Error::TargetExited { pid })?;
     let mut ranges: Vec<(u64, u64)> = maps
         .lines()
@@ -111,6 +112,25 @@ fn map_at_one_of(
         unmap(t, tid, got, len)?;
     }
     Ok(None)
+}
+
+/// Replaces `[addr, addr+len)`, a mapping of the caller's, with fresh
+/// read+exec memory holding `code` (written through `/proc/PID/mem`, as a
+/// debugger writes breakpoints): never writable and executable at once,
+/// and never made executable after the fact, which `PR_SET_MDWE`'s
+/// "refuse exec gain" forbids (an executable mapping made as such is
+/// allowed).
+pub(crate) fn map_code(t: &mut Tracer, tid: i32, addr: u64, len: u64, code: &[u8]) -> Result<()> {
+    let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+    let r = remote::syscall(
+        t,
+        tid,
+        libc::SYS_mmap,
+        &[addr, len, prot, flags, u64::MAX, 0],
+    )?;
+    remote::errno_result(r, "mmap (remote)", tid)?;
+    t.mem.write(addr, code)
 }
 
 pub(crate) fn unmap(t: &mut Tracer, tid: i32, addr: u64, len: u64) -> Result<()> {

@@ -12,11 +12,30 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{self, sockopt, MsgFlags};
 
-/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+).
+/// `PIDFD_THREAD` (linux/pidfd.h, Linux 6.9+): a pidfd for a thread that
+/// is not its process's main one.
+const PIDFD_THREAD: libc::c_long = libc::O_EXCL as libc::c_long;
+
+/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+); for a thread id that
+/// is not a process's (the live thread that stands for a process whose
+/// main thread has exited, see [`crate::procinfo::live_member`]), a
+/// thread pidfd, through which `pidfd_getfd` reaches the same descriptors.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new
-    // descriptor or -1; no memory of ours is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let open = |flags: libc::c_long| {
+        // SAFETY: pidfd_open takes a pid and flags by value and returns a
+        // new descriptor or -1; no memory of ours is passed.
+        unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) }
+    };
+    let mut fd = open(0);
+    // Not a process's id: EINVAL before Linux 6.9, ENOENT since.
+    if fd < 0
+        && matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EINVAL | libc::ENOENT)
+        )
+    {
+        fd = open(PIDFD_THREAD);
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

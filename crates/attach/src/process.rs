@@ -40,6 +40,12 @@ impl Process {
         &self.t.mem
     }
 
+    /// Which waits (`rt_sigtimedwait`, `epoll_wait`, …) that our stops cut
+    /// short with EINTR are restarted instead; see [`crate::Restart`].
+    pub fn restart_waits(&mut self, restart: crate::Restart) {
+        self.t.restart = restart;
+    }
+
     /// Finds what remote calls borrow from the target's code (reads memory
     /// only), so that the first call holds the threads for less time.
     pub fn prepare_calls(&mut self) -> Result<()> {
@@ -173,6 +179,23 @@ impl Stopped {
         remote::protect(&mut self.t, tid, addr, len, prot)
     }
 
+    /// The seccomp filters of held thread `tid`, to learn beforehand what
+    /// they answer to a syscall ([`crate::Filters::verdict`]). Fails with
+    /// [`crate::Error::Unsupported`] where they cannot be read (the tool
+    /// needs `CAP_SYS_ADMIN` and must not run under seccomp itself).
+    pub fn seccomp_filters(&self, tid: i32) -> Result<crate::Filters> {
+        self.t.check_stopped(tid)?;
+        crate::seccomp::Filters::read(tid)
+    }
+
+    /// Replaces `[addr, addr+len)`, which must be a mapping of the
+    /// caller's that nothing runs in, with fresh read+exec memory holding
+    /// `code`: for a process that refuses to make memory executable
+    /// (`PR_SET_MDWE`) where [`Stopped::protect`] fails.
+    pub fn map_code(&mut self, tid: i32, addr: u64, len: u64, code: &[u8]) -> Result<()> {
+        patch::map_code(&mut self.t, tid, addr, len, code)
+    }
+
     /// Unmaps `[addr, addr+len)`.
     pub fn unmap(&mut self, tid: i32, addr: u64, len: u64) -> Result<()> {
         patch::unmap(&mut self.t, tid, addr, len)
@@ -222,6 +245,13 @@ pub const CALL_STUB: &[u8] = <Native as Arch>::STUB;
 /// consistent read or an injection.
 pub fn freeze(pid: i32) -> Result<Stopped> {
     Process::attach(pid)?.stop_all()
+}
+
+/// [`freeze`] with the given policy for waits our stops cut short.
+pub fn freeze_with(pid: i32, restart: crate::Restart) -> Result<Stopped> {
+    let mut p = Process::attach(pid)?;
+    p.restart_waits(restart);
+    p.stop_all()
 }
 
 impl std::fmt::Debug for Stopped {

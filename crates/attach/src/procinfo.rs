@@ -28,6 +28,12 @@ pub struct ProcStatus {
     pub cap_eff: u64,
     /// 0 none, 1 strict, 2 filter.
     pub seccomp: u32,
+    /// How many seccomp filters the thread has (`Seccomp_filters:`,
+    /// Linux 5.9+; 0 when not shown).
+    pub seccomp_filters: u32,
+    /// `NoNewPrivs:` (set before a filter can be installed without
+    /// `CAP_SYS_ADMIN`).
+    pub no_new_privs: bool,
     /// The pid in each nested pid namespace, outermost first.
     pub nspid: Vec<i32>,
     pub threads: u32,
@@ -87,6 +93,8 @@ pub fn parse_status(pid: i32, text: &str) -> ProcStatus {
             "Gid" => st.gids = ids(val),
             "CapEff" => st.cap_eff = u64::from_str_radix(val, 16).unwrap_or(0),
             "Seccomp" => st.seccomp = val.parse().unwrap_or(0),
+            "Seccomp_filters" => st.seccomp_filters = val.parse().unwrap_or(0),
+            "NoNewPrivs" => st.no_new_privs = val == "1",
             "NSpid" => {
                 st.nspid = val
                     .split_whitespace()
@@ -109,6 +117,38 @@ pub fn status(pid: i32) -> io::Result<ProcStatus> {
         pid,
         &fs::read_to_string(format!("/proc/{pid}/status"))?,
     ))
+}
+
+/// `/proc/PID/task/TID/status`: one thread's (its seccomp state is its
+/// own).
+pub fn task_status(pid: i32, tid: i32) -> io::Result<ProcStatus> {
+    Ok(parse_status(
+        tid,
+        &fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))?,
+    ))
+}
+
+/// The id through which the process `pid` can be read: `pid` itself, or,
+/// when its main thread has exited (`pthread_exit`) while other threads
+/// run on, one of those. Such a leader stays a zombie until the last
+/// thread exits, and the kernel gives its `/proc/PID` no memory, maps or
+/// files any more; `/proc/TID` of a live thread has them all (and
+/// `/proc/TID/task` lists every thread). `None` if every thread has
+/// exited (a real zombie).
+pub fn live_member(pid: i32) -> Option<i32> {
+    let st = status(pid).ok()?;
+    if !st.is_zombie() {
+        return Some(pid);
+    }
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != pid)
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .find(|&t| task_status(pid, t).is_ok_and(|s| !s.is_zombie()))
 }
 
 /// Our own status (uid, capabilities, seccomp).
@@ -202,7 +242,7 @@ mod tests {
             42,
             "Name:\tpython3\nState:\tS (sleeping)\nPPid:\t1\nTracerPid:\t77\n\
              Uid:\t1000\t1000\t1000\t1000\nGid:\t5\t6\t7\t8\nCapEff:\t0000000000080000\n\
-             Seccomp:\t2\nNSpid:\t42\t1\nThreads:\t3\n",
+             Seccomp:\t2\nSeccomp_filters:\t3\nNoNewPrivs:\t1\nNSpid:\t42\t1\nThreads:\t3\n",
         );
         assert_eq!(st.name, "python3");
         assert_eq!(st.state, 'S');
@@ -211,6 +251,8 @@ mod tests {
         assert_eq!(st.gids, [5, 6, 7, 8]);
         assert!(st.has_cap(CAP_SYS_PTRACE));
         assert_eq!(st.seccomp, 2);
+        assert_eq!(st.seccomp_filters, 3);
+        assert!(st.no_new_privs);
         assert_eq!(st.nspid, vec![42, 1]);
         assert_eq!(st.threads, 3);
     }

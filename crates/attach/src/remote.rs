@@ -39,7 +39,8 @@ pub(crate) struct Gadgets {
 /// Also returns the anonymous executable mappings (a stub of ours?).
 type Ranges = Vec<(u64, u64)>;
 fn exec_mappings(pid: i32) -> Result<(Ranges, Ranges)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    let via = crate::procinfo::live_member(pid).unwrap_or(pid);
+    let maps = std::fs::read_to_string(format!("/proc/{via}/maps"))
         .map_err(|_| Error::TargetExited { pid })?;
     let mut v: Vec<(u8, u64, u64)> = Vec::new();
     let mut anon = Vec::new();

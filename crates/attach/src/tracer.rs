@@ -57,6 +57,8 @@ pub(crate) struct Tracer {
     pub timeout: Duration,
     /// Threads detached after all the others (see `Stopped::release_last`).
     pub release_last: Vec<i32>,
+    /// Which waits cut short by our stops are restarted.
+    pub restart: crate::Restart,
     released: bool,
     /// ptrace requests must all come from the thread that attached.
     _one_thread: PhantomData<*mut ()>,
@@ -111,6 +113,7 @@ impl Tracer {
             stopped_at: None,
             timeout: Duration::from_secs(10),
             release_last: Vec::new(),
+            restart: crate::Restart::default(),
             released: false,
             _one_thread: PhantomData,
         };
@@ -257,8 +260,16 @@ impl Tracer {
                 "stopping the target's threads",
                 interruptible,
             )?;
+            let ran = self
+                .threads
+                .get(&tid)
+                .is_some_and(|th| matches!(th.state, TState::Running | TState::New));
             match self.on_stop(tid, stop)? {
                 Some(state) => {
+                    if ran && stop == Stop::Trap {
+                        // Our stop may have cut a wait short with EINTR.
+                        crate::restart::resume_waits(self.pid, tid, &self.mem, self.restart);
+                    }
                     self.set(tid, state);
                     return Ok(());
                 }

@@ -4,7 +4,8 @@
 //! 0 success, 1 failure, 2 usage (clap), 3 not a supported CPython,
 //! 4 no such process, 5 permission denied, 6 zombie process,
 //! 7 unreadable or corrupt binary, 9 a session ended without the user
-//! leaving it, 128+N interrupted by signal N (the
+//! leaving it, 10 refused: a seccomp filter could kill the target (or
+//! forbids what running code needs), 128+N interrupted by signal N (the
 //! target restored first).
 
 /// Prints `result`'s error, if any, and returns the process exit code.
@@ -42,6 +43,9 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<crate::session::Lost>().is_some() {
             return crate::session::EXIT_CODE_LOST;
+        }
+        if let Some(inject::run::RunError::Seccomp { .. }) = cause.downcast_ref() {
+            return 10;
         }
     }
     1

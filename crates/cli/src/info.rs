@@ -110,6 +110,58 @@ struct Report {
     ptrace_advice: Vec<Advice>,
     /// What the debuginfod client did (empty when not configured).
     debuginfod: Vec<String>,
+    /// The seccomp state of the process's threads.
+    seccomp: Seccomp,
+}
+
+/// Seccomp, from `/proc/PID/task/*/status` (each thread has its own).
+#[derive(Serialize, Default)]
+struct Seccomp {
+    /// The strictest mode of any thread: 0 none, 1 strict, 2 filter.
+    mode: u32,
+    /// The most filters any thread has (`Seccomp_filters:`, Linux 5.9+).
+    filters: u32,
+    /// How many threads run under seccomp, of how many.
+    threads: usize,
+    of_threads: usize,
+    /// `NoNewPrivs:` of the main thread.
+    no_new_privs: bool,
+}
+
+impl Seccomp {
+    fn of(pid: i32, threads: &[ThreadInfo], main: &procinfo::ProcStatus) -> Seccomp {
+        let mut s = Seccomp {
+            of_threads: threads.len(),
+            no_new_privs: main.no_new_privs,
+            ..Seccomp::default()
+        };
+        for t in threads {
+            let Ok(st) = procinfo::task_status(pid, t.tid) else {
+                continue;
+            };
+            if st.seccomp != 0 {
+                s.threads += 1;
+                s.mode = s.mode.max(st.seccomp);
+                s.filters = s.filters.max(st.seccomp_filters);
+            }
+        }
+        s
+    }
+
+    /// The human line.
+    fn text(&self) -> String {
+        let mode = match self.mode {
+            0 => return "none".into(),
+            1 => "strict mode: --run refused (any other syscall than read, write, exit, sigreturn kills the process)".to_string(),
+            _ => format!(
+                "filter ({} filter{}{}): --run reads them first and refuses if one could kill the process (reading them needs CAP_SYS_ADMIN)",
+                self.filters,
+                if self.filters == 1 { "" } else { "s" },
+                if self.no_new_privs { ", no_new_privs" } else { "" },
+            ),
+        };
+        format!("{} of {} threads, {mode}", self.threads, self.of_threads)
+    }
 }
 
 #[derive(Serialize)]
@@ -176,9 +228,11 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context(format!("reading /proc/{pid}/status")),
     };
-    if status.is_zombie() {
+    // A main thread that exited while others run on leaves a zombie
+    // leader: the process is read through a thread that runs.
+    let Some(via) = procinfo::live_member(pid) else {
         return Err(symbols::Error::Zombie(pid).into());
-    }
+    };
     let verdict = permissions::diagnose(pid).context("checking ptrace permissions")?;
 
     let client = if args.no_debuginfod {
@@ -191,7 +245,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         opts.debug_dirs = args.debug_dirs.clone();
     }
     opts.debuginfod = client.clone().map(debuginfod::Client::fetcher);
-    let py = match symbols::discover(pid, &opts) {
+    let py = match symbols::discover(via, &opts) {
         Ok(py) => py,
         Err(symbols::Error::Proc { source, .. })
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -232,6 +286,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
             },
         })
         .collect();
+    let threads = procinfo::threads(pid).unwrap_or_default();
     let report = Report {
         format_version: 1,
         pid,
@@ -245,7 +300,8 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         symbols,
         call_sites,
         debug_sources: py.debug_sources(),
-        threads: procinfo::threads(pid).unwrap_or_default(),
+        seccomp: Seccomp::of(pid, &threads, &status),
+        threads,
         ptrace_advice: verdict
             .denials
             .iter()
@@ -467,6 +523,7 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
     for warn in &p.warnings {
         writeln!(w, "  note: {}\n  fix:  {}", warn.reason(), warn.fix())?;
     }
+    writeln!(w, "{:L$}{}", "seccomp", r.seccomp.text())?;
     for line in &r.debuginfod {
         writeln!(w, "{:L$}{line}", "debuginfod")?;
     }

@@ -241,6 +241,12 @@ fn describe(r: &inject::run::Report) -> String {
             r.nudged
         ));
     }
+    if !r.cramped.is_empty() {
+        s.push_str(&format!(
+            "\npyattach: not run in threads {:?}: too little stack left where they were (the bootstrap wants 256 KiB)",
+            r.cramped
+        ));
+    }
     if r.new_thread {
         s.push_str("\npyattach: new-thread fallback started");
     }

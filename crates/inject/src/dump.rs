@@ -184,6 +184,23 @@ pub struct Local {
 /// frozen (another tracer, e.g. gdb or strace), the dump is read without
 /// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
+    // A process whose main thread has exited (`pthread_exit`) while others
+    // run on is read through one of those (see `live_member`).
+    let leader = pid;
+    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
+    let mut d = dump_through(pid, opts)?;
+    if pid != leader {
+        d.pid = leader;
+        for t in &mut d.threads {
+            t.is_main = t.native_id == Some(leader);
+        }
+        d.threads.sort_by_key(|t| !t.is_main);
+    }
+    Ok(d)
+}
+
+/// [`dump`] of the process readable as `pid`.
+fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     let identity =
         attach::procinfo::Identity::of(pid).map_err(|e| DumpError::from_attach(pid, e))?;
     let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())
@@ -205,7 +222,7 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         return Ok(d);
     }
     let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
-    match attach::freeze(pid) {
+    match attach::freeze_with(pid, restart_for(interp.version.major)) {
         Ok(stopped) => {
             if let Err(e) = identity.check() {
                 // The offsets and symbols found are another program's.
@@ -250,6 +267,21 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
             );
             Ok(d)
         }
+    }
+}
+
+/// How the stops of pyattach treat the waits they cut short with EINTR
+/// (`epoll_wait`, `sigtimedwait`, …; see [`attach::Restart`]) in a CPython
+/// of `major` version. Python 3 retries them with the time left (PEP 475),
+/// so only short or endless ones, which restart exactly or nearly, are
+/// restarted; Python 2 raises the EINTR into the application (2.7's
+/// `epoll.poll` raises IOError), so every one is restarted: better late
+/// than failed.
+pub(crate) fn restart_for(major: u32) -> attach::Restart {
+    if major < 3 {
+        attach::Restart::Always
+    } else {
+        attach::Restart::default()
     }
 }
 

@@ -19,6 +19,8 @@ mod detour;
 mod error;
 mod inject;
 pub mod protocol;
+mod seccomp;
+mod stacks;
 mod unblock;
 
 pub use bootstrap::{ChannelParams, Mode, Params};

@@ -9,7 +9,7 @@
 //! `struct rt_sigframe { siginfo; ucontext }` with FPSIMD/ESR/extra records
 //! in `uc_mcontext.__reserved`.
 
-use super::{AltStack, Arch, Frame};
+use super::{AltStack, Arch, Frame, WaitTimeout};
 use crate::{sys, Error, Result};
 
 /// General registers of an aarch64 thread (`struct user_pt_regs`).
@@ -112,6 +112,22 @@ impl Arch for Aarch64 {
         // (research §2.5); not done yet.
         let _ = SVC_0;
         false
+    }
+
+    const WAIT_ONLY: &'static [i64] = &[];
+
+    fn interrupted(_r: &Regs) -> Option<i64> {
+        // arch/arm64/kernel/signal.c rewinds a restartable syscall before
+        // get_signal reports any stop: at the stop, the choice between
+        // EINTR and a restart is already made, and cannot be left to the
+        // kernel any more.
+        None
+    }
+
+    fn restart_unless_handled(_r: &mut Regs) {}
+
+    fn wait_timeout(_r: &Regs) -> WaitTimeout {
+        WaitTimeout::Unknown
     }
 
     fn setup_syscall(r: &mut Regs, insn: u64, sp: u64, nr: i64, args: &[u64]) {

@@ -52,6 +52,19 @@ pub(crate) const KEEP_ALTSTACK: AltStack = AltStack {
     size: 0,
 };
 
+/// How long a wait may last, from its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitTimeout {
+    /// No timeout: the wait ends only when what it waits for comes.
+    Infinite,
+    /// Milliseconds.
+    Millis(i64),
+    /// A `struct timespec` at this address in the target.
+    Timespec(u64),
+    /// Not in the arguments (a socket's `SO_RCVTIMEO`).
+    Unknown,
+}
+
 /// A signal frame laid out in the target's stack: `bytes` go at `base`;
 /// the thread must enter the callee (or the syscall gadget) with its stack
 /// pointer at `sp`.
@@ -103,6 +116,26 @@ pub(crate) trait Arch {
     /// Makes a thread stopped inside an interruptible syscall return
     /// `-EINTR` from it instead of restarting it. False if it is not in one.
     fn force_eintr(regs: &mut Regs) -> bool;
+    /// The syscall a thread at a ptrace stop has just returned `-EINTR`
+    /// from, if it has and the kernel has not acted on that return yet (no
+    /// handler frame set up, no restart made): the moment when
+    /// [`Arch::restart_unless_handled`] can still decide. `None` where the
+    /// architecture decides before the stop (arm64 rewinds a restart
+    /// before it reports signal stops).
+    fn interrupted(regs: &Regs) -> Option<i64>;
+    /// Syscalls that return `-EINTR` (not `-ERESTART*`) when a stop cuts
+    /// them short, and for which `-EINTR` means they consumed nothing, so
+    /// that a restart is equivalent to a late wake-up (see `restart`).
+    const WAIT_ONLY: &'static [i64];
+    /// Makes the syscall a thread is stopped in return as the kernel's
+    /// `-ERESTARTNOHAND` does when the thread resumes: `-EINTR` if a
+    /// signal handler runs first, a restart with the same arguments if
+    /// not. The kernel makes that choice itself, at the resume, with the
+    /// pending signals of that instant.
+    fn restart_unless_handled(regs: &mut Regs);
+    /// The timeout of the wait (one of [`Arch::WAIT_ONLY`]) a thread is
+    /// stopped in, as its arguments give it.
+    fn wait_timeout(regs: &Regs) -> WaitTimeout;
 
     /// Sets up `regs` to run syscall `nr` at the gadget `insn`.
     fn setup_syscall(regs: &mut Regs, insn: u64, sp: u64, nr: i64, args: &[u64]);

@@ -2,7 +2,7 @@
 //! (arch/x86/kernel/signal.c), the SysV call setup and the 64-bit
 //! `rt_sigframe` (arch/x86/include/asm/sigframe.h, uapi sigcontext.h).
 
-use super::{AltStack, Arch, Frame};
+use super::{AltStack, Arch, Frame, WaitTimeout};
 use crate::{sys, Result};
 
 macro_rules! regs {
@@ -155,6 +155,60 @@ impl Arch for X86_64 {
         }
         r.rax = EINTR as u64;
         true
+    }
+
+    const WAIT_ONLY: &'static [i64] = &[
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_semop,
+        libc::SYS_semtimedop,
+        libc::SYS_io_getevents,
+        // With SO_RCVTIMEO / SO_SNDTIMEO only (else -ERESTARTSYS); EINTR
+        // only when nothing was received or sent.
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_recvfrom,
+        libc::SYS_recvmsg,
+        libc::SYS_sendto,
+        libc::SYS_sendmsg,
+    ];
+
+    fn interrupted(r: &Regs) -> Option<i64> {
+        // A handler frame set up since would show its own rip and rax 0;
+        // a restart made, orig_rax in rax.
+        let nr = r.orig_rax as i64;
+        (nr >= 0 && r.rax as i64 == EINTR).then_some(nr)
+    }
+
+    fn restart_unless_handled(r: &mut Regs) {
+        // arch/x86/kernel/signal.c: with a handler, handle_signal turns
+        // it into -EINTR; without, arch_do_signal_or_restart rewinds rip
+        // over the `syscall` and puts orig_rax back in rax.
+        r.rax = ERESTARTNOHAND as u64;
+    }
+
+    fn wait_timeout(r: &Regs) -> WaitTimeout {
+        let at = |p: u64| {
+            if p == 0 {
+                WaitTimeout::Infinite
+            } else {
+                WaitTimeout::Timespec(p)
+            }
+        };
+        // Arguments: rdi, rsi, rdx, r10, r8, r9.
+        match r.orig_rax as i64 {
+            libc::SYS_rt_sigtimedwait => at(r.rdx),
+            libc::SYS_epoll_wait | libc::SYS_epoll_pwait => match r.r10 as i32 {
+                ms if ms < 0 => WaitTimeout::Infinite,
+                ms => WaitTimeout::Millis(ms.into()),
+            },
+            libc::SYS_epoll_pwait2 | libc::SYS_semtimedop => at(r.r10),
+            libc::SYS_semop => WaitTimeout::Infinite,
+            libc::SYS_io_getevents => at(r.r8),
+            _ => WaitTimeout::Unknown,
+        }
     }
 
     fn setup_syscall(r: &mut Regs, insn: u64, sp: u64, nr: i64, args: &[u64]) {

@@ -99,14 +99,36 @@ const SAVE_ARGS: [u8; 13] = [
     0x50, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53,
 ];
 
+/// The scan of [`Asm::room`] after its `lea rcx, [rip+table]`.
+const ROOM_LOOP: [u8; 30] = [
+    0x48, 0x8b, 0x01, //             0: mov rax, [rcx]       lowest rsp with room
+    0x48, 0x8b, 0x51, 0x08, //       3: mov rdx, [rcx+8]     top of the stack
+    0x48, 0x85, 0xd2, //             7: test rdx, rdx
+    0x0f, 0x84, 0, 0, 0, 0, //      10: jz exit              end of the table
+    0x48, 0x83, 0xc1, 0x10, //      16: add rcx, 16
+    0x48, 0x39, 0xd4, //            20: cmp rsp, rdx
+    0x73, 0xe7, //                  23: jae 0                above this stack
+    0x48, 0x39, 0xc4, //            25: cmp rsp, rax
+    0x72, 0xe2, //                  28: jb 0                 below its room
+];
+/// Where in [`ROOM_LOOP`] the `jz exit`'s rel32 sits.
+const ROOM_EXIT: usize = 12;
+
 /// If `code` (read at address `at`, the start of an executable page) is
 /// the first trampoline of a code page made by [`code`], the address of
 /// its data pages (what its claim's `lock cmpxchg` points at); else `None`.
-/// `code` must hold at least 64 bytes.
+/// `code` must hold at least 128 bytes.
 pub fn data_of_code_page(at: u64, code: &[u8]) -> Option<u64> {
     let mut i = SAVE_ARGS.len();
     if code.get(..i)? != SAVE_ARGS {
         return None;
+    }
+    // The stack check: lea rcx, [rip+disp32]; ROOM_LOOP.
+    if code.get(i..i + 3)? == [0x48, 0x8d, 0x0d] {
+        if *code.get(i + 7..i + 7 + ROOM_EXIT)? != ROOM_LOOP[..ROOM_EXIT] {
+            return None;
+        }
+        i += 7 + ROOM_LOOP.len();
     }
     // The `--thread` check: mov eax, SYS_gettid; syscall; cmp eax, imm32; jne rel32.
     if code.get(i..i + 7)? == [0xb8, 0xba, 0, 0, 0, 0x0f, 0x05] {
@@ -322,6 +344,18 @@ impl Asm {
         out.push(self.jne_fwd());
         out
     }
+    /// Falls through only if `rsp` lies in one of the stacks of `table`
+    /// with room enough below it: the table's entries are `(lowest, top)`
+    /// pairs (the lowest `rsp` with room enough, the end of the stack),
+    /// ending with a `top` of 0. A thread elsewhere (a stack too small, a
+    /// stack born after the table, an alternate signal stack) takes the
+    /// original code: the bootstrap never runs where it could overflow the
+    /// stack. Clobbers rax, rcx, rdx. Returns the fixup to the exit.
+    fn room(&mut self, table: u64) -> usize {
+        self.rip(&[0x48, 0x8d, 0x0d], table, &[]); // 48 8d 0d    lea rcx, [rip+table]
+        self.raw(&ROOM_LOOP); // see ROOM_LOOP
+        self.b.len() - ROOM_LOOP.len() + ROOM_EXIT
+    }
     /// Claims the flag and, if this thread won, records who and runs the
     /// bootstrap (see [`Asm::run_bootstrap`]). Expects a 16-byte aligned
     /// `rsp`; clobbers the caller-saved registers. Returns the fixups to
@@ -492,6 +526,10 @@ pub struct Layout {
     pub run: u64,
     /// Only this thread may claim (`--thread`).
     pub only_tid: Option<i32>,
+    /// The stacks with room for the bootstrap (see [`Asm::room`]): a table
+    /// in the data pages; `None`: every thread may claim, whatever its
+    /// stack.
+    pub stacks: Option<u64>,
     /// `PyGILState_Ensure` and `PyGILState_Release`, for the new-thread
     /// fallback (0 when absent: no thread function is emitted).
     pub ensure: u64,
@@ -574,7 +612,11 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     for (i, (entry, reloc)) in sites.iter().enumerate() {
         tramps.push(a.here());
         a.save_args();
-        let skip = a.claim_and_run(l, i as u32 + 1, l.only_tid);
+        let mut skip = Vec::new();
+        if let Some(table) = l.stacks {
+            skip.push(a.room(table));
+        }
+        skip.extend(a.claim_and_run(l, i as u32 + 1, l.only_tid));
         a.land(&skip);
         a.restore_args();
         a.moved_then_back(*entry, reloc);
@@ -584,7 +626,11 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     // eval loop raise SystemError with no exception set).
     let stub = a.here();
     a.raw(&[0x53]); // 53  push rbx   (aligns rsp to 16)
-    let out = a.claim_and_run(l, 0, None);
+    let mut out = Vec::new();
+    if let Some(table) = l.stacks {
+        out.push(a.room(table));
+    }
+    out.extend(a.claim_and_run(l, 0, None));
     a.land(&out);
     a.set_flag(l.data + PENDING_RAN);
     a.raw(&[0x5b]); // 5b     pop rbx
@@ -705,6 +751,7 @@ mod tests {
             code: 0x10_1000,
             run: 0x5000,
             only_tid: None,
+            stacks: None,
             ensure: 0x6000,
             release: 0x7000,
             fast: None,
@@ -750,12 +797,17 @@ mod tests {
     #[test]
     fn a_code_page_leads_back_to_its_data_pages() {
         let r = relocate(0x1000, &[0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0x90]).unwrap();
-        for only_tid in [None, Some(1234)] {
+        for (only_tid, stacks) in [
+            (None, None),
+            (Some(1234), None),
+            (Some(1234), Some(0x10_0800)),
+        ] {
             let l = Layout {
                 data: 0x10_0000,
                 code: 0x10_2000,
                 run: 0x5000,
                 only_tid,
+                stacks,
                 ensure: 0,
                 release: 0,
                 fast: None,

@@ -22,6 +22,13 @@ pub enum RunError {
         holder: String,
     },
 
+    /// A seccomp filter would (or might) kill the target, or forbids what
+    /// the injection needs; nothing was done to it.
+    #[error(
+        "refused: {why}; nothing was done to process {pid} (`pyattach dump {pid}` still works)"
+    )]
+    Seccomp { pid: i32, why: String },
+
     #[error("finding the interpreter")]
     Discover(#[from] symbols::Error),
     #[error("controlling the process")]

@@ -78,6 +78,9 @@ pub struct Report {
     pub replaced: Vec<String>,
     /// Threads whose blocked syscall was made to return EINTR.
     pub nudged: Vec<i32>,
+    /// Threads that could not run the bootstrap where they were stopped:
+    /// too little stack left below them (see `stacks`).
+    pub cramped: Vec<i32>,
     /// True if a pending call was queued for the main thread.
     pub pending_call: bool,
     /// True if the new-thread fallback was started.
@@ -125,6 +128,10 @@ struct Site {
 /// Runs the bootstrap for `opts.mode` in `pid` and returns the open
 /// channel.
 pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
+    // A process whose main thread has exited (`pthread_exit`) while others
+    // run on is reached through one of those (its `/proc/TID` has the
+    // memory, maps and descriptors the zombie leader's has not).
+    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
     let t0 = Instant::now();
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
@@ -240,7 +247,12 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // the mprotect, the patches and the nudges: the target's longest pause
     // is that of one stop, not of both, and never spans the write of the
     // payload (tens of KB).
-    let data_len = detour::data_len_for(payload_len);
+    // The stacks with room for the bootstrap, for the trampolines to check
+    // (a table after the payload).
+    let stacks = super::stacks::find(pid);
+    let table = super::stacks::table(&stacks);
+    let table_at = detour::SCRIPT + payload_len.next_multiple_of(16) as u64;
+    let data_len = detour::data_len_for(payload_len.next_multiple_of(16) + table.len());
     let total = data_len + 4096;
     // The C API the trampolines call besides PyRun_SimpleString (public,
     // exported by every build; without one of them they do without).
@@ -271,6 +283,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             code,
             run: run.0,
             only_tid: opts.thread,
+            stacks: Some(base + table_at),
             ensure: fallback.map_or(0, |f| f.ensure),
             release: fallback.map_or(0, |f| f.release),
             fast: fast_api.as_ref().map(|f| detour::Fast {
@@ -313,13 +326,20 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // The pid cannot change hands once its threads are seized (a traced
     // process that exits stays a zombie until released): checked then,
     // before they are held.
+    let restart = crate::dump::restart_for(py.version.major);
+    let filtered = super::seccomp::filtered(pid);
     let mut seized = attach::Process::attach(pid)?;
+    seized.restart_waits(restart);
     if let Err(e) = identity.check() {
         seized.detach()?;
         return Err(e.into());
     }
     seized.prepare_calls()?;
     let mut st = seized.stop_all()?;
+    if let Err(e) = super::seccomp::check(&st, pid, &filtered) {
+        st.detach()?;
+        return Err(e);
+    }
     report.steps.push(("stopped", st.paused()));
     // Syscalls in a thread that does not restart through its restart block
     // need no call stub of their own.
@@ -327,13 +347,24 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
     // Ours from now on, should this pyattach be killed before it is done:
     // a later one recognises the pages by it (see Orphan::find).
-    st.memory().write(
-        base + detour::OWNER,
-        &detour::header(data_len, std::process::id()),
-    )?;
+    let header = detour::header(data_len, std::process::id());
+    if let Err(e) = st.memory().write(base + detour::OWNER, &header) {
+        let _ = st.unmap(helper, base, total);
+        return Err(e.into());
+    }
     report.steps.push(("mapped", st.paused()));
     report.stops.push(st.paused());
-    let running = st.resume_all()?;
+    // Until an entry jumps there, nothing can run in the pages: a failure
+    // on the way (the code page cannot be made executable under
+    // PR_SET_MDWE or a seccomp filter, a thread exits, pyattach is asked
+    // to stop) takes them back at once, in a stop of its own.
+    let running = match st.resume_all() {
+        Ok(running) => running,
+        Err(e) => {
+            take_back(pid, restart, base, total, &orphans, &entries);
+            return Err(e.into());
+        }
+    };
     if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
         // Tests kill pyattach here, with its pages mapped and not armed.
         let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -342,45 +373,76 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
-    let payload = bootstrap::payload(&params, base + detour::SCRIPT);
+    let mut payload = bootstrap::payload(&params, base + detour::SCRIPT);
     debug_assert_eq!(payload.len(), payload_len);
-    // One write: the data pages, then the code page.
+    // One write: the data pages (the payload, then the stacks' table),
+    // then the code page.
+    payload.resize(payload_len.next_multiple_of(16), 0);
+    payload.extend_from_slice(&table);
     let mut image = detour::data(&payload, std::process::id());
     let (page, stub_at, _) = code_page(&code);
     image.extend_from_slice(&page);
     let call_stub = layout.code + stub_at;
-    running.memory().write(base, &image)?;
-    let mut st = running.stop_all()?;
-    report.steps.push(("written, stopped again", st.paused()));
-    let helper = st.syscall_thread().unwrap_or(pid);
-    st.protect(helper, layout.code, 4096, PROT_RX)?;
-    report.steps.push(("protected", st.paused()));
     // Tests force the new-thread fallback alone with this variable (it is
     // otherwise reached only when no hook fires in half the timeout).
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
     let mut patched = Vec::new();
-    if !only_thread {
-        let jumps: Vec<Vec<u8>> = sites
-            .iter()
-            .zip(&tramps)
-            .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
-            .collect();
-        let ranges: Vec<(u64, &[u8])> = sites
-            .iter()
-            .zip(&jumps)
-            .map(|(s, j)| (s.entry, j.as_slice()))
-            .collect();
-        for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
-            match r {
-                Ok(_) => {
-                    patched.push(s);
-                    report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
-                }
-                Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
+    let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
+        running.memory().write(base, &image)?;
+        let mut st = running.stop_all()?;
+        report.steps.push(("written, stopped again", st.paused()));
+        let helper = st.syscall_thread().unwrap_or(pid);
+        if let Err(e) = st.protect(helper, layout.code, 4096, PROT_RX) {
+            // PR_SET_MDWE refuses to make memory executable (EACCES), not
+            // an executable mapping made as such: the code page is made
+            // anew, read+exec, and written as debuggers write breakpoints.
+            // A seccomp filter refusing PROT_EXEC refuses this too.
+            if !matches!(e, attach::Error::Os { .. }) {
+                return Err(e.into());
+            }
+            st.map_code(helper, layout.code, 4096, &page)?;
+            report.steps.push(("mapped executable (MDWE)", st.paused()));
+        }
+        report.steps.push(("protected", st.paused()));
+        for tid in st.threads() {
+            if st
+                .regs(tid)
+                .is_ok_and(|r| !super::stacks::roomy(&stacks, r.sp()))
+            {
+                report.cramped.push(tid);
             }
         }
-    }
+        if !only_thread {
+            let jumps: Vec<Vec<u8>> = sites
+                .iter()
+                .zip(&tramps)
+                .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
+                .collect();
+            let ranges: Vec<(u64, &[u8])> = sites
+                .iter()
+                .zip(&jumps)
+                .map(|(s, j)| (s.entry, j.as_slice()))
+                .collect();
+            for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
+                match r {
+                    Ok(_) => {
+                        patched.push(s);
+                        report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
+                    }
+                    Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
+                }
+            }
+        }
+        Ok((st, helper))
+    })();
+    let (mut st, helper) = match armed {
+        Ok(held) => held,
+        Err(e) => {
+            take_back(pid, restart, base, total, &orphans, &entries);
+            return Err(e);
+        }
+    };
     if patched.is_empty() && !only_thread {
         let _ = st.unmap(helper, base, total);
         st.detach()?;
@@ -470,7 +532,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         if fallback_at.is_some_and(|at| Instant::now() >= at) {
             fallback_at = None;
             if let (Some(f), Some(thread_fn)) = (fallback, code.thread_fn) {
-                let mut st = attach::freeze(pid)?;
+                let mut st = attach::freeze_with(pid, restart)?;
                 if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE) {
                     // Stays set even if the start fails: a thread may be
                     // created all the same (a call left running).
@@ -501,7 +563,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // thread, the one that runs at once, is let go last (a thread let go
     // can take the CPU from pyattach before it lets the next one go).
     let restore = |report: &mut Report| -> Result<(), RunError> {
-        let mut st = attach::freeze(pid)?;
+        let mut st = attach::freeze_with(pid, restart)?;
         restore_entries(&mut st, &patched)?;
         if let Some(tid) = read_u32(&mem, base + detour::TID) {
             st.release_last(tid as i32);
@@ -523,7 +585,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     if let Some(r) = restored {
         r?;
     } else {
-        let mut st = attach::freeze(pid)?;
+        let mut st = attach::freeze_with(pid, restart)?;
         let flag = read_u32(&mem, base + detour::FLAG);
         let cancel = flag == Some(detour::FREE);
         if cancel {
@@ -545,10 +607,31 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 let _ = st.unmap(helper, base, total);
             }
             reclaim(&mut st, &orphans, &entries);
-            holders = Some(describe_running(&st, &py));
+            let mut holder = describe_running(&st, &py);
+            if let Some(t) = opts.thread.filter(|t| report.cramped.contains(t)) {
+                holder.push_str(&format!(
+                    " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
+                    super::stacks::ROOM / 1024
+                ));
+            }
+            holders = Some(holder);
         }
         report.stops.push(st.detach()?);
     }
+    let leftover = Leftover {
+        pid,
+        base,
+        total,
+        code: layout.code,
+        keep: keep_pages,
+        waiting: Waiting {
+            pending: report.pending_call,
+            thread: report.new_thread,
+        },
+        orphans,
+        entries,
+        restart,
+    };
     if let Some(sig) = attach::exit_requested() {
         return Err(RunError::Interrupted(sig.as_str().to_string()));
     }
@@ -559,7 +642,17 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             holder,
         });
     }
-    let channel = outcome?;
+    let channel = match outcome {
+        Ok(channel) => channel,
+        Err(e) => {
+            // A bootstrap that ran and failed (it could not import socket
+            // or open its channel): its pages go as soon as its call has
+            // returned, which it does at once (or after waiting for an ack
+            // that will not come).
+            let _ = leftover.remove(wait + Duration::from_millis(200));
+            return Err(e);
+        }
+    };
     report.tid = read_u32(&mem, base + detour::TID).map(|t| t as i32);
     let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
     report.strategy = match site {
@@ -573,19 +666,6 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         ),
     };
     report.elapsed = t0.elapsed();
-    let leftover = Leftover {
-        pid,
-        base,
-        total,
-        code: layout.code,
-        keep: keep_pages,
-        waiting: Waiting {
-            pending: report.pending_call,
-            thread: report.new_thread,
-        },
-        orphans,
-        entries,
-    };
     Ok((channel, report, leftover))
 }
 
@@ -606,6 +686,8 @@ pub struct Leftover {
     /// stop, and the entries that may jump into them.
     orphans: Vec<Orphan>,
     entries: Vec<u64>,
+    /// How the last stop treats the waits it cuts short.
+    restart: attach::Restart,
 }
 
 /// Entrances into the code page that stay open after the entries are
@@ -659,7 +741,7 @@ impl Leftover {
         if !ours && orphans.is_empty() {
             return Ok(None);
         }
-        let mut st = stop(self.pid)?;
+        let mut st = stop_with(self.pid, self.restart)?;
         reclaim(&mut st, &orphans, &self.entries);
         if !ours || busy(&st, self.code) {
             st.detach()?;
@@ -735,7 +817,7 @@ impl Orphan {
                 continue;
             }
             let code = m.start.0;
-            let Ok(bytes) = mem.read_vec(code, 64) else {
+            let Ok(bytes) = mem.read_vec(code, 128) else {
                 continue;
             };
             let Some(data) = detour::data_of_code_page(code, &bytes) else {
@@ -834,10 +916,44 @@ fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usi
     gone
 }
 
+/// Takes back the pages at `base` of an attempt that failed before any
+/// entry jumped there (nothing can have run in them), in a stop of its
+/// own, if they still carry this pyattach's header; `orphans` go in the
+/// same stop. Best effort: pages left stay inert, and a later pyattach
+/// reclaims them once this one is gone.
+fn take_back(
+    pid: i32,
+    restart: attach::Restart,
+    base: u64,
+    total: u64,
+    orphans: &[Orphan],
+    entries: &[u64],
+) {
+    let Ok(mut st) = stop_with(pid, restart) else {
+        return;
+    };
+    let ours = Orphan {
+        data: base,
+        code: base + total - 4096,
+    };
+    if ours.header(st.memory()) == Some(std::process::id()) {
+        let helper = st.syscall_thread().unwrap_or(pid);
+        let _ = st.unmap(helper, base, total);
+    }
+    reclaim(&mut st, orphans, entries);
+    let _ = st.detach();
+}
+
 /// Attaches and stops every thread, having found beforehand (while the
 /// target runs) the code that remote syscalls borrow.
 pub(super) fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
+    stop_with(pid, attach::Restart::default())
+}
+
+/// [`stop`], with the waits the stop cuts short treated by `restart`.
+fn stop_with(pid: i32, restart: attach::Restart) -> Result<attach::Stopped, RunError> {
     let mut p = attach::Process::attach(pid)?;
+    p.restart_waits(restart);
     p.prepare_calls()?;
     Ok(p.stop_all()?)
 }
