@@ -319,3 +319,38 @@ mod identity_tests {
         assert!(Identity::of(i32::MAX).is_err());
     }
 }
+
+/// Pagemap's "guard region" bit (Linux 6.14+): a page made inaccessible
+/// with `MADV_GUARD_INSTALL`, which leaves no mapping of its own in
+/// `/proc/PID/maps`.
+const PM_GUARD_REGION: u64 = 1 << 58;
+
+/// Most pages [`guard_pages`] looks at in one call (16 MiB of pagemap,
+/// 8 GiB of address space): bounded work for a huge mapping.
+const MOST_GUARD_PAGES: u64 = 2 << 20;
+
+/// The pages in `[start, end)` of `pid` that are guard regions (first
+/// addresses, in order). Newer C libraries guard thread stacks this way
+/// instead of with an inaccessible mapping (glibc 2.42+ where the kernel
+/// has it), so a stack and its guard look like one read-write mapping, and
+/// adjacent stacks may even be one. Empty where the kernel does not mark
+/// guard regions (before 6.14) or the range is larger than the bound.
+pub fn guard_pages(pid: i32, start: u64, end: u64) -> io::Result<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: u64 = 4096;
+    let pages = end.saturating_sub(start) / PAGE;
+    if pages == 0 || pages > MOST_GUARD_PAGES {
+        return Ok(Vec::new());
+    }
+    let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut buf = vec![0u8; pages as usize * 8];
+    f.read_exact_at(&mut buf, start / PAGE * 8)?;
+    Ok(buf
+        .chunks_exact(8)
+        .enumerate()
+        .filter(|(_, e)| {
+            u64::from_le_bytes((*e).try_into().expect("8 bytes")) & PM_GUARD_REGION != 0
+        })
+        .map(|(i, _)| start + i as u64 * PAGE)
+        .collect())
+}

@@ -223,6 +223,33 @@ pub fn relocate(entry: u64, code: &[u8]) -> Result<Relocated, DetourError> {
             len += 5;
             continue;
         }
+        // A `jmp rel32` (e9) or `jmp rel8` (eb) that ends the bytes the
+        // patch covers moves too, as a `jmp rel32` re-aimed at the same
+        // place: CET builds start small functions with `endbr64; jmp
+        // other` (Debian's `PyEval_ReleaseThread`, through which 3.13+
+        // parks threads). Only as the last instruction: the bytes after an
+        // unconditional jump are another path's, never this one's, and
+        // the patch must not cover them.
+        let jmp_rel = match insn.bytes() {
+            [0xe9, d @ ..] if d.len() == 4 => {
+                Some(i32::from_le_bytes(d.try_into().expect("4 bytes")) as i64)
+            }
+            [0xeb, d] => Some(*d as i8 as i64),
+            _ => None,
+        };
+        if let Some(rel) = jmp_rel {
+            if len + insn.len() < 5 {
+                return Err(DetourError::Unmovable(text));
+            }
+            let target = (insn.address() + insn.len() as u64).wrapping_add(rel as u64);
+            out.push((
+                insn.address(),
+                vec![0xe9, 0, 0, 0, 0],
+                Some((1, target as i64)),
+            ));
+            len += insn.len();
+            break;
+        }
         if groups.iter().any(|g| {
             matches!(
                 g.as_str(),
@@ -788,10 +815,34 @@ mod tests {
             relocate(0, &[0x74, 0x02, 0x90, 0x90, 0x90, 0x90]),
             Err(DetourError::Unmovable(_))
         ));
+        // A short jump that would leave bytes of another path under the
+        // patch does not move.
         assert!(matches!(
-            relocate(0, &[0xe9, 0, 0, 0, 0]),
+            relocate(0, &[0xeb, 0x10, 0x90, 0x90, 0x90, 0x90]),
             Err(DetourError::Unmovable(_))
         ));
+    }
+
+    #[test]
+    fn moves_a_tail_jump_that_ends_the_patch() {
+        // endbr64; jmp rel32: Debian 3.13+'s PyEval_ReleaseThread (CET).
+        let r = relocate(
+            0x74c150,
+            &[0xf3, 0x0f, 0x1e, 0xfa, 0xe9, 0x9b, 0xe1, 0xfa, 0xff, 0xcc],
+        )
+        .unwrap();
+        assert_eq!(r.len, 9);
+        assert_eq!(r.insns.len(), 2);
+        assert_eq!(r.insns[1].1, vec![0xe9, 0, 0, 0, 0]);
+        assert_eq!(r.insns[1].2, Some((1, 0x74c159 - 0x51e65)));
+        // endbr64; jmp rel8: moved as a jmp rel32 to the same place.
+        let r = relocate(0x1000, &[0xf3, 0x0f, 0x1e, 0xfa, 0xeb, 0x10, 0xcc]).unwrap();
+        assert_eq!(r.len, 6);
+        assert_eq!(r.insns[1].2, Some((1, 0x1016)));
+        // A jump first, of five bytes: the whole patch.
+        let r = relocate(0, &[0xe9, 0x10, 0, 0, 0, 0x90]).unwrap();
+        assert_eq!(r.len, 5);
+        assert_eq!(r.insns.len(), 1);
     }
 
     #[test]

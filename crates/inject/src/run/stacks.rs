@@ -6,7 +6,9 @@
 //!
 //! The stacks are found in `/proc/PID/maps` before anything is stopped: a
 //! thread's stack is an anonymous read-write mapping right above its
-//! guard page (an inaccessible mapping: glibc and musl both make one); the
+//! guard page (an inaccessible mapping: glibc and musl make one), or, with
+//! glibc 2.42+ on Linux 6.14+, begins after guard pages installed inside
+//! the mapping (found in `/proc/PID/pagemap`); the
 //! main thread's is `[stack]`, which may grow down to its rlimit. The
 //! trampolines get a table of them ([`table`]) and let a thread claim only
 //! where `rsp` lies at least [`ROOM`] above the bottom of one
@@ -36,6 +38,12 @@ const MAIN_STACK: u64 = 8 << 20;
 /// (`stack_guard_gap`, 256 pages).
 const GUARD_GAP: u64 = 1 << 20;
 
+/// How much anonymous memory is searched for guard pages (a pagemap read
+/// of 8 bytes per page): 8 GiB, bounded work before the first stop.
+const GUARD_SCAN: u64 = 8 << 30;
+
+const PAGE: u64 = 4096;
+
 /// Most stacks in the table (16 bytes each).
 const MOST: usize = 8192;
 
@@ -48,15 +56,38 @@ pub(super) fn find(pid: i32) -> Vec<(u64, u64)> {
     let maps = symbols::maps::parse(&text);
     let anon = |m: &Mapping| m.path.is_none() && m.inode == 0;
     let mut out = Vec::new();
+    let mut budget = GUARD_SCAN;
     for pair in maps.windows(2) {
         let (guard, m) = (&pair[0], &pair[1]);
-        if anon(m)
-            && m.perms == "rw-p"
-            && anon(guard)
-            && guard.perms == "---p"
-            && guard.end == m.start
-        {
+        if !(anon(m) && m.perms == "rw-p") {
+            continue;
+        }
+        if anon(guard) && guard.perms == "---p" && guard.end == m.start {
             out.push((m.start.0, m.end.0));
+            continue;
+        }
+        // Guard pages installed with MADV_GUARD_INSTALL (glibc 2.42+)
+        // stay inside the mapping: each run of them starts a stack, which
+        // ends at the next run or at the mapping's end (stacks next to
+        // each other may be one mapping).
+        let len = m.end.0 - m.start.0;
+        if len > budget {
+            continue;
+        }
+        budget -= len;
+        let guards = attach::procinfo::guard_pages(pid, m.start.0, m.end.0).unwrap_or_default();
+        for (i, &g) in guards.iter().enumerate() {
+            let bottom = g + PAGE;
+            if guards.get(i + 1) == Some(&bottom) {
+                continue; // inside a run of guard pages
+            }
+            let top = guards
+                .iter()
+                .skip(i + 1)
+                .copied()
+                .find(|&n| n > bottom)
+                .unwrap_or(m.end.0);
+            out.push((bottom, top));
         }
     }
     // The main thread's: `[stack]` (a pseudo-path symbols' parser drops).
