@@ -22,7 +22,7 @@ use gimli::{
 use object::{Object, ObjectSection};
 use symbols::{Interpreter, Module, RemoteAddr};
 
-use super::mem::Reader;
+use super::mem::{Memory, Reader};
 use super::{Frame, FrameKind};
 
 /// Deepest native stack unwound.
@@ -94,12 +94,19 @@ impl<'a> Unwinder<'a> {
     /// Loads every module's CFI now, before any freeze: a few milliseconds
     /// of wall time that would otherwise lengthen the pause.
     pub fn new(interp: &'a Interpreter) -> Self {
+        Self::preloading(interp, |_| true)
+    }
+
+    /// Loads the CFI of the modules `preload` picks now, the others when
+    /// first unwound through: for a few frames in known modules, loading
+    /// every module's would cost more than the unwinding.
+    pub fn preloading(interp: &'a Interpreter, preload: impl Fn(&Module) -> bool) -> Self {
         let u = Unwinder {
             interp,
             cfi: RefCell::new(HashMap::new()),
             ctx: RefCell::new(UnwindContext::new()),
         };
-        for m in interp.modules() {
+        for m in interp.modules().iter().filter(|m| preload(m)) {
             u.cfi_for(m);
         }
         u
@@ -187,9 +194,26 @@ impl<'a> Unwinder<'a> {
 
     /// The program counters of a thread's stack, innermost first.
     pub fn unwind(&self, r: &Reader, regs: Regs) -> Vec<u64> {
+        self.unwind_n(r, regs, MAX_NATIVE)
+    }
+
+    /// The innermost `depth` program counters of each of several stopped
+    /// threads (at most: fewer where unwinding ends), read with one batched
+    /// read of the top of their stacks.
+    pub fn innermost(&self, mem: &dyn Memory, threads: &[Regs], depth: usize) -> Vec<Vec<u64>> {
+        let r = Reader::new(mem);
+        let tops: Vec<(u64, usize)> = threads.iter().map(|t| (t.r[RSP as usize], 2048)).collect();
+        r.prefetch(&tops);
+        threads
+            .iter()
+            .map(|t| self.unwind_n(&r, *t, depth))
+            .collect()
+    }
+
+    fn unwind_n(&self, r: &Reader, regs: Regs, depth: usize) -> Vec<u64> {
         let mut out = vec![regs.r[RA as usize]];
         let mut cur = regs;
-        while out.len() < MAX_NATIVE {
+        while out.len() < depth {
             match self.step(r, &cur, out.len() == 1) {
                 Some(n) => {
                     out.push(n.r[RA as usize]);

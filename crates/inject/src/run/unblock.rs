@@ -24,7 +24,8 @@ use symbols::DiscoverOptions;
 
 use super::detour::{self, RaiseLayout, Relocated};
 use super::error::RunError;
-use super::inject::{busy, read_u32, stop, NUDGE, PROT_RX};
+use super::inject::{busy, read_u32, stop, PROT_RX};
+use super::nudge::{self, Prover};
 
 /// What [`interrupt_blocked`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +65,13 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
         return Ok(Unblocked::NotBlocked);
     }
     let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    // Only a call proved to return into CPython's own handling of EINTR
+    // (nudge.rs): the code may be blocked in a C library's call, which
+    // must not see EINTR.
+    let prover = Prover::new(&py);
     if py.version.major == 2 {
         let mut st = stop(pid)?;
-        let cut = in_nudgeable(&st, tid) && st.interrupt_syscall(tid)?;
+        let cut = prover.proves(&st, tid) && st.interrupt_syscall(tid)?;
         if cut {
             // The asynchronous exception is looked at when the bytecode
             // countdown runs out (every 100 instructions): run it out now,
@@ -126,7 +131,7 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let total = 2 * 4096;
     let hints = attach::free_gaps_near(pid, sites[0].0, total)?;
     let mut st = stop(pid)?;
-    if !in_nudgeable(&st, tid) {
+    if !prover.proves(&st, tid) {
         st.detach()?;
         return Ok(Unblocked::NotBlocked);
     }
@@ -254,12 +259,5 @@ fn blocked(pid: i32, tid: i32) -> bool {
     s.split_whitespace()
         .next()
         .and_then(|n| n.parse::<i64>().ok())
-        .is_some_and(|n| NUDGE.contains(&n))
-}
-
-fn in_nudgeable(st: &attach::Stopped, tid: i32) -> bool {
-    st.regs(tid)
-        .ok()
-        .and_then(|r| r.syscall())
-        .is_some_and(|nr| NUDGE.contains(&nr))
+        .is_some_and(nudge::blocking)
 }
