@@ -330,10 +330,13 @@ impl<'a> Prover<'a> {
         (nudge, notes)
     }
 
-    /// True if thread `tid` of `st` is blocked in a syscall that may be
-    /// cut short.
-    pub fn proves(&self, st: &attach::Stopped, tid: i32) -> bool {
-        !self.select(st, Some(tid)).0.is_empty()
+    /// Whether thread `tid` of `st`, if blocked in a syscall of [`NUDGE`]
+    /// (or resuming one), may have it cut short.
+    pub fn verdict(&self, st: &attach::Stopped, tid: i32) -> Option<Verdict> {
+        let regs = st.regs(tid).ok()?;
+        let nr = regs.syscall()?;
+        (blocking(nr) || nr == libc::SYS_restart_syscall)
+            .then(|| self.judge(st.memory(), &[(tid, regs)]).remove(0))
     }
 
     /// A verdict for each `(tid, registers)` of threads stopped in a
@@ -370,12 +373,12 @@ impl<'a> Prover<'a> {
                 self.place(pcs[0], true)
             ));
         }
-        let Some(&caller) = pcs.get(libc) else {
+        if pcs.len() == libc {
             return Err(format!(
                 "{sys}: its caller could not be found (unwinding stopped in {})",
                 self.place(pcs[libc - 1], libc == 1)
             ));
-        };
+        }
         let sys = format!("{sys} in {}", self.place(pcs[libc - 1], libc == 1));
         let names: Vec<Option<String>> = pcs[libc..].iter().map(|&pc| self.own(pc)).collect();
         let fits = |r: &Retry| {
@@ -397,11 +400,30 @@ impl<'a> Prover<'a> {
                 chain.join(" <- ")
             ));
         }
-        let m = self.module(caller, false);
+        // Where the proof stops: past the frames that begin a chain of the
+        // table (an exported function whose caller is checked).
+        let held = |k: usize| {
+            self.retries.iter().any(|r| {
+                r.calls.contains(&nr)
+                    && r.frames.len() > k + 1
+                    && (0..=k).all(|i| {
+                        names[i]
+                            .as_deref()
+                            .is_some_and(|n| r.frames[i].contains(&n))
+                    })
+            })
+        };
+        let stop = (0..names.len() - 1).take_while(|&k| held(k)).count();
+        let path: Vec<String> = pcs[libc..=libc + stop]
+            .iter()
+            .map(|&pc| self.place(pc, false))
+            .collect();
+        let last = pcs[libc + stop];
+        let m = self.module(last, false);
         let unnamed = m.is_some_and(|m| *m == self.py.module || extension(m).is_some())
             && self
                 .py
-                .symbolize(RemoteAddr(caller.wrapping_sub(1)))
+                .symbolize(RemoteAddr(last.wrapping_sub(1)))
                 .is_none();
         let why = if nr == libc::SYS_restart_syscall {
             "a call resumed after a stop, never cut short"
@@ -411,10 +433,7 @@ impl<'a> Prover<'a> {
         } else {
             "not a CPython loop known to retry it"
         };
-        Err(format!(
-            "{sys} returns into {}, {why}",
-            self.place(caller, false)
-        ))
+        Err(format!("{sys} returns into {}, {why}", path.join(" <- ")))
     }
 
     /// The module holding `pc` (a return address unless `first`).

@@ -28,11 +28,14 @@ use super::inject::{busy, read_u32, stop, PROT_RX};
 use super::nudge::{self, Prover};
 
 /// What [`interrupt_blocked`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unblocked {
-    /// The thread was not blocked in a system call that is safe to cut
-    /// short (running Python sees the asynchronous exception by itself).
+    /// The thread was not blocked in a system call that can be cut short
+    /// (running Python sees the asynchronous exception by itself).
     NotBlocked,
+    /// Blocked in a call that is not known to be safe to cut short (a C
+    /// library's own, or a frame without symbols): left alone, and why.
+    Unproved(String),
     /// KeyboardInterrupt was raised in the thread.
     Raised,
     /// Python 2: the system call was cut short (EINTR); the pending
@@ -71,7 +74,14 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let prover = Prover::new(&py);
     if py.version.major == 2 {
         let mut st = stop(pid)?;
-        let cut = prover.proves(&st, tid) && st.interrupt_syscall(tid)?;
+        let cut = match prover.verdict(&st, tid) {
+            Some(v) if v.nudge => st.interrupt_syscall(tid)?,
+            Some(v) => {
+                st.detach()?;
+                return Ok(Unblocked::Unproved(v.why));
+            }
+            None => false,
+        };
         if cut {
             // The asynchronous exception is looked at when the bytecode
             // countdown runs out (every 100 instructions): run it out now,
@@ -131,9 +141,12 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let total = 2 * 4096;
     let hints = attach::free_gaps_near(pid, sites[0].0, total)?;
     let mut st = stop(pid)?;
-    if !prover.proves(&st, tid) {
-        st.detach()?;
-        return Ok(Unblocked::NotBlocked);
+    match prover.verdict(&st, tid) {
+        Some(v) if v.nudge => {}
+        found => {
+            st.detach()?;
+            return Ok(found.map_or(Unblocked::NotBlocked, |v| Unblocked::Unproved(v.why)));
+        }
     }
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].0, total, &hints)?;
