@@ -43,7 +43,7 @@ use super::bootstrap::{self, Mode};
 use super::channel::{ChannelKind, Rendezvous};
 use super::detour::{self, Layout, Relocated};
 use super::error::RunError;
-use super::nudge::Prover;
+use super::nudge::{self, Prover};
 use super::protocol::Channel;
 
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
@@ -192,7 +192,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
     // would return early and os.read raise. On 3, only calls proved to
     // return into a retry loop are cut short (see nudge.rs).
-    let prover = (v.0 >= 3).then(|| Prover::new(&py));
+    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(&py));
     let fallback = if opts.thread.is_none() {
         Fallback::find(&py)
     } else {
@@ -383,11 +383,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let mut keep_pages = false;
     let mut main_running = false;
     let mut caller = None;
-    let (proved, notes) = match &prover {
+    let selection = match &prover {
         Some(p) if !only_thread => p.select(&st, opts.thread),
         _ => Default::default(),
     };
-    report.blocked = notes;
     for &tid in &threads {
         if only_thread || opts.thread.is_some_and(|t| t != tid) {
             continue;
@@ -403,7 +402,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             main_running = true;
         }
         match regs.syscall() {
-            Some(nr) if proved.contains(&tid) => {
+            Some(nr) if selection.nudge.contains(&tid) => {
                 if st.interrupt_syscall(tid)? {
                     report.nudged.push(tid);
                     st.release_last(tid);
@@ -534,7 +533,8 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 let _ = st.unmap(helper, base, total);
             }
             reclaim(&mut st, &orphans, &entries);
-            holders = Some(describe_running(&st, &py, &report.blocked));
+            let blocked = prover.as_ref().map(|p| p.notes(&selection));
+            holders = Some(describe_running(&st, &py, &blocked.unwrap_or_default()));
         }
         report.stops.push(st.detach()?);
     }
@@ -561,6 +561,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             patched.get(n - 1).map_or("?", |s| s.name)
         ),
     };
+    // Only now: naming the C library's functions can take a while.
+    if let Some(p) = &prover {
+        report.blocked = p.notes(&selection);
+    }
     report.elapsed = t0.elapsed();
     let leftover = Leftover {
         pid,

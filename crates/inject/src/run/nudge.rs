@@ -53,6 +53,38 @@ pub(super) fn blocking(nr: i64) -> bool {
     NUDGE.iter().any(|&(n, _)| n == nr)
 }
 
+/// From /proc, without stopping anything: is a thread of `pid` (`only`
+/// that one) blocked in a syscall of [`NUDGE`]? If none is, the proof's
+/// preparation (symbols and CFI: milliseconds) is not worth it; a thread
+/// that blocks after this look is only left alone.
+pub(super) fn any_blocked(pid: i32, only: Option<i32>) -> bool {
+    let blocked = |tid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).map_or(
+            // Unreadable: let the stop decide.
+            true,
+            |s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .is_some_and(blocking)
+            },
+        )
+    };
+    if let Some(tid) = only {
+        return blocked(tid);
+    }
+    if blocked(pid) {
+        return true;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|tid| tid != pid && blocked(tid))
+}
+
 fn name(nr: i64) -> String {
     NUDGE
         .iter()
@@ -269,13 +301,56 @@ const EXTENSIONS: &[&str] = &["time", "_socket", "select", "_queue"];
 
 /// Frames unwound from the syscall: the C library's (at most a few) and
 /// the deepest chain of [`RETRIES`].
-const DEPTH: usize = 8;
+const DEPTH: usize = 6;
 
-/// Whether to cut a thread's blocking call short, and why (for `-v`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Enough nudged threads for one of them to reach a hook soon: each comes
+/// back through a hooked function as soon as it has the GIL, so more would
+/// only wake more of the target, and hold it longer while they are judged.
+const ENOUGH: usize = 4;
+
+/// Threads judged at a time (one batched read of their stacks).
+const BATCH: usize = 8;
+
+/// What unwinding a blocked thread found, and whether it proves the call
+/// safe to cut short. Put in words by [`Prover::explain`] once the threads
+/// are let go: naming a C library's internal function can mean reading its
+/// debug file.
+#[derive(Clone, Debug)]
 pub(super) struct Verdict {
     pub nudge: bool,
-    pub why: String,
+    nr: i64,
+    /// The thread's program counters, innermost first.
+    pcs: Vec<u64>,
+    /// How many of them are the C library's.
+    libc: usize,
+    /// How many frames after those the explanation shows.
+    shown: usize,
+    why: Why,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// The frames shown are a chain of [`RETRIES`].
+    Retries,
+    /// The syscall instruction is not in the C library.
+    NotLibc,
+    /// Unwinding ended in the C library.
+    NoCaller,
+    /// `restart_syscall`: never cut short.
+    Restarted,
+    /// The last frame shown is the interpreter's, without a symbol.
+    NoSymbol,
+    /// The last frame shown is not a function of the table.
+    Unknown,
+}
+
+/// The blocked threads of one stop, judged: which to nudge.
+#[derive(Debug, Default)]
+pub(super) struct Selection {
+    pub nudge: Vec<i32>,
+    judged: Vec<(i32, Verdict)>,
+    /// Blocked threads not judged, [`ENOUGH`] being nudged already.
+    unexamined: usize,
 }
 
 /// Judges blocked threads of one interpreter. Made before the threads are
@@ -290,10 +365,25 @@ pub(super) struct Prover<'a> {
 impl<'a> Prover<'a> {
     pub fn new(py: &'a Interpreter) -> Self {
         let v = (py.version.major, py.version.minor);
-        let preload = |m: &Module| *m == py.module || is_libc(m) || extension(m).is_some();
+        let own = |m: &Module| *m == py.module || extension(m).is_some();
+        // Symbolizing the first address of the interpreter's modules (the
+        // ELF header: no function) builds their symbol indexes and opens
+        // their debug files now rather than while the threads are held (the
+        // C library's frames are only named afterwards); on a thread of its
+        // own, while this one loads the CFI.
+        let unwinder = std::thread::scope(|s| {
+            s.spawn(|| {
+                for m in py.modules().iter().filter(|m| own(m)) {
+                    let _ = py.symbolize(m.base);
+                }
+            });
+            // Unwinding goes through the C library and the interpreter's
+            // module; the chains end at frames of its extension modules.
+            Unwinder::only(py, |m| *m == py.module || is_libc(m))
+        });
         Prover {
             py,
-            unwinder: Unwinder::preloading(py, preload),
+            unwinder,
             retries: RETRIES
                 .iter()
                 .filter(|r| r.versions.0 <= v && v <= r.versions.1)
@@ -306,8 +396,8 @@ impl<'a> Prover<'a> {
     /// saying what was decided and why. Threads resuming a call through
     /// `restart_syscall` (one a stop interrupted) are described too, and
     /// never nudged: a thread holding the GIL in C code is often one.
-    pub fn select(&self, st: &attach::Stopped, only: Option<i32>) -> (Vec<i32>, Vec<String>) {
-        let blocked: Vec<(i32, attach::Regs)> = st
+    pub fn select(&self, st: &attach::Stopped, only: Option<i32>) -> Selection {
+        let mut blocked: Vec<(i32, attach::Regs)> = st
             .threads()
             .into_iter()
             .filter(|&tid| only.is_none_or(|t| t == tid))
@@ -317,17 +407,45 @@ impl<'a> Prover<'a> {
                     .is_some_and(|n| blocking(n) || n == libc::SYS_restart_syscall)
             })
             .collect();
-        let verdicts = self.judge(st.memory(), &blocked);
-        let mut nudge = Vec::new();
-        let mut notes = Vec::new();
-        for ((tid, _), v) in blocked.iter().zip(verdicts) {
-            if v.nudge {
-                nudge.push(*tid);
+        // The main thread first: the one most often in a plain sleep.
+        blocked.sort_by_key(|&(tid, _)| tid != st.pid());
+        let mut out = Selection::default();
+        for (n, batch) in blocked.chunks(BATCH).enumerate() {
+            if out.nudge.len() >= ENOUGH {
+                out.unexamined = blocked.len() - n * BATCH;
+                break;
             }
-            let what = if v.nudge { "nudged" } else { "left alone" };
-            notes.push(format!("thread {tid} {what}: {}", v.why));
+            for ((tid, _), v) in batch.iter().zip(self.judge(st.memory(), batch)) {
+                if v.nudge && out.nudge.len() < ENOUGH {
+                    out.nudge.push(*tid);
+                }
+                out.judged.push((*tid, v));
+            }
         }
-        (nudge, notes)
+        out
+    }
+
+    /// A line for each thread of `s`: what was decided and why.
+    pub fn notes(&self, s: &Selection) -> Vec<String> {
+        let mut notes: Vec<String> = s
+            .judged
+            .iter()
+            .map(|(tid, v)| {
+                let what = match v.nudge {
+                    true if s.nudge.contains(tid) => "nudged",
+                    true => "not nudged (enough are)",
+                    false => "left alone",
+                };
+                format!("thread {tid} {what}: {}", self.explain(v))
+            })
+            .collect();
+        if s.unexamined > 0 {
+            notes.push(format!(
+                "{} more blocked threads not examined ({ENOUGH} nudged are enough)",
+                s.unexamined
+            ));
+        }
+        notes
     }
 
     /// Whether thread `tid` of `st`, if blocked in a syscall of [`NUDGE`]
@@ -351,89 +469,110 @@ impl<'a> Prover<'a> {
         threads
             .iter()
             .zip(stacks)
-            .map(|((_, r), pcs)| {
-                let nr = r.syscall().unwrap_or(-1);
-                match self.prove(nr, &pcs) {
-                    Ok(why) => Verdict { nudge: true, why },
-                    Err(why) => Verdict { nudge: false, why },
-                }
-            })
+            .map(|((_, r), pcs)| self.prove(r.syscall().unwrap_or(-1), pcs))
             .collect()
     }
 
-    /// Why the call of syscall `nr`, made at `pcs[0]` and returning
-    /// through `pcs[1..]`, may be cut short (or why not).
-    fn prove(&self, nr: i64, pcs: &[u64]) -> Result<String, String> {
-        let sys = name(nr);
+    /// Whether the call of syscall `nr`, made at `pcs[0]` and returning
+    /// through `pcs[1..]`, may be cut short. Symbolizes only the
+    /// interpreter's frames (their indexes built beforehand).
+    fn prove(&self, nr: i64, pcs: Vec<u64>) -> Verdict {
         let in_libc = |i: usize| self.module(pcs[i], i == 0).is_some_and(is_libc);
         let libc = (0..pcs.len()).take_while(|&i| in_libc(i)).count();
+        let verdict = |pcs, shown, why| Verdict {
+            nudge: why == Why::Retries,
+            nr,
+            pcs,
+            libc,
+            shown,
+            why,
+        };
         if libc == 0 {
-            return Err(format!(
-                "{sys} made by {}, not by the C library",
-                self.place(pcs[0], true)
-            ));
+            return verdict(pcs, 0, Why::NotLibc);
         }
         if pcs.len() == libc {
-            return Err(format!(
-                "{sys}: its caller could not be found (unwinding stopped in {})",
-                self.place(pcs[libc - 1], libc == 1)
-            ));
+            return verdict(pcs, 0, Why::NoCaller);
         }
-        let sys = format!("{sys} in {}", self.place(pcs[libc - 1], libc == 1));
         let names: Vec<Option<String>> = pcs[libc..].iter().map(|&pc| self.own(pc)).collect();
-        let fits = |r: &Retry| {
+        // How many frames, from the first, match the start of a chain of
+        // the table for this syscall (`whole`: all of it).
+        let matched = |r: &Retry, k: usize| {
             r.calls.contains(&nr)
-                && r.frames.iter().enumerate().all(|(i, alts)| {
+                && r.frames.len() >= k
+                && (0..k).all(|i| {
                     names
                         .get(i)
                         .and_then(|n| n.as_deref())
-                        .is_some_and(|n| alts.contains(&n))
+                        .is_some_and(|n| r.frames[i].contains(&n))
                 })
         };
-        if let Some(r) = self.retries.iter().find(|r| fits(r)) {
-            let chain: Vec<&str> = names[..r.frames.len()]
-                .iter()
-                .map(|n| n.as_deref().unwrap_or("?"))
-                .collect();
-            return Ok(format!(
-                "{sys} returns into {}, which handles EINTR",
-                chain.join(" <- ")
-            ));
+        if nr != libc::SYS_restart_syscall {
+            if let Some(r) = self.retries.iter().find(|r| matched(r, r.frames.len())) {
+                return verdict(pcs, r.frames.len(), Why::Retries);
+            }
         }
-        // Where the proof stops: past the frames that begin a chain of the
-        // table (an exported function whose caller is checked).
-        let held = |k: usize| {
-            self.retries.iter().any(|r| {
-                r.calls.contains(&nr)
-                    && r.frames.len() > k + 1
-                    && (0..=k).all(|i| {
-                        names[i]
-                            .as_deref()
-                            .is_some_and(|n| r.frames[i].contains(&n))
-                    })
+        // Where the proof stops: past the frames that begin a longer chain
+        // (an exported function whose caller is checked).
+        let stop = (1..names.len())
+            .take_while(|&k| {
+                self.retries
+                    .iter()
+                    .any(|r| r.frames.len() > k && matched(r, k))
             })
+            .count();
+        let last = pcs[libc + stop];
+        let unnamed = self
+            .module(last, false)
+            .is_some_and(|m| *m == self.py.module || extension(m).is_some())
+            && names[stop].is_none();
+        let why = if nr == libc::SYS_restart_syscall {
+            Why::Restarted
+        } else if unnamed {
+            Why::NoSymbol
+        } else {
+            Why::Unknown
         };
-        let stop = (0..names.len() - 1).take_while(|&k| held(k)).count();
-        let path: Vec<String> = pcs[libc..=libc + stop]
+        verdict(pcs, stop + 1, why)
+    }
+
+    /// `v` in words, naming the functions (symbolizing the C library's
+    /// frames too, which may read its debug file).
+    pub fn explain(&self, v: &Verdict) -> String {
+        let sys = name(v.nr);
+        let (pcs, libc) = (&v.pcs, v.libc);
+        match v.why {
+            Why::NotLibc => {
+                return format!(
+                    "{sys} made by {}, not by the C library",
+                    self.place(pcs[0], true)
+                )
+            }
+            Why::NoCaller => {
+                return format!(
+                    "{sys}: its caller could not be found (unwinding stopped in {})",
+                    self.place(pcs[libc - 1], libc == 1)
+                )
+            }
+            _ => {}
+        }
+        let path: Vec<String> = pcs[libc..libc + v.shown]
             .iter()
             .map(|&pc| self.place(pc, false))
             .collect();
-        let last = pcs[libc + stop];
-        let m = self.module(last, false);
-        let unnamed = m.is_some_and(|m| *m == self.py.module || extension(m).is_some())
-            && self
-                .py
-                .symbolize(RemoteAddr(last.wrapping_sub(1)))
-                .is_none();
-        let why = if nr == libc::SYS_restart_syscall {
-            "a call resumed after a stop, never cut short"
-        } else if unnamed {
-            "which has no symbol (a stripped build: with its debug file pyattach could tell \
-             whether it retries)"
-        } else {
-            "not a CPython loop known to retry it"
+        let why = match v.why {
+            Why::Retries => "which handles EINTR",
+            Why::Restarted => "a call resumed after a stop, never cut short",
+            Why::NoSymbol => {
+                "which has no symbol (a stripped build: with its debug file pyattach could \
+                 tell whether it retries)"
+            }
+            _ => "not a CPython loop known to retry it",
         };
-        Err(format!("{sys} returns into {}, {why}", path.join(" <- ")))
+        format!(
+            "{sys} in {} returns into {}, {why}",
+            self.place(pcs[libc - 1], libc == 1),
+            path.join(" <- ")
+        )
     }
 
     /// The module holding `pc` (a return address unless `first`).

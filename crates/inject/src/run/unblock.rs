@@ -64,7 +64,7 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let Some(tid) = host_tid(pid, tid) else {
         return Ok(Unblocked::NotBlocked);
     };
-    if !blocked(pid, tid) {
+    if !nudge::any_blocked(pid, Some(tid)) {
         return Ok(Unblocked::NotBlocked);
     }
     let py = symbols::discover(pid, &DiscoverOptions::default())?;
@@ -78,7 +78,7 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
             Some(v) if v.nudge => st.interrupt_syscall(tid)?,
             Some(v) => {
                 st.detach()?;
-                return Ok(Unblocked::Unproved(v.why));
+                return Ok(Unblocked::Unproved(prover.explain(&v)));
             }
             None => false,
         };
@@ -145,7 +145,9 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
         Some(v) if v.nudge => {}
         found => {
             st.detach()?;
-            return Ok(found.map_or(Unblocked::NotBlocked, |v| Unblocked::Unproved(v.why)));
+            return Ok(found.map_or(Unblocked::NotBlocked, |v| {
+                Unblocked::Unproved(prover.explain(&v))
+            }));
         }
     }
     let helper = st.syscall_thread().unwrap_or(pid);
@@ -261,16 +263,4 @@ fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
             .unwrap_or(tid);
         (last == ns_tid).then_some(tid)
     })
-}
-
-/// From /proc, without stopping anything: is `tid` in a system call?
-fn blocked(pid: i32, tid: i32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
-        // Unreadable (no CONFIG_HAVE_ARCH_TRACEHOOK?): let the stop decide.
-        return true;
-    };
-    s.split_whitespace()
-        .next()
-        .and_then(|n| n.parse::<i64>().ok())
-        .is_some_and(nudge::blocking)
 }
