@@ -255,3 +255,49 @@ fn c_library_calls_stay_blocked_through_run_and_prompt() {
 fn gil_held_in_a_c_sleep_gets_no_safe_point_and_no_nudge() {
     on_every_python3(gil_held_in_c_sleep_is_left_alone);
 }
+
+/// Where the proof needs symbols the interpreter lacks (Debian's stripped
+/// python3.11 and the libpython3.11 of the embedding program, without their
+/// debug file), a target whose only thread sleeps in `time.sleep(3600)` is
+/// left alone, `-v` says why, and the code still runs: through the
+/// new-thread fallback.
+#[test]
+fn stripped_interpreter_leaves_unproved_calls_and_still_runs_the_code() {
+    let stripped: Vec<Python> = pythons()
+        .into_iter()
+        .filter(|p| p.kind != testsupport::PythonKind::Pyenv)
+        .collect();
+    if stripped.is_empty() {
+        testsupport::note("no stripped interpreter (Debian's python3.11) on this machine");
+    }
+    for py in stripped {
+        let t = Target::run_state(&py, "longsleep").unwrap();
+        let pid = t.pid().to_string();
+        let out = pyattach(&["-v", "--run", "print('ran')", &pid], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == "ran\n",
+            "{}: {err}",
+            py.id
+        );
+        let main = format!("thread {} ", t.pid());
+        let line = err
+            .lines()
+            .find(|l| l.contains(&main) && (l.contains("nudged") || l.contains("left alone")))
+            .unwrap_or_else(|| panic!("{}: no word on the main thread: {err}", py.id));
+        if line.contains("has no symbol") {
+            assert!(
+                line.contains("left alone") && err.contains("new thread"),
+                "{}: {err}",
+                py.id
+            );
+        } else {
+            testsupport::note(&format!(
+                "{} has its debug file: the call was proved",
+                py.id
+            ));
+            assert!(line.contains("nudged"), "{}: {err}", py.id);
+        }
+        assert!(t.is_alive(), "{}", py.id);
+    }
+}
