@@ -392,10 +392,10 @@ impl<'a> Prover<'a> {
     }
 
     /// The threads of `st` (or only `only`) blocked in a syscall of
-    /// [`NUDGE`], judged: those to nudge, and a line for each thread
-    /// saying what was decided and why. Threads resuming a call through
-    /// `restart_syscall` (one a stop interrupted) are described too, and
-    /// never nudged: a thread holding the GIL in C code is often one.
+    /// [`NUDGE`], judged, main thread first, until [`ENOUGH`] are to be
+    /// nudged. Threads resuming a call through `restart_syscall` (one a
+    /// stop interrupted) are judged too, and never nudged: a thread holding
+    /// the GIL in C code is often one, and the failure message names it.
     pub fn select(&self, st: &attach::Stopped, only: Option<i32>) -> Selection {
         let mut blocked: Vec<(i32, attach::Regs)> = st
             .threads()
@@ -459,11 +459,7 @@ impl<'a> Prover<'a> {
 
     /// A verdict for each `(tid, registers)` of threads stopped in a
     /// syscall of [`NUDGE`] (one batched read of their stacks).
-    pub fn judge(
-        &self,
-        mem: &attach::ProcessMemory,
-        threads: &[(i32, attach::Regs)],
-    ) -> Vec<Verdict> {
+    fn judge(&self, mem: &attach::ProcessMemory, threads: &[(i32, attach::Regs)]) -> Vec<Verdict> {
         let regs: Vec<Regs> = threads.iter().map(|(_, r)| to_unwind(r)).collect();
         let stacks = self.unwinder.innermost(mem, &regs, DEPTH);
         threads
@@ -638,4 +634,26 @@ fn to_unwind(r: &attach::Regs) -> Regs {
 #[cfg(not(target_arch = "x86_64"))]
 fn to_unwind(_: &attach::Regs) -> Regs {
     Regs::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_retry_is_of_calls_that_are_nudged_and_versions_in_order() {
+        for r in RETRIES {
+            assert!(!r.frames.is_empty() && r.frames.iter().all(|f| !f.is_empty()));
+            assert!(r.calls.iter().all(|&nr| blocking(nr)), "{:?}", r.frames);
+            assert!(r.versions.0 <= r.versions.1, "{:?}", r.frames);
+            // Names as the table compares them: compiler suffixes dropped.
+            assert!(r
+                .frames
+                .iter()
+                .flat_map(|f| f.iter())
+                .all(|n| !n.contains('.')));
+        }
+        assert!(!blocking(libc::SYS_restart_syscall));
+        assert_eq!(name(libc::SYS_restart_syscall), "restart_syscall");
+    }
 }
