@@ -19,7 +19,6 @@ use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
     UnwindContext, UnwindSection,
 };
-use object::{Object, ObjectSection};
 use symbols::{Interpreter, Module, RemoteAddr};
 
 use super::mem::{Memory, Reader};
@@ -66,18 +65,23 @@ struct Cfi {
 }
 
 fn load(m: &Module) -> Option<Cfi> {
+    use object::read::elf::{FileHeader, SectionHeader};
     let f = std::fs::File::open(&m.path_via_proc_root).ok()?;
     let cache = object::ReadCache::new(f);
-    let obj = object::File::parse(&cache).ok()?;
-    let eh = obj.section_by_name(".eh_frame")?;
-    let hdr = obj.section_by_name(".eh_frame_hdr")?;
-    let text = obj.section_by_name(".text").map_or(0, |s| s.address());
+    // The section headers only: `object::File::parse` would read the
+    // symbol tables too (most of the time, for a large libpython).
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&cache).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, &cache).ok()?;
+    let section = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s);
+    let (eh, hdr) = (section(b".eh_frame")?, section(b".eh_frame_hdr")?);
+    let text = section(b".text").map_or(0, |s| s.sh_addr(endian));
     Some(Cfi {
-        eh_frame: eh.data().ok()?.to_vec(),
-        hdr: hdr.data().ok()?.to_vec(),
+        eh_frame: eh.data(endian, &cache).ok()?.to_vec(),
+        hdr: hdr.data(endian, &cache).ok()?.to_vec(),
         bases: BaseAddresses::default()
-            .set_eh_frame_hdr(hdr.address())
-            .set_eh_frame(eh.address())
+            .set_eh_frame_hdr(hdr.sh_addr(endian))
+            .set_eh_frame(eh.sh_addr(endian))
             .set_text(text),
         bias: m.load_bias,
     })
