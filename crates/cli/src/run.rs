@@ -247,6 +247,9 @@ fn describe(r: &inject::run::Report) -> String {
             r.cramped
         ));
     }
+    for b in &r.blocked {
+        s.push_str(&format!("\npyattach: {b}"));
+    }
     if r.new_thread {
         s.push_str("\npyattach: new-thread fallback started");
     }

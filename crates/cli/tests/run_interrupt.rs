@@ -10,12 +10,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use testsupport::{pyattach_bin, pythons, Python, Target};
+use testsupport::{pyattach_bin, pythons, Python, PythonKind, Target};
 
 /// Runs `code` (which prints "BLOCKING" just before it blocks) in `t`,
 /// sends SIGINT to pyattach once the line is out, and returns pyattach's
-/// status and stderr.
-fn interrupt(t: &Target, code: &str, ctx: &str) -> (Option<i32>, String) {
+/// status and stderr. On an interpreter without the symbols that prove the
+/// call safe to cut short (Debian's stripped build without its debug
+/// file), pyattach may instead say it could not, naming the frame without
+/// a symbol: then it is sent SIGTERM, and the status is `None`.
+fn interrupt(t: &Target, py: &Python, code: &str, ctx: &str) -> (Option<i32>, String) {
     let mut child = Command::new(pyattach_bin())
         .args(["--run", code, &t.pid().to_string()])
         .stdin(Stdio::null())
@@ -30,16 +33,24 @@ fn interrupt(t: &Target, code: &str, ctx: &str) -> (Option<i32>, String) {
             let _ = tx.send(line);
         }
     });
+    let stderr = child.stderr.take().unwrap();
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = said.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let said = move || said.lock().unwrap().clone();
     let seen = rx
         .recv_timeout(Duration::from_secs(30))
         .is_ok_and(|l| l == "BLOCKING");
     if !seen {
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "{ctx}: the code never started: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let _ = child.wait();
+        panic!("{ctx}: the code never started: {}", said());
     }
     // Let it settle in the blocking call.
     std::thread::sleep(Duration::from_millis(300));
@@ -50,21 +61,23 @@ fn interrupt(t: &Target, code: &str, ctx: &str) -> (Option<i32>, String) {
     .unwrap();
     let end = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
+        let unproved = said().contains("could not cut") && said().contains("has no symbol");
+        if unproved && py.kind != PythonKind::Pyenv {
+            let pa = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pa, nix::sys::signal::Signal::SIGTERM).unwrap();
+            let _ = child.wait();
+            return (None, said());
+        }
         if Instant::now() > end {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{ctx}: Ctrl-C did not stop the code: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            panic!("{ctx}: Ctrl-C did not stop the code: {}", said());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let status = child.wait().unwrap().code();
+    let _ = reader.join();
+    (status, said())
 }
 
 fn ticks_on(t: &Target, ctx: &str) {
@@ -76,16 +89,20 @@ fn ctrl_c_stops_code_blocked_in_time_sleep_on_every_interpreter() {
     for py in pythons() {
         let t = Target::run_state(&py, "sleep").unwrap();
         let code = "import time\nprint('BLOCKING')\ntime.sleep(3600)\nprint('not reached')\n";
-        let (status, err) = interrupt(&t, code, &py.id);
-        assert_eq!(status, Some(8), "{}: {err}", py.id);
-        assert!(err.contains("KeyboardInterrupt"), "{}: {err}", py.id);
-        // Python 2's sleep returns early on EINTR, and the exception comes
-        // at the next line.
-        if py.version.0 >= 3 {
-            assert!(err.contains("time.sleep(3600)"), "{}: {err}", py.id);
+        let (status, err) = interrupt(&t, &py, code, &py.id);
+        // Stripped: the code stays blocked (in whichever thread ran it,
+        // the ticker maybe), the target runs on (checked below).
+        if status.is_some() {
+            assert_eq!(status, Some(8), "{}: {err}", py.id);
+            assert!(err.contains("KeyboardInterrupt"), "{}: {err}", py.id);
+            // Python 2's sleep returns early on EINTR, and the exception
+            // comes at the next line.
+            if py.version.0 >= 3 {
+                assert!(err.contains("time.sleep(3600)"), "{}: {err}", py.id);
+            }
+            ticks_on(&t, &py.id);
         }
         assert!(t.is_alive(), "{}", py.id);
-        ticks_on(&t, &py.id);
         // Nothing stays queued for the thread that ran the code (often the
         // target's main thread): another run there works.
         let out = Command::new(pyattach_bin())
@@ -128,10 +145,17 @@ fn ctrl_c_stops_code_blocked_in_reads_locks_and_waits() {
         .collect();
     pys.extend(testsupport::debian_python());
     for py in pys {
-        let t = Target::run_state(&py, "sleep").unwrap();
+        let mut t = Target::run_state(&py, "sleep").unwrap();
         for (what, code) in codes {
             let ctx = format!("{} {what}", py.id);
-            let (status, err) = interrupt(&t, code, &ctx);
+            let (status, err) = interrupt(&t, &py, code, &ctx);
+            if status.is_none() {
+                // The code stays blocked in one of the two threads for
+                // good: the next code gets a target of its own.
+                assert!(t.is_alive(), "{ctx}");
+                t = Target::run_state(&py, "sleep").unwrap();
+                continue;
+            }
             assert_eq!(status, Some(8), "{ctx}: {err}");
             assert!(err.contains("KeyboardInterrupt"), "{ctx}: {err}");
             assert!(t.is_alive(), "{ctx}");
@@ -227,8 +251,9 @@ fn ctrl_c_that_cannot_cut_a_call_short_says_so_and_leaves_nothing() {
         let before = code_of(pid);
         let pa = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pa, nix::sys::signal::Signal::SIGINT).unwrap();
+        // A C library's own wait: not cut short at all.
         let said = wait_for("could not cut");
-        assert!(said.contains("went back to waiting"), "{v}: {said}");
+        assert!(said.contains("not known to be safe"), "{v}: {said}");
         // Hooks taken back, pages unmapped: the code is as it was.
         let after = code_of(pid);
         let lines = |c: &[(String, Vec<u8>)]| c.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>();

@@ -28,7 +28,7 @@ mod linetable;
 mod locals;
 mod mem;
 mod names;
-mod native;
+pub(crate) mod native;
 mod objects;
 mod procfs;
 mod runtime;

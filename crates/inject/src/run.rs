@@ -18,6 +18,7 @@ mod channel;
 mod detour;
 mod error;
 mod inject;
+mod nudge;
 pub mod protocol;
 mod seccomp;
 mod stacks;

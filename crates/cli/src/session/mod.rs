@@ -228,6 +228,9 @@ fn unblock_later(running: &Arc<Running>, pid: i32) {
             Err(e) => format!("{:#}", anyhow::Error::from(e)),
             // Cut short, but it went back to waiting without a hooked check.
             Ok(inject::run::Unblocked::Missed) => "it went back to waiting".into(),
+            Ok(inject::run::Unblocked::Unproved(why)) => {
+                format!("it is not known to be safe to cut short ({why})")
+            }
             Ok(_) => return,
         };
         eprintln!(

@@ -10,7 +10,7 @@
 //! over the module's DWARF or its build-id debug file) and merging happen
 //! after they are released.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -19,10 +19,9 @@ use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
     UnwindContext, UnwindSection,
 };
-use object::{Object, ObjectSection};
 use symbols::{Interpreter, Module, RemoteAddr};
 
-use super::mem::Reader;
+use super::mem::{Memory, Reader};
 use super::{Frame, FrameKind};
 
 /// Deepest native stack unwound.
@@ -66,42 +65,72 @@ struct Cfi {
 }
 
 fn load(m: &Module) -> Option<Cfi> {
+    use object::read::elf::{FileHeader, SectionHeader};
     let f = std::fs::File::open(&m.path_via_proc_root).ok()?;
     let cache = object::ReadCache::new(f);
-    let obj = object::File::parse(&cache).ok()?;
-    let eh = obj.section_by_name(".eh_frame")?;
-    let hdr = obj.section_by_name(".eh_frame_hdr")?;
-    let text = obj.section_by_name(".text").map_or(0, |s| s.address());
+    // The section headers only: `object::File::parse` would read the
+    // symbol tables too (most of the time, for a large libpython).
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&cache).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, &cache).ok()?;
+    let section = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s);
+    let (eh, hdr) = (section(b".eh_frame")?, section(b".eh_frame_hdr")?);
+    let text = section(b".text").map_or(0, |s| s.sh_addr(endian));
     Some(Cfi {
-        eh_frame: eh.data().ok()?.to_vec(),
-        hdr: hdr.data().ok()?.to_vec(),
+        eh_frame: eh.data(endian, &cache).ok()?.to_vec(),
+        hdr: hdr.data(endian, &cache).ok()?.to_vec(),
         bases: BaseAddresses::default()
-            .set_eh_frame_hdr(hdr.address())
-            .set_eh_frame(eh.address())
+            .set_eh_frame_hdr(hdr.sh_addr(endian))
+            .set_eh_frame(eh.sh_addr(endian))
             .set_text(text),
         bias: m.load_bias,
     })
 }
 
-/// Unwinds native stacks of one process; caches each module's CFI.
+/// What a CFI row says at one address: the CFA (register, offset), and
+/// the rules for the return address and then the [`SAVED`] registers.
+struct Rule {
+    cfa: (u16, i64),
+    regs: [Option<RegisterRule<usize>>; 7],
+}
+
+/// Unwinds native stacks of one process; caches each module's CFI, and the
+/// rows looked up in it.
 pub struct Unwinder<'a> {
     interp: &'a Interpreter,
     cfi: RefCell<HashMap<PathBuf, Option<Rc<Cfi>>>>,
+    rules: RefCell<HashMap<u64, Option<Rc<Rule>>>>,
     ctx: RefCell<UnwindContext<usize>>,
+    /// Whether modules not loaded yet are loaded when reached, and frames
+    /// without CFI followed by their frame pointers.
+    guess: Cell<bool>,
 }
 
 impl<'a> Unwinder<'a> {
     /// Loads every module's CFI now, before any freeze: a few milliseconds
     /// of wall time that would otherwise lengthen the pause.
     pub fn new(interp: &'a Interpreter) -> Self {
+        let u = Self::only(interp, |_| true);
+        u.guess.set(true);
+        u
+    }
+
+    /// An unwinder that knows the CFI of the modules `pick` picks (loaded
+    /// now) and no other: unwinding ends at a frame of any other module
+    /// (no file read, no frame-pointer guess), which is what a few frames
+    /// through known modules, with the threads held, want.
+    pub fn only(interp: &'a Interpreter, pick: impl Fn(&Module) -> bool) -> Self {
         let u = Unwinder {
             interp,
             cfi: RefCell::new(HashMap::new()),
+            rules: RefCell::new(HashMap::new()),
             ctx: RefCell::new(UnwindContext::new()),
+            guess: Cell::new(true),
         };
-        for m in interp.modules() {
+        for m in interp.modules().iter().filter(|m| pick(m)) {
             u.cfi_for(m);
         }
+        u.guess.set(false);
         u
     }
 
@@ -109,25 +138,22 @@ impl<'a> Unwinder<'a> {
         if let Some(c) = self.cfi.borrow().get(&m.path) {
             return c.clone();
         }
+        if !self.guess.get() {
+            return None;
+        }
         let c = load(m).map(Rc::new);
         self.cfi.borrow_mut().insert(m.path.clone(), c.clone());
         c
     }
 
-    /// One step: the caller's registers, or `None` at the end of the stack.
-    fn step(&self, r: &Reader, regs: &Regs, first: bool) -> Option<Regs> {
-        let pc = regs.r[RA as usize];
-        let sp = regs.r[RSP as usize];
-        let module = self
-            .interp
-            .modules()
-            .iter()
-            .find(|m| m.contains(RemoteAddr(pc)));
-        let cfi = module.and_then(|m| self.cfi_for(m));
-        let mut next = *regs;
-        let via_cfi = cfi.and_then(|c| {
-            // A return address points after the call: look up the call.
-            let lookup = if first { pc } else { pc.wrapping_sub(1) };
+    /// The CFI row for `lookup` in module `c`, kept per address: the
+    /// threads of a process share most of their return addresses, and
+    /// finding and running a row's CFI program is most of a step's cost.
+    fn rule(&self, c: &Cfi, lookup: u64) -> Option<Rc<Rule>> {
+        if let Some(r) = self.rules.borrow().get(&lookup) {
+            return r.clone();
+        }
+        let found = (|| {
             let eh = EhFrame::new(&c.eh_frame, LittleEndian);
             let hdr = EhFrameHdr::new(&c.hdr, LittleEndian)
                 .parse(&c.bases, 8)
@@ -144,31 +170,61 @@ impl<'a> Unwinder<'a> {
                 )
                 .ok()?;
             let cfa = match row.cfa() {
-                CfaRule::RegisterAndOffset { register, offset } => regs
-                    .r
-                    .get(register.0 as usize)?
-                    .wrapping_add(*offset as u64),
+                CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
                 CfaRule::Expression(_) => return None,
             };
-            let value = |reg: u16| -> Option<Option<u64>> {
-                Some(match row.register(Register(reg)) {
+            let mut regs: [Option<RegisterRule<usize>>; 7] = Default::default();
+            regs[0] = row.register(Register(RA));
+            for (i, &reg) in SAVED.iter().enumerate() {
+                regs[i + 1] = row.register(Register(reg));
+            }
+            Some(Rc::new(Rule { cfa, regs }))
+        })();
+        self.rules.borrow_mut().insert(lookup, found.clone());
+        found
+    }
+
+    /// One step: the caller's registers, or `None` at the end of the stack.
+    fn step(&self, r: &Reader, regs: &Regs, first: bool) -> Option<Regs> {
+        let pc = regs.r[RA as usize];
+        let sp = regs.r[RSP as usize];
+        let module = self
+            .interp
+            .modules()
+            .iter()
+            .find(|m| m.contains(RemoteAddr(pc)));
+        let cfi = module.and_then(|m| self.cfi_for(m));
+        let mut next = *regs;
+        let via_cfi = cfi.and_then(|c| {
+            // A return address points after the call: look up the call.
+            let lookup = if first { pc } else { pc.wrapping_sub(1) };
+            let rule = self.rule(&c, lookup)?;
+            let cfa = regs
+                .r
+                .get(rule.cfa.0 as usize)?
+                .wrapping_add(rule.cfa.1 as u64);
+            let value = |i: usize, reg: u16| -> Option<Option<u64>> {
+                Some(match &rule.regs[i] {
                     None | Some(RegisterRule::SameValue) => Some(regs.r[reg as usize]),
                     Some(RegisterRule::Undefined) => None,
-                    Some(RegisterRule::Offset(n)) => Some(r.u64(cfa.wrapping_add(n as u64)).ok()?),
-                    Some(RegisterRule::ValOffset(n)) => Some(cfa.wrapping_add(n as u64)),
+                    Some(RegisterRule::Offset(n)) => Some(r.u64(cfa.wrapping_add(*n as u64)).ok()?),
+                    Some(RegisterRule::ValOffset(n)) => Some(cfa.wrapping_add(*n as u64)),
                     Some(RegisterRule::Register(o)) => Some(*regs.r.get(o.0 as usize)?),
                     Some(_) => return None,
                 })
             };
-            let ra = value(RA)??;
-            for reg in SAVED {
-                next.r[reg as usize] = value(reg).flatten().unwrap_or(0);
+            let ra = value(0, RA)??;
+            for (i, &reg) in SAVED.iter().enumerate() {
+                next.r[reg as usize] = value(i + 1, reg).flatten().unwrap_or(0);
             }
             next.r[RA as usize] = ra;
             next.r[RSP as usize] = cfa;
             Some(())
         });
         if via_cfi.is_none() {
+            if !self.guess.get() {
+                return None;
+            }
             // Frame pointers: [rbp] is the caller's rbp, [rbp+8] the return.
             let bp = regs.r[RBP as usize];
             if bp <= sp || bp.wrapping_sub(sp) > 1 << 24 {
@@ -187,9 +243,26 @@ impl<'a> Unwinder<'a> {
 
     /// The program counters of a thread's stack, innermost first.
     pub fn unwind(&self, r: &Reader, regs: Regs) -> Vec<u64> {
+        self.unwind_n(r, regs, MAX_NATIVE)
+    }
+
+    /// The innermost `depth` program counters of each of several stopped
+    /// threads (at most: fewer where unwinding ends), read with one batched
+    /// read of the top of their stacks.
+    pub fn innermost(&self, mem: &dyn Memory, threads: &[Regs], depth: usize) -> Vec<Vec<u64>> {
+        let r = Reader::new(mem);
+        let tops: Vec<(u64, usize)> = threads.iter().map(|t| (t.r[RSP as usize], 2048)).collect();
+        r.prefetch(&tops);
+        threads
+            .iter()
+            .map(|t| self.unwind_n(&r, *t, depth))
+            .collect()
+    }
+
+    fn unwind_n(&self, r: &Reader, regs: Regs, depth: usize) -> Vec<u64> {
         let mut out = vec![regs.r[RA as usize]];
         let mut cur = regs;
-        while out.len() < MAX_NATIVE {
+        while out.len() < depth {
             match self.step(r, &cur, out.len() == 1) {
                 Some(n) => {
                     out.push(n.r[RA as usize]);

@@ -43,6 +43,7 @@ use super::bootstrap::{self, Mode};
 use super::channel::{ChannelKind, Rendezvous};
 use super::detour::{self, Layout, Relocated};
 use super::error::RunError;
+use super::nudge::{self, Prover};
 use super::protocol::Channel;
 
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
@@ -81,6 +82,9 @@ pub struct Report {
     /// Threads that could not run the bootstrap where they were stopped:
     /// too little stack left below them (see `stacks`).
     pub cramped: Vec<i32>,
+    /// Each thread found blocked in a syscall that can be cut short:
+    /// "thread N nudged: why" or "thread N left alone: why".
+    pub blocked: Vec<String>,
     /// True if a pending call was queued for the main thread.
     pub pending_call: bool,
     /// True if the new-thread fallback was started.
@@ -96,28 +100,6 @@ pub struct Report {
     /// From the start to the open channel.
     pub elapsed: Duration,
 }
-
-/// Syscalls CPython retries on EINTR on its own (PEP 475), or that only
-/// wait (futex: glibc treats EINTR as a spurious wake-up): safe to cut short.
-pub(super) const NUDGE: &[i64] = &[
-    0,   // read
-    7,   // poll
-    23,  // select
-    35,  // nanosleep
-    43,  // accept
-    45,  // recvfrom
-    47,  // recvmsg
-    61,  // wait4
-    202, // futex
-    230, // clock_nanosleep
-    232, // epoll_wait
-    247, // waitid
-    270, // pselect6
-    271, // ppoll
-    281, // epoll_pwait
-    288, // accept4
-    441, // epoll_pwait2
-];
 
 struct Site {
     name: &'static str,
@@ -214,6 +196,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Pages an earlier pyattach left when it was killed: unmapped in a
     // later stop of this run, once nothing can run in them.
     let orphans = Orphan::find(pid, &mem);
+    // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
+    // would return early and os.read raise. On 3, only calls proved to
+    // return into a retry loop are cut short (see nudge.rs).
+    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(&py));
     let fallback = if opts.thread.is_none() {
         Fallback::find(&py)
     } else {
@@ -459,6 +445,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let mut keep_pages = false;
     let mut main_running = false;
     let mut caller = None;
+    let selection = match &prover {
+        Some(p) if !only_thread => p.select(&st, opts.thread),
+        _ => Default::default(),
+    };
     for &tid in &threads {
         if only_thread || opts.thread.is_some_and(|t| t != tid) {
             continue;
@@ -474,9 +464,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             main_running = true;
         }
         match regs.syscall() {
-            // Python 2 does not retry on EINTR (PEP 475 came with 3.5):
-            // time.sleep would return early and os.read raise.
-            Some(nr) if NUDGE.contains(&nr) && v.0 >= 3 => {
+            Some(nr) if selection.nudge.contains(&tid) => {
                 if st.interrupt_syscall(tid)? {
                     report.nudged.push(tid);
                     st.release_last(tid);
@@ -607,7 +595,8 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 let _ = st.unmap(helper, base, total);
             }
             reclaim(&mut st, &orphans, &entries);
-            let mut holder = describe_running(&st, &py);
+            let blocked = prover.as_ref().map(|p| p.notes(&selection));
+            let mut holder = describe_running(&st, &py, &blocked.unwrap_or_default());
             if let Some(t) = opts.thread.filter(|t| report.cramped.contains(t)) {
                 holder.push_str(&format!(
                     " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
@@ -665,6 +654,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             patched.get(n - 1).map_or("?", |s| s.name)
         ),
     };
+    // Only now: naming the C library's functions can take a while.
+    if let Some(p) = &prover {
+        report.blocked = p.notes(&selection);
+    }
     report.elapsed = t0.elapsed();
     Ok((channel, report, leftover))
 }
@@ -1019,8 +1012,9 @@ fn restore_entries(st: &mut attach::Stopped, sites: &[&Site]) -> Result<(), RunE
 }
 
 /// Threads not in a syscall (so running, possibly holding the GIL in
-/// native code) and the function each is in.
-fn describe_running(st: &attach::Stopped, py: &Interpreter) -> String {
+/// native code) and the function each is in; then the blocked threads
+/// that were left alone (`blocked`: the report's lines), and why.
+fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) -> String {
     let mut parts = Vec::new();
     for tid in st.threads() {
         let Ok(r) = st.regs(tid) else { continue };
@@ -1033,6 +1027,12 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter) -> String {
             .unwrap_or_else(|| format!("{:#x}", r.pc()));
         parts.push(format!("thread {tid} is running native code in {place}"));
     }
+    parts.extend(
+        blocked
+            .iter()
+            .filter(|b| b.contains(" left alone: "))
+            .cloned(),
+    );
     if parts.is_empty() {
         String::new()
     } else {

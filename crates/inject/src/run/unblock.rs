@@ -24,14 +24,18 @@ use symbols::DiscoverOptions;
 
 use super::detour::{self, RaiseLayout, Relocated};
 use super::error::RunError;
-use super::inject::{busy, read_u32, stop, NUDGE, PROT_RX};
+use super::inject::{busy, read_u32, stop, PROT_RX};
+use super::nudge::{self, Prover};
 
 /// What [`interrupt_blocked`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unblocked {
-    /// The thread was not blocked in a system call that is safe to cut
-    /// short (running Python sees the asynchronous exception by itself).
+    /// The thread was not blocked in a system call that can be cut short
+    /// (running Python sees the asynchronous exception by itself).
     NotBlocked,
+    /// Blocked in a call that is not known to be safe to cut short (a C
+    /// library's own, or a frame without symbols): left alone, and why.
+    Unproved(String),
     /// KeyboardInterrupt was raised in the thread.
     Raised,
     /// Python 2: the system call was cut short (EINTR); the pending
@@ -60,13 +64,24 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let Some(tid) = host_tid(pid, tid) else {
         return Ok(Unblocked::NotBlocked);
     };
-    if !blocked(pid, tid) {
+    if !nudge::any_blocked(pid, Some(tid)) {
         return Ok(Unblocked::NotBlocked);
     }
     let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    // Only a call proved to return into CPython's own handling of EINTR
+    // (nudge.rs): the code may be blocked in a C library's call, which
+    // must not see EINTR.
+    let prover = Prover::new(&py);
     if py.version.major == 2 {
         let mut st = stop(pid)?;
-        let cut = in_nudgeable(&st, tid) && st.interrupt_syscall(tid)?;
+        let cut = match prover.verdict(&st, tid) {
+            Some(v) if v.nudge => st.interrupt_syscall(tid)?,
+            Some(v) => {
+                st.detach()?;
+                return Ok(Unblocked::Unproved(prover.explain(&v)));
+            }
+            None => false,
+        };
         if cut {
             // The asynchronous exception is looked at when the bytecode
             // countdown runs out (every 100 instructions): run it out now,
@@ -126,9 +141,14 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     let total = 2 * 4096;
     let hints = attach::free_gaps_near(pid, sites[0].0, total)?;
     let mut st = stop(pid)?;
-    if !in_nudgeable(&st, tid) {
-        st.detach()?;
-        return Ok(Unblocked::NotBlocked);
+    match prover.verdict(&st, tid) {
+        Some(v) if v.nudge => {}
+        found => {
+            st.detach()?;
+            return Ok(found.map_or(Unblocked::NotBlocked, |v| {
+                Unblocked::Unproved(prover.explain(&v))
+            }));
+        }
     }
     let helper = st.syscall_thread().unwrap_or(pid);
     let base = st.map_near_hinted(helper, sites[0].0, total, &hints)?;
@@ -243,23 +263,4 @@ fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
             .unwrap_or(tid);
         (last == ns_tid).then_some(tid)
     })
-}
-
-/// From /proc, without stopping anything: is `tid` in a system call?
-fn blocked(pid: i32, tid: i32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
-        // Unreadable (no CONFIG_HAVE_ARCH_TRACEHOOK?): let the stop decide.
-        return true;
-    };
-    s.split_whitespace()
-        .next()
-        .and_then(|n| n.parse::<i64>().ok())
-        .is_some_and(|n| NUDGE.contains(&n))
-}
-
-fn in_nudgeable(st: &attach::Stopped, tid: i32) -> bool {
-    st.regs(tid)
-        .ok()
-        .and_then(|r| r.syscall())
-        .is_some_and(|nr| NUDGE.contains(&nr))
 }
