@@ -34,6 +34,16 @@ pub struct Args {
     /// Like --run, with the code read from FILE.
     #[arg(long, value_name = "FILE")]
     pub run_file: Option<PathBuf>,
+    /// pdb in the frame the thread was executing (also on Python 2.7).
+    ///
+    /// The thread goes on under the debugger: `n`, `s`, `r` step through
+    /// the target's code, breakpoints are hit in any thread, and every
+    /// stop comes to this terminal. `q`, `detach`, Ctrl-D, or `c` with no
+    /// breakpoint left end the session, and the target runs on with no
+    /// trace of pdb; so does pyattach exiting or being killed. `--run
+    /// 'breakpoint()'` does the same. Choose the thread with --thread.
+    #[arg(long, conflicts_with_all = ["run", "run_file"])]
+    pub pdb: bool,
     /// Run the code in this thread (a TID of the target, as `ps -L` or
     /// `pyattach dump` shows) instead of the first one that gets there.
     #[arg(long, value_name = "TID")]
@@ -75,9 +85,16 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
     attach::install_exit_handlers().context("installing signal handlers")?;
-    let repl = code.is_none();
+    let mode = match code {
+        _ if args.pdb => Mode::Pdb,
+        Some(c) if session::starts_pdb(&c) => Mode::Pdb,
+        Some(code) => Mode::Run { code },
+        None => Mode::Repl,
+    };
+    // Interactive: the session lasts as long as the user (or pdb) wants.
+    let repl = !matches!(mode, Mode::Run { .. });
     let opts = Options {
-        mode: code.map_or(Mode::Repl, |code| Mode::Run { code }),
+        mode,
         thread: args.thread,
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,

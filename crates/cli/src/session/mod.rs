@@ -51,6 +51,23 @@ pub enum End {
     TimedOut { stopped: bool },
 }
 
+/// True for `--run` code that only opens pdb where it runs (`breakpoint()`,
+/// `import pdb; pdb.set_trace()`): that is the pdb session (`--pdb`), which
+/// stops in the target's own frame and lasts as long as the debugger is
+/// active, rather than code run to its end with pdb's trace function left
+/// behind in the target.
+pub fn starts_pdb(code: &str) -> bool {
+    let bare: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let bare = bare.trim_end_matches(';');
+    [
+        "breakpoint()",
+        "importpdb;pdb.set_trace()",
+        "__import__('pdb').set_trace()",
+        "__import__(\"pdb\").set_trace()",
+    ]
+    .contains(&bare)
+}
+
 /// After the deadline, how long the code gets to stop on its
 /// KeyboardInterrupt (blocking calls cut short included) before pyattach
 /// leaves without it.
@@ -317,4 +334,25 @@ fn forward_signals(
     // starts producing output (a Ctrl-C typed at once still counts).
     std::thread::sleep(Duration::from_millis(0));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_pdb;
+
+    #[test]
+    fn only_code_that_just_opens_pdb_is_a_pdb_session() {
+        for c in [
+            "breakpoint()",
+            " breakpoint( )\n",
+            "import pdb; pdb.set_trace()",
+            "import pdb;pdb.set_trace();",
+            "__import__('pdb').set_trace()",
+        ] {
+            assert!(starts_pdb(c), "{c:?}");
+        }
+        for c in ["x = 1; breakpoint()", "print(1)", "breakpoint", ""] {
+            assert!(!starts_pdb(c), "{c:?}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub const SOURCE: &str = concat!(
     include_str!("bootstrap/streams.py"),
     include_str!("bootstrap/run.py"),
     include_str!("bootstrap/repl.py"),
+    include_str!("bootstrap/pdb.py"),
     include_str!("bootstrap/main.py"),
 );
 
@@ -21,6 +22,9 @@ pub enum Mode {
     Run { code: String },
     /// Open an interactive session in a thread of its own.
     Repl,
+    /// pdb, stopped in the frame the injected thread was executing, for as
+    /// long as the session lasts (`bootstrap/pdb.py`).
+    Pdb,
 }
 
 /// How the bootstrap reaches pyattach.
@@ -57,6 +61,7 @@ pub fn params_blob(p: &Params) -> Vec<u8> {
     let (mode, code) = match &p.mode {
         Mode::Run { code } => ("run", code.as_str()),
         Mode::Repl => ("repl", ""),
+        Mode::Pdb => ("pdb", ""),
     };
     let (chan, path) = match &p.channel {
         ChannelParams::Pair => ("pair", ""),

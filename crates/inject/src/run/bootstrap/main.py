@@ -46,7 +46,10 @@ def _main(P):
             sess.close()
         thread.start_new_thread(serve, ())
     elif sess.wait_ack(theirs):
-        run(sess)
+        if P['mode'] == 'pdb':
+            debug(sess)  # in this thread: it stops where the thread was
+        else:
+            run(sess)
     else:
         sess.close()
 

@@ -13,7 +13,7 @@
 # start(params, n) runs one injection: `params` is the parameters' blob, or
 # its address in this process's memory (n bytes), where pyattach wrote it:
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'repl'; chan: 'pair' | 'unix'; path: the
+# nonce, token: hex; mode: 'run' | 'repl' | 'pdb'; chan: 'pair' | 'unix'; path: the
 # unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
 # the code to run (mode 'run'), the rest of the blob, any bytes.
 # start never raises, and every path here catches its own errors, so

@@ -1,0 +1,437 @@
+# -- pdb for exactly as long as the session lasts (mode 'pdb') --------
+# The caught thread runs this at its safe point, on top of the frames the
+# application was executing: the first stop is that application frame,
+# shown at once (the thread may be blocked for long in the call it made),
+# and the thread then goes back to the application under the debugger.
+# Breakpoints are hit in any thread; one thread at a time talks to
+# pyattach. When the session ends for any reason (q, Ctrl-D, `detach`, c
+# with no breakpoint left, pyattach gone or the channel broken), finish()
+# takes every trace function and breakpoint back; a thread whose trace
+# function cannot be reached from here drops it itself at its next event.
+# pdb's own input and output are the channel, never the target's streams.
+#
+# Trace functions of threads other than the one running this: 3.12+ have
+# sys._settraceallthreads; 3.9-3.11 export _PyEval_SetTrace(tstate, ...),
+# called with the C trampoline that sys.settrace put in this thread's
+# state. 2.7 and 3.6-3.8 have neither: there a breakpoint is hit in the
+# thread pdb started in and in threads started during the session.
+def debug(sess):
+    """Mode 'pdb': the first stop, then the application runs on under the
+    debugger until the session ends."""
+    d = None
+    try:
+        frame, owner = app_frame()
+        d = debugger_class()(sess)
+        sess.interrupt = d.on_interrupt
+        # The reader thread runs no application code but may call some
+        # (Tab completion): it never stops, nor waits for the prompt.
+        d.quiet.add(thread.start_new_thread(sess.reader, ()))
+        d.begin(frame, owner)
+    except BaseException:
+        if d is not None:
+            d.finish()
+        else:
+            sess.close()
+
+
+def ours(frame):
+    """A frame of pyattach's own code: the bootstrap and the text that
+    PyRun_SimpleString runs to call it."""
+    c = frame.f_code
+    return (frame.f_globals.get('__name__') == '__pyattach__' or
+            c.co_filename.startswith('<pyattach') or
+            '_pyattach_code' in c.co_consts or '<pyattach>' in c.co_consts)
+
+
+def app_frame():
+    """The frame the caught thread was executing, and that thread's id;
+    for a thread of pyattach's own (no application frame below), the main
+    thread's."""
+    f = sys._getframe(1)
+    while f is not None and ours(f):
+        f = f.f_back
+    if f is not None:
+        return f, thread.get_ident()
+    import threading
+    frames = sys._current_frames()
+    main = [t.ident for t in threading.enumerate()
+            if isinstance(t, threading._MainThread)]
+    for ident in main + list(frames):
+        f = frames.get(ident)
+        while f is not None and ours(f):
+            f = f.f_back
+        if f is not None:
+            return f, ident
+    raise RuntimeError('pyattach: no application frame')
+
+
+def bottom(frame):
+    while frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
+class Tracing(object):
+    """Trace functions in threads other than the calling one (see the top
+    of this part)."""
+
+    def __init__(self):
+        self.off = self.tramp = None
+        self.api = None
+
+    def learn(self, tracer):
+        """Called in a thread whose trace function is `tracer`: where a
+        thread state holds it, and the C trampoline beside it."""
+        if self.off is not None or sys.version_info < (3, 9):
+            return
+        try:
+            import ctypes
+            api = ctypes.PyDLL(None)
+            for name, res, args in (
+                    ('PyThreadState_Get', ctypes.c_void_p, []),
+                    ('PyInterpreterState_Get', ctypes.c_void_p, []),
+                    ('PyInterpreterState_ThreadHead', ctypes.c_void_p,
+                     [ctypes.c_void_p]),
+                    ('PyThreadState_Next', ctypes.c_void_p,
+                     [ctypes.c_void_p])):
+                f = getattr(api, name)
+                f.restype, f.argtypes = res, args
+            if sys.version_info < (3, 12):
+                f = api._PyEval_SetTrace
+                f.restype = ctypes.c_int
+                f.argtypes = [ctypes.c_void_p] * 3
+            w = (ctypes.c_void_p * 40).from_address(api.PyThreadState_Get())
+            for i in range(3, 40):
+                # c_tracefunc, c_profileobj, c_traceobj, in that order in
+                # every version since 2.7.
+                if w[i] == id(tracer) and w[i - 2]:
+                    self.api, self.off, self.tramp = api, i, w[i - 2]
+                    return
+        except Exception:
+            pass
+
+    def states(self):
+        """(thread state, its trace object's id or None), other threads."""
+        import ctypes
+        api = self.api
+        me = api.PyThreadState_Get()
+        ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Get())
+        out = []
+        while ts:
+            if ts != me:
+                out.append((ts, (ctypes.c_void_p * (self.off + 1))
+                            .from_address(ts)[self.off]))
+            ts = api.PyThreadState_Next(ts)
+        return out
+
+    def install(self, tracer):
+        """`tracer` in every other thread that has no trace function."""
+        if self.off is None:
+            return
+        try:
+            if sys.version_info >= (3, 12):
+                if all(t is None or t == id(tracer)
+                       for _, t in self.states()):
+                    sys._settraceallthreads(tracer)
+                return
+            for ts, t in self.states():
+                if t is None:
+                    self.api._PyEval_SetTrace(ts, self.tramp, id(tracer))
+        except Exception:
+            pass
+
+    def remove(self, tracer):
+        """`tracer` out of every other thread; True if none keeps it."""
+        if self.off is None:
+            return False
+        try:
+            states = self.states()
+            if sys.version_info >= (3, 12):
+                if all(t is None or t == id(tracer) for _, t in states):
+                    mine = sys.gettrace()
+                    sys._settraceallthreads(None)
+                    if mine is not None and mine is not tracer:
+                        sys.settrace(mine)
+                    return True
+                return False
+            for ts, t in states:
+                if t == id(tracer):
+                    self.api._PyEval_SetTrace(ts, None, None)
+            return True
+        except Exception:
+            return False
+
+
+_debugger = []
+
+
+def debugger_class():
+    """pdb.Pdb's subclass, defined on first use (importing pdb costs
+    milliseconds that no other mode should pay)."""
+    if _debugger:
+        return _debugger[0]
+    had = 'readline' in sys.modules
+    if not had:
+        # pdb imports readline to tune it: that module belongs to the
+        # application's terminal, and some builds write to stdout as they
+        # load it. pdb does without (its input is the channel).
+        sys.modules['readline'] = None
+    try:
+        import pdb
+        import bdb
+    finally:
+        if not had and sys.modules.get('readline', 0) is None:
+            del sys.modules['readline']
+
+    class Debugger(pdb.Pdb):
+        def __init__(self, sess):
+            kw = {'skip': ['__pyattach__']}
+            if PY3:
+                kw['nosigint'] = True  # never the target's SIGINT handler
+            if sys.version_info >= (3, 6):
+                kw['readrc'] = False  # never the target's .pdbrc
+            d = self
+
+            class PdbIn(In):
+                def readline(self, size=-1):
+                    d.prompting = True
+                    try:
+                        return sess.readline('')
+                    finally:
+                        d.prompting = False
+
+            had = 'readline' in sys.modules
+            if not had:
+                sys.modules['readline'] = None
+            try:
+                pdb.Pdb.__init__(self, stdin=PdbIn(sess),
+                                 stdout=Out(sess, b'O'), **kw)
+            finally:
+                if not had and sys.modules.get('readline', 0) is None:
+                    del sys.modules['readline']
+            self.rcLines = []
+            self.use_rawinput = 0
+            self.prompt = '(Pdb) '
+            self.sess = sess
+            self.done = False
+            self.prompting = False
+            self.owner = thread.get_ident()
+            # One thread at a time at the prompt.
+            self.term = thread.allocate_lock()
+            # One object, so every thread's trace function can be told as
+            # ours.
+            self.tracer = self.trace_dispatch
+            self.tracing = Tracing()
+            self.hook = None
+            self.quiet = set()
+
+        # -- the session's life --------------------------------------
+        def begin(self, frame, owner):
+            self.reset()
+            self.interaction(frame, None)
+            if self.done:
+                return
+            self.owner = owner
+            f = frame
+            while f is not None:
+                f.f_trace = self.tracer
+                f = f.f_back
+            self.resume(owner)
+
+        def resume(self, ident=None):
+            """After a stop: the stopped thread (`ident`) goes on under
+            the debugger, and while breakpoints are set, every thread."""
+            if self.done:
+                return
+            me = thread.get_ident()
+            if ident is None or ident == me:
+                sys.settrace(self.tracer)
+                self.tracing.learn(self.tracer)
+            if self.breaks or (ident is not None and ident != me):
+                self.trace_all()
+
+        def trace_all(self):
+            import threading
+            if getattr(threading, '_trace_hook', None) is None:
+                threading.settrace(self.tracer)
+                self.hook = True
+            frames = sys._current_frames()
+            for ident, f in frames.items():
+                if ident == thread.get_ident():
+                    continue
+                while f is not None:
+                    if not ours(f) and f.f_trace is None:
+                        f.f_trace = self.tracer
+                    f = f.f_back
+            self.tracing.install(self.tracer)
+
+        def finish(self):
+            """The end of the session: nothing of the debugger stays."""
+            if self.done:
+                return
+            self.done = True
+            try:
+                for fn in list(self.breaks):
+                    for line in list(self.breaks.get(fn, ())):
+                        self.clear_break(fn, line)
+                # bdb numbers breakpoints process-wide: with none left
+                # (no other debugger's), as before the session.
+                B = bdb.Breakpoint
+                if not [x for x in B.bpbynumber if x is not None]:
+                    B.next, B.bplist, B.bpbynumber = 1, {}, [None]
+            except Exception:
+                pass
+            try:
+                for f in sys._current_frames().values():
+                    while f is not None:
+                        if self.is_mine(f.f_trace):
+                            f.f_trace = None
+                        f = f.f_back
+            except Exception:
+                pass
+            try:
+                if self.is_mine(sys.gettrace()):
+                    sys.settrace(None)
+            except Exception:
+                pass
+            self.tracing.remove(self.tracer)
+            try:
+                import threading
+                if self.hook and self.is_mine(threading._trace_hook):
+                    threading.settrace(None)
+            except Exception:
+                pass
+            self.sess.send(b'R', 'ok')
+            self.sess.close()
+
+        def is_mine(self, f):
+            try:
+                return getattr(f, '__self__', None) is self
+            except Exception:
+                return False
+
+        def leave(self, frame):
+            # After the end, each trace function still reached drops
+            # itself.
+            try:
+                if self.is_mine(sys.gettrace()):
+                    sys.settrace(None)
+                if self.is_mine(frame.f_trace):
+                    frame.f_trace = None
+            except Exception:
+                pass
+            return None
+
+        def trace_dispatch(self, frame, event, arg):
+            if self.done:
+                return self.leave(frame)
+            if frame.f_globals is _G or thread.get_ident() in self.quiet:
+                return None
+            try:
+                r = pdb.Pdb.trace_dispatch(self, frame, event, arg)
+            except BaseException:
+                # BdbQuit, or anything else: never into the application.
+                self.finish()
+                return self.leave(frame)
+            if self.done:
+                return self.leave(frame)
+            return r
+
+        # -- stops ---------------------------------------------------
+        def stop_here(self, frame):
+            # Stepping belongs to the thread that asked for it; the
+            # others stop only at breakpoints.
+            if thread.get_ident() != self.owner or ours(frame):
+                return False
+            return pdb.Pdb.stop_here(self, frame)
+
+        def interaction(self, frame, tb):
+            if self.done:
+                return
+            with self.term:
+                if self.done:
+                    return
+                me = self.owner = thread.get_ident()
+                self.botframe = bottom(frame)
+                redirect(self.sess)
+                try:
+                    pdb.Pdb.interaction(self, frame, tb)
+                finally:
+                    unredirect(self.sess)
+                    for name in ('__return__', '__exception__'):
+                        try:
+                            if name in frame.f_locals:
+                                del frame.f_locals[name]
+                        except Exception:
+                            pass
+                if self.quitting:
+                    self.finish()
+                elif self.owner == me and sys.gettrace() is not None:
+                    self.resume()
+
+        def cmdloop(self, intro=None):
+            # Ctrl-C at the prompt: a fresh prompt, as pdb in a terminal.
+            while True:
+                try:
+                    return pdb.Pdb.cmdloop(self, intro)
+                except KeyboardInterrupt:
+                    self.stdout.write('--KeyboardInterrupt--\n')
+                    intro = None
+
+        def default(self, line):
+            # pdb swaps sys.stdout/stdin for a statement: let the swap be
+            # the thread-aware proxies, so other threads keep theirs.
+            saved = self.stdin, self.stdout
+            self.stdin, self.stdout = sys.stdin, sys.stdout
+            try:
+                return pdb.Pdb.default(self, line)
+            finally:
+                self.stdin, self.stdout = saved
+
+        def set_continue(self):
+            pdb.Pdb.set_continue(self)
+            if not self.breaks:
+                self.finish()
+
+        def set_quit(self):
+            pdb.Pdb.set_quit(self)
+            self.finish()
+
+        def do_detach(self, arg):
+            """detach
+            Leave the debugger: the target runs on as if pdb had never
+            been there (as q, without stopping anything)."""
+            self.finish()
+            return 1
+
+        # -- Ctrl-C ----------------------------------------------------
+        def on_interrupt(self):
+            """A K frame (Ctrl-C), or the end of the channel."""
+            if self.sess.closed:
+                self.finish()
+            elif self.prompting:
+                self.sess.push(KeyboardInterrupt)
+            elif not self.term.locked():
+                self.break_in()
+
+        def break_in(self):
+            # What pdb's SIGINT handler does (set_trace where the thread
+            # is), for the thread that stopped last.
+            frames = sys._current_frames()
+            ident = self.owner
+            if ident not in frames:
+                ident = app_frame()[1]
+            f = frames.get(ident)
+            while f is not None:
+                if not ours(f):
+                    f.f_trace = self.tracer
+                f = f.f_back
+            self.set_step()
+            self.owner = ident
+            self.trace_all()
+
+    _debugger.append(Debugger)
+    return Debugger
+
+
+_G = globals()
