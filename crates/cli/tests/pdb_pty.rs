@@ -1,0 +1,296 @@
+//! pdb as people drive it, on a terminal (pyattach under `script`), on every
+//! interpreter of the matrix, with the target's own stdin at `/dev/null` and
+//! at a terminal: every stop comes to pyattach's terminal, and whatever ends
+//! the session (q, Ctrl-D, c, pyattach SIGKILLed at a prompt or under c),
+//! the target runs on with no trace function in any thread and nothing of
+//! pdb in its own output.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::pty::Pty;
+use testsupport::{pyattach_bin, Python, PythonKind, Target};
+
+/// The target's stdin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stdin {
+    DevNull,
+    /// A pty whose other end stays open and silent: a read of it would
+    /// block for good, so a pdb that used it would hang the test.
+    Terminal,
+}
+
+fn target(py: &Python, stdin: Stdin) -> Option<Target> {
+    if stdin == Stdin::DevNull {
+        return Some(Target::python(py, "pdb_target.py", &[]));
+    }
+    let wrapper = std::path::Path::new("/usr/bin/python3");
+    if !wrapper.exists() {
+        testsupport::note("/usr/bin/python3 (to give the target a terminal) is missing");
+        return None;
+    }
+    let mut cmd = Command::new(wrapper);
+    cmd.args([
+        "-c",
+        "import os, pty, sys\n\
+         m, s = pty.openpty()\n\
+         os.dup2(s, 0)\n\
+         os.set_inheritable(m, True)\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    ]);
+    cmd.arg(&py.exe);
+    if py.kind != PythonKind::Embedded {
+        cmd.arg("-u");
+    }
+    cmd.arg(testsupport::fixture("py/pdb_target.py"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    Some(Target::spawn(cmd))
+}
+
+/// Run in the target with `--run`: how many threads (other than the one
+/// running it, whose own trace function it reports too) have a trace
+/// function, how many frames have `f_trace`, and threading's hook. A
+/// thread's trace function is read from its thread state, at the place this
+/// thread's own `sys.settrace` is seen to write (valid on 2.7 and 3.x).
+const CHECK: &str = "import sys, ctypes, threading
+own = sys.gettrace() is not None
+api = ctypes.PyDLL(None)
+for n in ('PyThreadState_Get', 'PyInterpreterState_Head'):
+    getattr(api, n).restype = ctypes.c_void_p
+for n in ('PyInterpreterState_ThreadHead', 'PyThreadState_Next'):
+    getattr(api, n).restype = ctypes.c_void_p
+    getattr(api, n).argtypes = [ctypes.c_void_p]
+def probe(*a):
+    return None
+me = api.PyThreadState_Get()
+sys.settrace(probe)
+w = (ctypes.c_void_p * 40).from_address(me)
+off = [i for i in range(3, 40) if w[i] == id(probe)][0]
+sys.settrace(None)
+n = int(own)
+ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Head())
+while ts:
+    if ts != me and (ctypes.c_void_p * (off + 1)).from_address(ts)[off]:
+        n += 1
+    ts = api.PyThreadState_Next(ts)
+fr = 0
+for f in sys._current_frames().values():
+    while f is not None:
+        fr += f.f_trace is not None
+        f = f.f_back
+print('TRACED threads=%d frames=%d hook=%r' % (n, fr, threading._trace_hook))
+";
+
+const CLEAN: &str = "TRACED threads=0 frames=0 hook=None";
+
+/// Asserts that, within a bounded time, no thread of the target has a trace
+/// function and no frame one of its own; that the target is alive and keeps
+/// working; and that its own output holds nothing but its ticks.
+fn assert_left_alone(t: &Target, ctx: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < end {
+        let out = Command::new(pyattach_bin())
+            .args(["--run", CHECK, &t.pid().to_string()])
+            .output()
+            .expect("run pyattach");
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if last.trim() == CLEAN {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last.trim(),
+        CLEAN,
+        "{ctx}: the debugger stayed in the target"
+    );
+    assert!(t.is_alive(), "{ctx}: the target died");
+    assert!(t.ticks_on(2), "{ctx}: the target stopped ticking");
+    let out = t.output();
+    let alien: Vec<&str> = out.lines().filter(|l| !l.starts_with("TICK ")).collect();
+    assert!(
+        alien.is_empty(),
+        "{ctx}: the target's own output: {alien:?}"
+    );
+}
+
+/// The (Pdb) prompt, once the line editor reads (it draws the prompt that
+/// the target printed again).
+fn prompt(pty: &mut Pty) -> String {
+    let mut s = pty.until("(Pdb) ");
+    s.push_str(&pty.until("(Pdb) "));
+    s
+}
+
+/// A command, and what it showed up to the next prompt.
+fn cmd(pty: &mut Pty, line: &str) -> String {
+    pty.send(&format!("{line}\r"));
+    prompt(pty)
+}
+
+/// A stop in the target's code, shown on the terminal; never pyattach's.
+fn assert_target_stop(shown: &str, ctx: &str) {
+    assert!(
+        shown.contains("pdb_target.py("),
+        "{ctx}: no stop shown:\n{shown}"
+    );
+    for ours in ["pyattach", "<string>", "[EOF]"] {
+        assert!(!shown.contains(ours), "{ctx}: {ours} shown:\n{shown}");
+    }
+}
+
+fn pdb(t: &Target) -> Option<Pty> {
+    let pid = t.pid().to_string();
+    Pty::spawn(&["--pdb", "--thread", &pid, &pid])
+}
+
+/// Breakpoints are hit in threads other than the one pdb started in (the
+/// trace functions of running threads can be set from outside them).
+fn hits_other_threads(py: &Python) -> bool {
+    (py.version.0, py.version.1) >= (3, 9)
+}
+
+fn session_of_commands(py: &Python, stdin: Stdin) {
+    let ctx = format!("{} (stdin {stdin:?})", py.id);
+    let Some(t) = target(py, stdin) else { return };
+    let Some(mut pty) = pdb(&t) else { return };
+    // The first stop: the frame the main thread was executing.
+    let first = prompt(&mut pty);
+    assert_target_stop(&first, &ctx);
+    assert!(first.contains("<module>()"), "{ctx}: {first}");
+    let shown = cmd(&mut pty, "where");
+    assert_target_stop(&shown, &ctx);
+    for i in 0..10 {
+        let shown = cmd(&mut pty, "n");
+        assert_target_stop(&shown, &format!("{ctx}: n #{i}"));
+    }
+    // A breakpoint in the main thread, up and next.
+    assert!(cmd(&mut pty, "b step").contains("Breakpoint 1"), "{ctx}");
+    let shown = cmd(&mut pty, "c");
+    assert_target_stop(&shown, &ctx);
+    assert!(shown.contains("step()"), "{ctx}: {shown}");
+    assert!(cmd(&mut pty, "up").contains("<module>()"), "{ctx}");
+    let shown = cmd(&mut pty, "n");
+    assert!(shown.contains("count += 1"), "{ctx}: {shown}");
+    // Return.
+    assert!(cmd(&mut pty, "c").contains("step()"), "{ctx}");
+    let shown = cmd(&mut pty, "r");
+    assert!(shown.contains("--Return--"), "{ctx}: {shown}");
+    assert!(
+        cmd(&mut pty, "cl 1").contains("Deleted breakpoint"),
+        "{ctx}"
+    );
+    // A breakpoint in the worker thread.
+    if hits_other_threads(py) {
+        assert!(cmd(&mut pty, "b work").contains("Breakpoint 2"), "{ctx}");
+        let shown = cmd(&mut pty, "c");
+        assert_target_stop(&shown, &ctx);
+        assert!(shown.contains("work()"), "{ctx}: {shown}");
+        assert!(cmd(&mut pty, "where").contains("worker()"), "{ctx}");
+        assert!(
+            cmd(&mut pty, "cl 2").contains("Deleted breakpoint"),
+            "{ctx}"
+        );
+    }
+    // Ctrl-C at the prompt: the half-typed line is gone, the next ones run.
+    assert!(cmd(&mut pty, "p 40 + 2").contains("42"), "{ctx}");
+    pty.send("p 99");
+    pty.send("\x03");
+    assert!(prompt(&mut pty).contains("KeyboardInterrupt"), "{ctx}");
+    assert!(cmd(&mut pty, "p 1000 + 1").contains("1001"), "{ctx}");
+    assert!(cmd(&mut pty, "p 2000 + 2").contains("2002"), "{ctx}");
+    // Ctrl-C under c, with a breakpoint that is never hit.
+    assert!(
+        cmd(&mut pty, "b step, i < 0").contains("Breakpoint"),
+        "{ctx}"
+    );
+    pty.send("c\r");
+    assert!(t.ticks_on(2), "{ctx}: the target does not run under c");
+    pty.send("\x03");
+    let shown = prompt(&mut pty);
+    assert_target_stop(&shown, &format!("{ctx}: Ctrl-C under c"));
+    pty.send("q\r");
+    assert_eq!(pty.wait_exit(), Some(0), "{ctx}: {}", pty.rest());
+    assert_left_alone(&t, &ctx);
+
+    // Ctrl-D after a step.
+    let Some(mut pty) = pdb(&t) else { return };
+    prompt(&mut pty);
+    cmd(&mut pty, "n");
+    pty.send("\x04");
+    assert_eq!(pty.wait_exit(), Some(0), "{ctx}: Ctrl-D: {}", pty.rest());
+    assert_left_alone(&t, &format!("{ctx}: Ctrl-D"));
+
+    // c with no breakpoint ends the session.
+    let Some(mut pty) = pdb(&t) else { return };
+    prompt(&mut pty);
+    pty.send("c\r");
+    assert_eq!(pty.wait_exit(), Some(0), "{ctx}: c: {}", pty.rest());
+    assert_left_alone(&t, &format!("{ctx}: c"));
+}
+
+#[test]
+fn pdb_sessions_with_the_target_stdin_at_dev_null() {
+    for py in testsupport::pythons() {
+        session_of_commands(&py, Stdin::DevNull);
+    }
+}
+
+#[test]
+fn pdb_sessions_with_the_target_stdin_at_a_terminal() {
+    for py in testsupport::pythons() {
+        session_of_commands(&py, Stdin::Terminal);
+    }
+}
+
+/// pyattach SIGKILLed at a prompt and under c with breakpoints pending
+/// (in both threads), `PYATTACH_PDB_KILLS` times on each interpreter
+/// (default 2: once each way; `scripts/torture` asks for more).
+#[test]
+fn sigkill_of_pyattach_leaves_no_debugger() {
+    let kills: usize = std::env::var("PYATTACH_PDB_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for py in testsupport::pythons() {
+        let t = Target::python(&py, "pdb_target.py", &[]);
+        for round in 0..kills {
+            let under_c = round % 2 == 1;
+            let ctx = format!("{} round {round} (under c: {under_c})", py.id);
+            let Some(mut pty) = pdb(&t) else { return };
+            prompt(&mut pty);
+            if under_c {
+                assert!(
+                    cmd(&mut pty, "b work, n < 0").contains("Breakpoint"),
+                    "{ctx}"
+                );
+                assert!(
+                    cmd(&mut pty, "b step, i < 0").contains("Breakpoint"),
+                    "{ctx}"
+                );
+                pty.send("c\r");
+                assert!(t.ticks_on(1), "{ctx}: the target does not run under c");
+            }
+            let pid = pty.pyattach_pid().expect("pyattach's pid");
+            // By pid: the pyattach this test started.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("SIGKILL pyattach");
+            // `script` leaves once its child is gone.
+            assert!(
+                pty.wait_exit().is_some(),
+                "{ctx}: pyattach outlived SIGKILL"
+            );
+            assert_left_alone(&t, &ctx);
+        }
+    }
+}
