@@ -13,8 +13,10 @@
 # Trace functions of threads other than the one running this: 3.12+ have
 # sys._settraceallthreads; 3.9-3.11 export _PyEval_SetTrace(tstate, ...),
 # called with the C trampoline that sys.settrace put in this thread's
-# state. 2.7 and 3.6-3.8 have neither: there a breakpoint is hit in the
-# thread pdb started in and in threads started during the session.
+# state; 2.7 and 3.6-3.8 have neither, and get the three fields that
+# PyEval_SetTrace sets written into the other threads' states, at the
+# places where this thread's own sys.settrace is seen to write them. New
+# threads get it from threading.settrace.
 def debug(sess):
     """Mode 'pdb': the first stop, then the application runs on under the
     debugger until the session ends."""
@@ -76,53 +78,104 @@ class Tracing(object):
     of this part)."""
 
     def __init__(self):
-        self.off = self.tramp = None
+        self.off = self.tramp = self.use = None
         self.api = None
 
     def learn(self, tracer):
-        """Called in a thread whose trace function is `tracer`: where a
-        thread state holds it, and the C trampoline beside it."""
-        if self.off is not None or sys.version_info < (3, 9):
+        """Seen in this thread with `tracer` as its trace function: where a
+        thread state holds it, the C trampoline beside it and, before 3.9,
+        the flag that turns tracing on (seen by setting it again)."""
+        if self.off is not None:
             return
+        prev = sys.gettrace()
         try:
+            if prev is not tracer:
+                sys.settrace(tracer)
             import ctypes
             api = ctypes.PyDLL(None)
+            P = ctypes.c_void_p
             for name, res, args in (
-                    ('PyThreadState_Get', ctypes.c_void_p, []),
-                    ('PyInterpreterState_Get', ctypes.c_void_p, []),
-                    ('PyInterpreterState_ThreadHead', ctypes.c_void_p,
-                     [ctypes.c_void_p]),
-                    ('PyThreadState_Next', ctypes.c_void_p,
-                     [ctypes.c_void_p])):
+                    ('PyThreadState_Get', P, []),
+                    ('PyInterpreterState_Head', P, []),
+                    ('PyInterpreterState_Next', P, [P]),
+                    ('PyInterpreterState_ThreadHead', P, [P]),
+                    ('PyThreadState_Next', P, [P]),
+                    ('Py_IncRef', None, [ctypes.py_object]),
+                    ('Py_DecRef', None, [ctypes.py_object])):
                 f = getattr(api, name)
                 f.restype, f.argtypes = res, args
-            if sys.version_info < (3, 12):
+            if (3, 9) <= sys.version_info < (3, 12):
                 f = api._PyEval_SetTrace
-                f.restype = ctypes.c_int
-                f.argtypes = [ctypes.c_void_p] * 3
-            w = (ctypes.c_void_p * 40).from_address(api.PyThreadState_Get())
-            for i in range(3, 40):
-                # c_tracefunc, c_profileobj, c_traceobj, in that order in
-                # every version since 2.7.
-                if w[i] == id(tracer) and w[i - 2]:
-                    self.api, self.off, self.tramp = api, i, w[i - 2]
+                f.restype, f.argtypes = ctypes.c_int, [P] * 3
+            me = api.PyThreadState_Get()
+            w = (P * 32).from_address(me)
+            # c_profilefunc, c_tracefunc, c_profileobj, c_traceobj, in that
+            # order in every version since 2.7, within the first 32 words
+            # (read one by one up to it: 2.7's state is not much longer).
+            off = 3
+            while off < 32 and w[off] != id(tracer):
+                off += 1
+            if off == 32 or not w[off - 2] or w[off - 3]:
+                return
+            if sys.version_info < (3, 9):
+                # The int turned from 0 to 1 just before c_profilefunc:
+                # use_tracing (`tracing`, the one before it, stays 0).
+                n = (off - 3) * 8
+                on = ctypes.string_at(me, n)
+                sys.settrace(None)
+                off_ = ctypes.string_at(me, n)
+                sys.settrace(tracer)
+                use = [j for j in range(n - 8, n, 4)
+                       if off_[j:j + 4] == b'\0' * 4 and
+                       on[j:j + 4] == struct.pack('=i', 1)]
+                if len(use) != 1 or use[0] < 4:
                     return
+                self.use = use[0]
+            self.api, self.off, self.tramp = api, off, w[off - 2]
         except Exception:
             pass
+        if prev is not tracer:
+            sys.settrace(prev)
 
     def states(self):
         """(thread state, its trace object's id or None), other threads."""
         import ctypes
         api = self.api
         me = api.PyThreadState_Get()
-        ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Get())
-        out = []
-        while ts:
-            if ts != me:
-                out.append((ts, (ctypes.c_void_p * (self.off + 1))
-                            .from_address(ts)[self.off]))
-            ts = api.PyThreadState_Next(ts)
-        return out
+        # This interpreter's threads: the list that holds this one.
+        interp = api.PyInterpreterState_Head()
+        while interp:
+            out, found = [], False
+            ts = api.PyInterpreterState_ThreadHead(interp)
+            while ts:
+                if ts == me:
+                    found = True
+                else:
+                    out.append((ts, (ctypes.c_void_p * (self.off + 1))
+                                .from_address(ts)[self.off]))
+                ts = api.PyThreadState_Next(ts)
+            if found:
+                return out
+            interp = api.PyInterpreterState_Next(interp)
+        raise RuntimeError('pyattach: this thread is in no interpreter')
+
+    def put(self, ts, tracer, on):
+        """Before 3.9: what PyEval_SetTrace does, for another thread's
+        state (the GIL is held, and its thread only reads these fields
+        with the GIL). Its `use_tracing` is left alone while it is inside
+        a trace or profile function: it recomputes it on the way out."""
+        import ctypes
+        w = (ctypes.c_void_p * (self.off + 1)).from_address(ts)
+        flags = (ctypes.c_int * 2).from_address(ts + self.use - 4)
+        if on:
+            self.api.Py_IncRef(tracer)
+            w[self.off - 2], w[self.off] = self.tramp, id(tracer)
+        else:
+            w[self.off - 2] = w[self.off] = None
+        if flags[0] == 0:
+            flags[1] = int(on or bool(w[self.off - 3]))
+        if not on:
+            self.api.Py_DecRef(tracer)
 
     def install(self, tracer):
         """`tracer` in every other thread that has no trace function."""
@@ -135,8 +188,12 @@ class Tracing(object):
                     sys._settraceallthreads(tracer)
                 return
             for ts, t in self.states():
-                if t is None:
+                if t is not None:
+                    continue
+                if sys.version_info >= (3, 9):
                     self.api._PyEval_SetTrace(ts, self.tramp, id(tracer))
+                else:
+                    self.put(ts, tracer, True)
         except Exception:
             pass
 
@@ -155,8 +212,12 @@ class Tracing(object):
                     return True
                 return False
             for ts, t in states:
-                if t == id(tracer):
+                if t != id(tracer):
+                    continue
+                if sys.version_info >= (3, 9):
                     self.api._PyEval_SetTrace(ts, None, None)
+                else:
+                    self.put(ts, tracer, False)
             return True
         except Exception:
             return False
@@ -246,7 +307,7 @@ def debugger_class():
             me = thread.get_ident()
             if ident is None or ident == me:
                 sys.settrace(self.tracer)
-                self.tracing.learn(self.tracer)
+            self.tracing.learn(self.tracer)
             if self.breaks or (ident is not None and ident != me):
                 self.trace_all()
 
