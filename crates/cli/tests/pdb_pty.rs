@@ -288,3 +288,33 @@ fn sigkill_of_pyattach_leaves_no_debugger() {
         }
     }
 }
+
+/// `breakpoint()` (or `pdb.set_trace()`) inside `--run` code opens the same
+/// debugger, in the code's frame, over the target's own frames.
+#[test]
+fn pdb_inside_run_code() {
+    for py in testsupport::pythons() {
+        let ctx = py.id.clone();
+        let t = Target::python(&py, "pdb_target.py", &[]);
+        let code = if (py.version.0, py.version.1) >= (3, 7) {
+            "x = 41\nbreakpoint()\nx += 1\nprint('x is %d' % x)\n"
+        } else {
+            "x = 41\nimport pdb; pdb.set_trace()\nx += 1\nprint('x is %d' % x)\n"
+        };
+        let pid = t.pid().to_string();
+        let Some(mut pty) = Pty::spawn(&["--run", code, "--thread", &pid, &pid]) else {
+            return;
+        };
+        prompt(&mut pty);
+        let shown = cmd(&mut pty, "where");
+        assert!(shown.contains("pdb_target.py("), "{ctx}: {shown}");
+        assert!(!shown.contains("<pyattach>"), "{ctx}: {shown}");
+        assert!(!shown.contains("<string>"), "{ctx}: {shown}");
+        assert!(cmd(&mut pty, "n").contains("x += 1"), "{ctx}");
+        assert!(cmd(&mut pty, "p x").contains("41"), "{ctx}");
+        pty.send("c\r");
+        pty.expect("x is 42");
+        assert_eq!(pty.wait_exit(), Some(0), "{ctx}: {}", pty.rest());
+        assert_left_alone(&t, &ctx);
+    }
+}

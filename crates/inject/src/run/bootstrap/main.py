@@ -49,7 +49,7 @@ def _main(P):
         if P['mode'] == 'pdb':
             debug(sess)  # in this thread: it stops where the thread was
         else:
-            run(sess)
+            run_with_pdb(sess, run)
     else:
         sess.close()
 

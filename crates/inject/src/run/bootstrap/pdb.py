@@ -36,12 +36,55 @@ def debug(sess):
             sess.close()
 
 
+def run_with_pdb(sess, run):
+    """Mode 'run': `run(sess)`, with breakpoint() and pdb.set_trace()
+    called in the code's thread opening this debugger (other threads get
+    what they had). It stops where it is called and lasts until the
+    session ends, with the code or before."""
+    code = sess.P['code']
+    hooks = []
+
+    def enter(frame):
+        d = debugger_class()(sess)
+        d.owns = False
+        d.fallback, sess.interrupt = sess.interrupt, d.on_interrupt
+        d.begin(frame, thread.get_ident())
+
+    def hook(orig):
+        def hooked(*a, **k):
+            if thread.get_ident() != sess.ident:
+                return orig(*a, **k)
+            enter(sys._getframe(1))
+        return hooked
+
+    try:
+        if b'breakpoint' in code and hasattr(sys, 'breakpointhook'):
+            hooks.append((sys, 'breakpointhook', sys.breakpointhook))
+        if b'set_trace' in code:
+            import pdb
+            hooks.append((pdb, 'set_trace', pdb.set_trace))
+        for i, (obj, name, orig) in enumerate(hooks):
+            hooks[i] += (hook(orig),)
+            setattr(obj, name, hooks[i][3])
+    except Exception:
+        pass
+    try:
+        run(sess)
+    finally:
+        for h in hooks:
+            try:
+                if len(h) == 4 and getattr(h[0], h[1]) is h[3]:
+                    setattr(h[0], h[1], h[2])
+            except Exception:
+                pass
+
+
 def ours(frame):
     """A frame of pyattach's own code: the bootstrap and the text that
     PyRun_SimpleString runs to call it."""
     c = frame.f_code
     return (frame.f_globals.get('__name__') == '__pyattach__' or
-            c.co_filename.startswith('<pyattach') or
+            c.co_filename == '<pyattach>' or
             '_pyattach_code' in c.co_consts or '<pyattach>' in c.co_consts)
 
 
@@ -285,6 +328,16 @@ def debugger_class():
             self.tracing = Tracing()
             self.hook = None
             self.quiet = set()
+            # Mode 'pdb': the session is the debugger's; mode 'run': the
+            # code's, and Ctrl-C goes to the code once the debugger is
+            # done (`fallback`).
+            self.owns = True
+            self.fallback = None
+            # A command running at the prompt (Ctrl-C interrupts it), and
+            # whether a KeyboardInterrupt was sent its way.
+            self.xlock = thread.allocate_lock()
+            self.cmd_ident = None
+            self.kbd = False
 
         # -- the session's life --------------------------------------
         def begin(self, frame, owner):
@@ -362,8 +415,9 @@ def debugger_class():
                     threading.settrace(None)
             except Exception:
                 pass
-            self.sess.send(b'R', 'ok')
-            self.sess.close()
+            if self.owns:
+                self.sess.send(b'R', 'ok')
+                self.sess.close()
 
         def is_mine(self, f):
             try:
@@ -407,18 +461,20 @@ def debugger_class():
             return pdb.Pdb.stop_here(self, frame)
 
         def interaction(self, frame, tb):
-            if self.done:
+            if self.done or self.in_reader(frame):
                 return
             with self.term:
                 if self.done:
                     return
                 me = self.owner = thread.get_ident()
                 self.botframe = bottom(frame)
-                redirect(self.sess)
+                undo = self.redirect_here()
                 try:
                     pdb.Pdb.interaction(self, frame, tb)
                 finally:
-                    unredirect(self.sess)
+                    if undo is not None:
+                        unredirect(self.sess)
+                        self.sess.ident, self.sess.native = undo
                     for name in ('__return__', '__exception__'):
                         try:
                             if name in frame.f_locals:
@@ -429,6 +485,38 @@ def debugger_class():
                     self.finish()
                 elif self.owner == me and sys.gettrace() is not None:
                     self.resume()
+
+        def redirect_here(self):
+            """The session's streams for this thread while it stops (for
+            `!print(x)`, `interact`), unless it has them already (the
+            --run code's thread); what to put back, or None."""
+            me = thread.get_ident()
+            cur = sys.stdout
+            if getattr(cur, '_pyattach_proxy', False) and [
+                    st for st in cur._streams.get(me, ())
+                    if getattr(st, 'sess', None) is self.sess]:
+                return None
+            undo = self.sess.ident, self.sess.native
+            redirect(self.sess)
+            return undo
+
+        def get_stack(self, f, t):
+            # pyattach's own frames are not the target's: `where`, `up`
+            # and `down` never show them.
+            stack, i = pdb.Pdb.get_stack(self, f, t)
+            cur = stack[i] if 0 <= i < len(stack) else None
+            kept = [e for e in stack if e is cur or not ours(e[0])]
+            return kept, (kept.index(cur) if cur in kept else len(kept) - 1)
+
+        def in_reader(self, frame):
+            # Application code the session's reader thread calls (Tab
+            # completion) never stops: the prompt waits for that thread.
+            reader = Session.__dict__['reader'].__code__
+            while frame is not None:
+                if frame.f_code is reader:
+                    return True
+                frame = frame.f_back
+            return False
 
         def cmdloop(self, intro=None):
             # Ctrl-C at the prompt: a fresh prompt, as pdb in a terminal.
@@ -468,12 +556,44 @@ def debugger_class():
         # -- Ctrl-C ----------------------------------------------------
         def on_interrupt(self):
             """A K frame (Ctrl-C), or the end of the channel."""
-            if self.sess.closed:
+            if self.sess.closed or self.done:
                 self.finish()
+                if self.fallback is not None:
+                    self.fallback()
             elif self.prompting:
                 self.sess.push(KeyboardInterrupt)
-            elif not self.term.locked():
+            elif self.term.locked():
+                with self.xlock:
+                    if self.cmd_ident is not None:
+                        self.kbd = True
+                        set_async_exc(self.cmd_ident, KeyboardInterrupt)
+            else:
                 self.break_in()
+
+        def onecmd(self, line):
+            # A command may run for long (`p f()`, `!stmt`): Ctrl-C
+            # interrupts it, and pyattach is told which thread runs it so
+            # that it can cut a blocking call short. No KeyboardInterrupt
+            # outlives the command (as in stop_exec).
+            ident = thread.get_ident()
+            if self.owns:
+                self.sess.send(b'I', str(native_tid()))
+            with self.xlock:
+                self.cmd_ident, self.kbd = ident, False
+            try:
+                return pdb.Pdb.onecmd(self, line)
+            finally:
+                while True:
+                    try:
+                        with self.xlock:
+                            self.cmd_ident = None
+                            if self.kbd:
+                                set_async_exc(ident, None)
+                        break
+                    except KeyboardInterrupt:
+                        continue
+                if self.owns:
+                    self.sess.send(b'I', '0')
 
         def break_in(self):
             # What pdb's SIGINT handler does (set_trace where the thread
