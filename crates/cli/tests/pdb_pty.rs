@@ -143,7 +143,7 @@ fn assert_target_stop(shown: &str, ctx: &str) {
         shown.contains("pdb_target.py("),
         "{ctx}: no stop shown:\n{shown}"
     );
-    for ours in ["pyattach", "<string>", "[EOF]"] {
+    for ours in ["<pyattach", "<string>", "[EOF]"] {
         assert!(!shown.contains(ours), "{ctx}: {ours} shown:\n{shown}");
     }
 }
@@ -314,6 +314,35 @@ fn pdb_inside_run_code() {
         assert!(cmd(&mut pty, "p x").contains("41"), "{ctx}");
         pty.send("c\r");
         pty.expect("x is 42");
+        assert_eq!(pty.wait_exit(), Some(0), "{ctx}: {}", pty.rest());
+        assert_left_alone(&t, &ctx);
+    }
+}
+
+/// When pyattach gets in through a thread of its own (the new-thread
+/// strategy), pdb shows where the main thread is and stops it at its next
+/// line, from outside it.
+#[test]
+fn pdb_through_a_thread_of_pyattach() {
+    for py in testsupport::pythons() {
+        let ctx = py.id.clone();
+        let t = Target::python(&py, "pdb_target.py", &[]);
+        let pid = t.pid().to_string();
+        let Some(mut pty) = Pty::spawn_with(
+            &["--pdb", &pid],
+            &[("PYATTACH_TEST_STRATEGY", "new-thread")],
+        ) else {
+            return;
+        };
+        let first = prompt(&mut pty);
+        assert!(first.contains("a thread of its own"), "{ctx}: {first}");
+        assert_target_stop(&first, &ctx);
+        for i in 0..3 {
+            let shown = cmd(&mut pty, "n");
+            assert_target_stop(&shown, &format!("{ctx}: n #{i}"));
+            assert!(shown.contains("<module>()"), "{ctx}: {shown}");
+        }
+        pty.send("q\r");
         assert_eq!(pty.wait_exit(), Some(0), "{ctx}: {}", pty.rest());
         assert_left_alone(&t, &ctx);
     }

@@ -19,6 +19,11 @@ pub struct Pty {
 
 impl Pty {
     pub fn spawn(args: &[&str]) -> Option<Pty> {
+        Pty::spawn_with(args, &[])
+    }
+
+    /// [`Pty::spawn`] with these variables in pyattach's environment.
+    pub fn spawn_with(args: &[&str], envs: &[(&str, &str)]) -> Option<Pty> {
         if !std::path::Path::new("/usr/bin/script").exists() {
             testsupport::note("script(1) from util-linux is missing");
             return None;
@@ -33,6 +38,7 @@ impl Pty {
             .args(["-qfec", &line, "/dev/null"])
             .env("TERM", "xterm")
             .env("HOME", std::env::temp_dir())
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

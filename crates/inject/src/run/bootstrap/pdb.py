@@ -27,7 +27,7 @@ def debug(sess):
         sess.interrupt = d.on_interrupt
         # The reader thread runs no application code but may call some
         # (Tab completion): it never stops, nor waits for the prompt.
-        d.quiet.add(thread.start_new_thread(sess.reader, ()))
+        d.quiet.add(thread.start_new_thread(read_pinned, (sess,)))
         d.begin(frame, owner)
     except BaseException:
         if d is not None:
@@ -77,6 +77,22 @@ def run_with_pdb(sess, run):
                     setattr(h[0], h[1], h[2])
             except Exception:
                 pass
+
+
+def read_pinned(sess):
+    """The session's reader. Before 3.9 it also holds a trace function
+    (that does nothing) while the session lasts: line events reach a
+    thread's trace function only while one was set with sys.settrace
+    somewhere, and the threads whose trace function pyattach writes (see
+    Tracing) do not count."""
+    pin = sys.version_info < (3, 9)
+    if pin:
+        sys.settrace(lambda *a: None)
+    try:
+        sess.reader()
+    finally:
+        if pin:
+            sys.settrace(None)
 
 
 def ours(frame):
@@ -342,6 +358,11 @@ def debugger_class():
         # -- the session's life --------------------------------------
         def begin(self, frame, owner):
             self.reset()
+            if owner != thread.get_ident():
+                self.stdout.write(
+                    '(pyattach got in through a thread of its own: this is '
+                    'where the main thread is; it runs on until a command '
+                    'such as n or s stops it)\n')
             self.interaction(frame, None)
             if self.done:
                 return
