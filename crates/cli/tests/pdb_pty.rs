@@ -51,7 +51,9 @@ fn target(py: &Python, stdin: Stdin) -> Option<Target> {
 
 /// Run in the target with `--run`: how many threads (other than the one
 /// running it, whose own trace function it reports too) have a trace
-/// function, how many frames have `f_trace`, and threading's hook. A
+/// function, how many frames have `f_trace`, threading's hook, and how many
+/// line events a trace function set now gets in a three-line function
+/// (before 3.9 they need CPython's count of traced threads to be right). A
 /// thread's trace function is read from its thread state, at the place this
 /// thread's own `sys.settrace` is seen to write (valid on 2.7 and 3.x).
 const CHECK: &str = "import sys, ctypes, threading
@@ -82,10 +84,21 @@ for f in sys._current_frames().values():
     while f is not None:
         fr += f.f_trace is not None
         f = f.f_back
-print('TRACED threads=%d frames=%d hook=%r' % (n, fr, threading._trace_hook))
+ev = []
+def tr(f, e, a):
+    ev.append(e)
+    return tr
+def g():
+    x = 1
+    x += 1
+    return x
+sys.settrace(tr)
+g()
+sys.settrace(None)
+print('TRACED threads=%d frames=%d hook=%r lines=%d' % (n, fr, threading._trace_hook, ev.count('line')))
 ";
 
-const CLEAN: &str = "TRACED threads=0 frames=0 hook=None";
+const CLEAN: &str = "TRACED threads=0 frames=0 hook=None lines=3";
 
 /// Asserts that, within a bounded time, no thread of the target has a trace
 /// function and no frame one of its own; that the target is alive and keeps

@@ -15,8 +15,9 @@
 # called with the C trampoline that sys.settrace put in this thread's
 # state; 2.7 and 3.6-3.8 have neither, and get the three fields that
 # PyEval_SetTrace sets written into the other threads' states, at the
-# places where this thread's own sys.settrace is seen to write them. New
-# threads get it from threading.settrace.
+# places where this thread's own sys.settrace is seen to write them, and
+# the interpreter's count of traced threads moved as it would (see count).
+# New threads get it from threading.settrace.
 def debug(sess):
     """Mode 'pdb': the first stop, then the application runs on under the
     debugger until the session ends."""
@@ -27,7 +28,7 @@ def debug(sess):
         sess.interrupt = d.on_interrupt
         # The reader thread runs no application code but may call some
         # (Tab completion): it never stops, nor waits for the prompt.
-        d.quiet.add(thread.start_new_thread(read_pinned, (sess,)))
+        d.quiet.add(thread.start_new_thread(sess.reader, ()))
         d.begin(frame, owner)
     except BaseException:
         if d is not None:
@@ -77,22 +78,6 @@ def run_with_pdb(sess, run):
                     setattr(h[0], h[1], h[2])
             except Exception:
                 pass
-
-
-def read_pinned(sess):
-    """The session's reader. Before 3.9 it also holds a trace function
-    (that does nothing) while the session lasts: line events reach a
-    thread's trace function only while one was set with sys.settrace
-    somewhere, and the threads whose trace function pyattach writes (see
-    Tracing) do not count."""
-    pin = sys.version_info < (3, 9)
-    if pin:
-        sys.settrace(lambda *a: None)
-    try:
-        sess.reader()
-    finally:
-        if pin:
-            sys.settrace(None)
 
 
 def ours(frame):
@@ -236,6 +221,37 @@ class Tracing(object):
         if not on:
             self.api.Py_DecRef(tracer)
 
+    def count(self, delta):
+        """Before 3.9, CPython counts the threads that have a trace
+        function (line events need it non-zero), and a thread's own
+        sys.settrace moves it: moves it by `delta` (1 or -1) for a thread
+        whose fields put() writes, through this thread's own sys.settrace,
+        this thread's fields left as they were. False if this thread's
+        trace function is not a Python one (then nothing is done)."""
+        import ctypes
+        me = self.api.PyThreadState_Get()
+        w = (ctypes.c_void_p * (self.off + 1)).from_address(me)
+        mine = sys.gettrace()
+        if mine is None:
+            if w[self.off - 2]:
+                return False
+            if delta > 0:
+                sys.settrace(_noop)
+                self.put(me, _noop, False)
+            else:
+                self.put(me, _noop, True)
+                sys.settrace(None)
+        else:
+            if w[self.off - 2] != self.tramp:
+                return False
+            if delta > 0:
+                self.put(me, mine, False)
+                sys.settrace(mine)
+            else:
+                sys.settrace(None)
+                self.put(me, mine, True)
+        return True
+
     def install(self, tracer):
         """`tracer` in every other thread that has no trace function."""
         if self.off is None:
@@ -251,7 +267,7 @@ class Tracing(object):
                     continue
                 if sys.version_info >= (3, 9):
                     self.api._PyEval_SetTrace(ts, self.tramp, id(tracer))
-                else:
+                elif self.count(1):
                     self.put(ts, tracer, True)
         except Exception:
             pass
@@ -277,9 +293,14 @@ class Tracing(object):
                     self.api._PyEval_SetTrace(ts, None, None)
                 else:
                     self.put(ts, tracer, False)
+                    self.count(-1)
             return True
         except Exception:
             return False
+
+
+def _noop(frame, event, arg):
+    return None
 
 
 _debugger = []
