@@ -303,6 +303,21 @@ def _noop(frame, event, arg):
     return None
 
 
+class NoReadline(object):
+    """pdb and code.interact import readline to tune it: that module
+    belongs to the application's terminal, and some builds write to
+    stdout as they load it. pdb does without (its input is the channel)."""
+
+    def __enter__(self):
+        self.had = 'readline' in sys.modules
+        if not self.had:
+            sys.modules['readline'] = None
+
+    def __exit__(self, *exc):
+        if not self.had and sys.modules.get('readline', 0) is None:
+            del sys.modules['readline']
+
+
 _debugger = []
 
 
@@ -311,18 +326,10 @@ def debugger_class():
     milliseconds that no other mode should pay)."""
     if _debugger:
         return _debugger[0]
-    had = 'readline' in sys.modules
-    if not had:
-        # pdb imports readline to tune it: that module belongs to the
-        # application's terminal, and some builds write to stdout as they
-        # load it. pdb does without (its input is the channel).
-        sys.modules['readline'] = None
-    try:
-        import pdb
+    with NoReadline():
         import bdb
-    finally:
-        if not had and sys.modules.get('readline', 0) is None:
-            del sys.modules['readline']
+        import cmd
+        import pdb
 
     class Debugger(pdb.Pdb):
         def __init__(self, sess):
@@ -341,15 +348,24 @@ def debugger_class():
                     finally:
                         d.prompting = False
 
-            had = 'readline' in sys.modules
-            if not had:
-                sys.modules['readline'] = None
-            try:
-                pdb.Pdb.__init__(self, stdin=PdbIn(sess),
-                                 stdout=Out(sess, b'O'), **kw)
-            finally:
-                if not had and sys.modules.get('readline', 0) is None:
-                    del sys.modules['readline']
+            if PY3:
+                with NoReadline():
+                    pdb.Pdb.__init__(self, stdin=PdbIn(sess),
+                                     stdout=Out(sess, b'O'), **kw)
+            else:
+                # 2.7's pdb.Pdb.__init__ without what it does besides:
+                # import readline and read the target's .pdbrc files (any
+                # file there, a FIFO would hold this thread for good).
+                bdb.Bdb.__init__(self, skip=kw['skip'])
+                cmd.Cmd.__init__(self, 'tab', PdbIn(sess), Out(sess, b'O'))
+                self.aliases = {}
+                self.mainpyfile = ''
+                self._wait_for_mainpyfile = 0
+                self.commands = {}
+                self.commands_doprompt = {}
+                self.commands_silent = {}
+                self.commands_defining = False
+                self.commands_bnum = None
             self.rcLines = []
             self.use_rawinput = 0
             self.prompt = '(Pdb) '
@@ -588,10 +604,29 @@ def debugger_class():
             pdb.Pdb.set_quit(self)
             self.finish()
 
+        if hasattr(pdb.Pdb, 'do_interact'):  # 3.2+
+            def do_interact(self, arg):
+                with NoReadline():
+                    r = pdb.Pdb.do_interact(self, arg)
+                # Ctrl-D left the interpreter, not the session (the end
+                # of input stays queued otherwise).
+                q = self.sess.inq
+                if q and q[0] is None and not self.sess.closed:
+                    q.pop(0)
+                return r
+
+        def do_debug(self, arg):
+            """debug code
+            Not available through pyattach: step into the code instead."""
+            # It would start a plain pdb: the target's .pdbrc, its SIGINT
+            # handler replaced, a trace function no end of session takes.
+            self.stdout.write('*** debug is not available through '
+                              'pyattach; step into the code instead\n')
+
         def do_detach(self, arg):
             """detach
             Leave the debugger: the target runs on as if pdb had never
-            been there (as q, without stopping anything)."""
+            been there (q and Ctrl-D do the same here)."""
             self.finish()
             return 1
 
