@@ -11,7 +11,11 @@ pub const SOURCE: &str = concat!(
     include_str!("bootstrap/streams.py"),
     include_str!("bootstrap/run.py"),
     include_str!("bootstrap/repl.py"),
+    // Text, compiled only when pdb is used (see pdb_entry.py).
+    "PDB_SOURCE = r'''",
     include_str!("bootstrap/pdb.py"),
+    "'''\n",
+    include_str!("bootstrap/pdb_entry.py"),
     include_str!("bootstrap/main.py"),
 );
 
@@ -253,6 +257,13 @@ mod tests {
             channel: ChannelParams::Pair,
             wait_secs: 2.0,
         }
+    }
+
+    #[test]
+    fn pdb_py_fits_in_a_raw_triple_quoted_literal() {
+        let src = include_str!("bootstrap/pdb.py");
+        assert!(!src.contains("'''") && !src.ends_with('\\'));
+        assert!(SOURCE.contains("PDB_SOURCE = r'''# -- pdb"));
     }
 
     #[test]

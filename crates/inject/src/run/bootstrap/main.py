@@ -47,9 +47,11 @@ def _main(P):
         thread.start_new_thread(serve, ())
     elif sess.wait_ack(theirs):
         if P['mode'] == 'pdb':
-            debug(sess)  # in this thread: it stops where the thread was
+            with_pdb('debug')(sess)  # here: it stops where the thread was
+        elif wants_pdb(P['code']):
+            with_pdb('run_with_pdb')(sess, run)
         else:
-            run_with_pdb(sess, run)
+            run(sess)
     else:
         sess.close()
 
