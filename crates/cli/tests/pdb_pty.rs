@@ -168,6 +168,7 @@ fn pdb(t: &Target) -> Option<Pty> {
 
 fn session_of_commands(py: &Python, stdin: Stdin) {
     let ctx = format!("{} (stdin {stdin:?})", py.id);
+    eprintln!("pdb session: {ctx}");
     let Some(t) = target(py, stdin) else { return };
     let Some(mut pty) = pdb(&t) else { return };
     // The first stop: the frame the main thread was executing.
@@ -213,6 +214,14 @@ fn session_of_commands(py: &Python, stdin: Stdin) {
     assert!(prompt(&mut pty).contains("KeyboardInterrupt"), "{ctx}");
     assert!(cmd(&mut pty, "p 1000 + 1").contains("1001"), "{ctx}");
     assert!(cmd(&mut pty, "p 2000 + 2").contains("2002"), "{ctx}");
+    // Ctrl-C while a command runs, blocked in a system call. (The pause
+    // lets the line editor give the terminal back first: a Ctrl-C it
+    // reads itself cancels the next line instead.)
+    pty.send("p __import__('time').sleep(60)\r");
+    std::thread::sleep(Duration::from_millis(1000));
+    pty.send("\x03");
+    assert!(prompt(&mut pty).contains("KeyboardInterrupt"), "{ctx}");
+    assert!(cmd(&mut pty, "p 3000 + 3").contains("3003"), "{ctx}");
     // Ctrl-C under c, with a breakpoint that is never hit.
     assert!(
         cmd(&mut pty, "b step, i < 0").contains("Breakpoint"),

@@ -343,10 +343,18 @@ def debugger_class():
             class PdbIn(In):
                 def readline(self, size=-1):
                     d.prompting = True
+                    line = ''
                     try:
-                        return sess.readline('')
+                        line = sess.readline('')
+                        return line
                     finally:
-                        d.prompting = False
+                        # From here a Ctrl-C is for the command the line
+                        # starts (see onecmd).
+                        with d.xlock:
+                            d.prompting = False
+                            if line:
+                                d.cmd_ident = thread.get_ident()
+                                d.kbd = False
 
             if PY3:
                 with NoReadline():
@@ -638,7 +646,13 @@ def debugger_class():
                 if self.fallback is not None:
                     self.fallback()
             elif self.prompting:
-                self.sess.push(KeyboardInterrupt)
+                q = self.sess.inq
+                if q and q[0] is not None and q[0] is not KeyboardInterrupt:
+                    # Typed after a line that was not read yet: the
+                    # command that line would run is what it stops.
+                    q[0] = KeyboardInterrupt
+                else:
+                    self.sess.push(KeyboardInterrupt)
             elif self.term.locked():
                 with self.xlock:
                     if self.cmd_ident is not None:
@@ -656,7 +670,8 @@ def debugger_class():
             if self.owns:
                 self.sess.send(b'I', str(native_tid()))
             with self.xlock:
-                self.cmd_ident, self.kbd = ident, False
+                # (A Ctrl-C since the line was read stays asked for.)
+                self.cmd_ident = ident
             try:
                 return pdb.Pdb.onecmd(self, line)
             finally:
@@ -665,7 +680,7 @@ def debugger_class():
                         with self.xlock:
                             self.cmd_ident = None
                             if self.kbd:
-                                set_async_exc(ident, None)
+                                flush_async_exc()
                         break
                     except KeyboardInterrupt:
                         continue

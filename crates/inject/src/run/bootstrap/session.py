@@ -241,7 +241,10 @@ class Session(object):
                     # Only interrupt() queues one, and says so first
                     # (this spares importing ctypes in every target).
                     if self.interrupted and self.ident is not None:
-                        set_async_exc(self.ident, None)
+                        if self.ident == thread.get_ident():
+                            flush_async_exc()
+                        else:
+                            set_async_exc(self.ident, None)
                     asked = self.interrupted
                 break
             except KeyboardInterrupt:
