@@ -266,20 +266,27 @@ fn pdb_sessions_with_the_target_stdin_at_a_terminal() {
     }
 }
 
-/// pyattach SIGKILLed at a prompt and under c with breakpoints pending
-/// (in both threads), `PYATTACH_PDB_KILLS` times on each interpreter
-/// (default 2: once each way; `scripts/torture` asks for more).
+/// pyattach SIGKILLed (and, every other time, SIGTERMed) at a prompt and
+/// under c with breakpoints pending (in both threads),
+/// `PYATTACH_PDB_KILLS` times on each interpreter (default 4: each way
+/// with each signal; `scripts/torture` asks for more).
 #[test]
 fn sigkill_of_pyattach_leaves_no_debugger() {
+    use nix::sys::signal::{kill, Signal};
     let kills: usize = std::env::var("PYATTACH_PDB_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
     for py in testsupport::pythons() {
         let t = Target::python(&py, "pdb_target.py", &[]);
         for round in 0..kills {
             let under_c = round % 2 == 1;
-            let ctx = format!("{} round {round} (under c: {under_c})", py.id);
+            let sig = if round % 4 < 2 {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            let ctx = format!("{} round {round} ({sig}, under c: {under_c})", py.id);
             let Some(mut pty) = pdb(&t) else { return };
             prompt(&mut pty);
             if under_c {
@@ -296,16 +303,9 @@ fn sigkill_of_pyattach_leaves_no_debugger() {
             }
             let pid = pty.pyattach_pid().expect("pyattach's pid");
             // By pid: the pyattach this test started.
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .expect("SIGKILL pyattach");
+            kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal pyattach");
             // `script` leaves once its child is gone.
-            assert!(
-                pty.wait_exit().is_some(),
-                "{ctx}: pyattach outlived SIGKILL"
-            );
+            assert!(pty.wait_exit().is_some(), "{ctx}: pyattach outlived {sig}");
             assert_left_alone(&t, &ctx);
         }
     }
