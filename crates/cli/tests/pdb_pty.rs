@@ -181,6 +181,18 @@ fn session_of_commands(py: &Python, stdin: Stdin) {
         let shown = cmd(&mut pty, "n");
         assert_target_stop(&shown, &format!("{ctx}: n #{i}"));
     }
+    // s until it steps into step() (a loop turn at most), then unt.
+    let mut into = false;
+    for i in 0..12 {
+        let shown = cmd(&mut pty, "s");
+        assert_target_stop(&shown, &format!("{ctx}: s #{i}"));
+        if shown.contains("step()") {
+            into = true;
+            break;
+        }
+    }
+    assert!(into, "{ctx}: s never stepped into step()");
+    assert_target_stop(&cmd(&mut pty, "unt"), &format!("{ctx}: unt"));
     // A breakpoint in the main thread, up and next.
     assert!(cmd(&mut pty, "b step").contains("Breakpoint 1"), "{ctx}");
     let shown = cmd(&mut pty, "c");
