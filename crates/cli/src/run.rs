@@ -91,8 +91,10 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Some(code) => Mode::Run { code },
         None => Mode::Repl,
     };
-    // Interactive: the session lasts as long as the user (or pdb) wants.
-    let repl = !matches!(mode, Mode::Run { .. });
+    let repl = matches!(mode, Mode::Repl);
+    // pdb lasts as long as the user wants, and says when it ended (a
+    // session closed without that means the target or the channel went).
+    let bounded = matches!(mode, Mode::Run { .. });
     let opts = Options {
         mode,
         thread: args.thread,
@@ -111,7 +113,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     }
     let limit = args
         .timeout
-        .filter(|_| !repl)
+        .filter(|_| bounded)
         .map(|s| started + Duration::from_secs_f64(s));
     let end = session::drive(channel, repl, pid, limit)?;
     // Unmap the injection's pages; if they must stay (a thread still

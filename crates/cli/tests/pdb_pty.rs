@@ -381,3 +381,22 @@ fn pdb_through_a_thread_of_pyattach() {
         assert_left_alone(&t, &ctx);
     }
 }
+
+/// A pdb session that ends because the target went away says so and
+/// exits non-zero (q, Ctrl-D and c exit 0, above).
+#[test]
+fn pdb_says_when_the_target_went_away() {
+    let Some(py) = testsupport::python("3.12") else {
+        return;
+    };
+    let mut t = Target::python(&py, "pdb_target.py", &[]);
+    let Some(mut pty) = pdb(&t) else { return };
+    prompt(&mut pty);
+    // By pid: the target this test started.
+    t.child_mut().kill().expect("kill the target");
+    let _ = t.child_mut().wait();
+    // (The line editor waits for the line it was reading.)
+    pty.send("p 1\r");
+    assert_eq!(pty.wait_exit(), Some(1), "{}", pty.rest());
+    assert!(pty.rest().contains("closed the session"), "{}", pty.rest());
+}

@@ -188,7 +188,7 @@ pub fn drive(
         });
     }
     if !repl && finished.is_none() {
-        anyhow::bail!("the target closed the session before the code finished");
+        anyhow::bail!("the target closed the session before the code (or pdb) finished");
     }
     Ok(if finished == Some(true) {
         End::Raised
