@@ -278,40 +278,39 @@ fn pdb_sessions_with_the_target_stdin_at_a_terminal() {
     }
 }
 
-/// pyattach SIGKILLed (and, every other time, SIGTERMed) at a prompt and
-/// under c with breakpoints pending (in both threads),
-/// `PYATTACH_PDB_KILLS` times on each interpreter (default 4: each way
-/// with each signal; `scripts/torture` asks for more).
+/// pyattach SIGKILLed or SIGTERMed at the first prompt, under c with
+/// breakpoints pending (in both threads), and at a breakpoint hit in the
+/// worker thread: `PYATTACH_PDB_KILLS` rounds on each interpreter (default
+/// 6: each way with each signal; `scripts/torture` asks for more).
 #[test]
 fn sigkill_of_pyattach_leaves_no_debugger() {
     use nix::sys::signal::{kill, Signal};
     let kills: usize = std::env::var("PYATTACH_PDB_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(6);
     for py in testsupport::pythons() {
         let t = Target::python(&py, "pdb_target.py", &[]);
         for round in 0..kills {
-            let under_c = round % 2 == 1;
-            let sig = if round % 4 < 2 {
-                Signal::SIGKILL
-            } else {
-                Signal::SIGTERM
-            };
-            let ctx = format!("{} round {round} ({sig}, under c: {under_c})", py.id);
+            let way = ["at the first prompt", "under c", "at a stop in the worker"][round % 3];
+            let sig = [Signal::SIGKILL, Signal::SIGTERM][round / 3 % 2];
+            let ctx = format!("{} round {round} ({sig} {way})", py.id);
             let Some(mut pty) = pdb(&t) else { return };
             prompt(&mut pty);
-            if under_c {
-                assert!(
-                    cmd(&mut pty, "b work, n < 0").contains("Breakpoint"),
-                    "{ctx}"
-                );
-                assert!(
-                    cmd(&mut pty, "b step, i < 0").contains("Breakpoint"),
-                    "{ctx}"
-                );
-                pty.send("c\r");
-                assert!(t.ticks_on(1), "{ctx}: the target does not run under c");
+            match round % 3 {
+                1 => {
+                    let b = cmd(&mut pty, "b work, n < 0");
+                    assert!(b.contains("Breakpoint"), "{ctx}: {b}");
+                    let b = cmd(&mut pty, "b step, i < 0");
+                    assert!(b.contains("Breakpoint"), "{ctx}: {b}");
+                    pty.send("c\r");
+                    assert!(t.ticks_on(1), "{ctx}: the target does not run under c");
+                }
+                2 => {
+                    assert!(cmd(&mut pty, "b work").contains("Breakpoint"), "{ctx}");
+                    assert!(cmd(&mut pty, "c").contains("work()"), "{ctx}");
+                }
+                _ => {}
             }
             let pid = pty.pyattach_pid().expect("pyattach's pid");
             // By pid: the pyattach this test started.
