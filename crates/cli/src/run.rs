@@ -34,6 +34,16 @@ pub struct Args {
     /// Like --run, with the code read from FILE.
     #[arg(long, value_name = "FILE")]
     pub run_file: Option<PathBuf>,
+    /// pdb in the frame the thread was executing (also on Python 2.7).
+    ///
+    /// The thread goes on under the debugger: `n`, `s`, `r` step through
+    /// the target's code, breakpoints are hit in any thread, and every
+    /// stop comes to this terminal. `q`, `detach`, Ctrl-D, or `c` with no
+    /// breakpoint left end the session, and the target runs on with no
+    /// trace of pdb; so does pyattach exiting or being killed. `--run
+    /// 'breakpoint()'` does the same. Choose the thread with --thread.
+    #[arg(long, conflicts_with_all = ["run", "run_file"])]
+    pub pdb: bool,
     /// Run the code in this thread (a TID of the target, as `ps -L` or
     /// `pyattach dump` shows) instead of the first one that gets there.
     #[arg(long, value_name = "TID")]
@@ -95,7 +105,15 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
     attach::install_exit_handlers().context("installing signal handlers")?;
-    let repl = mode == Mode::Repl;
+    let mode = match mode {
+        _ if args.pdb => Mode::Pdb,
+        Mode::Run { code } if session::starts_pdb(&code) => Mode::Pdb,
+        m => m,
+    };
+    let repl = matches!(mode, Mode::Repl);
+    // pdb lasts as long as the user wants, and says when it ended (a
+    // session closed without that means the target or the channel went).
+    let bounded = matches!(mode, Mode::Run { .. } | Mode::RunFile { .. });
     let opts = Options {
         mode,
         thread: args.thread,
@@ -114,7 +132,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     }
     let limit = args
         .timeout
-        .filter(|_| !repl)
+        .filter(|_| bounded)
         .map(|s| started + Duration::from_secs_f64(s));
     let end = session::drive(channel, repl, pid, limit)?;
     // Unmap the injection's pages; if they must stay (a thread still
@@ -183,7 +201,7 @@ fn warn_if_large(mode: &Mode) {
     let n = match mode {
         Mode::Run { code } => code.len(),
         Mode::RunFile { source, .. } => source.len(),
-        Mode::Repl => 0,
+        Mode::Repl | Mode::Pdb => 0,
     };
     if n >= LARGE_CODE {
         eprintln!(

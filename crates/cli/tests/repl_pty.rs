@@ -2,118 +2,14 @@
 //! gives it a pty; the test types keys (Tab, Ctrl-C, Ctrl-D included) and
 //! reads the screen.
 
-use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
-use testsupport::{pyattach_bin, Target};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-struct Pty {
-    child: Child,
-    stdin: ChildStdin,
-    screen: Arc<Mutex<String>>,
-    mark: usize,
-}
-
-impl Pty {
-    fn spawn(args: &[&str]) -> Option<Pty> {
-        if !std::path::Path::new("/usr/bin/script").exists() {
-            testsupport::note("script(1) from util-linux is missing");
-            return None;
-        }
-        // `exec`: a shell left waiting (dash, when $SHELL is unset) would get
-        // the Ctrl-C too and kill itself with SIGINT once pyattach exits.
-        let mut line = format!("exec {}", pyattach_bin().display());
-        for a in args {
-            line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
-        }
-        let mut child = Command::new("script")
-            .args(["-qfec", &line, "/dev/null"])
-            .env("TERM", "xterm")
-            .env("HOME", std::env::temp_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn script");
-        let stdin = child.stdin.take().unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let screen = Arc::new(Mutex::new(String::new()));
-        let sink = screen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Some(Pty {
-            child,
-            stdin,
-            screen,
-            mark: 0,
-        })
-    }
-
-    fn send(&mut self, keys: &str) {
-        self.send_bytes(keys.as_bytes());
-    }
-
-    fn send_bytes(&mut self, keys: &[u8]) {
-        self.stdin.write_all(keys).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Waits until `needle` shows up after the last match; panics with the
-    /// screen if it does not within 20 s.
-    fn expect(&mut self, needle: &str) {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            {
-                let s = self.screen.lock().unwrap();
-                if let Some(i) = s[self.mark..].find(needle) {
-                    self.mark += i + needle.len();
-                    return;
-                }
-            }
-            if Instant::now() > end {
-                panic!(
-                    "{needle:?} not on screen; after mark:\n{}",
-                    &self.screen.lock().unwrap()[self.mark..]
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Everything shown since the last match (for failure messages).
-    fn rest(&self) -> String {
-        self.screen.lock().unwrap()[self.mark..].to_string()
-    }
-
-    fn wait_exit(&mut self) -> Option<i32> {
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::pty::Pty;
+use testsupport::Target;
 
 fn ticks_on(t: &Target) {
     assert!(t.ticks_on(2), "the target stopped ticking");
@@ -310,7 +206,7 @@ fn typeahead_and_pastes_run_line_by_line_as_cpythons_prompt() {
             for w in &want {
                 pty.expect(w);
             }
-            let shown = pty.screen.lock().unwrap().clone();
+            let shown = pty.shown();
             for e in &errs {
                 assert!(shown.contains(e.as_str()), "{v} {how}: no {e:?}\n{shown}");
             }

@@ -53,6 +53,23 @@ pub enum End {
     TimedOut { stopped: bool },
 }
 
+/// True for `--run` code that only opens pdb where it runs (`breakpoint()`,
+/// `import pdb; pdb.set_trace()`): that is the pdb session (`--pdb`), which
+/// stops in the target's own frame and lasts as long as the debugger is
+/// active, rather than code run to its end with pdb's trace function left
+/// behind in the target.
+pub fn starts_pdb(code: &str) -> bool {
+    let bare: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    let bare = bare.trim_end_matches(';');
+    [
+        "breakpoint()",
+        "importpdb;pdb.set_trace()",
+        "__import__('pdb').set_trace()",
+        "__import__(\"pdb\").set_trace()",
+    ]
+    .contains(&bare)
+}
+
 /// After the deadline, how long the code gets to stop on its
 /// KeyboardInterrupt (blocking calls cut short included) before pyattach
 /// leaves without it.
@@ -179,7 +196,7 @@ pub fn drive(
         });
     }
     if !repl && finished.is_none() {
-        anyhow::bail!("the target closed the session before the code finished");
+        anyhow::bail!("the target closed the session before the code (or pdb) finished");
     }
     if repl && finished.is_none() {
         // A line could not be sent: the channel is gone.
@@ -332,4 +349,25 @@ fn forward_signals(
     // starts producing output (a Ctrl-C typed at once still counts).
     std::thread::sleep(Duration::from_millis(0));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_pdb;
+
+    #[test]
+    fn only_code_that_just_opens_pdb_is_a_pdb_session() {
+        for c in [
+            "breakpoint()",
+            " breakpoint( )\n",
+            "import pdb; pdb.set_trace()",
+            "import pdb;pdb.set_trace();",
+            "__import__('pdb').set_trace()",
+        ] {
+            assert!(starts_pdb(c), "{c:?}");
+        }
+        for c in ["x = 1; breakpoint()", "print(1)", "breakpoint", ""] {
+            assert!(!starts_pdb(c), "{c:?}");
+        }
+    }
 }

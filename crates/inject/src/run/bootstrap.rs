@@ -11,6 +11,11 @@ pub const SOURCE: &str = concat!(
     include_str!("bootstrap/streams.py"),
     include_str!("bootstrap/run.py"),
     include_str!("bootstrap/repl.py"),
+    // Text, compiled only when pdb is used (see pdb_entry.py).
+    "PDB_SOURCE = r'''",
+    include_str!("bootstrap/pdb.py"),
+    "'''\n",
+    include_str!("bootstrap/pdb_entry.py"),
     include_str!("bootstrap/main.py"),
 );
 
@@ -25,6 +30,9 @@ pub enum Mode {
     RunFile { path: String, source: Vec<u8> },
     /// Open an interactive session in a thread of its own.
     Repl,
+    /// pdb, stopped in the frame the injected thread was executing, for as
+    /// long as the session lasts (`bootstrap/pdb.py`).
+    Pdb,
 }
 
 /// How the bootstrap reaches pyattach.
@@ -67,6 +75,7 @@ pub fn params_blob(p: &Params) -> Vec<u8> {
             ("file", &file)
         }
         Mode::Repl => ("repl", b""),
+        Mode::Pdb => ("pdb", b""),
     };
     let (chan, path) = match &p.channel {
         ChannelParams::Pair => ("pair", ""),
@@ -258,6 +267,13 @@ mod tests {
             channel: ChannelParams::Pair,
             wait_secs: 2.0,
         }
+    }
+
+    #[test]
+    fn pdb_py_fits_in_a_raw_triple_quoted_literal() {
+        let src = include_str!("bootstrap/pdb.py");
+        assert!(!src.contains("'''") && !src.ends_with('\\'));
+        assert!(SOURCE.contains("PDB_SOURCE = r'''# -- pdb"));
     }
 
     #[test]

@@ -46,7 +46,12 @@ def _main(P):
             sess.close()
         thread.start_new_thread(serve, ())
     elif sess.wait_ack(theirs):
-        run(sess)
+        if P['mode'] == 'pdb':
+            with_pdb('debug')(sess)  # here: it stops where the thread was
+        elif wants_pdb(P['code']):
+            with_pdb('run_with_pdb')(sess, run)
+        else:
+            run(sess)
     else:
         sess.close()
 

@@ -13,7 +13,7 @@
 # start(params, n) runs one injection: `params` is the parameters' blob, or
 # its address in this process's memory (n bytes), where pyattach wrote it:
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'file' | 'repl'; chan: 'pair' | 'unix';
+# nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb'; chan: 'pair' | 'unix';
 # path: the unix socket (chan 'unix'); wait: seconds to wait for pyattach's
 # ack; code: the code to run (mode 'run'; mode 'file': the file's name NUL
 # its bytes), the rest of the blob, any bytes.
@@ -296,7 +296,10 @@ class Session(object):
                     # Only interrupt() queues one, and says so first
                     # (this spares importing ctypes in every target).
                     if self.interrupted and self.ident is not None:
-                        set_async_exc(self.ident, None)
+                        if self.ident == thread.get_ident():
+                            flush_async_exc()
+                        else:
+                            set_async_exc(self.ident, None)
                     asked = self.interrupted
                 break
             except KeyboardInterrupt:

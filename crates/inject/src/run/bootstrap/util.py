@@ -10,6 +10,38 @@ def set_async_exc(ident, exc):
         pass
 
 
+class _Flushed(BaseException):
+    """Raised in a thread and caught at once (see flush_async_exc)."""
+
+
+def flush_async_exc():
+    """Takes back a KeyboardInterrupt still pending for this thread, by
+    putting one of ours in its place and catching it right here. Clearing
+    it with PyThreadState_SetAsyncExc(id, NULL) leaves Python 3's
+    eval-breaker flag set for good (it is set for NULL too, and cleared
+    only when a thread raises one): every thread then takes the slow path
+    at each check, and on 3.11 a thread with a trace function spins at the
+    start of its next call, the GIL held, forever."""
+    # Ours may be raised as soon as the call that sets it returns: the
+    # handler is in place before.
+    try:
+        try:
+            import ctypes
+            ident = thread.get_ident()
+            tid = ctypes.c_ulong(ident) if sys.version_info >= (3, 7) \
+                else ctypes.c_long(ident)
+            if ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    tid, ctypes.py_object(_Flushed)) != 1:
+                return
+        except Exception:
+            return
+        n = 0
+        while n < 10000000:  # raised at the first check (2.7: 100 ticks)
+            n += 1
+    except _Flushed:
+        pass
+
+
 def complete(text):
     import keyword
     main = sys.modules['__main__'].__dict__

@@ -1,0 +1,2 @@
+//! Helpers shared by the cli's tests.
+pub mod pty;
