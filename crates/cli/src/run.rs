@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use inject::run::{ChannelKind, Mode, Options};
+use inject::run::{ChannelKind, Mode, Options, Runner};
 
 use crate::session;
 
@@ -24,18 +24,21 @@ const DEFAULT_WAIT: f64 = 5.0;
 pub struct Args {
     /// Run CODE inside the target and show its output here.
     ///
-    /// The code runs in the target's `__main__` globals, in the thread that
-    /// reached a safe point first (or the one given with --thread), so
-    /// `breakpoint()` opens pdb, on this terminal, in the frame that thread
-    /// was executing. `-` reads the code from stdin. The exit status is 0,
-    /// or 8 if the code raised (its traceback is printed).
+    /// The code runs in the target's `__main__` globals, in a thread of its
+    /// own, so the application's threads run on meanwhile. With --thread,
+    /// or when the code calls `breakpoint()` or `set_trace()` (pdb in the
+    /// frame a thread was executing), it runs in the thread that reached a
+    /// safe point (the one given with --thread), which waits for it. `-`
+    /// reads the code from stdin. The exit status is 0, or 8 if the code
+    /// raised (its traceback is printed).
     #[arg(long, value_name = "CODE", conflicts_with = "run_file")]
     pub run: Option<String>,
     /// Like --run, with the code read from FILE.
     #[arg(long, value_name = "FILE")]
     pub run_file: Option<PathBuf>,
     /// Run the code in this thread (a TID of the target, as `ps -L` or
-    /// `pyattach dump` shows) instead of the first one that gets there.
+    /// `pyattach dump` shows), in its context, instead of a thread of its
+    /// own; the thread waits for the code meanwhile.
     #[arg(long, value_name = "TID")]
     pub thread: Option<i32>,
     /// How long to wait for a thread of the target to reach a safe point
@@ -77,7 +80,10 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     attach::install_exit_handlers().context("installing signal handlers")?;
     let repl = code.is_none();
     let opts = Options {
-        mode: code.map_or(Mode::Repl, |code| Mode::Run { code }),
+        mode: code.map_or(Mode::Repl, |code| Mode::Run {
+            runner: runner(&code, args.thread),
+            code,
+        }),
         thread: args.thread,
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
@@ -96,7 +102,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         .timeout
         .filter(|_| !repl)
         .map(|s| started + Duration::from_secs_f64(s));
-    let end = session::drive(channel, repl, pid, limit)?;
+    let end = session::drive(channel, repl, pid, limit);
     // Unmap the injection's pages; if they must stay (a thread still
     // returns through them), they are inert.
     match leftover.remove(Duration::from_millis(500)) {
@@ -106,6 +112,10 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Ok(None) if args.verbose => eprintln!("pyattach: injected pages left mapped (inert)"),
         Err(e) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
         _ => {}
+    }
+    let end = end?;
+    if args.verbose && !repl {
+        eprintln!("pyattach: {}", which_thread(&opts.mode, report.tid));
     }
     Ok(match end {
         session::End::TimedOut { stopped } => {
@@ -124,6 +134,36 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         session::End::Raised => EXIT_CODE_RAISED,
         session::End::Done => 0,
     })
+}
+
+/// Where `--run` code runs. In a thread of its own unless it needs the
+/// caught thread's context: `--thread` asks for it, and pdb stops in the
+/// frame that thread was executing (`breakpoint()`, `pdb.set_trace()`:
+/// found in the text, a call hidden elsewhere in the code gets pdb in the
+/// code's own thread instead).
+fn runner(code: &str, thread: Option<i32>) -> Runner {
+    if thread.is_some() || code.contains("breakpoint(") || code.contains("set_trace(") {
+        Runner::Caught
+    } else {
+        Runner::OwnThread
+    }
+}
+
+/// For `-v`: which thread ran the code.
+fn which_thread(mode: &Mode, caught: Option<i32>) -> String {
+    let ran = session::CODE_TID.load(std::sync::atomic::Ordering::SeqCst);
+    let ran = if ran > 0 { ran.to_string() } else { "?".into() };
+    let caught = caught.map_or("?".into(), |t| t.to_string());
+    match mode {
+        Mode::Run {
+            runner: Runner::Caught,
+            ..
+        } => format!("the code ran in thread {ran}, the thread that was caught"),
+        _ => format!(
+            "the code ran in thread {ran}, a thread of its own (thread {caught}, \
+             the one caught, went back to the application at once)"
+        ),
+    }
 }
 
 /// No code can run, so show what the threads are doing instead: the stack

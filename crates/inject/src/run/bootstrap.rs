@@ -6,6 +6,7 @@
 /// in several files by what each part does (see `bootstrap/session.py`'s
 /// header for the protocol), concatenated in this order.
 pub const SOURCE: &str = concat!(
+    include_str!("bootstrap/signals.py"),
     include_str!("bootstrap/session.py"),
     include_str!("bootstrap/util.py"),
     include_str!("bootstrap/streams.py"),
@@ -14,13 +15,43 @@ pub const SOURCE: &str = concat!(
     include_str!("bootstrap/main.py"),
 );
 
+/// The length of the source's first part, `bootstrap/signals.py`, which
+/// the loader compiles and runs first and alone: from its end on, signal
+/// handlers wait while the rest is compiled and run (see [`load`]).
+const FIRST_PART: usize = include_str!("bootstrap/signals.py").len();
+
 /// What the bootstrap does once it runs in the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Run this code in `__main__`'s globals in the injected thread.
-    Run { code: String },
+    /// Run this code in `__main__`'s globals, in the thread `runner` says.
+    Run { code: String, runner: Runner },
     /// Open an interactive session in a thread of its own.
     Repl,
+}
+
+impl Mode {
+    /// `--run CODE` as it runs by default: in a thread of its own.
+    pub fn run(code: impl Into<String>) -> Mode {
+        Mode::Run {
+            code: code.into(),
+            runner: Runner::OwnThread,
+        }
+    }
+}
+
+/// Which thread of the target runs `--run` code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Runner {
+    /// A thread the bootstrap starts for it; the thread that ran the
+    /// bootstrap goes back to the application at once. Code that spins
+    /// for seconds, or waits for a lock that thread holds, would
+    /// otherwise stall that thread (often a server's accept loop).
+    #[default]
+    OwnThread,
+    /// The thread that ran the bootstrap (the caught one), for code that
+    /// needs its context: `--thread TID`, or pdb, which stops in the frame
+    /// that thread was executing. It is held for as long as the code runs.
+    Caught,
 }
 
 /// How the bootstrap reaches pyattach.
@@ -55,7 +86,14 @@ pub struct Params {
 /// held the GIL for as long again as the rest of the text.
 pub fn params_blob(p: &Params) -> Vec<u8> {
     let (mode, code) = match &p.mode {
-        Mode::Run { code } => ("run", code.as_str()),
+        Mode::Run {
+            code,
+            runner: Runner::OwnThread,
+        } => ("run", code.as_str()),
+        Mode::Run {
+            code,
+            runner: Runner::Caught,
+        } => ("run-here", code.as_str()),
         Mode::Repl => ("repl", ""),
     };
     let (chan, path) = match &p.channel {
@@ -86,11 +124,11 @@ pub fn params_blob(p: &Params) -> Vec<u8> {
 pub fn script(p: &Params) -> String {
     let blob = format!("b{}", py_str(&params_blob(p)));
     let loader = format!(
-        "{prelude}exec(compile({src},'<pyattach>','exec',0,True))\nstart({blob})\n",
+        "{prelude}{load}start(*A)\n",
         prelude = loader_prelude(),
-        src = py_str(SOURCE.as_bytes()),
+        load = load(&py_str(SOURCE.as_bytes())),
     );
-    entry(&blob, &loader)
+    entry(&format!("{blob},-1"), &loader)
 }
 
 /// The length of [`payload`]'s bytes (they do not depend on the address).
@@ -165,13 +203,39 @@ fn text_at(blob_at: u64, blob_len: usize, src_at: u64) -> String {
   import ctypes
   s=ctypes.string_at(a,n)
  return s
-exec(compile(m(0x{src_at:016x},0x{src_len:08x}),'<pyattach>','exec',0,True))
-start({args})
+{load}start(*A)
 ",
         prelude = loader_prelude(),
-        src_len = SOURCE.len(),
+        load = load(&format!(
+            "m(0x{src_at:016x},0x{src_len:08x})",
+            src_len = SOURCE.len()
+        )),
     );
     entry(&args, &loader)
+}
+
+/// The loader's lines that define the bootstrap from its source (`src`, an
+/// expression). A Python signal handler runs in the main thread wherever
+/// it is, and its exception (SIGTERM's SystemExit) would end in this text
+/// and be lost: so the source's first part (`bootstrap/signals.py`, quick
+/// to compile) goes first, and its last line defers the handlers until
+/// `loaded` (called whether the rest could be defined or not: an import
+/// may be refused), which also hands over an exception a handler raised
+/// before (`E`), to be raised again once the thread is back in the
+/// application.
+fn load(src: &str) -> String {
+    format!(
+        "E=None
+try:
+ s={src}
+ exec(compile(s[:{FIRST_PART}],'<pyattach>','exec',0,True))
+except BaseException as e:E=e
+try:
+ if 'loaded' in globals():exec(compile(s[{FIRST_PART}:],'<pyattach>','exec',0,True))
+finally:
+ if 'loaded' in globals():loaded(E)
+"
+    )
 }
 
 /// The first lines of a loader: the names the bootstrap's module expects
@@ -182,20 +246,35 @@ fn loader_prelude() -> String {
 
 /// The text: call the bootstrap's `start` with `args` if an earlier
 /// injection defined it, else run `loader` (which defines it and calls
-/// it) in a fresh namespace. One expression: it runs in `__main__`'s
-/// globals, where it must bind no name; and the lookup raises nothing,
+/// it) in a fresh namespace, where `A` holds the arguments. One expression
+/// (tried a second time if the first raised: a signal handler that ran at
+/// its first instruction): it runs in `__main__`'s globals, where it must
+/// bind no name; and the lookup raises nothing,
 /// since the code runs inside and an exception being handled around it
 /// would become the context of the code's own (chained into its
 /// tracebacks, what `sys.exc_info()` and a bare `raise` see). A bare
 /// `except:` catches everything, old-style class exceptions of Python 2
-/// included; `start` itself never raises.
+/// included; `start` itself never raises. A handler's exception in the
+/// first try is given to `start` in the second, which has it raised again
+/// in the application (`bootstrap/signals.py`).
+///
+/// It names no global or builtin either: `__main__` may define its own
+/// `compile`, `eval`, `getattr` or `__import__` (a build script, a
+/// calculator), which would shadow the builtins of that name. The builtins
+/// come from a generator expression's frame (`f_builtins`, where CPython
+/// itself looks builtins up, unshadowed by globals) and are passed to a
+/// lambda whose parameter is local to it.
 fn entry(args: &str, loader: &str) -> String {
-    format!(
-        "try:(getattr(__import__('sys'),'_pyattach_code',{{}}).get('{key}') or \
-(lambda *a:eval(compile({loader},'<pyattach>','exec'),{{}})))({args})\nexcept:pass\n",
+    // `r`: a second try, when a signal handler raised in the first (its
+    // exception goes to `start`, to be raised again in the application).
+    let call = format!(
+        "(lambda B,r:(B['getattr'](B['__import__']('sys'),'_pyattach_code',{{}}).get('{key}') or \
+(lambda *a:B['eval'](B['compile']({loader},'<pyattach>','exec'),{{'__builtins__':B,'A':a}})))\
+({args},r and B['__import__']('sys').exc_info()[1] or None))((i for i in()).gi_frame.f_builtins,",
         key = source_key(),
         loader = py_str(loader.as_bytes()),
-    )
+    );
+    format!("try:{call}0)\nexcept:\n try:{call}1)\n except:pass\n")
 }
 
 /// FNV-1a of the bootstrap's source: the key of its compiled code in the
@@ -252,36 +331,42 @@ mod tests {
 
     #[test]
     fn script_is_ascii_and_holds_no_nul() {
-        let s = script(&params(Mode::Run {
-            code: "print('é')\0".into(),
-        }));
+        let s = script(&params(Mode::run("print('é')\0")));
         assert!(s.is_ascii());
         assert!(!s.contains('\0'));
-        assert!(s.starts_with("try:(getattr(__import__('sys'),'_pyattach_code',{}).get('"));
+        assert!(s.starts_with(
+            "try:(lambda B,r:(B['getattr'](B['__import__']('sys'),'_pyattach_code',{}).get('"
+        ));
     }
 
     #[test]
     fn the_blob_ends_with_the_code_whatever_it_holds() {
-        let b = params_blob(&params(Mode::Run {
-            code: "a\0b".into(),
-        }));
+        let b = params_blob(&params(Mode::run("a\0b")));
         // nonce, token, mode, chan, path (none), wait, then the code.
         assert_eq!(b, [&b"n\0t\0run\0pair\0\0"[..], b"2.0\0a\0b"].concat());
+        let b = params_blob(&params(Mode::Run {
+            code: "c".into(),
+            runner: Runner::Caught,
+        }));
+        assert!(b.starts_with(b"n\0t\0run-here\0"));
     }
 
     #[test]
     fn payload_text_is_short_and_its_length_does_not_depend_on_the_address() {
-        let long = params(Mode::Run {
-            code: "x = 1\n".repeat(10_000),
-        });
+        let long = params(Mode::run("x = 1\n".repeat(10_000)));
         let (a, b) = (payload(&long, 0), payload(&long, 0x7fff_1234_5000));
         assert_eq!(a.len(), b.len());
         assert_eq!(a.len(), payload_len(&long));
         let text_len = b.iter().position(|&c| c == 0).unwrap();
         let text = std::str::from_utf8(&b[..text_len]).unwrap();
         // The code and the source are not in the text (and neither is the
-        // text's length tied to them).
-        assert!(text.len() < 1500 && text.is_ascii(), "{text}");
+        // text's length tied to them). Twice the loader's call (the second
+        // try), each under 1.5 KB.
+        assert!(
+            text.len() < 3000 && text.is_ascii(),
+            "{} {text}",
+            text.len()
+        );
         assert!(!text.contains("x = 1"));
         assert_eq!(
             payload(&params(Mode::Repl), 0).iter().position(|&c| c == 0),

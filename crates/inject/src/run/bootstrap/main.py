@@ -32,34 +32,56 @@ def _main(P):
             return
     cloexec(mine)
     sess = Session(mine, P)
-
+    body = repl if P['mode'] == 'repl' else run
+    # The hello goes out from this thread, so pyattach finds the channel at
+    # once, whichever thread then waits for the ack.
     sess.hello()
-    if P['mode'] == 'repl':
-        # The hello went out from this thread so pyattach finds the channel
-        # at once; the session's own thread waits for the ack.
-        def serve():
-            try:
-                if sess.wait_ack(theirs):
-                    repl(sess)
-            except BaseException:
-                pass
+    if P['here']:
+        # The code needs this thread (--thread, pdb in the frame it was
+        # executing): it stays here until the code is done.
+        if sess.wait_ack(theirs):
+            body(sess)
+        else:
             sess.close()
-        thread.start_new_thread(serve, ())
-    elif sess.wait_ack(theirs):
-        run(sess)
-    else:
+        return
+
+    # Everything else runs in a thread of its own, and the thread that
+    # came in goes back to the application at once: code that takes
+    # seconds, or waits for a lock that thread holds, must not stall it.
+    def serve():
+        try:
+            if sess.wait_ack(theirs):
+                body(sess)
+        except BaseException:
+            pass
         sess.close()
-
-
-
-def start(params, n=-1):
-    """One injection (see the top of this file); never raises."""
     try:
-        if n >= 0:
-            params = peek(params, n)
-        _main(parse(params))
+        thread.start_new_thread(serve, ())
     except BaseException:
-        pass
+        # No thread (RLIMIT_NPROC, a cgroup's pids.max, memory, a
+        # shutting-down interpreter): pyattach is told so, once it holds
+        # its end, and nothing stays behind.
+        if sess.wait_ack(theirs):
+            sess.fail('could not start a thread in the target: ')
+        else:
+            sess.close()
+
+def start(params, n=-1, exc=None):
+    """One injection (see the top of this file); never raises. `exc`: an
+    exception a signal handler raised as the entry text began, for the
+    application (see signals.py)."""
+    # In the main thread, signal handlers wait until this is done.
+    held = hand_over(defer_signals(), exc)
+    try:
+        try:
+            if n >= 0:
+                params = peek(params, n)
+            _main(parse(params))
+        except BaseException:
+            pass
+    finally:
+        if held:
+            redeliver(held)
 
 
 # Two strategies may load this file at once (the GIL is let go while it

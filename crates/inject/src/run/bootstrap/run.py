@@ -1,20 +1,25 @@
 # -- the two modes --------------------------------------------------
 def run(sess):
-    import traceback
     main = sys.modules['__main__'].__dict__
     src = u(sess.P['code'])
     fname = '<pyattach-run>'
-    entry = (len(src), None, src.splitlines(True), fname)
     try:
-        # So tracebacks and pdb show the code's lines; removed at the end.
+        # An import hook of the application may refuse these.
         import linecache
-        linecache.cache[fname] = entry
-    except Exception:
-        pass
-    redirect(sess)
-    thread.start_new_thread(sess.reader, ())
+        import traceback
+    except BaseException:
+        return sess.fail('could not import what --run needs: ')
+    try:
+        # Reads pyattach's frames: Ctrl-C, and the end of the session.
+        thread.start_new_thread(sess.reader, ())
+    except BaseException:
+        return sess.fail('could not start a thread in the target: ')
+    entry = (len(src), None, src.splitlines(True), fname)
     status = 'ok'
     try:
+        # So tracebacks and pdb show the code's lines; removed at the end.
+        linecache.cache[fname] = entry
+        redirect(sess)
         try:
             code = compile(src, fname, 'exec', 0, True)
             sess.start_exec()
@@ -58,5 +63,3 @@ def run(sess):
             pass
         sess.send(b'R', status)
         sess.close()
-
-

@@ -13,7 +13,8 @@
 # start(params, n) runs one injection: `params` is the parameters' blob, or
 # its address in this process's memory (n bytes), where pyattach wrote it:
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'repl'; chan: 'pair' | 'unix'; path: the
+# nonce, token: hex; mode: 'run' | 'repl', with '-here' for the thread
+# that ran start to run it (else a thread of its own does); chan: 'pair' | 'unix'; path: the
 # unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
 # the code to run (mode 'run'), the rest of the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
@@ -22,7 +23,8 @@
 # Frames on the channel: 1 byte kind, 4 bytes big-endian length, payload.
 # target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
 #   (payload: prompt), C completions, R result of --run ('ok' | 'raised'),
-#   I the code runs in this thread (payload: its tid; '0': it stopped)
+#   I the code runs in this thread (payload: its tid; '0': it stopped),
+#   X the bootstrap could not go on (payload: why; the session ends)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
 # Leftovers, all harmless: sys._pyattach_claims (one entry per injection, so
@@ -96,6 +98,8 @@ def parse(blob):
         raise ValueError('pyattach: bad parameters')
     P = dict(zip(('nonce', 'token', 'mode', 'chan', 'path'),
                  [u(x) for x in f[:5]]))
+    P['mode'], here, _ = P['mode'].partition('-here')
+    P['here'] = bool(here)
     P['wait'] = float(u(f[5]))
     P['code'] = f[6]
     return P
@@ -136,18 +140,33 @@ class Session(object):
             except Exception:
                 self.closed = True
 
-    def recv_exact(self, n):
+    def recv_exact(self, n, bounded=False):
+        end = None
         while len(self.rbuf) < n:
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.error as e:
+                # Python 2 does not retry a call a signal cut short (a
+                # timer's signal every few ms): again, and if `bounded`,
+                # for what is left of the wait.
+                if e.args[:1] != (4,):  # EINTR
+                    raise
+                if bounded:
+                    import time
+                    end = end or time.time() + self.P['wait']
+                    if time.time() > end:
+                        raise
+                    self.sock.settimeout(end - time.time())
+                continue
             if not chunk:
                 raise EOFError
             self.rbuf += chunk
         out, self.rbuf = self.rbuf[:n], self.rbuf[n:]
         return out
 
-    def recv(self):
-        kind, n = struct.unpack('>cI', self.recv_exact(5))
-        return kind, self.recv_exact(n)
+    def recv(self, bounded=False):
+        kind, n = struct.unpack('>cI', self.recv_exact(5, bounded))
+        return kind, self.recv_exact(n, bounded)
 
     def hello(self):
         self.send(b'H', self.P['nonce'] + ' ' + self.P['token'])
@@ -157,7 +176,7 @@ class Session(object):
         # keeps `theirs` open so the end cannot vanish.
         try:
             self.sock.settimeout(self.P['wait'])
-            kind, _ = self.recv()
+            kind, _ = self.recv(bounded=True)
             self.sock.settimeout(None)
             return kind == b'A'
         except BaseException:
@@ -248,6 +267,12 @@ class Session(object):
                 continue
         self.send(b'I', '0')
         return asked
+
+    def fail(self, what):
+        # Called in an except clause: pyattach says what failed and why,
+        # and the session ends.
+        self.send(b'X', what + describe_exc())
+        self.close()
 
     def close(self):
         # shutdown() wakes the reader thread blocked in recv and tells

@@ -46,17 +46,21 @@ def native_tid():
         return int(os.readlink('/proc/thread-self').rsplit('/', 1)[1])
     except Exception:
         pass
+    # Never `import threading` here: imported first from a thread other
+    # than the main one, it takes that thread for the main one for good.
     try:
-        import threading
-        return threading.get_native_id()
+        return sys.modules['threading'].get_native_id()
     except Exception:
         return 0
 
 
 def stacks():
-    import threading
     import traceback
-    names = dict((t.ident, t.name) for t in threading.enumerate())
+    # Thread names only if the application uses threading (see native_tid).
+    threading = sys.modules.get('threading')
+    names = {}
+    if threading is not None:
+        names = dict((t.ident, t.name) for t in threading.enumerate())
     out = []
     for ident, frame in sys._current_frames().items():
         if ident == thread.get_ident():
@@ -67,3 +71,11 @@ def stacks():
     return ''.join(out)
 
 
+
+def describe_exc():
+    """The exception being handled, in one line."""
+    t, v = sys.exc_info()[:2]
+    try:
+        return '%s: %s' % (t.__name__, v)
+    except Exception:
+        return 'an exception'
