@@ -307,3 +307,32 @@ fn sessions_leave_only_what_the_readme_lists() {
         assert_eq!(line("LINECACHE "), "[]", "{}: {out}", py.id);
     }
 }
+
+/// #19 item 8: while a session is open, every other thread uses its
+/// streams through the proxies as it would the originals (iteration, the
+/// with statement, buffer, fileno, ...); after it, a handler that captured
+/// the proxy writes to the original, and a stream swapped in and back
+/// across the session's end leaves the original in `sys.stdout`.
+#[test]
+fn stream_proxies_behave_as_the_originals_and_go_away() {
+    for py in pythons() {
+        let t = case(&py, "streams", &[]);
+        let pid = t.pid().to_string();
+        let out = pyattach(&["--run", "import time; time.sleep(1.5)", &pid], None);
+        assert_eq!(out.status.code(), Some(0), "{}: {}", py.id, text(&out).1);
+        assert!(
+            t.wait_for_output("ORIGINAL", Duration::from_secs(10)),
+            "{}: {}",
+            py.id,
+            t.output()
+        );
+        let output = t.output();
+        let uses: Vec<&str> = output.lines().filter(|l| l.starts_with("STREAM")).collect();
+        assert_eq!(uses.len(), 13, "{}: {output}", py.id);
+        for l in uses {
+            assert!(l.contains(" same "), "{}: {l}\n{output}", py.id);
+        }
+        assert!(output.contains("LOGGED\nAFTER\n"), "{}: {output}", py.id);
+        assert!(output.contains("ORIGINAL True"), "{}: {output}", py.id);
+    }
+}
