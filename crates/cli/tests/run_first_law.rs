@@ -224,7 +224,7 @@ fn documented_imports(py: &Python) -> Vec<String> {
         &script,
         "import sys\nb = set(sys.modules)\n\
          import socket, struct, fcntl, traceback, linecache, code, keyword, ctypes, time\n\
-         try:\n    import _thread\nexcept ImportError:\n    import thread\n\
+         try:\n    import _thread\nexcept ImportError:\n    import thread, imp\n\
          try:\n    1 / 0\nexcept ZeroDivisionError:\n    traceback.format_exc()\n\
          sys.stdout.write(' '.join(sorted(set(sys.modules) - b)))\n",
     )
@@ -335,4 +335,45 @@ fn stream_proxies_behave_as_the_originals_and_go_away() {
         assert!(output.contains("LOGGED\nAFTER\n"), "{}: {output}", py.id);
         assert!(output.contains("ORIGINAL True"), "{}: {output}", py.id);
     }
+}
+
+/// #19 item 12: on Python 2 every import statement takes the process's one
+/// import lock; a thread caught while another one is inside a slow import
+/// must not wait for it in the bootstrap. The code runs once the import is
+/// done, in a thread of its own, and the main thread (10 ms sleeps) never
+/// stalls. (Not covered: the first injection, whose entry text imports.)
+#[test]
+fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
+    let Some(py) = testsupport::python("2.7") else {
+        return;
+    };
+    let t = case(&py, "slow_import", &[]);
+    let pid = t.pid().to_string();
+    let imports = |t: &Target| t.output().matches("IMPORTING").count();
+    let next_import = |t: &Target| {
+        let n = imports(t);
+        let end = Instant::now() + Duration::from_secs(10);
+        while imports(t) == n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(imports(t) > n, "{}", t.output());
+    };
+    // The first injection, between two imports (2 s each, 0.5 s apart).
+    next_import(&t);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        pyattach(&["--run", "pass", &pid], None).status.code(),
+        Some(0)
+    );
+    let seen = t.output().len();
+    for _ in 0..3 {
+        next_import(&t);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = pyattach(&["--run", "print(1)", "--timeout", "10", &pid], None);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout, "1\n", "{stderr}");
+    }
+    let after = t.output()[seen..].to_string();
+    assert!(!after.contains("STALLED"), "{after}");
 }

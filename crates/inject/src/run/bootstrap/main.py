@@ -20,7 +20,7 @@ def _main(P):
                 # name, and a refused one means pyattach is gone (killed)
                 # and will never remove it. Only this injection's socket
                 # and its directory, whose names are unique to it.
-                import os
+                os = module('os')
                 for rm, path in ((os.unlink, P['path']),
                                  (os.rmdir, os.path.dirname(P['path']))):
                     try:
@@ -66,6 +66,14 @@ def _main(P):
         else:
             sess.close()
 
+def quietly(f, *args):
+    # A thread's function: nothing it raises may be printed by the target.
+    try:
+        f(*args)
+    except BaseException:
+        pass
+
+
 def start(params, n=-1, exc=None):
     """One injection (see the top of this file); never raises. `exc`: an
     exception a signal handler raised as the entry text began, for the
@@ -76,7 +84,16 @@ def start(params, n=-1, exc=None):
         try:
             if n >= 0:
                 params = peek(params, n)
-            _main(parse(params))
+            P = parse(params)
+            if import_busy():
+                # Python 2, another thread inside an import: this thread
+                # must not wait for it. A thread of its own does it all
+                # (it waits for the import); code that needs this thread
+                # is given up on (pyattach's wait for the channel ends).
+                if not P['here']:
+                    thread.start_new_thread(quietly, (_main, P))
+                return
+            _main(P)
         except BaseException:
             pass
     finally:

@@ -5,8 +5,8 @@ def run(sess):
     fname = '<pyattach-run>'
     try:
         # An import hook of the application may refuse these.
-        import linecache
-        import traceback
+        linecache = module('linecache')
+        traceback = module('traceback')
     except BaseException:
         return sess.fail('could not import what --run needs: ')
     try:

@@ -56,9 +56,16 @@ def u(s):
     return s
 
 
+def module(name):
+    """The module `name`, imported if it is not yet. Not an import
+    statement: on Python 2 every one waits for the process's import lock,
+    even for a module already imported (see import_busy in util.py)."""
+    return sys.modules.get(name) or __import__(name)
+
+
 def cloexec(sock):
     try:
-        import fcntl
+        fcntl = module('fcntl')
         fd = sock.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFD,
                     fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
@@ -70,7 +77,7 @@ def peek(addr, n):
     """n bytes of this process's memory at addr: /proc/self/mem read
     unbuffered (a buffered read would run past the end), ctypes where /proc
     is not mounted."""
-    import os
+    os = module('os')
     s = b''
     try:
         fd = os.open('/proc/self/mem', os.O_RDONLY)
@@ -86,8 +93,7 @@ def peek(addr, n):
     except Exception:
         s = b''
     if len(s) != n:
-        import ctypes
-        s = ctypes.string_at(addr, n)
+        s = module('ctypes').string_at(addr, n)
     return s
 
 
@@ -152,7 +158,7 @@ class Session(object):
                 if e.args[:1] != (4,):  # EINTR
                     raise
                 if bounded:
-                    import time
+                    time = module('time')
                     end = end or time.time() + self.P['wait']
                     if time.time() > end:
                         raise

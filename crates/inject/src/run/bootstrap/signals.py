@@ -31,7 +31,8 @@ class Deferred(object):
 
 def main_thread():
     try:
-        import os
+        # Not `import os`: see module() in session.py.
+        os = sys.modules.get('os') or __import__('os')
         tid = os.readlink('/proc/thread-self').rsplit('/', 1)[1]
         return tid == str(os.getpid())
     except Exception:
