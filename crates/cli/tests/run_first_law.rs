@@ -377,3 +377,28 @@ fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
     let after = t.output()[seen..].to_string();
     assert!(!after.contains("STALLED"), "{after}");
 }
+
+/// #19 item 11: the socket module cannot be imported (`sys.modules['socket']
+/// = None`): pyattach fails within its --timeout, twice in a row, and the
+/// target is left as it was: its signal handlers its own, no descriptor
+/// more, its output its own.
+#[test]
+fn a_refused_socket_import_fails_in_bounded_time_and_leaves_nothing() {
+    for py in pythons() {
+        let t = case(&py, "nosocket", &[]);
+        let pid = t.pid().to_string();
+        let fds = fd_count(t.pid());
+        for _ in 0..2 {
+            let started = Instant::now();
+            let out = pyattach(&["--run", "print('ran')", "--timeout", "2", &pid], None);
+            assert_eq!(out.status.code(), Some(1), "{}: {}", py.id, text(&out).1);
+            assert!(started.elapsed() < Duration::from_secs(10), "{}", py.id);
+        }
+        assert!(t.ticks_on(3), "{}", py.id);
+        let output = t.output();
+        assert!(output.contains("HANDLER True"), "{}", py.id);
+        assert!(!output.contains("HANDLER False"), "{}: {output}", py.id);
+        assert!(!output.contains("ran"), "{}", py.id);
+        assert_eq!(fd_count(t.pid()), fds, "{}: descriptors left", py.id);
+    }
+}

@@ -76,7 +76,15 @@ def defer_signals():
         return None
     state = {'on': True, 'got': [], 'exc': None}
     installed = []
-    for signum in range(1, getattr(mod, 'NSIG', 65)):
+    signums = range(1, getattr(mod, 'NSIG', 65))
+    try:
+        # Most are SIG_DFL: only those with a Python handler, found at C
+        # speed (tens of microseconds less with the GIL held).
+        get = mod.getsignal
+        signums = [n for n in signums if callable(get(n))]
+    except BaseException:
+        keep(state)
+    for signum in signums:
         swap(mod, signum, state, lambda h: Deferred(h, state), installed)
     if not installed and state['exc'] is None:
         return None
