@@ -59,8 +59,9 @@ fn names_main_defines_do_not_shadow_the_builtins_pyattach_uses() {
 }
 
 /// #19 item 1: a single-threaded script imports threading only after
-/// `--run` and a prompt session; its main thread is still threading's
-/// main thread, and new threads are not daemons.
+/// `--run`, a prompt session, and `--run` code that imports threading
+/// (in its own thread); its main thread is still threading's main thread,
+/// and new threads are not daemons.
 #[test]
 fn threading_imported_after_sessions_knows_the_real_main_thread() {
     for py in pythons() {
@@ -75,6 +76,12 @@ fn threading_imported_after_sessions_knows_the_real_main_thread() {
         assert_eq!(out.status.code(), Some(0), "{}: {}", py.id, text(&out).1);
         let out = pyattach(&[&pid], Some("y = 2\n"));
         assert_eq!(out.status.code(), Some(0), "{}: {}", py.id, text(&out).1);
+        // Code that imports threading itself, in a thread of its own.
+        let code = "import threading\nprint(threading.current_thread().name)";
+        let out = pyattach(&["--run", code, &pid], None);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", py.id);
+        assert_ne!(stdout, "MainThread\n", "{}", py.id);
         std::fs::write(&flag, "").unwrap();
         assert!(
             t.wait_for_output("THREADING", Duration::from_secs(10)),

@@ -48,6 +48,17 @@ def _main(P):
     # Everything else runs in a thread of its own, and the thread that
     # came in goes back to the application at once: code that takes
     # seconds, or waits for a lock that thread holds, must not stall it.
+    if P['mode'] == 'run' and b'threading' in P['code'] and \
+            'threading' not in sys.modules and main_thread():
+        # Code that imports threading, in a process that has not: imported
+        # here, in the main thread, as the application would have. First
+        # imported in the code's thread, it would take that thread for the
+        # main one for good (current_thread() in the real main thread a
+        # _DummyThread, new threads daemons).
+        try:
+            module('threading')
+        except BaseException:
+            pass
     def serve():
         try:
             if sess.wait_ack(theirs):
