@@ -10,13 +10,16 @@
 # would hold the GIL for milliseconds on every injection.  An injection of
 # another pyattach version has another K and never sees this one.
 #
-# start(params, n) runs one injection: `params` is the parameters' blob, or
-# its address in this process's memory (n bytes), where pyattach wrote it:
+# start(params, n, exc) runs one injection: `params` is the parameters'
+# blob, or its address in this process's memory (n bytes), where pyattach
+# wrote it; `exc`, an exception a signal handler raised as the entry text
+# began (signals.py):
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'repl', with '-here' for the thread
-# that ran start to run it (else a thread of its own does); chan: 'pair' | 'unix'; path: the
-# unix socket (chan 'unix'); wait: seconds to wait for pyattach's ack; code:
-# the code to run (mode 'run'), the rest of the blob, any bytes.
+# nonce, token: hex; mode: 'run' | 'repl', 'run-here' to run the code in
+# the thread that called start (else a thread of its own runs it); chan:
+# 'pair' | 'unix'; path: the unix socket (chan 'unix'); wait: seconds to
+# wait for pyattach's ack; code: the code to run (mode 'run'), the rest of
+# the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
 # nothing reaches the target's code.
 #
@@ -31,8 +34,9 @@
 # an injection runs once even if two strategies fire); sys._pyattach_code
 # (`start` of this file, under K, reused by later injections); while a
 # session is open, sys.stdin/stdout/stderr are thread-aware proxies
-# (restored when the last session ends, unless the application replaced
-# them meanwhile).
+# (restored when the last session ends; streams.py); while pyattach's code
+# runs in the main thread, its Python signal handlers are deferred
+# (signals.py).
 import socket
 import struct
 import sys
