@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use inject::run::{ChannelKind, Mode, Options};
+use inject::run::{ChannelKind, Mode, Options, Runner};
 
 use crate::session;
 
@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["run", "run_file"])]
     pub pdb: bool,
     /// Run the code in this thread (a TID of the target, as `ps -L` or
-    /// `pyattach dump` shows) instead of the first one that gets there.
+    /// `pyattach dump` shows), in its context, instead of a thread of its
+    /// own; the thread waits for the code meanwhile.
     #[arg(long, value_name = "TID")]
     pub thread: Option<i32>,
     /// How long to wait for a thread of the target to reach a safe point
@@ -86,14 +87,22 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
                 .context("reading the code from stdin")?;
             Mode::RunFile {
                 path: "<stdin>".into(),
+                runner: runner(&String::from_utf8_lossy(&source), args.thread),
                 source,
             }
         }
-        (Some(c), _) => Mode::Run { code: c.clone() },
-        (None, Some(f)) => Mode::RunFile {
-            path: f.display().to_string(),
-            source: std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (Some(c), _) => Mode::Run {
+            code: c.clone(),
+            runner: runner(c, args.thread),
         },
+        (None, Some(f)) => {
+            let source = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            Mode::RunFile {
+                path: f.display().to_string(),
+                runner: runner(&String::from_utf8_lossy(&source), args.thread),
+                source,
+            }
+        }
         (None, None) => Mode::Repl,
     };
     if let Mode::RunFile { path, source } = &mode {
@@ -107,7 +116,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     attach::install_exit_handlers().context("installing signal handlers")?;
     let mode = match mode {
         _ if args.pdb => Mode::Pdb,
-        Mode::Run { code } if session::starts_pdb(&code) => Mode::Pdb,
+        Mode::Run { code, .. } if session::starts_pdb(&code) => Mode::Pdb,
         m => m,
     };
     let repl = matches!(mode, Mode::Repl);
@@ -134,7 +143,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         .timeout
         .filter(|_| bounded)
         .map(|s| started + Duration::from_secs_f64(s));
-    let end = session::drive(channel, repl, pid, limit)?;
+    let end = session::drive(channel, repl, pid, limit);
     // Unmap the injection's pages; if they must stay (a thread still
     // returns through them), they are inert.
     match leftover.remove(Duration::from_millis(500)) {
@@ -144,6 +153,10 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Ok(None) if args.verbose => eprintln!("pyattach: injected pages left mapped (inert)"),
         Err(e) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
         _ => {}
+    }
+    let end = end?;
+    if args.verbose && bounded {
+        eprintln!("pyattach: {}", which_thread(&opts.mode, report.tid));
     }
     Ok(match end {
         session::End::TimedOut { stopped } => {
@@ -199,7 +212,7 @@ const LARGE_CODE: usize = 1 << 20;
 /// 2-core development machine under load).
 fn warn_if_large(mode: &Mode) {
     let n = match mode {
-        Mode::Run { code } => code.len(),
+        Mode::Run { code, .. } => code.len(),
         Mode::RunFile { source, .. } => source.len(),
         Mode::Repl | Mode::Pdb => 0,
     };
@@ -275,4 +288,38 @@ fn describe(r: &inject::run::Report) -> String {
         s.push_str("\npyattach: pending call queued for the main thread");
     }
     s
+}
+
+/// Where `--run` code runs. In a thread of its own unless it needs the
+/// caught thread's context: `--thread` asks for it, and pdb stops in the
+/// frame that thread was executing (`breakpoint()`, `pdb.set_trace()`:
+/// found in the text, a call hidden elsewhere in the code gets pdb in the
+/// code's own thread instead).
+fn runner(code: &str, thread: Option<i32>) -> Runner {
+    if thread.is_some() || code.contains("breakpoint(") || code.contains("set_trace(") {
+        Runner::Caught
+    } else {
+        Runner::OwnThread
+    }
+}
+
+/// For `-v`: which thread ran the code.
+fn which_thread(mode: &Mode, caught: Option<i32>) -> String {
+    let ran = session::CODE_TID.load(std::sync::atomic::Ordering::SeqCst);
+    let ran = if ran > 0 { ran.to_string() } else { "?".into() };
+    let caught = caught.map_or("?".into(), |t| t.to_string());
+    match mode {
+        Mode::Run {
+            runner: Runner::Caught,
+            ..
+        }
+        | Mode::RunFile {
+            runner: Runner::Caught,
+            ..
+        } => format!("the code ran in thread {ran}, the thread that was caught"),
+        _ => format!(
+            "the code ran in thread {ran}, a thread of its own (thread {caught}, \
+             the one caught, went back to the application at once)"
+        ),
+    }
 }

@@ -19,10 +19,13 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fd_count;
 use nix::sys::ptrace;
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use testsupport::{pyattach_bin, Target};
+
+mod common;
 
 /// Threads of `pid` other than those in `known` that sit in `recvfrom`
 /// (the session's reader, blocked on the channel).
@@ -43,12 +46,6 @@ fn threads(pid: i32) -> HashSet<i32> {
         .collect()
 }
 
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn a_restarted_read_of_the_channel_never_eats_the_targets_data() {
     for v in ["2.7", "3.12"] {
@@ -57,13 +54,7 @@ fn a_restarted_read_of_the_channel_never_eats_the_targets_data() {
         };
         let t = Target::python(&py, "accept_batch.py", &[]);
         let pid = t.pid();
-        let port: u16 = t
-            .ready_line
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let port = common::port(&t);
         let known = threads(pid);
         let fds_before = fd_count(pid);
 

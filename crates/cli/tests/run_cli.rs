@@ -4,44 +4,13 @@
 //! and the target keeps working afterwards.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pyattach;
 use testsupport::{pyattach_bin, pythons, Python, Target};
 
-/// Runs pyattach with `args`; kills it (by pid) if it hangs.
-fn pyattach(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(pyattach_bin());
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = cmd.spawn().expect("spawn pyattach");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        let mut si = child.stdin.take().unwrap();
-        si.write_all(text.as_bytes()).unwrap();
-    }
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pyattach {args:?} hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+mod common;
 
 fn scratch(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("pyattach-runcli-{tag}-{}", std::process::id()));
@@ -300,7 +269,16 @@ fn injection_pages_are_unmapped_on_a_threaded_server() {
                 "{v} run {i}: {err}"
             );
         }
-        assert_eq!(maps(), before, "{v}: mappings grew");
+        // A run starts two short-lived threads (the code's and the
+        // channel's reader); glibc keeps the stacks of exited threads for
+        // the next ones, one more if a run's threads were still leaving as
+        // the next started: a stack and its guard page, two lines at most.
+        // The pages of an injection left behind would add two every run.
+        assert!(
+            maps() <= before + 2,
+            "{v}: mappings grew {before} -> {}",
+            maps()
+        );
         assert!(t.is_alive(), "{v}");
     }
 }

@@ -6,7 +6,7 @@
 //! use inject::run::{ChannelKind, Mode, Rendezvous};
 //! use std::time::{Duration, Instant};
 //! let mut rv = Rendezvous::prepare(1234, ChannelKind::Auto)?;
-//! let params = rv.params(Mode::Run { code: "print(1)".into() }, Duration::from_secs(2));
+//! let params = rv.params(Mode::run("print(1)"), Duration::from_secs(2));
 //! let text = inject::run::bootstrap::script(&params); // for PyRun_SimpleString
 //! // ... get a thread of the target to run `text` ...
 //! let channel = rv.wait(Instant::now() + Duration::from_secs(5))?;
@@ -24,7 +24,7 @@ mod seccomp;
 mod stacks;
 mod unblock;
 
-pub use bootstrap::{ChannelParams, Mode, Params};
+pub use bootstrap::{ChannelParams, Mode, Params, Runner};
 pub use channel::{ChannelKind, Rendezvous};
 pub use error::RunError;
 pub use inject::{start, Leftover, Options, Report};

@@ -91,7 +91,7 @@ fn run_case(py: &Python, kind: ChannelKind) {
         "import os, sys\nopen({:?}, 'w').write(str(os.getpid()))\nprint('hello from %d' % os.getpid())\nsys.stderr.write('to stderr\\n')\n",
         pidfile.to_str().unwrap()
     );
-    let mut ch = connect(&t, &trigger, kind, Mode::Run { code });
+    let mut ch = connect(&t, &trigger, kind, Mode::run(code));
     let out = collect(&mut ch);
     let ctx = format!("{} {kind:?}: {out:?}", py.id);
     assert_eq!(out.raised, Some(false), "{ctx}");
@@ -119,14 +119,7 @@ fn run_case(py: &Python, kind: ChannelKind) {
     assert!(!t.output().contains("to stderr"), "{ctx}");
 
     // A raising snippet: traceback back here, raised status, target fine.
-    let mut ch = connect(
-        &t,
-        &trigger,
-        kind,
-        Mode::Run {
-            code: "x = 1\n1 / 0\n".into(),
-        },
-    );
+    let mut ch = connect(&t, &trigger, kind, Mode::run("x = 1\n1 / 0\n"));
     let out = collect(&mut ch);
     let ctx = format!("{} {kind:?}: {out:?}", py.id);
     assert_eq!(out.raised, Some(true), "{ctx}");
@@ -146,10 +139,9 @@ fn run_case(py: &Python, kind: ChannelKind) {
         &t,
         &trigger,
         kind,
-        Mode::Run {
-            code: "print(sorted(k for k in globals() if 'pyattach' in k or k in ('P', '_main')))\n"
-                .into(),
-        },
+        Mode::run(
+            "print(sorted(k for k in globals() if 'pyattach' in k or k in ('P', '_main')))\n",
+        ),
     );
     let out = collect(&mut ch);
     assert!(
@@ -260,11 +252,9 @@ fn repl_session_on_every_interpreter() {
             &t,
             &trigger,
             ChannelKind::Auto,
-            Mode::Run {
-                // During this run sys.stdout is the run's proxy; the one of the
-                // finished REPL session must not be left under it.
-                code: "import sys\nprint('%s %s' % ('dump_stacktraces' in globals(), type(sys.stdout.__dict__['_orig']).__name__))".into(),
-            },
+            // During this run sys.stdout is the run's proxy; the one of the
+            // finished REPL session must not be left under it.
+            Mode::run("import sys\nprint('%s %s' % ('dump_stacktraces' in globals(), type(sys.stdout.__dict__['_orig']).__name__))"),
         );
         let o = collect(&mut ch);
         assert!(o.stdout.starts_with("False "), "{}: {o:?}", py.id);

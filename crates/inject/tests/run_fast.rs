@@ -8,14 +8,16 @@ use std::time::Duration;
 
 mod common;
 
-use inject::run::{ChannelKind, Mode, Options};
+use inject::run::{ChannelKind, Mode, Options, Runner};
 use testsupport::{pythons, Target};
 
-/// Runs `code` in `pid`; what it printed, and whether it raised.
+/// Runs `code` in `pid`, in the thread that ran the bootstrap (so the
+/// code sees how it was called); what it printed, and whether it raised.
 fn run(pid: i32, code: &str) -> (String, bool) {
     let opts = Options {
         mode: Mode::Run {
             code: code.to_string(),
+            runner: Runner::Caught,
         },
         thread: None,
         timeout: Duration::from_secs(10),

@@ -59,12 +59,7 @@ fn start(py: &Python) -> (Target, Scratch, u64, String) {
 /// printed (stdout, then stderr) and whether it raised.
 fn inject(t: &Target, dir: &Scratch, addr: u64, code: &str) -> (String, bool) {
     let mut rv = Rendezvous::prepare(t.pid(), ChannelKind::Auto).expect("prepare");
-    let params = rv.params(
-        Mode::Run {
-            code: code.to_string(),
-        },
-        Duration::from_secs(5),
-    );
+    let params = rv.params(Mode::run(code.to_string()), Duration::from_secs(5));
     let payload = bootstrap::payload(&params, addr);
     let tmp = dir.0.join("trigger.tmp");
     std::fs::write(&tmp, &payload).unwrap();

@@ -41,6 +41,9 @@ struct Running {
 /// session waits for it before pyattach goes on to its own clean-up.
 static UNBLOCKING: Mutex<()> = Mutex::new(());
 
+/// The thread that last ran the session's code (its tid), for `-v`.
+pub static CODE_TID: AtomicI32 = AtomicI32::new(0);
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -166,7 +169,13 @@ pub fn drive(
                 }
             }
             Event::Msg(FromTarget::Finished { raised }) => finished = Some(raised),
+            Event::Msg(FromTarget::Failed(why)) => {
+                anyhow::bail!("the target could not run the session: {why}")
+            }
             Event::Msg(FromTarget::Executing(tid)) => {
+                if let Some(t) = tid {
+                    CODE_TID.store(t, Ordering::SeqCst);
+                }
                 running.tid.store(tid.unwrap_or(0), Ordering::SeqCst);
                 running.generation.fetch_add(1, Ordering::SeqCst);
             }

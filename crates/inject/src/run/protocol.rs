@@ -32,6 +32,10 @@ pub enum FromTarget {
     /// the target sees it), or (`None`) has stopped; for Ctrl-C, which may
     /// have to cut a blocking call short (`interrupt_blocked`).
     Executing(Option<i32>),
+    /// `X`: the bootstrap could not go on (no thread could be started, an
+    /// import was refused); the payload says why. The session ends: the
+    /// bootstrap has undone what it changed.
+    Failed(String),
 }
 
 /// A message to the bootstrap.
@@ -93,6 +97,7 @@ fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
         b'R' => FromTarget::Finished {
             raised: payload != b"ok",
         },
+        b'X' => FromTarget::Failed(text(payload)),
         b'I' => FromTarget::Executing(text(payload).trim().parse().ok().filter(|&t: &i32| t > 0)),
         k => return Err(bad(format!("unknown frame kind {k:#04x}"))),
     })
@@ -170,7 +175,7 @@ mod tests {
         let mut buf = Vec::new();
         write_frame(&mut buf, &ToTarget::Line("x = 1".into())).unwrap();
         assert_eq!(buf, b"D\0\0\0\x06x = 1\n");
-        let wire = b"H\0\0\0\x03n tO\0\0\0\x02hiR\0\0\0\x06raised";
+        let wire = b"H\0\0\0\x03n tO\0\0\0\x02hiR\0\0\0\x06raisedX\0\0\0\x02no";
         let mut r = &wire[..];
         assert_eq!(
             read_frame(&mut r).unwrap(),
@@ -186,6 +191,10 @@ mod tests {
         assert_eq!(
             read_frame(&mut r).unwrap(),
             Some(FromTarget::Finished { raised: true })
+        );
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some(FromTarget::Failed("no".into()))
         );
         assert_eq!(read_frame(&mut r).unwrap(), None);
     }

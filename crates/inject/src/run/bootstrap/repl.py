@@ -151,10 +151,15 @@ def tid_reader():
 def session_stacks():
     """Every thread's stack but pyattach's own, each headed by the tid that
     --thread takes (as `pyattach dump` shows it) and the thread's name."""
-    import threading
-    import traceback
-    known = dict((t.ident, t) for t in threading.enumerate())
-    main = getattr(threading, '_MainThread', ())
+    traceback = module('traceback')
+    # Names only where the application uses threading: imported here, in
+    # a thread not the main one, it would take this thread for the main
+    # one for good.
+    threading = sys.modules.get('threading')
+    known, main = {}, ()
+    if threading is not None:
+        known = dict((t.ident, t) for t in threading.enumerate())
+        main = getattr(threading, '_MainThread', ())
     tid_of = frame = None
     out = []
     for ident, frame in sys._current_frames().items():

@@ -1,6 +1,5 @@
 # -- the two modes --------------------------------------------------
 def run(sess):
-    import traceback
     main = sys.modules['__main__'].__dict__
     data, fname, source = sess.P['code'], '<pyattach-run>', None
     if sess.P['mode'] == 'file':
@@ -9,17 +8,23 @@ def run(sess):
         name, _, data = data.partition(b'\0')
         fname, source = u(name), data
     src = u(data)
-    entry = (len(src), None, src.splitlines(True), fname)
     try:
-        # So tracebacks and pdb show the code's lines; removed at the end.
-        import linecache
-        linecache.cache[fname] = entry
-    except Exception:
-        pass
-    redirect(sess)
-    thread.start_new_thread(sess.reader, ())
+        # An import hook of the application may refuse these.
+        linecache = module('linecache')
+        traceback = module('traceback')
+    except BaseException:
+        return sess.fail('could not import what --run needs: ')
+    try:
+        # Reads pyattach's frames: Ctrl-C, and the end of the session.
+        thread.start_new_thread(sess.reader, ())
+    except BaseException:
+        return sess.fail('could not start a thread in the target: ')
+    entry = (len(src), None, src.splitlines(True), fname)
     status = 'ok'
     try:
+        # So tracebacks and pdb show the code's lines; removed at the end.
+        linecache.cache[fname] = entry
+        redirect(sess)
         try:
             code = compile(src if source is None else source, fname,
                            'exec', 0, True)
@@ -64,5 +69,3 @@ def run(sess):
             pass
         sess.send(b'R', status)
         sess.close()
-
-

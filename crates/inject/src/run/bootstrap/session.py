@@ -10,13 +10,17 @@
 # would hold the GIL for milliseconds on every injection.  An injection of
 # another pyattach version has another K and never sees this one.
 #
-# start(params, n) runs one injection: `params` is the parameters' blob, or
-# its address in this process's memory (n bytes), where pyattach wrote it:
+# start(params, n, exc) runs one injection: `params` is the parameters'
+# blob, or its address in this process's memory (n bytes), where pyattach
+# wrote it; `exc`, an exception a signal handler raised as the entry text
+# began (signals.py):
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
-# nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb'; chan: 'pair' | 'unix';
-# path: the unix socket (chan 'unix'); wait: seconds to wait for pyattach's
-# ack; code: the code to run (mode 'run'; mode 'file': the file's name NUL
-# its bytes), the rest of the blob, any bytes.
+# nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb', or 'run-here'
+# and 'file-here' to run the code in the thread that called start (else a
+# thread of its own runs it); chan: 'pair' | 'unix'; path: the unix socket
+# (chan 'unix'); wait: seconds to wait for pyattach's ack; code: the code to
+# run (mode 'run'; mode 'file': the file's name NUL its bytes), the rest of
+# the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
 # nothing reaches the target's code.
 #
@@ -24,15 +28,17 @@
 # target -> pyattach: H hello, O stdout, E stderr, S stacks, Q wants a line
 #   (payload: prompt), C completions, R result of --run ('ok' | 'raised';
 #   a prompt sends 'ok' when the user left it, and only then),
-#   I the code runs in this thread (payload: its tid; '0': it stopped)
+#   I the code runs in this thread (payload: its tid; '0': it stopped),
+#   X the bootstrap could not go on (payload: why; the session ends)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
 # Leftovers, all harmless: sys._pyattach_claims (one entry per injection, so
 # an injection runs once even if two strategies fire); sys._pyattach_code
 # (`start` of this file, under K, reused by later injections); while a
 # session is open, sys.stdin/stdout/stderr are thread-aware proxies
-# (restored when the last session ends, unless the application replaced
-# them meanwhile).
+# (restored when the last session ends; streams.py); while pyattach's code
+# runs in the main thread, its Python signal handlers are deferred
+# (signals.py).
 import struct
 import sys
 
@@ -109,9 +115,16 @@ def u(s):
     return s
 
 
+def module(name):
+    """The module `name`, imported if it is not yet. Not an import
+    statement: on Python 2 every one waits for the process's import lock,
+    even for a module already imported (see import_busy in util.py)."""
+    return sys.modules.get(name) or __import__(name)
+
+
 def cloexec(sock):
     try:
-        import fcntl
+        fcntl = module('fcntl')
         fd = sock.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFD,
                     fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
@@ -123,7 +136,7 @@ def peek(addr, n):
     """n bytes of this process's memory at addr: /proc/self/mem read
     unbuffered (a buffered read would run past the end), ctypes where /proc
     is not mounted."""
-    import os
+    os = module('os')
     s = b''
     try:
         fd = os.open('/proc/self/mem', os.O_RDONLY)
@@ -139,8 +152,7 @@ def peek(addr, n):
     except Exception:
         s = b''
     if len(s) != n:
-        import ctypes
-        s = ctypes.string_at(addr, n)
+        s = module('ctypes').string_at(addr, n)
     return s
 
 
@@ -151,6 +163,8 @@ def parse(blob):
         raise ValueError('pyattach: bad parameters')
     P = dict(zip(('nonce', 'token', 'mode', 'chan', 'path'),
                  [u(x) for x in f[:5]]))
+    P['mode'], here, _ = P['mode'].partition('-here')
+    P['here'] = bool(here)
     P['wait'] = float(u(f[5]))
     P['code'] = f[6]
     return P
@@ -191,18 +205,33 @@ class Session(object):
             except Exception:
                 self.closed = True
 
-    def recv_exact(self, n):
+    def recv_exact(self, n, bounded=False):
+        end = None
         while len(self.rbuf) < n:
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.error as e:
+                # Python 2 does not retry a call a signal cut short (a
+                # timer's signal every few ms): again, and if `bounded`,
+                # for what is left of the wait.
+                if e.args[:1] != (4,):  # EINTR
+                    raise
+                if bounded:
+                    time = module('time')
+                    end = end or time.time() + self.P['wait']
+                    if time.time() > end:
+                        raise
+                    self.sock.settimeout(end - time.time())
+                continue
             if not chunk:
                 raise EOFError
             self.rbuf += chunk
         out, self.rbuf = self.rbuf[:n], self.rbuf[n:]
         return out
 
-    def recv(self):
-        kind, n = struct.unpack('>cI', self.recv_exact(5))
-        return kind, self.recv_exact(n)
+    def recv(self, bounded=False):
+        kind, n = struct.unpack('>cI', self.recv_exact(5, bounded))
+        return kind, self.recv_exact(n, bounded)
 
     def hello(self):
         self.send(b'H', self.P['nonce'] + ' ' + self.P['token'])
@@ -212,7 +241,7 @@ class Session(object):
         # keeps `theirs` open so the end cannot vanish.
         try:
             self.sock.settimeout(self.P['wait'])
-            kind, _ = self.recv()
+            kind, _ = self.recv(bounded=True)
             self.sock.settimeout(None)
             return kind == b'A'
         except BaseException:
@@ -306,6 +335,12 @@ class Session(object):
                 continue
         self.send(b'I', '0')
         return asked
+
+    def fail(self, what):
+        # Called in an except clause: pyattach says what failed and why,
+        # and the session ends.
+        self.send(b'X', what + describe_exc())
+        self.close()
 
     def close(self):
         # shutdown() wakes the reader thread blocked in recv and tells

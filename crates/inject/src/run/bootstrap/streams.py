@@ -25,6 +25,12 @@ class Out(object):
     def close(self):
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
 
 class In(object):
     encoding, errors = 'utf-8', 'replace'
@@ -47,13 +53,27 @@ class In(object):
         return self.read().splitlines(True)
 
     def __iter__(self):
-        return iter(self.readline, '')
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    next = __next__
 
     def isatty(self):
         return False
 
     def close(self):
         pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
 class Null(object):
@@ -78,10 +98,16 @@ class Proxy(object):
     def _cur(self):
         # A list per thread: a session may start inside another one's
         # code in the same thread (the innermost one writes).
-        s = self._streams.get(thread.get_ident())
+        streams = self._streams
+        s = streams.get(thread.get_ident())
         if s:
             return s[-1]
         o = self._orig
+        if not streams and getattr(sys, self._name, None) is self:
+            # Put back in sys after the sessions ended (the application
+            # had swapped its own stream in, and back): the original
+            # again, from its next use on.
+            setattr(sys, self._name, o)
         return Null() if o is None else o
 
     def __getattr__(self, name):
@@ -108,8 +134,24 @@ class Proxy(object):
     def readlines(self, *a):
         return self._cur().readlines(*a)
 
+    # The protocols Python looks up on the type, not through __getattr__:
+    # each as the stream in use has it.
     def __iter__(self):
         return iter(self._cur())
+
+    def __next__(self):
+        return next(self._cur())
+
+    next = __next__
+
+    def __enter__(self):
+        return self._cur().__enter__()
+
+    def __exit__(self, *exc):
+        return self._cur().__exit__(*exc)
+
+    def __repr__(self):
+        return repr(self._cur())
 
     def isatty(self):
         return self._cur().isatty()
@@ -125,6 +167,7 @@ def redirect(sess):
     ident = thread.get_ident()
     sess.ident = ident
     sess.native = native_tid()
+    sess.proxies = []
     for name, stream in (('stdout', Out(sess, b'O')),
                          ('stderr', Out(sess, b'E')),
                          ('stdin', In(sess))):
@@ -133,20 +176,22 @@ def redirect(sess):
             cur = Proxy(cur, name)
             setattr(sys, name, cur)
         cur._streams.setdefault(ident, []).append(stream)
+        sess.proxies.append(cur)
+        if getattr(sys, name) is cur._orig:
+            # Another thread's use put the original back just before.
+            setattr(sys, name, cur)
 
 
 def unredirect(sess):
-    for name in ('stdout', 'stderr', 'stdin'):
-        cur = getattr(sys, name)
-        while getattr(cur, '_pyattach_proxy', False):
-            mine = cur._streams.get(sess.ident, [])
-            for st in list(mine):
-                if st.sess is sess:
-                    mine.remove(st)
-            if not mine:
-                cur._streams.pop(sess.ident, None)
-            if not cur._streams and getattr(sys, name) is cur:
-                setattr(sys, name, cur._orig)
-            cur = cur._orig
-
-
+    # From the proxies this session's streams went to, wherever they are
+    # now: the application may have swapped a stream of its own in (a
+    # contextlib.redirect_stdout), and swap the proxy back later.
+    for cur in getattr(sess, 'proxies', ()):
+        mine = cur._streams.get(sess.ident, [])
+        for st in list(mine):
+            if st.sess is sess:
+                mine.remove(st)
+        if not mine:
+            cur._streams.pop(sess.ident, None)
+        if not cur._streams and getattr(sys, cur._name) is cur:
+            setattr(sys, cur._name, cur._orig)

@@ -1,7 +1,7 @@
 # -- helpers the modes share ----------------------------------------
 def set_async_exc(ident, exc):
     try:
-        import ctypes
+        ctypes = module('ctypes')
         f = ctypes.pythonapi.PyThreadState_SetAsyncExc
         tid = ctypes.c_ulong(ident) if sys.version_info >= (3, 7) \
             else ctypes.c_long(ident)
@@ -74,14 +74,42 @@ def native_tid():
     # The kernel's id of this thread, for pyattach to cut a blocking
     # call short on Ctrl-C.
     try:
-        import os
-        return int(os.readlink('/proc/thread-self').rsplit('/', 1)[1])
+        link = module('os').readlink('/proc/thread-self')
+        return int(link.rsplit('/', 1)[1])
     except Exception:
         pass
+    # Never `import threading` here: imported first from a thread other
+    # than the main one, it takes that thread for the main one for good.
     try:
-        import threading
-        return threading.get_native_id()
+        return sys.modules['threading'].get_native_id()
     except Exception:
         return 0
 
 
+def describe_exc():
+    """The exception being handled, in one line."""
+    t, v = sys.exc_info()[:2]
+    try:
+        return '%s: %s' % (t.__name__, v)
+    except Exception:
+        return 'an exception'
+
+
+# Python 2 has one import lock for the whole process, and every import
+# statement takes it, even of a module already imported: a thread of the
+# application caught while another one is inside a slow import would wait
+# for it in the bootstrap (seconds). imp.lock_held() says so; imp is
+# imported once, with the bootstrap, so that asking needs no import.
+IMP = None
+if not PY3:
+    try:
+        import imp as IMP
+    except Exception:
+        pass
+
+
+def import_busy():
+    try:
+        return IMP is not None and IMP.lock_held()
+    except Exception:
+        return False

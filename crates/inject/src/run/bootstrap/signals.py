@@ -1,0 +1,181 @@
+# pyattach bootstrap, first part (see session.py for the whole): signals
+# met in the main thread.
+#
+# CPython runs Python signal handlers in the main thread, wherever it is:
+# in pyattach's code too when that thread runs the bootstrap or --run code.
+# A handler's exception (SIGTERM's SystemExit, SIGINT's KeyboardInterrupt,
+# a SIGALRM timeout) would then end in pyattach's code instead of the
+# application's. So, while the main thread runs pyattach's code, each
+# Python handler is stood in for by a Deferred that only notes the signal;
+# once the thread has gone back to the application, the signal is sent to
+# it again and its own handler runs there, once.
+import sys
+
+
+class Deferred(object):
+    _pyattach_deferred = True
+
+    def __init__(self, orig, state):
+        self.orig, self.state = orig, state
+
+    def __call__(self, signum, frame):
+        if self.state['on']:
+            if signum not in self.state['got']:
+                # A signal is pending once, whatever the number sent.
+                self.state['got'].append(signum)
+            return None
+        # Left in place after the session (the application swapped
+        # handlers meanwhile): the handler it stands for.
+        return self.orig(signum, frame)
+
+
+def main_thread():
+    try:
+        # Not `import os`: see module() in session.py.
+        os = sys.modules.get('os') or __import__('os')
+        tid = os.readlink('/proc/thread-self').rsplit('/', 1)[1]
+        return tid == str(os.getpid())
+    except Exception:
+        return False
+
+
+def swap(mod, signum, state, new, installed=None):
+    # signum's handler h becomes new(h) (unless that is false); noted in
+    # `installed`. A handler may run and raise at any bytecode here: in
+    # Python 3's signal.signal, which first runs those of signals already
+    # pending, or, on Python 2, between any two instructions (and the
+    # detour at PyErr_CheckSignals comes in just as one is due). Its
+    # exception is kept for the application, and the swap tried again.
+    for _ in range(8):
+        try:
+            h = mod.getsignal(signum)
+            if callable(h) and not getattr(h, '_pyattach_deferred', False) \
+                    or installed is None:
+                w = new(h)
+                if w:
+                    if installed is not None:
+                        installed.append((signum, w))
+                    mod.signal(signum, w)
+            return
+        except BaseException:
+            keep(state)
+
+
+def keep(state):
+    # In an except clause: the exception, if it is the first, for the
+    # application.
+    if state['exc'] is None:
+        state['exc'] = sys.exc_info()[1]
+
+
+def defer_signals():
+    """In the main thread: defer the Python signal handlers until
+    redeliver(held) with what this returns; elsewhere None."""
+    mod = sys.modules.get('_signal') or sys.modules.get('signal')
+    if mod is None or not main_thread():
+        return None
+    state = {'on': True, 'got': [], 'exc': None}
+    installed = []
+    signums = range(1, getattr(mod, 'NSIG', 65))
+    try:
+        # Most are SIG_DFL: only those with a Python handler, found at C
+        # speed (tens of microseconds less with the GIL held).
+        get = mod.getsignal
+        signums = [n for n in signums if callable(get(n))]
+    except BaseException:
+        keep(state)
+    for signum in signums:
+        swap(mod, signum, state, lambda h: Deferred(h, state), installed)
+    if not installed and state['exc'] is None:
+        return None
+    return mod, state, installed
+
+
+def redeliver(held):
+    """Puts the handlers back; the deferred signals (and an exception a
+    handler raised meanwhile) go to the main thread once it is back in
+    the application."""
+    mod, state, installed = held
+    for signum, w in installed:
+        swap(mod, signum, state, lambda h: h is w and w.orig)
+    # From here on the handlers are the application's again: one that runs
+    # and raises in the few instructions left of pyattach's code is lost.
+    state['on'] = False
+    try:
+        if state['got'] or state['exc'] is not None:
+            thread.start_new_thread(replay, (mod, state, thread.get_ident()))
+    except BaseException:
+        pass
+
+
+def in_pyattach(frame):
+    # A frame of the bootstrap, of --run code, or of the entry text (whose
+    # code, or a lambda in it, names sys._pyattach_code).
+    while frame is not None:
+        c = frame.f_code
+        if c.co_filename.startswith('<pyattach'):
+            return True
+        for k in (c,) + tuple(c.co_consts):
+            if '_pyattach_code' in getattr(k, 'co_consts', ()):
+                return True
+        frame = frame.f_back
+    return False
+
+
+def replay(mod, state, ident):
+    import time
+    end = time.time() + 5
+    while in_pyattach(sys._current_frames().get(ident)):
+        if time.time() > end:
+            return
+        time.sleep(0.001)
+    exc = state['exc']
+    if exc is not None:
+        # Raised where the thread is now, in the application; the same
+        # object (a class whose construction returns it: an asynchronous
+        # exception is given as a class).
+        def again(cls, *a, **k):
+            return exc
+        try:
+            cls = type(type(exc).__name__, (type(exc),),
+                       {'__new__': again})
+        except Exception:
+            cls = type(exc)
+        set_async_exc(ident, cls)
+    for signum in state['got']:
+        try:
+            mod.pthread_kill(ident, signum)
+        except Exception:
+            import os
+            os.kill(os.getpid(), signum)
+
+
+def hand_over(held, exc):
+    """`held` (from defer_signals), with `exc` to raise again in the main
+    thread once it is back in the application: an exception a handler
+    raised in pyattach's code before the deferral began. Only the main
+    thread runs handlers: elsewhere `exc` is pyattach's own failure, and
+    stays here."""
+    if exc is not None and (held or main_thread()):
+        if not held:
+            held = (None, {'on': False, 'got': [], 'exc': None}, [])
+        if held[1]['exc'] is None:
+            held[1]['exc'] = exc
+    return held
+
+
+def loaded(exc=None):
+    """Ends the deferral begun as this module was defined (LOADING); `exc`
+    as in hand_over."""
+    held = hand_over(LOADING and LOADING.pop(), exc)
+    if held:
+        redeliver(held)
+
+
+# The first injection in a process defines this module: imports (which run
+# Python code) and definitions, in the main thread too. Handlers are
+# deferred from here on, until the loader calls loaded() (bootstrap.rs),
+# whether the rest of the module could be defined or not. The last line of
+# this part.
+LOADING = []
+LOADING.append(defer_signals())
