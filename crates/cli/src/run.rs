@@ -105,7 +105,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         (None, None) => Mode::Repl,
     };
-    if let Mode::RunFile { path, source } = &mode {
+    if let Mode::RunFile { path, source, .. } = &mode {
         check_encoding(path, source)?;
     }
     warn_if_large(&mode);

@@ -64,6 +64,11 @@ pub struct Options {
     pub channel: ChannelKind,
 }
 
+/// When no thread was nudged, nor a pending call queued, how long the
+/// threads' own wake-ups (a polling loop, a timeout) get to reach a hook
+/// before the new-thread fallback starts.
+const IDLE_FALLBACK: Duration = Duration::from_millis(500);
+
 /// What happened, for `--verbose`.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -509,9 +514,15 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     report.stops.push(st.detach()?);
 
     // -- wait for a claim (half-way through: a new thread) ---------------
+    // Sooner when nothing was done to bring a thread to a hook (no call
+    // could be proved safe to cut short, no pending call, no thread
+    // running): then only the threads' own wake-ups would.
+    let idle = report.nudged.is_empty() && !report.pending_call && !main_running;
     let mut fallback_at = fallback.map(|_| {
         if only_thread {
             t0
+        } else if idle {
+            t0 + (opts.timeout / 2).min(IDLE_FALLBACK)
         } else {
             t0 + opts.timeout / 2
         }
