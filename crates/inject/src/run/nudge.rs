@@ -230,6 +230,10 @@ const RETRIES: &[Retry] = &[
             &["PyThread_acquire_lock_timed"],
             &[
                 "acquire_timed",
+                // acquire_timed's only callers, where LTO inlines it
+                // (Debian's 3.11: lock_PyThread_acquire_lock.lto_priv.0).
+                "lock_PyThread_acquire_lock",
+                "rlock_acquire",
                 "PyThread_acquire_lock_timed_with_retries",
                 "_queue_SimpleQueue_get",
                 "_queue_SimpleQueue_get_impl",

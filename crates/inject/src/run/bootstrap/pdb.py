@@ -85,8 +85,18 @@ def ours(frame):
     PyRun_SimpleString runs to call it."""
     c = frame.f_code
     return (frame.f_globals.get('__name__') == '__pyattach__' or
-            c.co_filename == '<pyattach>' or
-            '_pyattach_code' in c.co_consts or '<pyattach>' in c.co_consts)
+            c.co_filename == '<pyattach>' or names_pyattach(c))
+
+
+def names_pyattach(code, depth=3):
+    """The entry text's code (and the lambdas in it) names pyattach's
+    registry and file name among its constants."""
+    for k in code.co_consts:
+        if isinstance(k, str) and k in ('_pyattach_code', '<pyattach>'):
+            return True
+        if depth and hasattr(k, 'co_consts') and names_pyattach(k, depth - 1):
+            return True
+    return False
 
 
 def app_frame():
