@@ -287,13 +287,12 @@ fn sessions_leave_only_what_the_readme_lists() {
                 .unwrap_or_default()
                 .to_string()
         };
-        // ps1/ps2: the prompt's own (#19 item 2), fixed with the prompt.
         let sys_new = line("SYS ");
         let sys_new: Vec<&str> = sys_new
             .trim_matches(|c| c == '[' || c == ']')
             .split(", ")
             .map(|s| s.trim_matches('\''))
-            .filter(|s| !s.is_empty() && *s != "ps1" && *s != "ps2")
+            .filter(|s| !s.is_empty())
             .collect();
         assert_eq!(
             sys_new,
