@@ -60,8 +60,16 @@ fn dump_info_and_run_work_on_debian_3_14_and_3_15() {
     for v in ["3.14", "3.15"] {
         let t = start(&root, v);
         let pid = t.pid().to_string();
-        // chroot execs the interpreter: the pid is Python's.
-        let (code, out, err) = pyattach(&["dump", "--locals", &pid]);
+        // chroot execs the interpreter: the pid is Python's. READY comes
+        // just before the main thread's loop: dumped until it sleeps there.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (code, out, err) = loop {
+            let (code, out, err) = pyattach(&["dump", "--locals", &pid]);
+            if code != 0 || out.contains("main (<string>:15)") || std::time::Instant::now() > end {
+                break (code, out, err);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert_eq!(code, 0, "{v}: {err}");
         assert!(out.contains(&format!("Python {v}.")), "{v}: {out}");
         for want in [

@@ -48,7 +48,7 @@ class _Originals(object):
         self.__dict__.update(zip(_THREAD_NAMES, fns))
 
 
-_THREAD_NAMES = ('allocate_lock', 'start_new_thread', 'get_ident')
+_THREAD_NAMES = ('allocate_lock', 'start_new_thread', 'get_ident', 'stack_size')
 
 
 def _originals():
@@ -99,6 +99,30 @@ def _fresh(name):
 
 
 socket, thread = _originals()
+
+
+def _roomy(start, stack_size):
+    """start_new_thread for pyattach's own threads, which run the user's
+    code (and pdb, a reader): with the default stack, whatever size the
+    application set for its threads (threading.stack_size(32 * 1024) would
+    overflow under that code and crash the process)."""
+    def start_new_thread(f, args, *kw):
+        try:
+            old = stack_size(0)
+        except Exception:
+            old = 0
+        try:
+            return start(f, args, *kw)
+        finally:
+            if old:
+                try:
+                    stack_size(old)
+                except Exception:
+                    pass
+    return start_new_thread
+
+
+thread.start_new_thread = _roomy(thread.start_new_thread, thread.stack_size)
 
 PY3 = sys.version_info[0] >= 3
 

@@ -7,8 +7,9 @@
 # a SIGALRM timeout) would then end in pyattach's code instead of the
 # application's. So, while the main thread runs pyattach's code, each
 # Python handler is stood in for by a Deferred that only notes the signal;
-# once the thread has gone back to the application, the signal is sent to
-# it again and its own handler runs there, once.
+# once the thread has gone back to the application, its own handler runs
+# there, once: tripped as a signal's arrival would (3.10+), or the signal
+# is sent again (before 3.10, where its C handler then runs twice).
 import sys
 
 
@@ -143,11 +144,29 @@ def replay(mod, state, ident):
             cls = type(exc)
         set_async_exc(ident, cls)
     for signum in state['got']:
+        if trip(signum):
+            continue
         try:
             mod.pthread_kill(ident, signum)
         except Exception:
             import os
             os.kill(os.getpid(), signum)
+
+
+def trip(signum):
+    """Has the application's Python handler of `signum` run in the main
+    thread, as a signal's arrival would, without sending one: the signal
+    already went through the process's C handler (its wakeup fd, a C
+    library's own handler) once, and must not twice. 3.10+
+    (PyErr_SetInterruptEx); False where it cannot, and the signal is sent
+    again instead."""
+    if sys.version_info < (3, 10):
+        return False
+    try:
+        import ctypes
+        return ctypes.pythonapi.PyErr_SetInterruptEx(signum) == 0
+    except Exception:
+        return False
 
 
 def hand_over(held, exc):
