@@ -34,6 +34,10 @@ pub(crate) struct Gadgets {
     pub sigreturn_end: u64,
 }
 
+/// The largest anonymous executable mapping searched for a stub of an
+/// earlier run (see [`find_gadgets`]).
+const STUB_SCAN: u64 = 64 * 4096;
+
 /// Executable mappings of the target, the likeliest homes of the gadgets
 /// first (ld.so is small and always there; then libc).
 /// Also returns the anonymous executable mappings (a stub of ours?).
@@ -106,15 +110,23 @@ pub(crate) fn find_gadgets(t: &mut Tracer) -> Result<Gadgets> {
         return Err(Error::TargetExited { pid: t.pid });
     }
     // A stub left by an earlier run that was killed mid-call: reuse it.
+    // The kernel merges adjacent anonymous read+exec pages into one
+    // mapping (a stub beside the empty page of a run killed between its
+    // mmap and its write), so every page of a small one is looked at.
     for (a, b) in anon {
-        if b - a == 4096 && t.stub.is_none() {
-            if let Ok(page) = t.mem.read_vec(a, 4096) {
-                let n = Native::STUB.len();
-                if page[..n] == *Native::STUB && page[n..].iter().all(|b| *b == 0) {
-                    t.stub = Some(a);
-                    t.stub_adopted = true;
-                }
-            }
+        if b - a > STUB_SCAN || t.stub.is_some() {
+            continue;
+        }
+        let Ok(pages) = t.mem.read_vec(a, (b - a) as usize) else {
+            continue;
+        };
+        let n = Native::STUB.len();
+        if let Some(i) = pages
+            .chunks_exact(4096)
+            .position(|page| page[..n] == *Native::STUB && page[n..].iter().all(|b| *b == 0))
+        {
+            t.stub = Some(a + i as u64 * 4096);
+            t.stub_adopted = true;
         }
     }
     for (a, b) in maps {
