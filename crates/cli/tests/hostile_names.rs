@@ -4,11 +4,10 @@
 //! `info`, and a session's connect listing show them escaped, and `--json`
 //! still carries the original strings.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
-use testsupport::{pyattach_bin, Target};
+use testsupport::Target;
 
 /// What the fixture names its threads (on Python 3; 2.7's name holds the
 /// byte 0x9b where this has U+009B).
@@ -17,15 +16,7 @@ const EVIL: &str = "evil\x1b]0;PWNED\x07\x1b[2Jname\u{9b}31m\x7fend";
 /// Runs pyattach with `args` (and `stdin`), returns (status, stdout + stderr
 /// as raw bytes).
 fn run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>) {
-    let mut child = Command::new(pyattach_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pyattach");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().expect("wait for pyattach");
+    let out = testsupport::pyattach_output(args, stdin, Duration::from_secs(60));
     let mut all = out.stdout;
     all.extend_from_slice(&out.stderr);
     (out.status.code().unwrap_or(-1), all)
