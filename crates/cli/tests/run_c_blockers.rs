@@ -10,11 +10,11 @@
 //! all at once (each target sleeps its C sleeps through).
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use testsupport::{pyattach_bin, pythons, Python, Target};
+use testsupport::{pythons, Python, Target};
 
 /// How long the C sleeps last: longer than the pyattach runs take on a
 /// loaded machine (a stripped interpreter waits for the new-thread
@@ -37,31 +37,7 @@ const EXPECTED: &[(&str, &str)] = &[
 /// Runs pyattach with `args` (and `stdin` piped in); kills it by pid if
 /// it hangs.
 fn pyattach(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(pyattach_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pyattach");
-    {
-        use std::io::Write;
-        let mut si = child.stdin.take().unwrap();
-        si.write_all(stdin.as_bytes()).unwrap();
-    }
-    let end = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pyattach {args:?} hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
+    testsupport::pyattach_output(args, stdin.as_bytes(), Duration::from_secs(60))
 }
 
 /// The fixture in `mode` under `py`, and the file that wakes its calls.
