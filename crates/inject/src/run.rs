@@ -17,6 +17,7 @@ pub mod bootstrap;
 mod channel;
 mod detour;
 mod error;
+mod hooks;
 mod inject;
 mod nudge;
 pub mod protocol;

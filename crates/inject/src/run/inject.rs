@@ -356,11 +356,8 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             return Err(e.into());
         }
     };
-    if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
-        // Tests kill pyattach here, with its pages mapped and not armed.
-        let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-        std::thread::sleep(Duration::from_millis(ms));
-    }
+    // Tests kill pyattach here, with its pages mapped and not armed.
+    super::hooks::hold_after_map();
     let layout = layout_at(base);
     let code = detour::code(&layout, &pairs);
     let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
@@ -374,10 +371,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let (page, stub_at, _) = code_page(&code);
     image.extend_from_slice(&page);
     let call_stub = layout.code + stub_at;
-    // Tests force the new-thread fallback alone with this variable (it is
-    // otherwise reached only when no hook fires in half the timeout).
-    let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
-        && fallback.is_some();
+    // Tests force the new-thread fallback alone (it is otherwise reached
+    // only when no hook fires in half the timeout).
+    let only_thread = super::hooks::new_thread_only() && fallback.is_some();
     let mut patched = Vec::new();
     let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
         running.memory().write(base, &image)?;
