@@ -110,6 +110,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The exit status pyattach documents for this error (README, "Exit
+    /// codes"): 4 no such process, 5 permission denied, 6 zombie, 128+N
+    /// interrupted by signal N (the target restored first), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoSuchProcess { .. } | Error::PidReused { .. } => 4,
+            Error::PermissionDenied { .. } | Error::AlreadyTraced { .. } => 5,
+            Error::Zombie { .. } => 6,
+            // Killed politely: the target was restored; exit as a shell
+            // expects.
+            Error::Interrupted { signal } => 128 + *signal as i32,
+            Error::TargetExited { .. }
+            | Error::TargetExeced { .. }
+            | Error::GroupStop { .. }
+            | Error::BadAddress { .. }
+            | Error::RemoteCrash { .. }
+            | Error::CallLeftRunning { .. }
+            | Error::NoGadget { .. }
+            | Error::ThreadInPatch { .. }
+            | Error::Timeout { .. }
+            | Error::RestoreFailed { .. }
+            | Error::Unsupported(_)
+            | Error::Os { .. } => 1,
+        }
+    }
+
     /// True when the target (or thread) is gone, so there is nothing left to
     /// restore.
     pub fn target_gone(&self) -> bool {

@@ -49,6 +49,8 @@ pub struct Args {
     /// Show at most this many frames per thread.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_depth: usize,
+    #[command(flatten)]
+    pub discovery: crate::target::Discovery,
 }
 
 /// The JSON envelope: the format version, then the dump itself.
@@ -70,7 +72,11 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     // recorded, the dump finishes (milliseconds), the threads are released,
     // and then we exit as the signal asked.
     attach::install_exit_handlers().context("install signal handlers")?;
-    let dump = inject::dump::dump(args.pid, &opts)
+    let dump = args
+        .discovery
+        .open(args.pid)
+        .map_err(inject::dump::DumpError::from)
+        .and_then(|target| inject::dump::dump_target(&target, &opts))
         .with_context(|| format!("cannot dump process {}", args.pid))?;
     if let Some(sig) = attach::exit_requested() {
         return Ok(128 + sig as i32);

@@ -24,68 +24,26 @@ pub fn finish(result: anyhow::Result<i32>) -> i32 {
     }
 }
 
-/// The documented exit code for the first known cause in `err`'s chain.
+/// The exit code `err` declares: each library error says its own
+/// (`exit_code()`, exhaustive over its variants, delegating to the cause
+/// it wraps), as do the CLI's own; found under the context the CLI added.
 fn exit_code(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<symbols::Error>() {
-            return symbols_exit_code(e);
-        }
-        if cause.downcast_ref::<crate::info::Denied>().is_some() {
-            return 5;
-        }
-        if let Some(e) = cause.downcast_ref::<attach::Error>() {
-            if let Some(code) = attach_exit_code(e) {
-                return code;
-            }
-        }
-        if let Some(inject::dump::DumpError::Unsupported { .. }) = cause.downcast_ref() {
-            return 3;
-        }
-        if cause.downcast_ref::<crate::session::Lost>().is_some() {
-            return crate::session::EXIT_CODE_LOST;
-        }
-        if let Some(inject::run::RunError::Seccomp { .. }) = cause.downcast_ref() {
-            return 10;
-        }
-    }
-    1
-}
-
-fn symbols_exit_code(e: &symbols::Error) -> i32 {
-    use symbols::Error as E;
-    match e {
-        E::NotPython { .. } | E::UnsupportedVersion { .. } | E::UnknownVersion(_) => 3,
-        E::NoSuchProcess(_) => 4,
-        E::Proc { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 5,
-        E::Proc { .. } => 1,
-        E::Zombie(_) => 6,
-        E::Io { .. } | E::BadElf { .. } => 7,
-        E::NotInFile(_) => 1,
-    }
-}
-
-/// `None` where the attach error is a plain failure whose cause may lie
-/// further down the chain.
-fn attach_exit_code(e: &attach::Error) -> Option<i32> {
-    use attach::Error as E;
-    match e {
-        E::NoSuchProcess { .. } | E::PidReused { .. } => Some(4),
-        E::PermissionDenied { .. } | E::AlreadyTraced { .. } => Some(5),
-        E::Zombie { .. } => Some(6),
-        // Killed politely: the target was restored; exit as a shell expects.
-        E::Interrupted { signal } => Some(128 + *signal as i32),
-        E::TargetExited { .. }
-        | E::TargetExeced { .. }
-        | E::GroupStop { .. }
-        | E::BadAddress { .. }
-        | E::RemoteCrash { .. }
-        | E::CallLeftRunning { .. }
-        | E::NoGadget { .. }
-        | E::ThreadInPatch { .. }
-        | E::Timeout { .. }
-        | E::RestoreFailed { .. }
-        | E::Unsupported(_)
-        | E::Os { .. } => None,
+    if let Some(e) = err.downcast_ref::<inject::run::RunError>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<inject::dump::DumpError>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<inject::OpenError>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<symbols::Error>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<attach::Error>() {
+        e.exit_code()
+    } else if err.downcast_ref::<crate::info::Denied>().is_some() {
+        5
+    } else if err.downcast_ref::<crate::session::Lost>().is_some() {
+        crate::session::EXIT_CODE_LOST
+    } else {
+        1
     }
 }
 

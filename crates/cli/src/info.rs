@@ -4,7 +4,6 @@
 //! may ptrace it, with the reason and the fix when not. Reads only: nothing
 //! is stopped or written in the target.
 
-use crate::debuginfod;
 use anyhow::Context;
 use attach::permissions::{self, Verdict};
 use attach::procinfo::{self, ThreadInfo};
@@ -12,7 +11,7 @@ use inject::callsites::{self, CallSites};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use symbols::{DiscoverOptions, Interpreter, Module, PyVersion, Symbol, SymbolSource};
+use symbols::{Interpreter, Module, PyVersion, Symbol, SymbolSource};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,16 +20,11 @@ pub struct Args {
     /// Print a JSON document (format version 1) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Directory searched for build-id and debuglink debug files, instead of
-    /// /usr/lib/debug (repeatable; inside the target's root first, then here).
-    #[arg(long = "debug-dir", value_name = "DIR")]
-    pub debug_dirs: Vec<PathBuf>,
     /// Also resolve this symbol and show where it came from (repeatable).
     #[arg(long = "symbol", value_name = "NAME")]
     pub symbols: Vec<String>,
-    /// Never ask a debuginfod server, even with DEBUGINFOD_URLS set.
-    #[arg(long)]
-    pub no_debuginfod: bool,
+    #[command(flatten)]
+    pub discovery: crate::target::Discovery,
 }
 
 /// The kernel will not let us read the process: the diagnosis says why.
@@ -187,33 +181,8 @@ struct CallSiteReport {
     error: Option<String>,
 }
 
-/// The symbols pyattach uses, per version, with their role.
-fn needed(v: &PyVersion) -> Vec<(&'static str, &'static str)> {
-    let mut n = vec![
-        ("PyRun_SimpleString", "runs the bootstrap"),
-        ("PyEval_SaveThread", "safe point (GIL released)"),
-        ("PyEval_RestoreThread", "GIL re-acquired"),
-        ("PyEval_ReleaseThread", "safe point (3.13+ parking)"),
-        ("PyErr_CheckSignals", "safe point (signal check)"),
-        ("PyGILState_Ensure", "new-thread strategy"),
-        ("PyGILState_Release", "new-thread strategy"),
-        ("Py_AddPendingCall", "nudge for busy main threads"),
-    ];
-    if v.short() >= (3, 7) {
-        n.push(("_PyRuntime", "interpreters and threads"));
-    } else {
-        n.push(("interp_head", "interpreters"));
-        n.push(("_PyThreadState_Current", "GIL holder"));
-    }
-    n
-}
-
 /// Functions whose call sites decide whether the entry hook can fire.
-const SAFE_POINTS: &[&str] = &[
-    "PyEval_SaveThread",
-    "PyEval_ReleaseThread",
-    "PyErr_CheckSignals",
-];
+const SAFE_POINTS: &[&str] = inject::catalogue::SAFE_POINTS;
 
 /// Call sites decoded per safe point: a few prove that real calls exist;
 /// decoding all would cost tens of milliseconds.
@@ -235,16 +204,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     };
     let verdict = permissions::diagnose(pid).context("checking ptrace permissions")?;
 
-    let client = if args.no_debuginfod {
-        None
-    } else {
-        debuginfod::Client::from_env()
-    };
-    let mut opts = DiscoverOptions::default();
-    if !args.debug_dirs.is_empty() {
-        opts.debug_dirs = args.debug_dirs.clone();
-    }
-    opts.debuginfod = client.clone().map(debuginfod::Client::fetcher);
+    let (opts, client) = args.discovery.options();
     let py = match symbols::discover(via, &opts) {
         Ok(py) => py,
         Err(symbols::Error::Proc { source, .. })
@@ -256,7 +216,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     };
 
     let asked = args.symbols.iter().map(|n| (n.as_str(), "asked for"));
-    let symbols = needed(&py.version)
+    let symbols = inject::catalogue::needed(py.version.short())
         .into_iter()
         .chain(asked)
         .map(|(name, role)| NeededSymbol {
@@ -338,17 +298,6 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     }
 }
 
-fn source_text(s: &SymbolSource) -> String {
-    match s {
-        SymbolSource::DynSym => ".dynsym".into(),
-        SymbolSource::SymTab => ".symtab".into(),
-        SymbolSource::GnuDebugData => ".gnu_debugdata (MiniDebugInfo)".into(),
-        SymbolSource::BuildIdFile(p) => format!("build-id file {}", p.display()),
-        SymbolSource::DebugLink(p) => format!("debuglink {}", p.display()),
-        SymbolSource::Debuginfod(p) => format!("debuginfod {}", p.display()),
-    }
-}
-
 fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<()> {
     const L: usize = 12;
     let ns = match r.nspid.last() {
@@ -418,7 +367,11 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
         m.build_id.as_deref().unwrap_or("(none)")
     )?;
 
-    let debug: Vec<String> = r.debug_sources.iter().map(source_text).collect();
+    let debug: Vec<String> = r
+        .debug_sources
+        .iter()
+        .map(crate::target::source_text)
+        .collect();
     writeln!(
         w,
         "{:L$}{}",
@@ -440,7 +393,7 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
                 s.name,
                 f.addr.to_string(),
                 s.role,
-                source_text(&f.source)
+                crate::target::source_text(&f.source)
             )?,
             None => writeln!(w, "  {:width$}  {:>14}  {}", s.name, "not found", s.role)?,
         }

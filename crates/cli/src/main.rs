@@ -7,6 +7,7 @@ mod errors;
 mod info;
 mod run;
 mod session;
+mod target;
 mod term;
 
 use clap::{Parser, Subcommand};

@@ -68,6 +68,8 @@ pub struct Args {
     /// names and messages from the target are always escaped.
     #[arg(long)]
     pub escape_output: bool,
+    #[command(flatten)]
+    pub discovery: crate::target::Discovery,
     /// Process id of the target.
     #[arg(required = true)]
     pub pid: Option<i32>,
@@ -129,21 +131,42 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
     };
-    let (channel, report, leftover) = match inject::run::start(pid, &opts) {
+    let target = std::sync::Arc::new(
+        args.discovery
+            .open(pid)
+            .map_err(inject::run::RunError::from)
+            .with_context(|| format!("running code in process {pid}"))?,
+    );
+    let (channel, report, leftover) = match inject::run::start_in(&target, &opts) {
         Err(e @ inject::run::RunError::NoSafePoint { .. }) => {
-            show_stacks_instead(pid);
+            show_stacks_instead(&target);
             return Err(e).with_context(|| format!("running code in process {pid}"));
         }
         started => started.with_context(|| format!("running code in process {pid}"))?,
     };
     if args.verbose {
         eprintln!("pyattach: {}", crate::term::text(&describe(&report)));
+        let sources: Vec<String> = target
+            .interpreter()
+            .debug_sources()
+            .iter()
+            .map(crate::target::source_text)
+            .collect();
+        let sources = if sources.is_empty() {
+            "none (the interpreter's own symbol tables only)".to_string()
+        } else {
+            sources.join(", ")
+        };
+        eprintln!(
+            "pyattach: debug symbols from {}",
+            crate::term::text(&sources)
+        );
     }
     let limit = args
         .timeout
         .filter(|_| bounded)
         .map(|s| started + Duration::from_secs_f64(s));
-    let end = session::drive(channel, repl, pid, limit);
+    let end = session::drive(channel, repl, target.clone(), limit);
     // Unmap the injection's pages; if they must stay (a thread still
     // returns through them), they are inert.
     match leftover.remove(Duration::from_millis(500)) {
@@ -228,8 +251,9 @@ fn warn_if_large(mode: &Mode) {
 /// No code can run, so show what the threads are doing instead: the stack
 /// dump needs nothing from the target. Best effort; its failure only loses
 /// the extra information.
-fn show_stacks_instead(pid: i32) {
-    let Ok(dump) = inject::dump::dump(pid, &inject::dump::DumpOptions::default()) else {
+fn show_stacks_instead(target: &inject::Target) {
+    let pid = target.leader();
+    let Ok(dump) = inject::dump::dump_target(target, &inject::dump::DumpOptions::default()) else {
         return;
     };
     eprintln!("pyattach: no thread reached a safe point; what every thread is doing (pyattach dump {pid}):\n");

@@ -72,20 +72,30 @@ fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-#[test]
-fn symbols_come_from_a_real_debuginfod_server() {
+/// A debuginfod server on loopback serving the debug file of Debian's
+/// python3.11 (and nothing else), once it has indexed it; `None` (with a
+/// note saying why) when a prerequisite is missing.
+struct Served {
+    server: Server,
+    url: String,
+    cache: PathBuf,
+    id: String,
+    py: testsupport::Python,
+}
+
+fn serve(name: &str) -> Option<Served> {
     if Command::new("debuginfod")
         .arg("--version")
         .output()
         .is_err()
     {
         note("debuginfod is missing (Debian package debuginfod; run scripts/setup)");
-        return;
+        return None;
     }
-    let Some(py) = debian_python() else { return };
+    let py = debian_python()?;
     let Some(id) = build_id(&py.exe) else {
         note("readelf could not read the build id");
-        return;
+        return None;
     };
     let debug = PathBuf::from(format!(
         "/usr/lib/debug/.build-id/{}/{}.debug",
@@ -94,9 +104,9 @@ fn symbols_come_from_a_real_debuginfod_server() {
     ));
     if !debug.exists() {
         note(&format!("{} is missing (python3.11-dbg)", debug.display()));
-        return;
+        return None;
     }
-    let dir = testsupport::build_dir().join(format!("debuginfod-{}", std::process::id()));
+    let dir = testsupport::build_dir().join(format!("debuginfod-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let served = dir.join("served");
     std::fs::create_dir_all(&served).unwrap();
@@ -134,6 +144,27 @@ fn symbols_come_from_a_real_debuginfod_server() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    Some(Served {
+        server,
+        url,
+        cache,
+        id,
+        py,
+    })
+}
+
+#[test]
+fn symbols_come_from_a_real_debuginfod_server() {
+    let Some(Served {
+        mut server,
+        url,
+        cache,
+        id,
+        py,
+    }) = serve("info")
+    else {
+        return;
+    };
     let t = Target::python(&py, "sleeper.py", &[]);
     let j = json(&info(t.pid(), &url, &cache));
     let cached = cache.join(&id).join("debuginfo");
@@ -180,4 +211,57 @@ fn symbols_come_from_a_real_debuginfod_server() {
         "{}",
         j["debuginfod"]
     );
+}
+
+/// `dump` and `--run` discover the interpreter with the user's options as
+/// `info` does (they once ignored `--debug-dir` and `DEBUGINFOD_URLS`):
+/// with the local debug directory out of reach, the static functions of a
+/// stripped interpreter are named only through the server's file.
+#[test]
+fn dump_and_run_find_internal_symbols_through_debuginfod() {
+    let Some(s) = serve("dump") else {
+        return;
+    };
+    let t = Target::python(&s.py, "sleeper.py", &[]);
+    let pid = t.pid().to_string();
+    let run = |args: &[&str], with_server: bool| {
+        let mut c = Command::new(pyattach_bin());
+        c.args(args)
+            .args(["--debug-dir", "/nonexistent-debug-dir", &pid])
+            .env("DEBUGINFOD_CACHE_PATH", &s.cache)
+            .env("DEBUGINFOD_TIMEOUT", "20")
+            .stdin(Stdio::null());
+        if with_server {
+            c.env("DEBUGINFOD_URLS", &s.url);
+        } else {
+            c.env_remove("DEBUGINFOD_URLS");
+        }
+        let o = c.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {out}{err}");
+        (out, err)
+    };
+    // time.sleep's C function is static: `time_sleep` (LTO names it
+    // `time_sleep.lto_priv.0`), in the debug file's .symtab only.
+    let (out, _) = run(&["dump", "--native"], false);
+    assert!(
+        !out.contains("time_sleep"),
+        "the premise: no local debug file reachable\n{out}"
+    );
+    let (out, _) = run(&["dump", "--native"], true);
+    assert!(out.contains("time_sleep"), "{out}");
+    let cached = s.cache.join(&s.id).join("debuginfo");
+    assert!(cached.exists(), "fetched into the client cache");
+
+    let (out, err) = run(&["--run", "print(6 * 7)", "-v"], true);
+    assert_eq!(out.trim(), "42", "{err}");
+    assert!(
+        err.contains(&format!(
+            "debug symbols from debuginfod {}",
+            cached.display()
+        )),
+        "{err}"
+    );
+    assert!(t.is_alive());
 }

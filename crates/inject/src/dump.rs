@@ -184,11 +184,15 @@ pub struct Local {
 /// frozen (another tracer, e.g. gdb or strace), the dump is read without
 /// stopping it and says so.
 pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
-    // A process whose main thread has exited (`pthread_exit`) while others
-    // run on is read through one of those (see `live_member`).
-    let leader = pid;
-    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
-    let mut d = dump_through(pid, opts)?;
+    let target = crate::Target::open(pid, &symbols::DiscoverOptions::default())?;
+    dump_target(&target, opts)
+}
+
+/// [`dump`] of an opened target (discovered with the user's options).
+pub fn dump_target(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump, DumpError> {
+    let leader = target.leader();
+    let pid = target.pid();
+    let mut d = dump_through(target, opts)?;
     if pid != leader {
         d.pid = leader;
         for t in &mut d.threads {
@@ -199,16 +203,15 @@ pub fn dump(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
     Ok(d)
 }
 
-/// [`dump`] of the process readable as `pid`.
-fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
-    let identity =
-        attach::procinfo::Identity::of(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-    let interp = symbols::discover(pid, &symbols::DiscoverOptions::default())
-        .map_err(DumpError::Discover)?;
-    let prep = walk::prepare(&interp)?;
+/// [`dump`] of the process readable as `target.pid()`.
+fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump, DumpError> {
+    let pid = target.pid();
+    let identity = target.identity();
+    let interp = target.interpreter();
+    let prep = walk::prepare(interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-        let (mut d, _) = walk::dump(&interp, &prep, &mem, opts, None)?;
+        let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
         // Read without holding the process: it must still be the one
         // whose symbols were used.
         identity
@@ -221,7 +224,7 @@ fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         }
         return Ok(d);
     }
-    let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
+    let unwinder = opts.native.then(|| native::Unwinder::new(interp));
     match attach::freeze_with(pid, restart_for(interp.version.major)) {
         Ok(stopped) => {
             if let Err(e) = identity.check() {
@@ -238,18 +241,18 @@ fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
                 }
             }
             let native = unwinder.as_ref().map(|u| (u, &regs));
-            let res = walk::dump(&interp, &prep, stopped.memory(), opts, native);
+            let res = walk::dump(interp, &prep, stopped.memory(), opts, native);
             let pause = stopped
                 .detach()
                 .map_err(|e| DumpError::from_attach(pid, e))?;
             let (mut d, extra) = res?;
             d.frozen = true;
             d.pause_us = Some(pause.as_micros() as u64);
-            let lines = native::Lines::default();
+            let lines = native::Lines::new(interp);
             for (t, x) in d.threads.iter_mut().zip(extra) {
                 if let Some(pcs) = x.native {
                     let py = std::mem::take(&mut t.frames);
-                    t.frames = native::merge(&interp, &lines, &pcs, py, &x.entries);
+                    t.frames = native::merge(interp, &lines, &pcs, py, &x.entries);
                 }
             }
             Ok(d)
@@ -260,7 +263,7 @@ fn dump_through(pid: i32, opts: &DumpOptions) -> Result<StackDump, DumpError> {
         Err(e) => {
             let mem =
                 attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-            let (mut d, _) = walk::dump(&interp, &prep, &mem, opts, None)?;
+            let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
             d.warnings.insert(
                 0,
                 format!("could not stop the threads ({e}); read without stopping them"),

@@ -14,5 +14,9 @@
 #![forbid(unsafe_code)]
 
 pub mod callsites;
+pub mod catalogue;
 pub mod dump;
 pub mod run;
+mod target;
+
+pub use target::{OpenError, Target};

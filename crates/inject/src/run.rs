@@ -13,13 +13,18 @@
 //! # Ok::<(), inject::run::RunError>(())
 //! ```
 
+mod arm;
 pub mod bootstrap;
 mod channel;
 mod detour;
 mod error;
+mod fallback;
 mod hooks;
 mod inject;
+mod leftover;
 mod nudge;
+mod orphan;
+mod plan;
 pub mod protocol;
 mod seccomp;
 mod stacks;
@@ -28,6 +33,7 @@ mod unblock;
 pub use bootstrap::{ChannelParams, Mode, Params, Runner};
 pub use channel::{ChannelKind, Rendezvous};
 pub use error::RunError;
-pub use inject::{start, Leftover, Options, Report};
+pub use inject::{start, start_in, Options, Report};
+pub use leftover::Leftover;
 pub use protocol::{Channel, FromTarget, ToTarget};
 pub use unblock::{interrupt_blocked, Unblocked};

@@ -50,3 +50,24 @@ pub enum Error {
     #[error("address {0} is not backed by a mapped module's file")]
     NotInFile(RemoteAddr),
 }
+
+impl Error {
+    /// The exit status pyattach documents for this error (README, "Exit
+    /// codes"): 3 not a supported CPython, 4 no such process, 5 permission
+    /// denied, 6 zombie, 7 an unreadable or invalid binary, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NotPython { .. }
+            | Error::UnsupportedVersion { .. }
+            | Error::UnknownVersion(_) => 3,
+            Error::NoSuchProcess(_) => 4,
+            Error::Proc { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                5
+            }
+            Error::Proc { .. } => 1,
+            Error::Zombie(_) => 6,
+            Error::Io { .. } | Error::BadElf { .. } => 7,
+            Error::NotInFile(_) => 1,
+        }
+    }
+}

@@ -78,15 +78,16 @@ pub fn starts_pdb(code: &str) -> bool {
 /// leaves without it.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the session with process `pid` until the target closes the
+/// Runs the session with the target until the target closes the
 /// channel, or, for `--run` code given a `deadline`, until then: the code
 /// is stopped as Ctrl-C would.
 pub fn drive(
     channel: Channel,
     repl: bool,
-    pid: i32,
+    target: Arc<inject::Target>,
     deadline: Option<Instant>,
 ) -> anyhow::Result<End> {
+    let pid = target.leader();
     let writer = Arc::new(Mutex::new(
         channel.try_clone().context("duplicating the channel")?,
     ));
@@ -96,7 +97,7 @@ pub fn drive(
     let (comp_tx, comp_rx) = mpsc::channel();
     spawn_reader(channel, ev_tx, comp_tx);
     let running = Arc::new(Running::default());
-    forward_signals(writer.clone(), running.clone(), pid)?;
+    forward_signals(writer.clone(), running.clone(), target.clone())?;
 
     let tty = std::io::stdin().is_terminal();
     let mut input = Input::new(tty, repl, writer.clone(), comp_rx);
@@ -114,7 +115,7 @@ pub fn drive(
                 Err(mpsc::RecvTimeoutError::Disconnected) => Event::Closed(None),
                 Err(mpsc::RecvTimeoutError::Timeout) if grace.is_none() => {
                     grace = Some(Instant::now() + STOP_GRACE);
-                    interrupt(&writer, &running, pid);
+                    interrupt(&writer, &running, &target);
                     continue;
                 }
                 // It did not stop (a long computation in C): leave it.
@@ -220,9 +221,9 @@ pub fn drive(
 
 /// What Ctrl-C does to the running code: KeyboardInterrupt, and its
 /// blocking call cut short if it sits in one.
-fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, pid: i32) {
+fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, target: &Arc<inject::Target>) {
     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
-    unblock_later(running, pid);
+    unblock_later(running, target);
 }
 
 /// The KeyboardInterrupt just sent is raised between bytecodes: if the
@@ -230,7 +231,7 @@ fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, pid: i32) {
 /// system call (`time.sleep`, a read, a lock), which pyattach then cuts
 /// short so that the exception is raised there, as Ctrl-C does in a main
 /// thread. One at a time; failures only leave the code blocked (say so).
-fn unblock_later(running: &Arc<Running>, pid: i32) {
+fn unblock_later(running: &Arc<Running>, target: &Arc<inject::Target>) {
     let (tid, generation) = (
         running.tid.load(Ordering::SeqCst),
         running.generation.load(Ordering::SeqCst),
@@ -239,6 +240,7 @@ fn unblock_later(running: &Arc<Running>, pid: i32) {
         return;
     }
     let running = running.clone();
+    let target = target.clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(250));
         let Ok(_one) = UNBLOCKING.try_lock() else {
@@ -250,7 +252,7 @@ fn unblock_later(running: &Arc<Running>, pid: i32) {
         {
             return;
         }
-        let why = match inject::run::interrupt_blocked(pid, tid, Duration::from_secs(2)) {
+        let why = match inject::run::interrupt_blocked(&target, tid, Duration::from_secs(2)) {
             Err(e) => format!("{:#}", anyhow::Error::from(e)),
             // Cut short, but it went back to waiting without a hooked check.
             Ok(inject::run::Unblocked::Missed) => "it went back to waiting".into(),
@@ -324,7 +326,7 @@ fn spawn_reader(
 fn forward_signals(
     writer: Arc<Mutex<Channel>>,
     running: Arc<Running>,
-    pid: i32,
+    target: Arc<inject::Target>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
@@ -334,7 +336,7 @@ fn forward_signals(
             if sig == SIGINT {
                 // Meant for the code, not for pyattach's own work.
                 attach::forget_exit_request(attach::Signal::SIGINT);
-                interrupt(&writer, &running, pid);
+                interrupt(&writer, &running, &target);
             } else {
                 // Leaving: the bootstrap stops the code when the channel
                 // closes, but code blocked in a system call must be cut
@@ -348,7 +350,7 @@ fn forward_signals(
                         attach::forget_exit_request(s);
                     }
                     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
-                    let _ = inject::run::interrupt_blocked(pid, tid, Duration::from_secs(1));
+                    let _ = inject::run::interrupt_blocked(&target, tid, Duration::from_secs(1));
                 }
                 std::process::exit(128 + sig);
             }

@@ -20,7 +20,28 @@ pub enum DumpError {
     Attach(#[source] attach::Error),
 }
 
+impl From<crate::OpenError> for DumpError {
+    fn from(e: crate::OpenError) -> DumpError {
+        match e {
+            crate::OpenError::Discover(e) => DumpError::Discover(e),
+            crate::OpenError::Attach(e) => DumpError::Attach(e),
+        }
+    }
+}
+
 impl DumpError {
+    /// The exit status pyattach documents for this error (README, "Exit
+    /// codes"): 3 for a version the dump cannot read; a cause from
+    /// discovery or process control declares its own.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DumpError::Discover(e) => e.exit_code(),
+            DumpError::Attach(e) => e.exit_code(),
+            DumpError::Unsupported { .. } => 3,
+            DumpError::NoInterpreter { .. } => 1,
+        }
+    }
+
     pub(crate) fn from_attach(_pid: i32, source: attach::Error) -> DumpError {
         DumpError::Attach(source)
     }

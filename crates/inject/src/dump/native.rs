@@ -19,7 +19,7 @@ use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
     UnwindContext, UnwindSection,
 };
-use symbols::{Interpreter, Module, RemoteAddr};
+use symbols::{Interpreter, Module, RemoteAddr, SymbolSource};
 
 use super::mem::{Memory, Reader};
 use super::{Frame, FrameKind};
@@ -292,27 +292,45 @@ fn demangle(name: &str) -> String {
 
 /// Source files and lines of native code from the DWARF of each module,
 /// loaded lazily with addr2line. Only the interpreter's module is also
-/// looked up in its build-id debug file (a stripped distro Python with its
-/// -dbg package): doing so for every system library (libc's debug file is
-/// compressed) would cost a tenth of a second for lines nobody reads.
+/// looked up in the debug files its symbols came from (a stripped distro
+/// Python with its -dbg package, or a file from debuginfod: found by
+/// discovery, with the user's options): doing so for every system library
+/// (libc's debug file is compressed) would cost a tenth of a second for
+/// lines nobody reads.
 #[derive(Default)]
 pub struct Lines {
     loaders: RefCell<HashMap<PathBuf, Option<Rc<addr2line::Loader>>>>,
+    /// The interpreter module's debug files, in chain order.
+    debug_files: Vec<PathBuf>,
 }
 
 impl Lines {
+    /// Lines for the modules of `interp`.
+    pub fn new(interp: &Interpreter) -> Lines {
+        let debug_files = interp
+            .debug_sources()
+            .into_iter()
+            .filter_map(|s| match s {
+                SymbolSource::BuildIdFile(p)
+                | SymbolSource::DebugLink(p)
+                | SymbolSource::Debuginfod(p) => Some(p),
+                SymbolSource::DynSym | SymbolSource::SymTab | SymbolSource::GnuDebugData => None,
+            })
+            .collect();
+        Lines {
+            loaders: RefCell::default(),
+            debug_files,
+        }
+    }
+
     fn loader(&self, m: &Module, interp: bool) -> Option<Rc<addr2line::Loader>> {
         if let Some(l) = self.loaders.borrow().get(&m.path) {
             return l.clone();
         }
-        // A stripped module's DWARF lives in its build-id debug file.
+        // A stripped module's DWARF lives in its debug file.
         let mut candidates = Vec::new();
-        if let Some(id) = m.build_id.as_deref().filter(|id| interp && id.len() > 2) {
-            candidates.push(PathBuf::from(format!(
-                "/usr/lib/debug/.build-id/{}/{}.debug",
-                &id[..2],
-                &id[2..]
-            )));
+        if interp {
+            candidates.extend(self.debug_files.iter().cloned());
         }
         candidates.push(m.path_via_proc_root.clone());
         let l = candidates

@@ -33,8 +33,8 @@ pub enum RunError {
     Discover(#[from] symbols::Error),
     #[error("controlling the process")]
     Attach(#[from] attach::Error),
-    #[error("interrupted by {0}; the target was restored")]
-    Interrupted(String),
+    #[error("interrupted by {}; the target was restored", .0.as_str())]
+    Interrupted(attach::Signal),
 
     // -- the channel -------------------------------------------------
     #[error("the code started in process {pid} but never called back within {secs:.1}s")]
@@ -47,7 +47,33 @@ pub enum RunError {
     },
 }
 
+impl From<crate::OpenError> for RunError {
+    fn from(e: crate::OpenError) -> RunError {
+        match e {
+            crate::OpenError::Discover(e) => RunError::Discover(e),
+            crate::OpenError::Attach(e) => RunError::Attach(e),
+        }
+    }
+}
+
 impl RunError {
+    /// The exit status pyattach documents for this error (README, "Exit
+    /// codes"); a cause from discovery or process control declares its own.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Discover(e) => e.exit_code(),
+            RunError::Attach(e) => e.exit_code(),
+            RunError::Seccomp { .. } => 10,
+            // The target was restored first; exit as a shell expects.
+            RunError::Interrupted(sig) => 128 + *sig as i32,
+            RunError::TargetExited { .. }
+            | RunError::Unsupported { .. }
+            | RunError::NoSafePoint { .. }
+            | RunError::NoCallback { .. }
+            | RunError::Io { .. } => 1,
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> RunError {
         RunError::Io {
             what: what.into(),

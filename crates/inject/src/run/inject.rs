@@ -39,19 +39,18 @@ use std::time::{Duration, Instant};
 
 use symbols::{DiscoverOptions, Interpreter, RemoteAddr};
 
-use super::bootstrap::{self, Mode};
+use super::arm::{Armed, Attempt, Nudges};
+use super::bootstrap::Mode;
 use super::channel::{ChannelKind, Rendezvous};
-use super::detour::{self, Layout, Relocated};
+use super::detour;
 use super::error::RunError;
-use super::nudge::{self, Prover};
+use super::fallback::Fallback;
+use super::leftover::Leftover;
+use super::nudge::{self, Prover, Selection};
+use super::orphan::{alive, read_u32, set_flags, Orphan};
+use super::plan::{self, Api, EntryCode, Image, Plan};
 use super::protocol::Channel;
-
-/// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
-pub(super) const PROT_RX: i32 = 0x1 | 0x4;
-
-/// Where in the code page the strings the trampolines pass begin (the
-/// page's last 64 bytes).
-const STRINGS_AT: u64 = 4096 - 64;
+use crate::Target;
 
 /// What to run and how.
 #[derive(Clone, Debug)]
@@ -106,32 +105,130 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-struct Site {
-    name: &'static str,
-    entry: u64,
-    reloc: Relocated,
-}
+/// How long a bootstrap that fired waits for pyattach's ack: pyattach
+/// answers within milliseconds when alive, and a pyattach killed at the
+/// wrong moment must not hold the target's thread for long.
+const ACK_WAIT: Duration = Duration::from_millis(800);
 
 /// Runs the bootstrap for `opts.mode` in `pid` and returns the open
-/// channel.
+/// channel, discovering the interpreter with the default options (see
+/// [`start_in`] for a [`Target`] opened with the user's).
 pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
-    // A process whose main thread has exited (`pthread_exit`) while others
-    // run on is reached through one of those (its `/proc/TID` has the
-    // memory, maps and descriptors the zombie leader's has not).
-    let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
+    let target = Target::open(pid, &DiscoverOptions::default())?;
+    start_in(&target, opts)
+}
+
+/// [`start`] in an opened target: plan, arm, wait for a claim, disarm.
+pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
+    let pid = target.pid();
+    let py = target.interpreter();
     let t0 = Instant::now();
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
+    let v = supported(py, pid)?;
+    let mem = attach::ProcessMemory::open(pid)?;
+    // The stacks with room for the bootstrap, for the trampolines to check.
+    let stacks = super::stacks::find(pid);
+    let ((plan, mut rv), entries) = make_plan(py, &mem, opts, &stacks, &mut report, pid)?;
+    // Pages an earlier pyattach left when it was killed: unmapped in a
+    // later stop of this run, once nothing can run in them.
+    let orphans = Orphan::find(pid, &mem);
+    // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
+    // would return early and os.read raise. On 3, only calls proved to
+    // return into a retry loop are cut short (see nudge.rs).
+    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(py));
+    report.channel = if rv.is_pair() {
+        "socketpair"
+    } else {
+        "unix socket"
+    }
+    .into();
+    let attempt = Attempt {
+        pid,
+        restart: crate::dump::restart_for(py.version.major),
+        orphans,
+        entries,
+    };
+    // -- stop 1, in two: map | write | protect, patch, nudge (see arm.rs)
+    let filtered = super::seccomp::filtered(pid);
+    let mapped = attempt.map(target.identity(), &filtered, &plan, &mut report)?;
+    // Tests kill pyattach here, with its pages mapped and not armed.
+    super::hooks::hold_after_map();
+    let image = plan.image(mapped.base());
+    // Tests force the new-thread fallback alone (it is otherwise reached
+    // only when no hook fires in half the timeout).
+    let only_thread = super::hooks::new_thread_only() && plan.fallback.is_some();
+    let mut armed = attempt.arm(mapped, &image, &plan, &stacks, only_thread, &mut report)?;
+    let nudges = Nudges {
+        prover: prover.as_ref(),
+        thread: opts.thread,
+        py3: v.0 >= 3,
+        none: only_thread,
+    };
+    let (selection, main_running) = armed.nudge(
+        &nudges,
+        plan.api.pending,
+        image.code.pending_stub,
+        image.call_stub,
+        &mut report,
+    )?;
+
+    // -- wait for a claim (half-way through: a new thread) ---------------
+    let claimed = wait_for_claim(
+        &mut armed,
+        &plan,
+        &image,
+        &mem,
+        Start {
+            t0,
+            deadline,
+            only_thread,
+            main_running,
+            timeout: opts.timeout,
+            restart: attempt.restart,
+        },
+        &mut report,
+    )?;
+    let cramped = report.cramped.clone();
+    let describe =
+        |st: &attach::Stopped| no_safe_point(st, py, opts, prover.as_ref(), &selection, &cramped);
+    let (outcome, holders) = disarm(
+        &mut armed,
+        &mut rv,
+        claimed,
+        deadline,
+        describe,
+        &mut report,
+    )?;
+    if let Some(holder) = holders {
+        if let Some(sig) = attach::exit_requested() {
+            return Err(RunError::Interrupted(sig));
+        }
+        return Err(RunError::NoSafePoint {
+            pid,
+            secs: t0.elapsed().as_secs_f64(),
+            holder,
+        });
+    }
+    finish(
+        armed,
+        outcome,
+        prover.as_ref(),
+        &selection,
+        &mem,
+        t0,
+        report,
+    )
+}
+
+/// The (major, minor) version of a CPython pyattach can run code in.
+fn supported(py: &Interpreter, pid: i32) -> Result<(u32, u32), RunError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(RunError::Unsupported {
             pid,
             why: "running code is implemented for x86_64 only".into(),
         });
     }
-    // Which process the pid names now: discovery takes milliseconds, and
-    // the pid could be another process's by the time it is attached.
-    let identity = attach::procinfo::Identity::of(pid)?;
-    let py = symbols::discover(pid, &DiscoverOptions::default())?;
     let v = (py.version.major, py.version.minor);
     if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
         return Err(RunError::Unsupported {
@@ -139,56 +236,66 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             why: format!("CPython {}.{}", v.0, v.1),
         });
     }
-    let run = sym(&py, "PyRun_SimpleString", pid)?;
-    let mem = attach::ProcessMemory::open(pid)?;
-    // PyErr_CheckSignals: called with the GIL held by every EINTR retry
-    // loop (and a place where Python signal handlers run anyway), so a
-    // nudged thread reaches it even where LTO inlined PyEval_SaveThread
-    // into the caller (Debian's python3.11 in os.read).
-    let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
-    if v >= (3, 13) {
-        names.push("PyEval_ReleaseThread");
-    }
-    let mut sites = Vec::new();
-    let mut entries = Vec::new();
-    for name in names {
-        let Some(s) = py.symbol(name) else {
-            report.skipped.push(format!("{name}: no symbol"));
-            continue;
-        };
-        entries.push(s.addr.0);
-        let mut code = mem.read_vec(s.addr.0, 32)?;
-        if code[0] == 0xe9 {
-            let rel = i32::from_le_bytes([code[1], code[2], code[3], code[4]]);
-            let to = (s.addr.0 + 5).wrapping_add(rel as i64 as u64);
-            if !py.module.contains(RemoteAddr(to)) {
-                // A detour left by a pyattach that was killed before it
-                // could restore the entry: take the original bytes from the
-                // module's file; the entry gets them back at the end.
-                match py.read_module_bytes(s.addr, 32) {
-                    Ok(orig) if orig[0] != 0xe9 => {
-                        report.replaced.push(name.to_string());
-                        code = orig;
-                    }
-                    _ => {
-                        report
-                            .skipped
-                            .push(format!("{name}: {}", detour::DetourError::AlreadyPatched));
-                        continue;
-                    }
-                }
-            }
+    Ok(v)
+}
+
+/// Stop 2: the entries back. Once the bootstrap has called back, while it
+/// waits for the ack: the stop then catches no thread running Python for
+/// us (holding the GIL that the others, let go first, would wait for),
+/// and the bootstrap's thread, the one that runs at once, is let go last
+/// (a thread let go can take the CPU from pyattach before it lets the next
+/// one go). Else now (a bootstrap that never called back, or nothing
+/// claimed: then the claim is cancelled and `describe` says why, with the
+/// threads held). Returns the channel (or why there is none) and that
+/// description.
+fn disarm(
+    armed: &mut Armed,
+    rv: &mut Rendezvous,
+    claimed: bool,
+    deadline: Instant,
+    describe: impl FnOnce(&attach::Stopped) -> String,
+    report: &mut Report,
+) -> Result<(Result<Channel, RunError>, Option<String>), RunError> {
+    let mut restored = None;
+    let outcome = if claimed {
+        rv.wait_then(
+            deadline.max(Instant::now() + Duration::from_secs(2)),
+            || restored = Some(armed.restore(report)),
+        )
+    } else {
+        Err(RunError::NoCallback {
+            pid: armed.pid(),
+            secs: 0.0,
+        })
+    };
+    let holders = match restored {
+        Some(r) => {
+            r?;
+            None
         }
-        match detour::relocate(s.addr.0, &code) {
-            Ok(reloc) => sites.push(Site {
-                name,
-                entry: s.addr.0,
-                reloc,
-            }),
-            Err(e) => report.skipped.push(format!("{name}: {e}")),
-        }
-    }
-    if sites.is_empty() {
+        None => armed.cancel(describe, report)?,
+    };
+    Ok((outcome, holders))
+}
+
+/// The plan (with the channel's rendezvous, whose parameters the payload
+/// carries) and every entry a pyattach may hook.
+#[allow(clippy::type_complexity)]
+fn make_plan(
+    py: &Interpreter,
+    mem: &attach::ProcessMemory,
+    opts: &Options,
+    stacks: &[(u64, u64)],
+    report: &mut Report,
+    pid: i32,
+) -> Result<((Plan, Rendezvous), Vec<u64>), RunError> {
+    let run = sym(py, crate::catalogue::RUN, pid)?;
+    let lookup = |n: &str| py.symbol(n).map(|s| s.addr.0);
+    let names = crate::catalogue::hook_entries(py.version.short());
+    let chosen = plan::sites(&names, lookup, |entry| read_entry(py, mem, entry))?;
+    report.skipped = chosen.skipped;
+    report.replaced = chosen.replaced;
+    if chosen.sites.is_empty() {
         return Err(RunError::Unsupported {
             pid,
             why: format!(
@@ -197,341 +304,108 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             ),
         });
     }
-    let pending = py.symbol("Py_AddPendingCall").map(|s| s.addr.0);
-    // Pages an earlier pyattach left when it was killed: unmapped in a
-    // later stop of this run, once nothing can run in them.
-    let orphans = Orphan::find(pid, &mem);
-    // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
-    // would return early and os.read raise. On 3, only calls proved to
-    // return into a retry loop are cut short (see nudge.rs).
-    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(&py));
     let fallback = if opts.thread.is_none() {
-        Fallback::find(&py)
+        Fallback::find(py)
     } else {
         None
     };
-
-    let mut rv = Rendezvous::prepare(pid, opts.channel)?;
-    report.channel = if rv.is_pair() {
-        "socketpair"
-    } else {
-        "unix socket"
-    }
-    .into();
-    // How long a bootstrap that fired waits for pyattach's ack: pyattach
-    // answers within milliseconds when alive, and a pyattach killed at the
-    // wrong moment must not hold the target's thread for long.
-    let wait = Duration::from_millis(800);
+    let rv = Rendezvous::prepare(pid, opts.channel)?;
     // The text for PyRun_SimpleString, then (after its NUL) the session's
     // parameters and the bootstrap's source, which the text reads from
     // there (the source only if the target has no bootstrap of this
     // pyattach defined yet). The text names their addresses, known once
     // the pages are mapped; its length does not depend on them.
-    let params = rv.params(opts.mode.clone(), wait);
-    let payload_len = bootstrap::payload_len(&params);
-
-    // -- stop 1, in two: map | write | protect, patch, nudge ------------
-    // Everything that can be known beforehand is (the code borrowed by
-    // remote syscalls included). The threads are held for one remote
-    // syscall (mmap), let go while the pages are written (nothing in the
-    // target knows them until an entry jumps there), then held again for
-    // the mprotect, the patches and the nudges: the target's longest pause
-    // is that of one stop, not of both, and never spans the write of the
-    // payload (tens of KB).
+    let params = rv.params(opts.mode.clone(), ACK_WAIT);
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
-    let stacks = super::stacks::find(pid);
-    let table = super::stacks::table(&stacks);
-    let table_at = detour::SCRIPT + payload_len.next_multiple_of(16) as u64;
-    let data_len = detour::data_len_for(payload_len.next_multiple_of(16) + table.len());
-    let total = data_len + 4096;
-    // The C API the trampolines call besides PyRun_SimpleString (public,
-    // exported by every build; without one of them they do without).
-    let api = |names: &[&str]| -> Option<Vec<u64>> {
-        names
-            .iter()
-            .map(|n| py.symbol(n).map(|s| s.addr.0))
-            .collect()
-    };
-    let fast_api = api(&[
-        "PySys_GetObject",
-        "PyDict_GetItemString",
-        "PyObject_CallFunction",
-        "Py_DecRef",
-        "PyErr_Clear",
-    ]);
-    let keep_error = api(&["PyErr_Fetch", "PyErr_Restore"]).map(|f| detour::KeepError {
-        fetch: f[0],
-        restore: f[1],
-        exc_info: api(&["PyErr_GetExcInfo", "PyErr_SetExcInfo"]).map(|g| (g[0], g[1])),
-    });
-    let layout_at = |base: u64| {
-        let code = base + data_len;
-        let (name, fmt, key) = detour::fast_strings_at(code + STRINGS_AT);
-        let (blob, blob_len) = bootstrap::blob_at(&params, base + detour::SCRIPT);
-        Layout {
-            data: base,
-            code,
-            run: run.0,
-            only_tid: opts.thread,
-            stacks: Some(base + table_at),
-            ensure: fallback.map_or(0, |f| f.ensure),
-            release: fallback.map_or(0, |f| f.release),
-            fast: fast_api.as_ref().map(|f| detour::Fast {
-                sys_get: f[0],
-                dict_get: f[1],
-                call: f[2],
-                decref: f[3],
-                clear: f[4],
-                name,
-                key,
-                fmt,
-                blob,
-                blob_len,
-            }),
-            keep_error,
-        }
-    };
-    let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
-    // The code page: the trampolines, then the code remote calls return
-    // into (no page of its own to map and unmap), then, in its last bytes,
-    // the strings the trampolines pass. Its size does not depend on where
-    // it goes (checked here at the first entry's own page).
-    let code_page = |code: &detour::Code| {
-        let mut page = code.bytes.clone();
-        page.resize(page.len().next_multiple_of(16), 0xcc);
-        let stub_at = page.len() as u64;
-        page.extend_from_slice(attach::CALL_STUB);
-        let fits = page.len() as u64 <= STRINGS_AT;
-        page.resize(STRINGS_AT as usize, 0xcc);
-        page.extend_from_slice(&detour::fast_strings(bootstrap::key()));
-        (page, stub_at, fits)
-    };
-    if !code_page(&detour::code(&layout_at(sites[0].entry & !0xfff), &pairs)).2 {
+    let table = super::stacks::table(stacks);
+    let plan = Plan::new(
+        chosen.sites,
+        Api::find(run.0, lookup),
+        fallback,
+        params,
+        opts.thread,
+        table,
+    );
+    if !plan.fits() {
         return Err(RunError::Unsupported {
             pid,
             why: "the trampolines do not fit in one page".into(),
         });
     }
-    let hints = attach::free_gaps_near(pid, sites[0].entry, total)?;
-    // The pid cannot change hands once its threads are seized (a traced
-    // process that exits stays a zombie until released): checked then,
-    // before they are held.
-    let restart = crate::dump::restart_for(py.version.major);
-    let filtered = super::seccomp::filtered(pid);
-    let mut seized = attach::Process::attach(pid)?;
-    seized.restart_waits(restart);
-    if let Err(e) = identity.check() {
-        seized.detach()?;
-        return Err(e.into());
-    }
-    seized.prepare_calls()?;
-    let mut st = seized.stop_all()?;
-    if let Err(e) = super::seccomp::check(&st, pid, &filtered) {
-        st.detach()?;
-        return Err(e);
-    }
-    report.steps.push(("stopped", st.paused()));
-    // Syscalls in a thread that does not restart through its restart block
-    // need no call stub of their own.
-    let helper = st.syscall_thread().unwrap_or(pid);
-    let base = st.map_near_hinted(helper, sites[0].entry, total, &hints)?;
-    // Ours from now on, should this pyattach be killed before it is done:
-    // a later one recognises the pages by it (see Orphan::find).
-    let header = detour::header(data_len, std::process::id());
-    if let Err(e) = st.memory().write(base + detour::OWNER, &header) {
-        let _ = st.unmap(helper, base, total);
-        return Err(e.into());
-    }
-    report.steps.push(("mapped", st.paused()));
-    report.stops.push(st.paused());
-    // Until an entry jumps there, nothing can run in the pages: a failure
-    // on the way (the code page cannot be made executable under
-    // PR_SET_MDWE or a seccomp filter, a thread exits, pyattach is asked
-    // to stop) takes them back at once, in a stop of its own.
-    let running = match st.resume_all() {
-        Ok(running) => running,
-        Err(e) => {
-            take_back(pid, restart, base, total, &orphans, &entries);
-            return Err(e.into());
-        }
-    };
-    // Tests kill pyattach here, with its pages mapped and not armed.
-    super::hooks::hold_after_map();
-    let layout = layout_at(base);
-    let code = detour::code(&layout, &pairs);
-    let (tramps, stub) = (code.tramps.clone(), code.pending_stub);
-    let mut payload = bootstrap::payload(&params, base + detour::SCRIPT);
-    debug_assert_eq!(payload.len(), payload_len);
-    // One write: the data pages (the payload, then the stacks' table),
-    // then the code page.
-    payload.resize(payload_len.next_multiple_of(16), 0);
-    payload.extend_from_slice(&table);
-    let mut image = detour::data(&payload, std::process::id());
-    let (page, stub_at, _) = code_page(&code);
-    image.extend_from_slice(&page);
-    let call_stub = layout.code + stub_at;
-    // Tests force the new-thread fallback alone (it is otherwise reached
-    // only when no hook fires in half the timeout).
-    let only_thread = super::hooks::new_thread_only() && fallback.is_some();
-    let mut patched = Vec::new();
-    let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
-        running.memory().write(base, &image)?;
-        let mut st = running.stop_all()?;
-        report.steps.push(("written, stopped again", st.paused()));
-        let helper = st.syscall_thread().unwrap_or(pid);
-        if let Err(e) = st.protect(helper, layout.code, 4096, PROT_RX) {
-            // PR_SET_MDWE refuses to make memory executable (EACCES), not
-            // an executable mapping made as such: the code page is made
-            // anew, read+exec, and written as debuggers write breakpoints.
-            // A seccomp filter refusing PROT_EXEC refuses this too.
-            if !matches!(e, attach::Error::Os { .. }) {
-                return Err(e.into());
-            }
-            st.map_code(helper, layout.code, 4096, &page)?;
-            report.steps.push(("mapped executable (MDWE)", st.paused()));
-        }
-        report.steps.push(("protected", st.paused()));
-        for tid in st.threads() {
-            if st
-                .regs(tid)
-                .is_ok_and(|r| !super::stacks::roomy(&stacks, r.sp()))
-            {
-                report.cramped.push(tid);
-            }
-        }
-        if !only_thread {
-            let jumps: Vec<Vec<u8>> = sites
-                .iter()
-                .zip(&tramps)
-                .map(|(s, &tramp)| detour::entry_patch(s.entry, tramp, s.reloc.len))
-                .collect();
-            let ranges: Vec<(u64, &[u8])> = sites
-                .iter()
-                .zip(&jumps)
-                .map(|(s, j)| (s.entry, j.as_slice()))
-                .collect();
-            for (s, r) in sites.iter().zip(st.patch_many(&ranges)?) {
-                match r {
-                    Ok(_) => {
-                        patched.push(s);
-                        report.hooked.push(format!("{} at {:#x}", s.name, s.entry));
-                    }
-                    Err(e) => report.skipped.push(format!("{}: {e}", s.name)),
-                }
-            }
-        }
-        Ok((st, helper))
-    })();
-    let (mut st, helper) = match armed {
-        Ok(held) => held,
-        Err(e) => {
-            take_back(pid, restart, base, total, &orphans, &entries);
-            return Err(e);
-        }
-    };
-    if patched.is_empty() && !only_thread {
-        let _ = st.unmap(helper, base, total);
-        st.detach()?;
-        return Err(RunError::Unsupported {
-            pid,
-            why: format!(
-                "no entry point could be patched ({})",
-                report.skipped.join("; ")
-            ),
-        });
-    }
-    report.steps.push(("patched", st.paused()));
-    let threads = st.threads();
-    let mut keep_pages = false;
-    let mut main_running = false;
-    let mut caller = None;
-    let selection = match &prover {
-        Some(p) if !only_thread => p.select(&st, opts.thread),
-        _ => Default::default(),
-    };
-    for &tid in &threads {
-        if only_thread || opts.thread.is_some_and(|t| t != tid) {
-            continue;
-        }
-        let regs = st.regs(tid)?;
-        // A main thread in a futex wait is most often one that runs Python
-        // but waits for the GIL this instant (a CPU-bound main thread
-        // spends part of every switch interval there): no detour catches
-        // it, the pending call does, once it has the GIL. On Python 3 the
-        // wait is also cut short below, and lock waits run pending calls
-        // on EINTR. On 2.7 (no EINTR) only when that thread was asked for.
-        if tid == pid && regs.syscall() == Some(202) && (v.0 >= 3 || opts.thread == Some(pid)) {
-            main_running = true;
-        }
-        match regs.syscall() {
-            Some(nr) if selection.nudge.contains(&tid) => {
-                if st.interrupt_syscall(tid)? {
-                    report.nudged.push(tid);
-                    st.release_last(tid);
-                }
-                if nr != 202 && caller.is_none() {
-                    caller = Some(tid);
-                }
-            }
-            Some(_) => {}
-            None if tid == pid => main_running = true,
-            None => {}
-        }
-    }
-    report.steps.push(("nudged", st.paused()));
-    if main_running && opts.thread.is_none_or(|t| t == pid) {
-        if let Some(add) = pending {
-            // Queue the stub from a thread parked in a syscall (it holds no
-            // interpreter lock), else from the main thread itself. A call
-            // that cannot take the pending-calls lock soon is abandoned
-            // (restored) rather than waited for.
-            st.set_call_timeout(Duration::from_millis(300));
-            let by = caller.unwrap_or(pid);
-            if st.adopt_call_stub(call_stub).is_ok() {
-                // Said in the page first, for a later pyattach should this
-                // one be killed during the call.
-                set_flags(&st, base, &[(detour::PENDING_QUEUED, 1), (detour::KEEP, 1)]);
-                match st.call(by, add, &[stub, 0]) {
-                    Ok(r) if r as i32 == 0 => {
-                        report.pending_call = true;
-                        st.release_last(pid);
-                        set_flags(&st, base, &[(detour::KEEP, 0)]);
-                    }
-                    // It returns into the call stub some day: the pages
-                    // must stay.
-                    Err(attach::Error::CallLeftRunning { .. }) => keep_pages = true,
-                    _ => set_flags(&st, base, &[(detour::PENDING_QUEUED, 0), (detour::KEEP, 0)]),
-                }
-            }
-        }
-    }
-    report.steps.push(("queued", st.paused()));
-    report.stops.push(st.detach()?);
+    Ok(((plan, rv), chosen.entries))
+}
 
-    // -- wait for a claim (half-way through: a new thread) ---------------
+/// What an entry point holds now: a `jmp` out of the module is a detour
+/// left by a pyattach that was killed before it could restore the entry,
+/// whose original bytes the module's file has.
+fn read_entry(
+    py: &Interpreter,
+    mem: &attach::ProcessMemory,
+    entry: u64,
+) -> Result<EntryCode, RunError> {
+    let code = mem.read_vec(entry, 32)?;
+    let foreign_jump = code[0] == 0xe9 && {
+        let rel = i32::from_le_bytes([code[1], code[2], code[3], code[4]]);
+        let to = (entry + 5).wrapping_add(rel as i64 as u64);
+        !py.module.contains(RemoteAddr(to))
+    };
+    let file = foreign_jump
+        .then(|| py.read_module_bytes(RemoteAddr(entry), 32).ok())
+        .flatten();
+    Ok(EntryCode {
+        code,
+        foreign_jump,
+        file,
+    })
+}
+
+/// What [`wait_for_claim`] needs to know of the start.
+struct Start {
+    t0: Instant,
+    deadline: Instant,
+    only_thread: bool,
+    main_running: bool,
+    timeout: Duration,
+    restart: attach::Restart,
+}
+
+/// Polls the claim flag until a thread claims, the deadline passes or
+/// pyattach is asked to stop; half-way (sooner when nothing was done to
+/// bring a thread to a hook), starts the new-thread fallback.
+fn wait_for_claim(
+    armed: &mut Armed,
+    plan: &Plan,
+    image: &Image,
+    mem: &attach::ProcessMemory,
+    s: Start,
+    report: &mut Report,
+) -> Result<bool, RunError> {
+    let pid = armed.pid();
+    let base = armed.base();
     // Sooner when nothing was done to bring a thread to a hook (no call
     // could be proved safe to cut short, no pending call, no thread
     // running): then only the threads' own wake-ups would.
-    let idle = report.nudged.is_empty() && !report.pending_call && !main_running;
-    let mut fallback_at = fallback.map(|_| {
-        if only_thread {
-            t0
+    let idle = report.nudged.is_empty() && !report.pending_call && !s.main_running;
+    let mut fallback_at = plan.fallback.map(|_| {
+        if s.only_thread {
+            s.t0
         } else if idle {
-            t0 + (opts.timeout / 2).min(IDLE_FALLBACK)
+            s.t0 + (s.timeout / 2).min(IDLE_FALLBACK)
         } else {
-            t0 + opts.timeout / 2
+            s.t0 + s.timeout / 2
         }
     });
-    let claimed = loop {
+    loop {
         if fallback_at.is_some_and(|at| Instant::now() >= at) {
             fallback_at = None;
-            if let (Some(f), Some(thread_fn)) = (fallback, code.thread_fn) {
-                let mut st = attach::freeze_with(pid, restart)?;
-                if read_u32(&mem, base + detour::FLAG) == Some(detour::FREE) {
+            if let (Some(f), Some(thread_fn)) = (plan.fallback, image.code.thread_fn) {
+                let mut st = attach::freeze_with(pid, s.restart)?;
+                if read_u32(mem, base + detour::FLAG) == Some(detour::FREE) {
                     // Stays set even if the start fails: a thread may be
                     // created all the same (a call left running).
                     set_flags(&st, base, &[(detour::THREAD_STARTED, 1)]);
+                    armed.thread_started();
                     if f.start(&mut st, thread_fn, base + detour::PTHREAD_T) {
                         report.new_thread = true;
                     }
@@ -539,104 +413,66 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 report.stops.push(st.detach()?);
             }
         }
-        let flag = read_u32(&mem, base + detour::FLAG);
+        let flag = read_u32(mem, base + detour::FLAG);
         if flag == Some(detour::CLAIMED) {
-            break true;
+            return Ok(true);
         }
         if flag.is_none() || !alive(pid) {
             return Err(RunError::TargetExited { pid });
         }
-        if attach::exit_requested().is_some() || Instant::now() >= deadline {
-            break false;
+        if attach::exit_requested().is_some() || Instant::now() >= s.deadline {
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_micros(200));
-    };
-    // -- stop 2: restore the entries -------------------------------------
-    // Once the bootstrap has called back, while it waits for the ack: the
-    // stop then catches no thread running Python for us (holding the GIL
-    // that the others, let go first, would wait for), and the bootstrap's
-    // thread, the one that runs at once, is let go last (a thread let go
-    // can take the CPU from pyattach before it lets the next one go).
-    let restore = |report: &mut Report| -> Result<(), RunError> {
-        let mut st = attach::freeze_with(pid, restart)?;
-        restore_entries(&mut st, &patched)?;
-        if let Some(tid) = read_u32(&mem, base + detour::TID) {
-            st.release_last(tid as i32);
-        }
-        report.stops.push(st.detach()?);
-        Ok(())
-    };
-    let mut restored = None;
-    let outcome = if claimed {
-        rv.wait_then(
-            deadline.max(Instant::now() + Duration::from_secs(2)),
-            || restored = Some(restore(&mut report)),
-        )
-    } else {
-        Err(RunError::NoCallback { pid, secs: 0.0 })
-    };
-    // Else now (a bootstrap that never called back, or nothing claimed).
-    let mut holders = None;
-    if let Some(r) = restored {
-        r?;
-    } else {
-        let mut st = attach::freeze_with(pid, restart)?;
-        let flag = read_u32(&mem, base + detour::FLAG);
-        let cancel = flag == Some(detour::FREE);
-        if cancel {
-            st.memory()
-                .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
-        }
-        restore_entries(&mut st, &patched)?;
-        if cancel {
-            // A pending call left running (its timeout) returns into the
-            // page; one still queued, or a new thread still starting, will
-            // run code in it (the stub finds the flag cancelled and
-            // returns).
-            let waiting = Waiting {
-                pending: report.pending_call,
-                thread: report.new_thread,
-            };
-            if !keep_pages && waiting.settled(&mem, base) && !busy(&st, layout.code) {
-                let helper = st.syscall_thread().unwrap_or(pid);
-                let _ = st.unmap(helper, base, total);
-            }
-            reclaim(&mut st, &orphans, &entries);
-            let blocked = prover.as_ref().map(|p| p.notes(&selection));
-            let mut holder = describe_running(&st, &py, &blocked.unwrap_or_default());
-            if let Some(t) = opts.thread.filter(|t| report.cramped.contains(t)) {
-                holder.push_str(&format!(
-                    " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
-                    super::stacks::ROOM / 1024
-                ));
-            }
-            holders = Some(holder);
-        }
-        report.stops.push(st.detach()?);
     }
-    let leftover = Leftover {
-        pid,
-        base,
-        total,
-        code: layout.code,
-        keep: keep_pages,
-        waiting: Waiting {
-            pending: report.pending_call,
-            thread: report.new_thread,
-        },
-        orphans,
-        entries,
-        restart,
+}
+
+/// The error's account of why nothing claimed, with the threads held:
+/// what runs native code, which blocked calls were left alone, and a
+/// `--thread` with too little stack.
+fn no_safe_point(
+    st: &attach::Stopped,
+    py: &Interpreter,
+    opts: &Options,
+    prover: Option<&Prover>,
+    selection: &Selection,
+    cramped: &[i32],
+) -> String {
+    let blocked = prover.map(|p| p.notes(selection));
+    let mut holder = describe_running(st, py, &blocked.unwrap_or_default());
+    if let Some(t) = opts.thread.filter(|t| cramped.contains(t)) {
+        holder.push_str(&format!(
+            " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
+            super::stacks::ROOM / 1024
+        ));
+    }
+    holder
+}
+
+/// The end of a run whose entries are back: the pages for the caller to
+/// unmap after the session, the channel, the report.
+fn finish(
+    armed: Armed,
+    outcome: Result<Channel, RunError>,
+    prover: Option<&Prover>,
+    selection: &Selection,
+    mem: &attach::ProcessMemory,
+    t0: Instant,
+    mut report: Report,
+) -> Result<(Channel, Report, Leftover), RunError> {
+    let base = armed.base();
+    let site = read_u32(mem, base + detour::SITE).unwrap_or(0) as usize;
+    let strategy = match site {
+        0 => "pending call (Py_AddPendingCall) in the main thread".into(),
+        n if n == detour::THREAD_SITE as usize => {
+            "new thread (pthread_create + PyGILState_Ensure)".into()
+        }
+        n => format!("one-shot detour at {}", armed.site_name(n)),
     };
+    // Dropped on the way out of an error, it takes the pages back.
+    let leftover = armed.into_leftover();
     if let Some(sig) = attach::exit_requested() {
-        return Err(RunError::Interrupted(sig.as_str().to_string()));
-    }
-    if let Some(holder) = holders {
-        return Err(RunError::NoSafePoint {
-            pid,
-            secs: t0.elapsed().as_secs_f64(),
-            holder,
-        });
+        return Err(RunError::Interrupted(sig));
     }
     let channel = match outcome {
         Ok(channel) => channel,
@@ -645,354 +481,18 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             // or open its channel): its pages go as soon as its call has
             // returned, which it does at once (or after waiting for an ack
             // that will not come).
-            let _ = leftover.remove(wait + Duration::from_millis(200));
+            let _ = leftover.remove(ACK_WAIT + Duration::from_millis(200));
             return Err(e);
         }
     };
-    report.tid = read_u32(&mem, base + detour::TID).map(|t| t as i32);
-    let site = read_u32(&mem, base + detour::SITE).unwrap_or(0) as usize;
-    report.strategy = match site {
-        0 => "pending call (Py_AddPendingCall) in the main thread".into(),
-        n if n == detour::THREAD_SITE as usize => {
-            "new thread (pthread_create + PyGILState_Ensure)".into()
-        }
-        n => format!(
-            "one-shot detour at {}",
-            patched.get(n - 1).map_or("?", |s| s.name)
-        ),
-    };
+    report.tid = read_u32(mem, base + detour::TID).map(|t| t as i32);
+    report.strategy = strategy;
     // Only now: naming the C library's functions can take a while.
-    if let Some(p) = &prover {
-        report.blocked = p.notes(&selection);
+    if let Some(p) = prover {
+        report.blocked = p.notes(selection);
     }
     report.elapsed = t0.elapsed();
     Ok((channel, report, leftover))
-}
-
-/// The pages of an injection, still mapped while the thread that ran the
-/// bootstrap may be returning through them.
-#[derive(Debug)]
-pub struct Leftover {
-    pid: i32,
-    base: u64,
-    total: u64,
-    code: u64,
-    /// Code queued or started in stop 1 that runs in the page later,
-    /// whichever strategy claimed.
-    waiting: Waiting,
-    /// A remote call left running returns into the page some day.
-    keep: bool,
-    /// Pages left by earlier, killed pyattach runs, to unmap in the same
-    /// stop, and the entries that may jump into them.
-    orphans: Vec<Orphan>,
-    entries: Vec<u64>,
-    /// How the last stop treats the waits it cuts short.
-    restart: attach::Restart,
-}
-
-/// Entrances into the code page that stay open after the entries are
-/// restored: a pending call the main thread has not run yet, and a new
-/// thread that has not finished. Each sets its flag in the data page as
-/// its last act before returning.
-#[derive(Clone, Copy, Debug)]
-struct Waiting {
-    pending: bool,
-    thread: bool,
-}
-
-impl Waiting {
-    fn settled(self, mem: &attach::ProcessMemory, base: u64) -> bool {
-        let set = |off| read_u32(mem, base + off) == Some(1);
-        (!self.pending || set(detour::PENDING_RAN)) && (!self.thread || set(detour::THREAD_DONE))
-    }
-}
-
-impl Leftover {
-    /// Unmaps the pages once nothing can run in them any more: the
-    /// bootstrap call has returned (its done flag), a pending call or new
-    /// thread started by stop 1 has been and gone, no thread's instruction
-    /// pointer is inside, and no thread's stack holds a return address
-    /// into them. Waits up to `wait` for that; returns the pause, or `None`
-    /// when the pages had to stay (harmless: nothing jumps to them any
-    /// more, and whatever still will finds the flag taken).
-    ///
-    /// Pages left by earlier, killed pyattach runs go in the same stop
-    /// (by the same rules, and only once their owner is dead).
-    pub fn remove(self, wait: Duration) -> Result<Option<Duration>, RunError> {
-        let mem = attach::ProcessMemory::open(self.pid)?;
-        let orphans: Vec<Orphan> = self
-            .orphans
-            .iter()
-            .copied()
-            .filter(|o| o.settled(&mem))
-            .collect();
-        let end = Instant::now() + wait;
-        let ours = !self.keep
-            && loop {
-                let done = read_u32(&mem, self.base + detour::DONE) == Some(1);
-                if done && self.waiting.settled(&mem, self.base) {
-                    break true;
-                }
-                if Instant::now() >= end {
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-        if !ours && orphans.is_empty() {
-            return Ok(None);
-        }
-        let mut st = stop_with(self.pid, self.restart)?;
-        reclaim(&mut st, &orphans, &self.entries);
-        if !ours || busy(&st, self.code) {
-            st.detach()?;
-            return Ok(None);
-        }
-        let helper = st.syscall_thread().unwrap_or(self.pid);
-        st.unmap(helper, self.base, self.total)?;
-        Ok(Some(st.detach()?))
-    }
-}
-
-/// Writes `u32` flags into the data page at `base` (best effort: they only
-/// help a later pyattach decide whether it may unmap the pages).
-fn set_flags(st: &attach::Stopped, base: u64, flags: &[(u64, u32)]) {
-    for &(off, v) in flags {
-        let _ = st.memory().write(base + off, &v.to_le_bytes());
-    }
-}
-
-/// The pages of an earlier pyattach that was killed before it could unmap
-/// them: its data pages at `data`, its code page at `code`.
-#[derive(Clone, Copy, Debug)]
-struct Orphan {
-    data: u64,
-    code: u64,
-}
-
-impl Orphan {
-    /// Finds them (while the target runs): an anonymous read-execute page
-    /// that begins with one of our trampolines, whose claim points at
-    /// anonymous read-write pages just below it, which carry our header
-    /// (magic, their length), made by a pyattach that is no longer alive;
-    /// or, from one killed before it armed its detour, one read-write
-    /// mapping with that header and a page more than its length.
-    /// Anything else, pages of older builds included, is left alone.
-    fn find(pid: i32, mem: &attach::ProcessMemory) -> Vec<Orphan> {
-        let Ok(maps) = symbols::maps::read(pid) else {
-            return Vec::new();
-        };
-        let anon = |m: &symbols::maps::Mapping| m.path.is_none() && m.inode == 0;
-        // The remote munmap borrows a `syscall; ret` and an `rt_sigreturn`
-        // from the target's code, searched in ld.so and libc first: with
-        // neither mapped they might be found in an orphan's code page (its
-        // call stub has both), which the munmap would pull from under the
-        // thread. Leave the pages then.
-        let libc = maps.iter().any(|m| {
-            m.is_exec()
-                && m.path.as_ref().is_some_and(|p| {
-                    let p = p.to_string_lossy();
-                    p.contains("/ld-") || p.contains("/libc.") || p.contains("/libc-")
-                })
-        });
-        if !libc {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        for (i, m) in maps.iter().enumerate() {
-            // Mapped and not armed yet (killed between the two stops that
-            // set the detour up): one read-write mapping of exactly the
-            // header's length and a page, never executable, so nothing can
-            // have run in it.
-            if anon(m) && m.perms == "rw-p" {
-                let o = Orphan {
-                    data: m.start.0,
-                    code: m.end.0.saturating_sub(4096),
-                };
-                if o.code > o.data && o.header(mem).is_some_and(|owner| !alive(owner as i32)) {
-                    out.push(o);
-                }
-                continue;
-            }
-            if !(anon(m) && m.perms == "r-xp" && i > 0) {
-                continue;
-            }
-            let code = m.start.0;
-            let Ok(bytes) = mem.read_vec(code, 128) else {
-                continue;
-            };
-            let Some(data) = detour::data_of_code_page(code, &bytes) else {
-                continue;
-            };
-            // The read-write pages right below (possibly merged by the
-            // kernel with a neighbour of the same kind).
-            let below = &maps[i - 1];
-            if !(anon(below) && below.perms == "rw-p")
-                || below.end.0 != code
-                || below.start.0 > data
-                || data >= code
-                || code - data > 64 * 4096
-                || data % 4096 != 0
-            {
-                continue;
-            }
-            let o = Orphan { data, code };
-            if o.header(mem).is_some_and(|owner| !alive(owner as i32)) {
-                out.push(o);
-            }
-        }
-        out
-    }
-
-    /// The owner's pid, if the data pages carry our header and their
-    /// length matches.
-    fn header(&self, mem: &attach::ProcessMemory) -> Option<u32> {
-        let mut magic = [0u8; 8];
-        mem.read(self.data + detour::MAGIC_AT, &mut magic).ok()?;
-        let len = read_u32(mem, self.data + detour::DATA_LEN)?;
-        (&magic == detour::MAGIC && u64::from(len) == self.code - self.data)
-            .then(|| read_u32(mem, self.data + detour::OWNER))?
-    }
-
-    /// True if the flags say nothing is still due to run in the pages: no
-    /// bootstrap still inside `PyRun_SimpleString`, no pending call queued
-    /// and not yet run, no new thread started and not finished, no remote
-    /// call left running.
-    fn settled(&self, mem: &attach::ProcessMemory) -> bool {
-        let get = |off| read_u32(mem, self.data + off);
-        let set = |off| get(off) == Some(1);
-        let claim_over = match get(detour::FLAG) {
-            Some(detour::FREE) | Some(detour::CANCELLED) => true,
-            Some(detour::CLAIMED) => set(detour::DONE),
-            _ => false,
-        };
-        claim_over
-            && get(detour::KEEP) == Some(0)
-            && (get(detour::PENDING_QUEUED) == Some(0) || set(detour::PENDING_RAN))
-            && (get(detour::THREAD_STARTED) == Some(0) || set(detour::THREAD_DONE))
-    }
-
-    /// True if one of `entries` (those a pyattach may hook) still jumps
-    /// into the pages.
-    fn entered(&self, mem: &attach::ProcessMemory, entries: &[u64]) -> bool {
-        entries.iter().any(|&e| {
-            let Ok(b) = mem.read_vec(e, 5) else {
-                return true;
-            };
-            if b[0] != 0xe9 {
-                return false;
-            }
-            let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-            let to = (e + 5).wrapping_add(rel as i64 as u64);
-            (self.data..self.code + 4096).contains(&to)
-        })
-    }
-}
-
-/// Unmaps, with every thread held (`st`), each of `orphans` that nothing
-/// can run in any more, by the rules [`Leftover::remove`] follows for our
-/// own pages: still ours by their header (and their owner still dead), the
-/// flags settled, no entry of `entries` jumping there, no thread's
-/// instruction pointer inside, no return address into them on any stack.
-/// Anything uncertain leaves them (inert). Returns how many went.
-fn reclaim(st: &mut attach::Stopped, orphans: &[Orphan], entries: &[u64]) -> usize {
-    let mem = st.memory();
-    let candidates: Vec<&Orphan> = orphans
-        .iter()
-        .filter(|o| {
-            o.header(mem).is_some_and(|owner| !alive(owner as i32))
-                && o.settled(mem)
-                && !o.entered(mem, entries)
-        })
-        .collect();
-    let codes: Vec<u64> = candidates.iter().map(|o| o.code).collect();
-    let busy = busy_pages(st, &codes);
-    let mut gone = 0;
-    for (o, busy) in candidates.into_iter().zip(busy) {
-        let helper = st.syscall_thread().unwrap_or(st.pid());
-        if !busy && st.unmap(helper, o.data, o.code + 4096 - o.data).is_ok() {
-            gone += 1;
-        }
-    }
-    gone
-}
-
-/// Takes back the pages at `base` of an attempt that failed before any
-/// entry jumped there (nothing can have run in them), in a stop of its
-/// own, if they still carry this pyattach's header; `orphans` go in the
-/// same stop. Best effort: pages left stay inert, and a later pyattach
-/// reclaims them once this one is gone.
-fn take_back(
-    pid: i32,
-    restart: attach::Restart,
-    base: u64,
-    total: u64,
-    orphans: &[Orphan],
-    entries: &[u64],
-) {
-    let Ok(mut st) = stop_with(pid, restart) else {
-        return;
-    };
-    let ours = Orphan {
-        data: base,
-        code: base + total - 4096,
-    };
-    if ours.header(st.memory()) == Some(std::process::id()) {
-        let helper = st.syscall_thread().unwrap_or(pid);
-        let _ = st.unmap(helper, base, total);
-    }
-    reclaim(&mut st, orphans, entries);
-    let _ = st.detach();
-}
-
-/// Attaches and stops every thread, having found beforehand (while the
-/// target runs) the code that remote syscalls borrow.
-pub(super) fn stop(pid: i32) -> Result<attach::Stopped, RunError> {
-    stop_with(pid, attach::Restart::default())
-}
-
-/// [`stop`], with the waits the stop cuts short treated by `restart`.
-fn stop_with(pid: i32, restart: attach::Restart) -> Result<attach::Stopped, RunError> {
-    let mut p = attach::Process::attach(pid)?;
-    p.restart_waits(restart);
-    p.prepare_calls()?;
-    Ok(p.stop_all()?)
-}
-
-/// True if a thread could still run in the injection's pages: its
-/// instruction pointer is in the code page, or its stack holds a return
-/// address into them (a thread inside a moved `call` of an entry's
-/// prologue, or a signal frame of a thread interrupted in a trampoline).
-/// The code page wipes every return address into it once used, and attach
-/// wipes its call frames, so a stale copy cannot keep the pages mapped.
-pub(super) fn busy(st: &attach::Stopped, code: u64) -> bool {
-    busy_pages(st, &[code])[0]
-}
-
-/// [`busy`] for several code pages at once (each thread's registers and
-/// stack read once).
-fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
-    let mut out = vec![false; codes.len()];
-    if codes.is_empty() {
-        return out;
-    }
-    let inside = |a: u64| codes.iter().position(|&c| (c..c + 4096).contains(&a));
-    for tid in st.threads() {
-        let Ok(r) = st.regs(tid) else {
-            return vec![true; codes.len()];
-        };
-        if let Some(i) = inside(r.pc()) {
-            out[i] = true;
-        }
-        let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
-            continue;
-        };
-        for w in stack.chunks_exact(8) {
-            if let Some(i) = inside(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
-                out[i] = true;
-            }
-        }
-    }
-    out
 }
 
 fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
@@ -1002,20 +502,6 @@ fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
             pid,
             why: format!("{name} not found"),
         })
-}
-
-/// Puts the entries' original bytes back (each that no thread is inside:
-/// none can be, past the first instruction of a `jmp`); the first error,
-/// if any.
-fn restore_entries(st: &mut attach::Stopped, sites: &[&Site]) -> Result<(), RunError> {
-    let ranges: Vec<(u64, &[u8])> = sites
-        .iter()
-        .map(|s| (s.entry, s.reloc.original.as_slice()))
-        .collect();
-    for r in st.patch_many(&ranges)? {
-        r?;
-    }
-    Ok(())
 }
 
 /// Threads not in a syscall (so running, possibly holding the GIL in
@@ -1048,86 +534,4 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) 
             parts.join(", ")
         )
     }
-}
-
-pub(super) fn read_u32(mem: &attach::ProcessMemory, addr: u64) -> Option<u32> {
-    let mut b = [0u8; 4];
-    mem.read(addr, &mut b).ok()?;
-    Some(u32::from_le_bytes(b))
-}
-
-fn alive(pid: i32) -> bool {
-    attach::procinfo::status(pid).is_ok_and(|s| !s.is_zombie())
-}
-
-/// The new-thread fallback: `pthread_create` of a function that takes the
-/// GIL with `PyGILState_Ensure` and runs the bootstrap. Started only from a
-/// thread parked in a plain blocking syscall (not a futex: it could be
-/// waiting for a libc lock that pthread_create needs), and only once the
-/// GIL exists (`PyEval_ThreadsInitialized`: on 2.7 a process that never
-/// started a thread has none, and a second thread would run unserialised).
-#[derive(Clone, Copy)]
-struct Fallback {
-    create: u64,
-    detach: Option<u64>,
-    ensure: u64,
-    release: u64,
-    initialized: Option<u64>,
-}
-
-/// Syscalls a thread can be parked in while holding no libc lock.
-const PARKED: &[i64] = &[
-    0, 7, 23, 35, 43, 45, 47, 61, 230, 232, 247, 270, 271, 281, 288, 441,
-];
-
-impl Fallback {
-    fn find(py: &Interpreter) -> Option<Fallback> {
-        let f = |n: &str| py.symbol(n).map(|s| s.addr.0);
-        let libc = |n: &str| {
-            py.symbol_in("libc", n)
-                .or_else(|| py.symbol_in("libpthread", n))
-        };
-        Some(Fallback {
-            create: libc("pthread_create")?.addr.0,
-            detach: libc("pthread_detach").map(|s| s.addr.0),
-            ensure: f("PyGILState_Ensure")?,
-            release: f("PyGILState_Release")?,
-            initialized: f("PyEval_ThreadsInitialized"),
-        })
-    }
-
-    /// Starts the thread; false if no suitable caller or the GIL is absent.
-    fn start(&self, st: &mut attach::Stopped, thread_fn: u64, out: u64) -> bool {
-        let caller = st.threads().into_iter().find(|&tid| {
-            st.regs(tid)
-                .ok()
-                .and_then(|r| r.syscall())
-                .is_some_and(|nr| PARKED.contains(&nr))
-        });
-        let Some(tid) = caller else {
-            return false;
-        };
-        st.set_call_timeout(Duration::from_millis(500));
-        if let Some(init) = self.initialized {
-            if !st.call(tid, init, &[]).is_ok_and(|r| r as i32 != 0) {
-                return false;
-            }
-        }
-        if !st
-            .call(tid, self.create, &[out, 0, thread_fn, 0])
-            .is_ok_and(|r| r as i32 == 0)
-        {
-            return false;
-        }
-        if let (Some(detach), Ok(Some(t))) = (self.detach, read_u64(st.memory(), out)) {
-            let _ = st.call(tid, detach, &[t]);
-        }
-        true
-    }
-}
-
-fn read_u64(mem: &attach::ProcessMemory, addr: u64) -> attach::Result<Option<u64>> {
-    let mut b = [0u8; 8];
-    mem.read(addr, &mut b)?;
-    Ok(Some(u64::from_le_bytes(b)))
 }

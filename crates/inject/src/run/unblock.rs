@@ -20,12 +20,13 @@
 
 use std::time::{Duration, Instant};
 
-use symbols::DiscoverOptions;
-
+use super::arm::PROT_RX;
 use super::detour::{self, RaiseLayout, Relocated};
 use super::error::RunError;
-use super::inject::{busy, read_u32, stop, PROT_RX};
 use super::nudge::{self, Prover};
+use super::orphan::{busy, read_u32, stop};
+use crate::catalogue;
+use crate::Target;
 
 /// What [`interrupt_blocked`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,14 +48,15 @@ pub enum Unblocked {
     Missed,
 }
 
-/// Makes thread `tid` of `pid`, blocked in a system call under Python code,
+/// Makes thread `tid` of the target, blocked in a system call under Python code,
 /// raise KeyboardInterrupt there (see the module docs). `tid` is the
 /// thread's id as the target sees it (what the bootstrap reports), which
 /// differs from pyattach's view when the target is in a pid namespace of
 /// its own. Holds the target's threads twice, briefly; waits up to `wait`
 /// for the thread to come through a hook. Everything is restored whatever
 /// happens.
-pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked, RunError> {
+pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Unblocked, RunError> {
+    let pid = target.pid();
     if !cfg!(target_arch = "x86_64") {
         return Err(RunError::Unsupported {
             pid,
@@ -67,11 +69,11 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
     if !nudge::any_blocked(pid, Some(tid)) {
         return Ok(Unblocked::NotBlocked);
     }
-    let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    let py = target.interpreter();
     // Only a call proved to return into CPython's own handling of EINTR
     // (nudge.rs): the code may be blocked in a C library's call, which
     // must not see EINTR.
-    let prover = Prover::new(&py);
+    let prover = Prover::new(py);
     if py.version.major == 2 {
         let mut st = stop(pid)?;
         let cut = match prover.verdict(&st, tid) {
@@ -87,7 +89,7 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
             // countdown runs out (every 100 instructions): run it out now,
             // so that it is raised right after the call instead of some
             // lines later (or, for short code, never).
-            if let Some(ticker) = py.symbol("_Py_Ticker") {
+            if let Some(ticker) = py.symbol(catalogue::TICKER) {
                 let _ = st.memory().write(ticker.addr.0, &0i32.to_le_bytes());
             }
         }
@@ -106,20 +108,14 @@ pub fn interrupt_blocked(pid: i32, tid: i32, wait: Duration) -> Result<Unblocked
                 why: format!("{n} not found"),
             })
     };
-    let (set_none, exc_var) = (need("PyErr_SetNone")?, need("PyExc_KeyboardInterrupt")?);
-    let (get_ident, set_async_exc) = (
-        need("PyThread_get_thread_ident")?,
-        need("PyThreadState_SetAsyncExc")?,
-    );
+    let [set_none, exc_var, get_ident, set_async_exc] = catalogue::RAISE.map(need);
+    let (set_none, exc_var) = (set_none?, exc_var?);
+    let (get_ident, set_async_exc) = (get_ident?, set_async_exc?);
     let mem = attach::ProcessMemory::open(pid)?;
     let mut sites: Vec<(u64, Relocated)> = Vec::new();
     // 3.12+ lock waits call the internal _PyEval_MakePendingCalls (in
     // .symtab or a debug file only; without it a lock wait is missed).
-    for name in [
-        "PyErr_CheckSignals",
-        "Py_MakePendingCalls",
-        "_PyEval_MakePendingCalls",
-    ] {
+    for name in catalogue::UNBLOCK_HOOKS {
         let Some(s) = py.symbol(name) else { continue };
         let code = mem.read_vec(s.addr.0, 32)?;
         // Another pyattach's detour in place: leave that entry alone.

@@ -1,0 +1,132 @@
+//! The one list of the interpreter's symbols pyattach uses, per version,
+//! with what each is for. Injection, Ctrl-C of blocked code and the dump
+//! take their names from here, and `pyattach info` shows this list, so
+//! `info` cannot look complete for a target `--run` cannot fully serve.
+
+/// `PyRun_SimpleString`: runs the bootstrap's text.
+pub const RUN: &str = "PyRun_SimpleString";
+
+/// Calling a bootstrap already defined in the target directly:
+/// `PySys_GetObject`, `PyDict_GetItemString`, `PyObject_CallFunction`,
+/// `Py_DecRef`, `PyErr_Clear` (in this order; without one, every
+/// injection goes through [`RUN`]).
+pub const FAST_CALL: [&str; 5] = [
+    "PySys_GetObject",
+    "PyDict_GetItemString",
+    "PyObject_CallFunction",
+    "Py_DecRef",
+    "PyErr_Clear",
+];
+
+/// Putting an exception pending in the caught thread aside while the
+/// bootstrap runs: `PyErr_Fetch`, `PyErr_Restore`.
+pub const KEEP_ERROR: [&str; 2] = ["PyErr_Fetch", "PyErr_Restore"];
+
+/// And the exception being handled: `PyErr_GetExcInfo`, `PyErr_SetExcInfo`.
+pub const KEEP_EXC_INFO: [&str; 2] = ["PyErr_GetExcInfo", "PyErr_SetExcInfo"];
+
+/// Queues the bootstrap for a main thread running Python.
+pub const PENDING_CALL: &str = "Py_AddPendingCall";
+
+/// The new-thread fallback's interpreter side: `PyGILState_Ensure`,
+/// `PyGILState_Release`; `PyEval_ThreadsInitialized` (optional) says
+/// whether the GIL exists yet.
+pub const NEW_THREAD: [&str; 2] = ["PyGILState_Ensure", "PyGILState_Release"];
+pub const THREADS_INITIALIZED: &str = "PyEval_ThreadsInitialized";
+
+/// Ctrl-C of blocked code: the functions a retry loop calls after EINTR
+/// (hooked), then what the hook calls to raise KeyboardInterrupt in one
+/// thread.
+pub const UNBLOCK_HOOKS: [&str; 3] = [
+    "PyErr_CheckSignals",
+    "Py_MakePendingCalls",
+    // 3.12+ lock waits call it (in .symtab or a debug file only).
+    "_PyEval_MakePendingCalls",
+];
+pub const RAISE: [&str; 4] = [
+    "PyErr_SetNone",
+    "PyExc_KeyboardInterrupt",
+    "PyThread_get_thread_ident",
+    "PyThreadState_SetAsyncExc",
+];
+/// 2.7: the bytecode countdown run out so a pending asynchronous exception
+/// is raised at once.
+pub const TICKER: &str = "_Py_Ticker";
+
+/// Entry points entered only by the thread holding the GIL, on its own
+/// stack, that the one-shot detour hooks (in this order): every
+/// `Py_BEGIN_ALLOW_THREADS`; every EINTR retry loop (so a nudged thread
+/// gets there even where LTO inlined `PyEval_SaveThread` into the caller);
+/// and from 3.13, where locks park through it, `PyEval_ReleaseThread`.
+pub fn hook_entries(v: (u32, u32)) -> Vec<&'static str> {
+    let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
+    if v >= (3, 13) {
+        names.push("PyEval_ReleaseThread");
+    }
+    names
+}
+
+/// Every entry any version hooks, for `info`'s call-site check.
+pub const SAFE_POINTS: &[&str] = &[
+    "PyEval_SaveThread",
+    "PyEval_ReleaseThread",
+    "PyErr_CheckSignals",
+];
+
+/// Every symbol pyattach looks up in CPython `v` (major, minor), with its
+/// role.
+pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
+    let mut n = vec![(RUN, "runs the bootstrap")];
+    for name in hook_entries(v) {
+        n.push((name, "safe point (hooked entry)"));
+    }
+    n.extend(FAST_CALL.map(|f| (f, "calls a bootstrap already in the target")));
+    n.extend(KEEP_ERROR.map(|f| (f, "keeps the caught thread's pending exception")));
+    n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the caught thread's handled exception")));
+    n.push((PENDING_CALL, "nudge for busy main threads"));
+    n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
+    n.push((THREADS_INITIALIZED, "new-thread strategy (GIL exists)"));
+    for name in UNBLOCK_HOOKS {
+        if name != "_PyEval_MakePendingCalls" || v >= (3, 12) {
+            n.push((name, "Ctrl-C of blocked code (hooked)"));
+        }
+    }
+    n.extend(RAISE.map(|f| (f, "Ctrl-C of blocked code (raises)")));
+    if v.0 == 2 {
+        n.push((TICKER, "Ctrl-C of blocked code (2.7)"));
+    }
+    if v >= (3, 7) {
+        n.push(("_PyRuntime", "interpreters and threads"));
+    } else {
+        n.push(("interp_head", "interpreters"));
+        n.push(("_PyThreadState_Current", "GIL holder"));
+    }
+    // A name with two roles is listed once, with the first.
+    let mut seen = std::collections::HashSet::new();
+    n.retain(|(name, _)| seen.insert(*name));
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_lists_what_run_and_ctrl_c_need_once() {
+        for minor in 6..=15 {
+            let n = needed((3, minor));
+            let names: Vec<_> = n.iter().map(|(name, _)| *name).collect();
+            for need in [RUN, PENDING_CALL, "PyEval_SaveThread", "PyErr_CheckSignals"] {
+                assert!(names.contains(&need), "3.{minor}: {need}");
+            }
+            let mut sorted = names.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), names.len(), "3.{minor}: a name twice");
+            assert_eq!(names.contains(&"PyEval_ReleaseThread"), minor >= 13);
+            assert_eq!(names.contains(&"_PyEval_MakePendingCalls"), minor >= 12);
+        }
+        let two: Vec<_> = needed((2, 7)).iter().map(|(name, _)| *name).collect();
+        assert!(two.contains(&TICKER) && two.contains(&"interp_head"));
+    }
+}
