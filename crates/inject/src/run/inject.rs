@@ -137,12 +137,6 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     // would return early and os.read raise. On 3, only calls proved to
     // return into a retry loop are cut short (see nudge.rs).
     let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(py));
-    report.channel = if rv.is_pair() {
-        "socketpair"
-    } else {
-        "unix socket"
-    }
-    .into();
     let attempt = Attempt {
         pid,
         restart: crate::dump::restart_for(py.version.major),
@@ -310,6 +304,12 @@ fn make_plan(
         None
     };
     let rv = Rendezvous::prepare(pid, opts.channel)?;
+    report.channel = (if rv.is_pair() {
+        "socketpair"
+    } else {
+        "unix socket"
+    })
+    .into();
     // The text for PyRun_SimpleString, then (after its NUL) the session's
     // parameters and the bootstrap's source, which the text reads from
     // there (the source only if the target has no bootstrap of this

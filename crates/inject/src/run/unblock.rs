@@ -75,31 +75,73 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
     // must not see EINTR.
     let prover = Prover::new(py);
     if py.version.major == 2 {
-        let mut st = stop(pid)?;
-        let cut = match prover.verdict(&st, tid) {
-            Some(v) if v.nudge => st.interrupt_syscall(tid)?,
-            Some(v) => {
-                st.detach()?;
-                return Ok(Unblocked::Unproved(prover.explain(&v)));
-            }
-            None => false,
-        };
-        if cut {
-            // The asynchronous exception is looked at when the bytecode
-            // countdown runs out (every 100 instructions): run it out now,
-            // so that it is raised right after the call instead of some
-            // lines later (or, for short code, never).
-            if let Some(ticker) = py.symbol(catalogue::TICKER) {
-                let _ = st.memory().write(ticker.addr.0, &0i32.to_le_bytes());
-            }
-        }
-        st.detach()?;
-        return Ok(if cut {
-            Unblocked::Nudged
-        } else {
-            Unblocked::NotBlocked
-        });
+        return cut_short_py2(py, &prover, pid, tid);
     }
+    let (sites, raise) = hooks(py, pid)?;
+    // -- stop 1: map, write, hook, cut the call short ---------------------
+    let hooked = match hook_and_cut(&prover, &sites, raise, pid, tid)? {
+        Ok(h) => h,
+        Err(found) => return Ok(found),
+    };
+    // -- wait for the thread to come through a hook ----------------------
+    let mem = attach::ProcessMemory::open(pid)?;
+    // (Not cut short: the flag is looked at once.)
+    let wait = if hooked.cut { wait } else { Duration::ZERO };
+    let claimed = wait_for_hook(&mem, hooked.base, wait);
+    // -- stop 2: unhook, unmap -------------------------------------------
+    hooked.remove(&sites, claimed, &mem)?;
+    Ok(if claimed {
+        Unblocked::Raised
+    } else {
+        Unblocked::Missed
+    })
+}
+
+/// Python 2: cuts the call short if proved safe; the pending asynchronous
+/// exception does the rest.
+fn cut_short_py2(
+    py: &symbols::Interpreter,
+    prover: &Prover,
+    pid: i32,
+    tid: i32,
+) -> Result<Unblocked, RunError> {
+    let mut st = stop(pid)?;
+    let cut = match prover.verdict(&st, tid) {
+        Some(v) if v.nudge => st.interrupt_syscall(tid)?,
+        Some(v) => {
+            st.detach()?;
+            return Ok(Unblocked::Unproved(prover.explain(&v)));
+        }
+        None => false,
+    };
+    if cut {
+        // The asynchronous exception is looked at when the bytecode
+        // countdown runs out (every 100 instructions): run it out now, so
+        // that it is raised right after the call instead of some lines
+        // later (or, for short code, never).
+        if let Some(ticker) = py.symbol(catalogue::TICKER) {
+            let _ = st.memory().write(ticker.addr.0, &0i32.to_le_bytes());
+        }
+    }
+    st.detach()?;
+    Ok(if cut {
+        Unblocked::Nudged
+    } else {
+        Unblocked::NotBlocked
+    })
+}
+
+/// The C API the raising trampolines call.
+#[derive(Clone, Copy)]
+struct Raise {
+    set_none: u64,
+    exc_var: u64,
+    get_ident: u64,
+    set_async_exc: u64,
+}
+
+/// The entries to hook, relocated, and what the hooks call.
+fn hooks(py: &symbols::Interpreter, pid: i32) -> Result<(Vec<(u64, Relocated)>, Raise), RunError> {
     let need = |n: &str| {
         py.symbol(n)
             .map(|s| s.addr.0)
@@ -109,8 +151,12 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
             })
     };
     let [set_none, exc_var, get_ident, set_async_exc] = catalogue::RAISE.map(need);
-    let (set_none, exc_var) = (set_none?, exc_var?);
-    let (get_ident, set_async_exc) = (get_ident?, set_async_exc?);
+    let raise = Raise {
+        set_none: set_none?,
+        exc_var: exc_var?,
+        get_ident: get_ident?,
+        set_async_exc: set_async_exc?,
+    };
     let mem = attach::ProcessMemory::open(pid)?;
     let mut sites: Vec<(u64, Relocated)> = Vec::new();
     // 3.12+ lock waits call the internal _PyEval_MakePendingCalls (in
@@ -132,8 +178,31 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
             why: "neither PyErr_CheckSignals nor Py_MakePendingCalls can be hooked".into(),
         });
     }
+    Ok((sites, raise))
+}
 
-    // -- stop 1: map, write, hook, cut the call short ---------------------
+/// The hooks in place.
+struct Hooked {
+    pid: i32,
+    base: u64,
+    total: u64,
+    code: u64,
+    /// Indices of the sites patched.
+    patched: Vec<usize>,
+    /// The thread's call was cut short.
+    cut: bool,
+}
+
+/// Stop 1: maps the pages, writes the trampolines, hooks the entries and
+/// cuts the thread's call short; `Err(why)` (the inner one) when the
+/// thread is not in a call proved safe to cut short (nothing was done).
+fn hook_and_cut(
+    prover: &Prover,
+    sites: &[(u64, Relocated)],
+    raise: Raise,
+    pid: i32,
+    tid: i32,
+) -> Result<Result<Hooked, Unblocked>, RunError> {
     let total = 2 * 4096;
     let hints = attach::free_gaps_near(pid, sites[0].0, total)?;
     let mut st = stop(pid)?;
@@ -141,9 +210,9 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
         Some(v) if v.nudge => {}
         found => {
             st.detach()?;
-            return Ok(found.map_or(Unblocked::NotBlocked, |v| {
+            return Ok(Err(found.map_or(Unblocked::NotBlocked, |v| {
                 Unblocked::Unproved(prover.explain(&v))
-            }));
+            })));
         }
     }
     let helper = st.syscall_thread().unwrap_or(pid);
@@ -152,10 +221,10 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
         data: base,
         code: base + 4096,
         tid,
-        set_none,
-        exc_var,
-        get_ident,
-        set_async_exc,
+        set_none: raise.set_none,
+        exc_var: raise.exc_var,
+        get_ident: raise.get_ident,
+        set_async_exc: raise.set_async_exc,
     };
     let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|(e, r)| (*e, r)).collect();
     let (code, tramps) = detour::raising_code(&layout, &pairs);
@@ -199,49 +268,67 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
         st.release_last(tid);
     }
     st.detach()?;
+    Ok(Ok(Hooked {
+        pid,
+        base,
+        total,
+        code: layout.code,
+        patched,
+        cut,
+    }))
+}
 
-    // -- wait for the thread to come through a hook ----------------------
+/// True once the thread came through a hook (and the hook's call
+/// returned) within `wait`.
+fn wait_for_hook(mem: &attach::ProcessMemory, base: u64, wait: Duration) -> bool {
     let end = Instant::now() + wait;
-    let claimed = loop {
-        if read_u32(&mem, base + detour::FLAG) == Some(detour::CLAIMED) {
+    loop {
+        if read_u32(mem, base + detour::FLAG) == Some(detour::CLAIMED) {
             // Inside PyErr_SetNone for a moment: wait for its return.
             let end = Instant::now() + Duration::from_millis(500);
-            while read_u32(&mem, base + detour::DONE) != Some(1) && Instant::now() < end {
+            while read_u32(mem, base + detour::DONE) != Some(1) && Instant::now() < end {
                 std::thread::sleep(Duration::from_micros(200));
             }
-            break true;
+            return true;
         }
-        if !cut || Instant::now() >= end || attach::exit_requested().is_some() {
-            break false;
+        if Instant::now() >= end || attach::exit_requested().is_some() {
+            return false;
         }
         std::thread::sleep(Duration::from_micros(500));
-    };
+    }
+}
 
-    // -- stop 2: unhook, unmap -------------------------------------------
-    let mut st = stop(pid)?;
-    if !claimed {
-        st.memory()
-            .write(base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
+impl Hooked {
+    /// Stop 2: cancels an unclaimed hook, puts the entries back and unmaps
+    /// the pages once nothing runs in them.
+    fn remove(
+        self,
+        sites: &[(u64, Relocated)],
+        claimed: bool,
+        mem: &attach::ProcessMemory,
+    ) -> Result<(), RunError> {
+        let mut st = stop(self.pid)?;
+        if !claimed {
+            st.memory()
+                .write(self.base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
+        }
+        let originals: Vec<(u64, &[u8])> = self
+            .patched
+            .iter()
+            .map(|&i| (sites[i].0, sites[i].1.original.as_slice()))
+            .collect();
+        let restored = st.patch_many(&originals)?;
+        let finished = !claimed || read_u32(mem, self.base + detour::DONE) == Some(1);
+        if finished && !busy(&st, self.code) {
+            let helper = st.syscall_thread().unwrap_or(self.pid);
+            let _ = st.unmap(helper, self.base, self.total);
+        }
+        st.detach()?;
+        for r in restored {
+            r?;
+        }
+        Ok(())
     }
-    let originals: Vec<(u64, &[u8])> = patched
-        .iter()
-        .map(|&i| (sites[i].0, sites[i].1.original.as_slice()))
-        .collect();
-    let restored = st.patch_many(&originals)?;
-    let finished = !claimed || read_u32(&mem, base + detour::DONE) == Some(1);
-    if finished && !busy(&st, layout.code) {
-        let helper = st.syscall_thread().unwrap_or(pid);
-        let _ = st.unmap(helper, base, total);
-    }
-    st.detach()?;
-    for r in restored {
-        r?;
-    }
-    Ok(if claimed {
-        Unblocked::Raised
-    } else {
-        Unblocked::Missed
-    })
 }
 
 /// The thread of `pid` whose id in the target's own pid namespace is
