@@ -209,37 +209,20 @@ pub fn find_call_sites(
         .unwrap_or_else(|| Err(CallSiteError::NoSymbol(function.to_string())))
 }
 
-/// [`find_call_sites`] for several functions in one pass over the code.
-///
-/// Decoding is what costs (capstone decodes about a million instructions a
-/// second, and a call may sit deep in a 13 KB function). With
-/// `verify_limit: Some(n)`, at most `n` sites per function are verified,
-/// only in enclosing functions of up to [`MAX_DECODE`] bytes, and the other
-/// byte matches are counted in [`CallSites::unverified`]: enough to know
-/// that real calls exist, fast enough for `pyattach info`. `None` decodes
-/// all.
-pub fn find_many(
+/// Where calls to each of `functions` go (the function, its PLT entry),
+/// or which GOT slot they read; and the result to fill in for each.
+#[allow(clippy::type_complexity)]
+fn targets(
     py: &Interpreter,
     module: &Module,
     functions: &[&str],
-    verify_limit: Option<usize>,
-) -> Vec<Result<CallSites, CallSiteError>> {
-    let cs = match capstone() {
-        Ok(cs) => cs,
-        Err(e) => {
-            let msg = e.to_string();
-            return functions
-                .iter()
-                .map(|_| Err(CallSiteError::Capstone(msg.clone())))
-                .collect();
-        }
-    };
-    let slots = py.got_slots(module);
-    let plts = if slots.iter().any(|g| functions.contains(&g.name.as_str())) {
-        plt_entries(py, module)
-    } else {
-        HashMap::new()
-    };
+    slots: &[symbols::GotSlot],
+    plts: &HashMap<u64, RemoteAddr>,
+) -> (
+    Vec<Result<CallSites, CallSiteError>>,
+    Vec<(u64, usize, Via)>,
+    Vec<(u64, usize)>,
+) {
     let mut results: Vec<Result<CallSites, CallSiteError>> = Vec::new();
     // Destination address -> (function index, how).
     // A handful of entries: a linear search beats hashing on this hot path.
@@ -278,6 +261,41 @@ pub fn find_many(
         }));
     }
 
+    (results, rel_targets, got_targets)
+}
+
+/// [`find_call_sites`] for several functions in one pass over the code.
+///
+/// Decoding is what costs (capstone decodes about a million instructions a
+/// second, and a call may sit deep in a 13 KB function). With
+/// `verify_limit: Some(n)`, at most `n` sites per function are verified,
+/// only in enclosing functions of up to [`MAX_DECODE`] bytes, and the other
+/// byte matches are counted in [`CallSites::unverified`]: enough to know
+/// that real calls exist, fast enough for `pyattach info`. `None` decodes
+/// all.
+pub fn find_many(
+    py: &Interpreter,
+    module: &Module,
+    functions: &[&str],
+    verify_limit: Option<usize>,
+) -> Vec<Result<CallSites, CallSiteError>> {
+    let cs = match capstone() {
+        Ok(cs) => cs,
+        Err(e) => {
+            let msg = e.to_string();
+            return functions
+                .iter()
+                .map(|_| Err(CallSiteError::Capstone(msg.clone())))
+                .collect();
+        }
+    };
+    let slots = py.got_slots(module);
+    let plts = if slots.iter().any(|g| functions.contains(&g.name.as_str())) {
+        plt_entries(py, module)
+    } else {
+        HashMap::new()
+    };
+    let (mut results, rel_targets, got_targets) = targets(py, module, functions, &slots, &plts);
     for sec in py.code_sections(module) {
         if sec.name.starts_with(".plt") {
             continue;

@@ -97,7 +97,8 @@ pub fn dump(
             why: "no interpreter yet (not initialized, or finalized)".into(),
         });
     }
-    let (mut holder, mut gil_locked) = global_gil(&prep.addrs, offsets, &r);
+    let (holder, locked) = global_gil(&prep.addrs, offsets, &r);
+    let mut gil = Gil { holder, locked };
 
     let mut w = Walker {
         l: layout,
@@ -110,82 +111,9 @@ pub fn dump(
         codes: HashMap::new(),
         max_depth: opts.max_depth,
     };
-    let mut raw = Vec::new();
     // Per thread: `tstate->frame`, `->cframe` or `->current_frame`.
-    let mut first = Vec::new();
-    let mut interps_seen = HashSet::new();
-    let mut ip = head;
-    while ip != 0 && interps_seen.len() < MAX_INTERPRETERS {
-        if !interps_seen.insert(ip) {
-            warnings.push(format!("interpreter list loops at {ip:#x}"));
-            break;
-        }
-        let ib = match r.bytes(
-            ip,
-            [
-                w.l.interp_next,
-                w.l.interp_tstate_head,
-                w.l.interp_gil.unwrap_or(0),
-            ]
-            .into_iter()
-            .max()
-            .unwrap() as usize
-                + 8,
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                warnings.push(format!("interpreter at {ip:#x}: {e}"));
-                break;
-            }
-        };
-        // 3.12+: each interpreter points at the GIL it uses.
-        if let (Some(g), Some(lk), Some(lh)) = (w.l.interp_gil, w.l.gil_locked, w.l.gil_last_holder)
-        {
-            let gil = le_u64(&ib, g as usize);
-            if gil != 0 && holder.is_none() {
-                let locked = r.i32(gil.wrapping_add(lk)).ok().map(|v| v != 0);
-                let last = r.u64(gil.wrapping_add(lh)).ok();
-                gil_locked = locked;
-                holder = match (locked, last) {
-                    (Some(true), Some(t)) => Some(t),
-                    (Some(false), _) => Some(0),
-                    _ => None,
-                };
-            }
-        }
-        let mut ts = le_u64(&ib, w.l.interp_tstate_head as usize);
-        let mut ts_seen = HashSet::new();
-        while ts != 0 {
-            if !ts_seen.insert(ts) || ts_seen.len() > MAX_THREADS {
-                warnings.push(format!("thread list loops at {ts:#x}"));
-                break;
-            }
-            let tb = match r.bytes(ts, w.l.tstate_len) {
-                Ok(b) => b,
-                Err(e) => {
-                    warnings.push(format!("thread state at {ts:#x}: {e}"));
-                    break;
-                }
-            };
-            raw.push(RawThread {
-                entries: Vec::new(),
-                native: None,
-                tstate: ts,
-                thread_id: le_u64(&tb, w.l.tstate_thread_id as usize),
-                native_id: w
-                    .l
-                    .tstate_native_id
-                    .map(|o| le_u64(&tb, o as usize) as i32)
-                    .filter(|&t| t > 0),
-                frames: Vec::new(),
-                truncated: None,
-            });
-            first.push(le_u64(&tb, w.l.tstate_frame as usize));
-            ts = le_u64(&tb, w.l.tstate_next as usize);
-        }
-        ip = le_u64(&ib, w.l.interp_next as usize);
-    }
-
+    let (mut raw, first) = thread_states(&w.l, &r, head, &mut gil, &mut warnings);
+    let (holder, gil_locked) = (gil.holder, gil.locked);
     // 3.11–3.12 go through each thread's `_PyCFrame` (on its C stack).
     if let Some(cur) = w.l.cframe_current {
         let cframes: Vec<(u64, usize)> = first
@@ -206,15 +134,7 @@ pub fn dump(
         t.truncated = fw.truncated;
     }
 
-    // ≤3.10 has no native_thread_id: map pthread_t → tid.
-    if raw.iter().any(|t| t.native_id.is_none()) {
-        let tids: HashSet<i32> = kernel.keys().copied().collect();
-        let ids: Vec<u64> = raw.iter().map(|t| t.thread_id).collect();
-        let map = procfs::map_pthreads(mem, &ids, &tids);
-        for t in raw.iter_mut().filter(|t| t.native_id.is_none()) {
-            t.native_id = map.get(&t.thread_id).copied();
-        }
-    }
+    native_ids(&mut raw, kernel, mem);
 
     if let Some((u, regs)) = native {
         for t in raw.iter_mut() {
@@ -223,10 +143,151 @@ pub fn dump(
             }
         }
     }
+    let mut threads = thread_stacks(raw, prep, mem, gil_locked, holder, pid);
+    // Main thread first, then the others in the order they started.
+    threads.reverse();
+    threads.sort_by_key(|t| !t.0.is_main);
+    let (threads, extra): (Vec<ThreadStack>, Vec<Extra>) = threads.into_iter().unzip();
+
+    Ok((
+        StackDump {
+            pid,
+            python_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+            module: interp.module.path.display().to_string(),
+            offsets: offsets.source,
+            frozen: false,
+            pause_us: None,
+            gil_locked: gil_locked.or(holder.map(|h| h != 0)),
+            threads,
+            warnings,
+        },
+        extra,
+    ))
+}
+
+/// ≤3.10 has no native_thread_id: maps pthread_t → tid.
+fn native_ids(
+    raw: &mut [RawThread],
+    kernel: &HashMap<i32, procfs::KernelThread>,
+    mem: &dyn Memory,
+) {
+    if raw.iter().any(|t| t.native_id.is_none()) {
+        let tids: HashSet<i32> = kernel.keys().copied().collect();
+        let ids: Vec<u64> = raw.iter().map(|t| t.thread_id).collect();
+        let map = procfs::map_pthreads(mem, &ids, &tids);
+        for t in raw.iter_mut().filter(|t| t.native_id.is_none()) {
+            t.native_id = map.get(&t.thread_id).copied();
+        }
+    }
+}
+
+/// The GIL as last seen: its holder's thread state (0: none), and
+/// whether it is locked.
+struct Gil {
+    holder: Option<u64>,
+    locked: Option<bool>,
+}
+
+/// Every thread state of every interpreter, from `head`, with the address
+/// each thread's frame chain starts from; the GIL of 3.12+ (per
+/// interpreter) into `gil`, and what could not be read into `warnings`.
+fn thread_states(
+    l: &Layout,
+    r: &Reader,
+    head: u64,
+    gil: &mut Gil,
+    warnings: &mut Vec<String>,
+) -> (Vec<RawThread>, Vec<u64>) {
+    let mut raw = Vec::new();
+    let mut first = Vec::new();
+    let mut interps_seen = HashSet::new();
+    let mut ip = head;
+    while ip != 0 && interps_seen.len() < MAX_INTERPRETERS {
+        if !interps_seen.insert(ip) {
+            warnings.push(format!("interpreter list loops at {ip:#x}"));
+            break;
+        }
+        let ib = match r.bytes(
+            ip,
+            [
+                l.interp_next,
+                l.interp_tstate_head,
+                l.interp_gil.unwrap_or(0),
+            ]
+            .into_iter()
+            .max()
+            .unwrap() as usize
+                + 8,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                warnings.push(format!("interpreter at {ip:#x}: {e}"));
+                break;
+            }
+        };
+        // 3.12+: each interpreter points at the GIL it uses.
+        if let (Some(g), Some(lk), Some(lh)) = (l.interp_gil, l.gil_locked, l.gil_last_holder) {
+            let at = le_u64(&ib, g as usize);
+            if at != 0 && gil.holder.is_none() {
+                let locked = r.i32(at.wrapping_add(lk)).ok().map(|v| v != 0);
+                let last = r.u64(at.wrapping_add(lh)).ok();
+                gil.locked = locked;
+                gil.holder = match (locked, last) {
+                    (Some(true), Some(t)) => Some(t),
+                    (Some(false), _) => Some(0),
+                    _ => None,
+                };
+            }
+        }
+        let mut ts = le_u64(&ib, l.interp_tstate_head as usize);
+        let mut ts_seen = HashSet::new();
+        while ts != 0 {
+            if !ts_seen.insert(ts) || ts_seen.len() > MAX_THREADS {
+                warnings.push(format!("thread list loops at {ts:#x}"));
+                break;
+            }
+            let tb = match r.bytes(ts, l.tstate_len) {
+                Ok(b) => b,
+                Err(e) => {
+                    warnings.push(format!("thread state at {ts:#x}: {e}"));
+                    break;
+                }
+            };
+            raw.push(RawThread {
+                entries: Vec::new(),
+                native: None,
+                tstate: ts,
+                thread_id: le_u64(&tb, l.tstate_thread_id as usize),
+                native_id: l
+                    .tstate_native_id
+                    .map(|o| le_u64(&tb, o as usize) as i32)
+                    .filter(|&t| t > 0),
+                frames: Vec::new(),
+                truncated: None,
+            });
+            first.push(le_u64(&tb, l.tstate_frame as usize));
+            ts = le_u64(&tb, l.tstate_next as usize);
+        }
+        ip = le_u64(&ib, l.interp_next as usize);
+    }
+
+    (raw, first)
+}
+
+/// The dump's threads, from the raw ones: names, the kernel's view of
+/// each, who holds or waits for the GIL.
+fn thread_stacks(
+    raw: Vec<RawThread>,
+    prep: &Prepared,
+    mem: &dyn Memory,
+    gil_locked: Option<bool>,
+    holder: Option<u64>,
+    pid: i32,
+) -> Vec<(ThreadStack, Extra)> {
+    let kernel = &prep.kernel;
     let thread_names = &prep.names;
     let waits = &prep.addrs.gil_waits;
-    let mut threads: Vec<(ThreadStack, Extra)> = raw
-        .into_iter()
+    raw.into_iter()
         .map(|t| {
             let k = t.native_id.and_then(|n| kernel.get(&n));
             let holds_gil = holder.is_some_and(|h| h != 0 && h == t.tstate);
@@ -254,26 +315,7 @@ pub fn dump(
             };
             (stack, extra)
         })
-        .collect();
-    // Main thread first, then the others in the order they started.
-    threads.reverse();
-    threads.sort_by_key(|t| !t.0.is_main);
-    let (threads, extra): (Vec<ThreadStack>, Vec<Extra>) = threads.into_iter().unzip();
-
-    Ok((
-        StackDump {
-            pid,
-            python_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
-            module: interp.module.path.display().to_string(),
-            offsets: offsets.source,
-            frozen: false,
-            pause_us: None,
-            gil_locked: gil_locked.or(holder.map(|h| h != 0)),
-            threads,
-            warnings,
-        },
-        extra,
-    ))
+        .collect()
 }
 
 /// Whether the first KiB of a blocked thread's stack holds a return address
