@@ -258,25 +258,7 @@ pub fn relocate(entry: u64, code: &[u8]) -> Result<Relocated, DetourError> {
         }) {
             return Err(DetourError::Unmovable(text));
         }
-        let arch = detail.arch_detail();
-        let x86 = arch.x86().ok_or(DetourError::Undecodable)?;
-        let mut fix = None;
-        for op in x86.operands() {
-            if let X86OperandType::Mem(m) = op.op_type {
-                if m.base() == RegId(X86Reg::X86_REG_RIP as u16) {
-                    let span = x86
-                        .encoding()
-                        .disp
-                        .ok_or_else(|| DetourError::Unmovable(text.clone()))?;
-                    if span.size != 4 {
-                        return Err(DetourError::Unmovable(text));
-                    }
-                    // The absolute address the operand means.
-                    let target = (insn.address() + insn.len() as u64).wrapping_add(m.disp() as u64);
-                    fix = Some((span.offset as usize, target as i64));
-                }
-            }
-        }
+        let fix = rip_relative(insn, &detail, &text)?;
         out.push((insn.address(), insn.bytes().to_vec(), fix));
         len += insn.len();
     }
@@ -288,6 +270,36 @@ pub fn relocate(entry: u64, code: &[u8]) -> Result<Relocated, DetourError> {
         original: code[..len].to_vec(),
         insns: out,
     })
+}
+
+/// Where in `insn` a `rip`-relative memory operand's 32-bit displacement
+/// sits, and the absolute address it means (to keep meaning it once the
+/// instruction is moved); `None` if it has none.
+fn rip_relative(
+    insn: &capstone::Insn,
+    detail: &capstone::InsnDetail,
+    text: &str,
+) -> Result<Option<(usize, i64)>, DetourError> {
+    let arch = detail.arch_detail();
+    let x86 = arch.x86().ok_or(DetourError::Undecodable)?;
+    let mut fix = None;
+    for op in x86.operands() {
+        if let X86OperandType::Mem(m) = op.op_type {
+            if m.base() == RegId(X86Reg::X86_REG_RIP as u16) {
+                let span = x86
+                    .encoding()
+                    .disp
+                    .ok_or_else(|| DetourError::Unmovable(text.to_string()))?;
+                if span.size != 4 {
+                    return Err(DetourError::Unmovable(text.to_string()));
+                }
+                // The absolute address the operand means.
+                let target = (insn.address() + insn.len() as u64).wrapping_add(m.disp() as u64);
+                fix = Some((span.offset as usize, target as i64));
+            }
+        }
+    }
+    Ok(fix)
 }
 
 /// The bytes that replace a hooked entry: `jmp rel32` to the trampoline,
