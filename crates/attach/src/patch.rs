@@ -55,7 +55,7 @@ fn gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {
     Ok(cands)
 }
 
-/// Where [`map_near`] would try to map `len` bytes near `near`, read from
+/// Where `map_near` would try to map `len` bytes near `near`, read from
 /// `/proc/PID/maps` (possibly before the threads are stopped: a place taken
 /// meanwhile is simply skipped).
 pub fn free_gaps_near(pid: i32, near: u64, len: u64) -> Result<Vec<u64>> {

@@ -248,7 +248,12 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
             let (mut d, extra) = res?;
             d.frozen = true;
             d.pause_us = Some(pause.as_micros() as u64);
-            let lines = native::Lines::new(interp);
+            // Only for native frames: naming the debug files opens them.
+            let lines = if opts.native {
+                native::Lines::new(interp)
+            } else {
+                native::Lines::default()
+            };
             for (t, x) in d.threads.iter_mut().zip(extra) {
                 if let Some(pcs) = x.native {
                     let py = std::mem::take(&mut t.frames);

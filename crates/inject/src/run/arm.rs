@@ -25,6 +25,10 @@ use super::Report;
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
 pub(super) const PROT_RX: i32 = 0x1 | 0x4;
 
+/// How long pages a claimed bootstrap still runs in are waited for when a
+/// run fails: its wait for the ack, and a little more.
+const PAGES_WAIT: Duration = Duration::from_millis(1000);
+
 /// The futex syscall: a main thread waiting there most often runs Python
 /// and waits for the GIL this instant.
 const FUTEX: i64 = libc::SYS_futex;
@@ -72,6 +76,10 @@ pub(super) struct Armed {
     waiting: Waiting,
     /// The entries are back (or were never patched).
     disarmed: bool,
+    /// The pages are still ours to unmap (not unmapped, not handed over).
+    pages: bool,
+    /// A thread claimed: a bootstrap runs (or ran) in the pages.
+    claimed: bool,
 }
 
 impl Mapped {
@@ -175,6 +183,8 @@ impl Attempt {
             keep_pages: false,
             waiting: Waiting::default(),
             disarmed: true,
+            pages: true,
+            claimed: false,
         };
         let res = (|| -> Result<(), RunError> {
             running.memory().write(base, &image.bytes)?;
@@ -199,12 +209,14 @@ impl Attempt {
         if let Err(e) = res {
             // No entry jumps there (a failed patch writes nothing).
             armed.disarmed = true;
+            armed.pages = false;
             drop(armed);
             self.take_back(base, plan.total);
             return Err(e);
         }
         if armed.patched.is_empty() && !no_hooks {
             armed.disarmed = true;
+            armed.pages = false;
             if let Some(mut st) = armed.held.take() {
                 let helper = st.syscall_thread().unwrap_or(self.pid);
                 let _ = st.unmap(helper, base, plan.total);
@@ -425,6 +437,7 @@ impl Armed {
         };
         let flag = read_u32(st.memory(), self.base + detour::FLAG);
         let cancel = flag == Some(detour::FREE);
+        self.claimed = !cancel;
         if cancel {
             st.memory()
                 .write(self.base + detour::FLAG, &detour::CANCELLED.to_le_bytes())?;
@@ -441,7 +454,7 @@ impl Armed {
                 && !busy(&st, self.code)
             {
                 let helper = st.syscall_thread().unwrap_or(self.pid);
-                let _ = st.unmap(helper, self.base, self.total);
+                self.pages = st.unmap(helper, self.base, self.total).is_err();
             }
             reclaim(&mut st, &self.orphans, &self.entries);
             holders = Some(describe(&st));
@@ -453,6 +466,7 @@ impl Armed {
     /// The pages, for the caller to unmap once the session is over.
     pub fn into_leftover(mut self) -> Leftover {
         self.disarmed = true;
+        self.pages = false;
         Leftover {
             pid: self.pid,
             base: self.base,
@@ -529,6 +543,21 @@ impl Drop for Armed {
         }
         if let Some(st) = self.held.take() {
             let _ = st.detach();
+        }
+        if self.pages && self.claimed {
+            // A bootstrap that claimed still runs in them: they go once its
+            // call has returned (it finds nobody to talk to, and leaves
+            // after its wait for an ack).
+            let pages = Armed {
+                disarmed: true,
+                pages: false,
+                held: None,
+                patched: Vec::new(),
+                orphans: std::mem::take(&mut self.orphans),
+                entries: std::mem::take(&mut self.entries),
+                ..*self
+            };
+            let _ = pages.into_leftover().remove(PAGES_WAIT);
         }
     }
 }

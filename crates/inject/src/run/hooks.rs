@@ -31,3 +31,16 @@ pub(super) fn new_thread_only() -> bool {
 pub(super) fn new_thread_only() -> bool {
     false
 }
+
+/// True if `PYATTACH_TEST_FAIL_AFTER_ARM` asks the run to fail once its
+/// detours are live (the guard that takes them back is what is tested).
+#[cfg(feature = "test-hooks")]
+pub(super) fn fail_after_arm() -> bool {
+    std::env::var_os("PYATTACH_TEST_FAIL_AFTER_ARM").is_some()
+}
+
+/// Without the feature: never.
+#[cfg(not(feature = "test-hooks"))]
+pub(super) fn fail_after_arm() -> bool {
+    false
+}

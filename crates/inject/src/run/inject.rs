@@ -167,6 +167,13 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
         &mut report,
     )?;
 
+    if super::hooks::fail_after_arm() {
+        // Tests fail the run here, its detours live: `armed` takes them back.
+        return Err(RunError::Unsupported {
+            pid,
+            why: "failing with the detours armed (test hook)".into(),
+        });
+    }
     // -- wait for a claim (half-way through: a new thread) ---------------
     let claimed = wait_for_claim(
         &mut armed,
