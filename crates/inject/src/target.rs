@@ -43,6 +43,8 @@ pub struct Target {
     /// it is attached.
     identity: attach::procinfo::Identity,
     py: Interpreter,
+    /// When opening began: a command's deadlines count discovery in.
+    opened_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Target {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// Finds the interpreter of process `pid` with `opts`.
     pub fn open(pid: i32, opts: &DiscoverOptions) -> Result<Target, OpenError> {
+        let opened_at = std::time::Instant::now();
         let leader = pid;
         let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
         let identity = attach::procinfo::Identity::of(pid).map_err(OpenError::Attach)?;
@@ -67,6 +70,7 @@ impl Target {
             pid,
             identity,
             py,
+            opened_at,
         })
     }
 
@@ -87,6 +91,11 @@ impl Target {
     /// Fails if the pid no longer names the process that was opened.
     pub fn check_identity(&self) -> attach::Result<()> {
         self.identity.check()
+    }
+
+    /// When opening began (before discovery).
+    pub fn opened_at(&self) -> std::time::Instant {
+        self.opened_at
     }
 
     /// The identity recorded when the process was opened.

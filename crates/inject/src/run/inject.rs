@@ -119,10 +119,12 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
 }
 
 /// [`start`] in an opened target: plan, arm, wait for a claim, disarm.
+/// `opts.timeout` counts from when the target was opened (discovery is
+/// part of the time it allows).
 pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Leftover), RunError> {
     let pid = target.pid();
     let py = target.interpreter();
-    let t0 = Instant::now();
+    let t0 = target.opened_at();
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
     let v = supported(py, pid)?;
@@ -166,9 +168,7 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
         image.call_stub,
         &mut report,
     )?;
-
     if super::hooks::fail_after_arm() {
-        // Tests fail the run here, its detours live: `armed` takes them back.
         return Err(RunError::Unsupported {
             pid,
             why: "failing with the detours armed (test hook)".into(),
