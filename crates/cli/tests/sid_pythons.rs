@@ -110,3 +110,113 @@ fn dump_info_and_run_work_on_debian_3_14_and_3_15() {
         assert!(t.is_alive(), "{v}");
     }
 }
+
+/// The fixture `py/NAME`, copied into the sid root (chroot sees only what
+/// is inside it) under a name of this test process; removed on drop.
+struct InRoot {
+    host: std::path::PathBuf,
+    inside: String,
+}
+
+impl InRoot {
+    fn copy(root: &Path, name: &str) -> InRoot {
+        let inside = format!("/tmp/pyattach-test-{}-{name}", std::process::id());
+        let host = root.join(inside.trim_start_matches('/'));
+        std::fs::copy(testsupport::fixture(&format!("py/{name}")), &host)
+            .unwrap_or_else(|e| panic!("copy {name} into {}: {e}", root.display()));
+        InRoot { host, inside }
+    }
+}
+
+impl Drop for InRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.host);
+    }
+}
+
+/// True once thread `tid` of `pid` is blocked in futex (202 on x86_64).
+fn in_futex(pid: i32, tid: &str) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < end {
+        let s =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+        if s.split_whitespace().next() == Some(&nix::libc::SYS_futex.to_string()) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// `--thread` reaches workers parked (Python/parking_lot.c) in
+/// `Event.wait()`, `Lock.acquire()` and `Thread.join()`: their futex wait
+/// is proved to retry (nudge.rs) and cut short, and the code runs at
+/// `Py_MakePendingCalls`, where the retry loop goes with the GIL (Debian's
+/// LTO inlines `PyEval_ReleaseThread` into `_PyParkingLot_Park`). Each
+/// waiter checks that it returns only when `release_all()` lets it, and
+/// with the right result. Debian's 3.13: `Thread.join` only, since its LTO
+/// inlines `Lock.acquire` into the generic method call, which proves
+/// nothing (the waiters are there all the same and must not return early).
+#[test]
+fn thread_reaches_workers_parked_in_lock_waits() {
+    let Some(root) = testsupport::sid_root() else {
+        return testsupport::note("the sid root is missing (scripts/setup)");
+    };
+    let script = InRoot::copy(&root, "parked.py");
+    let limit = std::time::Duration::from_secs(30);
+    for (v, reached) in [
+        ("3.13", &["join"][..]),
+        ("3.14", &["event", "lock", "join"][..]),
+        ("3.15", &["event", "lock", "join"][..]),
+    ] {
+        if !root.join(format!("usr/bin/python{v}")).exists() {
+            testsupport::note(&format!("no python{v} in the sid root (scripts/setup)"));
+            continue;
+        }
+        let mut cmd = Command::new("chroot");
+        cmd.arg(&root)
+            .arg(format!("/usr/bin/python{v}"))
+            .args(["-u", &script.inside]);
+        let t = Target::spawn(cmd);
+        let pid = t.pid();
+        let tid = |what: &str| -> String {
+            t.ready_line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{what}=")))
+                .unwrap_or_else(|| panic!("{v}: no {what} in {:?}", t.ready_line))
+                .to_string()
+        };
+        for what in ["event", "lock", "join"] {
+            assert!(in_futex(pid, &tid(what)), "{v}: {what} never parked");
+        }
+        for &what in reached {
+            let code = "import threading; print(threading.current_thread().name)";
+            let out = testsupport::pyattach_output(
+                &["--thread", &tid(what), "--run", code, &pid.to_string()],
+                b"",
+                limit,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("on_{what}"),
+                "{v} {what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Back in its wait, not returned from it.
+            assert!(in_futex(pid, &tid(what)), "{v}: {what} left its wait");
+        }
+        let out =
+            testsupport::pyattach_output(&["--run", "release_all()", &pid.to_string()], b"", limit);
+        assert!(
+            out.status.success(),
+            "{v}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            t.wait_for_output("ALL DONE", std::time::Duration::from_secs(10)),
+            "{v}: {}",
+            t.output()
+        );
+        assert!(!t.output().contains("DEVIATION"), "{v}: {}", t.output());
+    }
+}

@@ -148,6 +148,11 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
     if v >= (3, 13) {
         names.push("PyEval_ReleaseThread");
+        // Py_MakePendingCalls: where a parked lock wait (Lock.acquire,
+        // Thread.join) goes with the GIL after EINTR, off the parking lot
+        // and owning nothing of the wait; LTO builds (Debian's) inline
+        // PyEval_ReleaseThread into _PyParkingLot_Park (see nudge.rs).
+        names.push("Py_MakePendingCalls");
     }
     let mut sites = Vec::new();
     let mut entries = Vec::new();
