@@ -139,6 +139,12 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             why: format!("CPython {}.{}", v.0, v.1),
         });
     }
+    if py.build.free_threaded {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "a free-threaded CPython (Py_GIL_DISABLED): --run relies on the GIL".into(),
+        });
+    }
     let run = sym(&py, "PyRun_SimpleString", pid)?;
     let mem = attach::ProcessMemory::open(pid)?;
     // PyErr_CheckSignals: called with the GIL held by every EINTR retry
