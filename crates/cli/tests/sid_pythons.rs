@@ -149,12 +149,14 @@ fn in_futex(pid: i32, tid: &str) -> bool {
 }
 
 /// `--thread` reaches workers parked (Python/parking_lot.c) in
-/// `Event.wait()`, `Lock.acquire()` and `Thread.join()`: their futex wait
+/// `Event.wait()`, `Lock.acquire()`, `Thread.join()` and
+/// `SimpleQueue.get()`: their futex wait
 /// is proved to retry (nudge.rs) and cut short, and the code runs at
 /// `Py_MakePendingCalls`, where the retry loop goes with the GIL (Debian's
 /// LTO inlines `PyEval_ReleaseThread` into `_PyParkingLot_Park`). Each
 /// waiter checks that it returns only when `release_all()` lets it, and
-/// with the right result. Debian's 3.13: `Thread.join` only, since its LTO
+/// with the right result. Debian's 3.13: `Thread.join` and
+/// `SimpleQueue.get` only, since its LTO
 /// inlines `Lock.acquire` into the generic method call, which proves
 /// nothing (the waiters are there all the same and must not return early).
 #[test]
@@ -165,9 +167,9 @@ fn thread_reaches_workers_parked_in_lock_waits() {
     let script = InRoot::copy(&root, "parked.py");
     let limit = std::time::Duration::from_secs(30);
     for (v, reached) in [
-        ("3.13", &["join"][..]),
-        ("3.14", &["event", "lock", "join"][..]),
-        ("3.15", &["event", "lock", "join"][..]),
+        ("3.13", &["join", "queue"][..]),
+        ("3.14", &["event", "lock", "join", "queue"][..]),
+        ("3.15", &["event", "lock", "join", "queue"][..]),
     ] {
         if !root.join(format!("usr/bin/python{v}")).exists() {
             testsupport::note(&format!("no python{v} in the sid root (scripts/setup)"));
@@ -186,7 +188,7 @@ fn thread_reaches_workers_parked_in_lock_waits() {
                 .unwrap_or_else(|| panic!("{v}: no {what} in {:?}", t.ready_line))
                 .to_string()
         };
-        for what in ["event", "lock", "join"] {
+        for what in ["event", "lock", "join", "queue"] {
             assert!(in_futex(pid, &tid(what)), "{v}: {what} never parked");
         }
         for &what in reached {

@@ -242,8 +242,10 @@ const RETRIES: &[Retry] = &[
         calls: FUTEX,
         versions: ((3, 6), (3, 13)),
     },
-    // 3.13's SimpleQueue.get parks (Python/parking_lot.c), and retries on
-    // Py_PARK_INTR after running pending calls.
+    // SimpleQueue.get parks (Python/parking_lot.c) from 3.13 on, and
+    // retries on Py_PARK_INTR after running pending calls (Debian's 3.14
+    // and 3.15 _queue modules: the same calls, park then
+    // Py_MakePendingCalls, in _queue_SimpleQueue_get_impl).
     Retry {
         frames: &[
             &["_PySemaphore_Wait"],
@@ -251,7 +253,7 @@ const RETRIES: &[Retry] = &[
             &["_queue_SimpleQueue_get", "_queue_SimpleQueue_get_impl"],
         ],
         calls: FUTEX,
-        versions: ((3, 13), (3, 13)),
+        versions: ((3, 13), (3, 15)),
     },
     // 3.14 and 3.15 park every Python lock (Python/lock.c,
     // Python/parking_lot.c): _PyParkingLot_Park detaches the thread state
