@@ -149,15 +149,15 @@ fn in_futex(pid: i32, tid: &str) -> bool {
 }
 
 /// `--thread` reaches workers parked (Python/parking_lot.c) in
-/// `Event.wait()`, `Lock.acquire()`, `Thread.join()` and
-/// `SimpleQueue.get()`: their futex wait
+/// `Event.wait()`, `Lock.acquire()`, `RLock.acquire()`, `Thread.join()`
+/// and `SimpleQueue.get()`: their futex wait
 /// is proved to retry (nudge.rs) and cut short, and the code runs at
 /// `Py_MakePendingCalls`, where the retry loop goes with the GIL (Debian's
 /// LTO inlines `PyEval_ReleaseThread` into `_PyParkingLot_Park`). Each
 /// waiter checks that it returns only when `release_all()` lets it, and
 /// with the right result. Debian's 3.13: `Thread.join` and
 /// `SimpleQueue.get` only, since its LTO
-/// inlines `Lock.acquire` into the generic method call, which proves
+/// inlines the lock acquires into the generic method call, which proves
 /// nothing (the waiters are there all the same and must not return early).
 #[test]
 fn thread_reaches_workers_parked_in_lock_waits() {
@@ -168,8 +168,8 @@ fn thread_reaches_workers_parked_in_lock_waits() {
     let limit = std::time::Duration::from_secs(30);
     for (v, reached) in [
         ("3.13", &["join", "queue"][..]),
-        ("3.14", &["event", "lock", "join", "queue"][..]),
-        ("3.15", &["event", "lock", "join", "queue"][..]),
+        ("3.14", &["event", "lock", "rlock", "join", "queue"][..]),
+        ("3.15", &["event", "lock", "rlock", "join", "queue"][..]),
     ] {
         if !root.join(format!("usr/bin/python{v}")).exists() {
             testsupport::note(&format!("no python{v} in the sid root (scripts/setup)"));
@@ -188,7 +188,7 @@ fn thread_reaches_workers_parked_in_lock_waits() {
                 .unwrap_or_else(|| panic!("{v}: no {what} in {:?}", t.ready_line))
                 .to_string()
         };
-        for what in ["event", "lock", "join", "queue"] {
+        for what in ["event", "lock", "rlock", "join", "queue"] {
             assert!(in_futex(pid, &tid(what)), "{v}: {what} never parked");
         }
         for &what in reached {
@@ -207,8 +207,10 @@ fn thread_reaches_workers_parked_in_lock_waits() {
             // Back in its wait, not returned from it.
             assert!(in_futex(pid, &tid(what)), "{v}: {what} left its wait");
         }
-        let out =
-            testsupport::pyattach_output(&["--run", "release_all()", &pid.to_string()], b"", limit);
+        // In the main thread, which holds the RLock.
+        let pid = pid.to_string();
+        let args = ["--thread", &pid, "--run", "release_all()", &pid];
+        let out = testsupport::pyattach_output(&args, b"", limit);
         assert!(
             out.status.success(),
             "{v}: {}",
