@@ -139,6 +139,12 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
             why: format!("CPython {}.{}", v.0, v.1),
         });
     }
+    if py.build.free_threaded {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "a free-threaded CPython (Py_GIL_DISABLED): --run relies on the GIL".into(),
+        });
+    }
     let run = sym(&py, "PyRun_SimpleString", pid)?;
     let mem = attach::ProcessMemory::open(pid)?;
     // PyErr_CheckSignals: called with the GIL held by every EINTR retry
@@ -148,6 +154,11 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
     if v >= (3, 13) {
         names.push("PyEval_ReleaseThread");
+        // Py_MakePendingCalls: where a parked lock wait (Lock.acquire,
+        // Thread.join) goes with the GIL after EINTR, off the parking lot
+        // and owning nothing of the wait; LTO builds (Debian's) inline
+        // PyEval_ReleaseThread into _PyParkingLot_Park (see nudge.rs).
+        names.push("Py_MakePendingCalls");
     }
     let mut sites = Vec::new();
     let mut entries = Vec::new();
