@@ -81,6 +81,10 @@ struct Report {
     /// Version, how it was detected and every method's answer.
     version: PyVersion,
     build: symbols::BuildInfo,
+    /// What pyattach cannot do with this interpreter and why, in words
+    /// (a version newer than it knows, a free-threaded or debug build);
+    /// empty when every command is supported.
+    support: Vec<String>,
     /// The process's executable, as a path in its own file system.
     executable: PathBuf,
     /// The module holding the interpreter: path, load address and bias,
@@ -181,6 +185,31 @@ struct CallSiteReport {
     error: Option<String>,
 }
 
+/// What pyattach cannot do with `py`, each named with what is missing.
+fn support_notes(py: &Interpreter) -> Vec<String> {
+    let (v, b) = (&py.version, &py.build);
+    let mut out = Vec::new();
+    if v.is_newer_than_known() {
+        out.push(format!(
+            "Python {}.{} is newer than this pyattach knows (2.7, 3.6 to 3.15): dump lacks its \
+             struct layouts (its _Py_DebugOffsets layout, the per-version rows); --run and the \
+             prompt need none and are tried",
+            v.major, v.minor
+        ));
+    }
+    if b.free_threaded {
+        out.push(
+            "a free-threaded build (Py_GIL_DISABLED): not supported yet (dump needs its struct \
+             layouts, --run relies on the GIL)"
+                .to_string(),
+        );
+    }
+    if b.debug_build && !b.free_threaded {
+        out.push("a debug build: dump does not know its struct layouts; --run works".to_string());
+    }
+    out
+}
+
 /// Functions whose call sites decide whether the entry hook can fire.
 const SAFE_POINTS: &[&str] = inject::catalogue::SAFE_POINTS;
 
@@ -254,6 +283,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         in_container: in_container(pid),
         command: status.name.clone(),
         version: py.version.clone(),
+        support: support_notes(&py),
         build: py.build.clone(),
         executable: py.executable.clone(),
         interpreter_module: py.module.clone(),
@@ -349,12 +379,16 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
         } else {
             "interpreter in the executable"
         },
-        if r.build.debug_build {
-            "debug"
-        } else {
-            "release"
+        match (r.build.debug_build, r.build.free_threaded) {
+            (false, false) => "release",
+            (true, false) => "debug",
+            (false, true) => "free-threaded",
+            (true, true) => "free-threaded debug",
         }
     )?;
+    for note in &r.support {
+        writeln!(w, "{:L$}{note}", "Support")?;
+    }
     writeln!(w, "{:L$}{}", "Executable", r.executable.display())?;
     let m = &r.interpreter_module;
     writeln!(w, "{:L$}{}", "Interpreter", m.path.display())?;

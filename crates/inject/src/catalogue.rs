@@ -56,12 +56,18 @@ pub const TICKER: &str = "_Py_Ticker";
 /// Entry points entered only by the thread holding the GIL, on its own
 /// stack, that the one-shot detour hooks (in this order): every
 /// `Py_BEGIN_ALLOW_THREADS`; every EINTR retry loop (so a nudged thread
-/// gets there even where LTO inlined `PyEval_SaveThread` into the caller);
-/// and from 3.13, where locks park through it, `PyEval_ReleaseThread`.
+/// gets there even where LTO inlined `PyEval_SaveThread` into the caller,
+/// Debian's python3.11 in os.read); and from 3.13, where locks park
+/// through it, `PyEval_ReleaseThread`, and `Py_MakePendingCalls`: where a
+/// parked lock wait (Lock.acquire, Thread.join) goes with the GIL after
+/// EINTR, off the parking lot and owning nothing of the wait (LTO builds,
+/// Debian's, inline `PyEval_ReleaseThread` into `_PyParkingLot_Park`; see
+/// nudge.rs).
 pub fn hook_entries(v: (u32, u32)) -> Vec<&'static str> {
     let mut names = vec!["PyEval_SaveThread", "PyErr_CheckSignals"];
     if v >= (3, 13) {
         names.push("PyEval_ReleaseThread");
+        names.push("Py_MakePendingCalls");
     }
     names
 }
@@ -71,6 +77,7 @@ pub const SAFE_POINTS: &[&str] = &[
     "PyEval_SaveThread",
     "PyEval_ReleaseThread",
     "PyErr_CheckSignals",
+    "Py_MakePendingCalls",
 ];
 
 /// Every symbol pyattach looks up in CPython `v` (major, minor), with its

@@ -155,9 +155,11 @@ fn released(py: &Python, t: &Target, d: &StackDump) {
     }
 }
 
-/// Runs `f` for each interpreter of the matrix.
+/// Runs `f` for each interpreter of the matrix, and Debian sid's, run
+/// chrooted (testsupport::sid_pythons).
 fn each_python(f: impl Fn(&Python)) {
-    let all = pythons();
+    let mut all = pythons();
+    all.extend(testsupport::sid_pythons());
     assert!(!all.is_empty(), "no interpreter at all on this machine");
     for py in &all {
         f(py);

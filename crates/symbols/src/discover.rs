@@ -103,6 +103,11 @@ pub struct BuildInfo {
     pub shared_library: bool,
     /// A `--with-pydebug` build (`Py_REF_DEBUG`: `_Py_NegativeRefcount`).
     pub debug_build: bool,
+    /// A free-threaded build (`Py_GIL_DISABLED`, 3.13+): no GIL, other
+    /// struct layouts. Seen in `_Py_DebugOffsets.free_threaded` as the
+    /// file initializes `_PyRuntime`, or the `t` ABI flag in the name
+    /// (`python3.14t`, `libpython3.14t.so`).
+    pub free_threaded: bool,
 }
 
 /// An executable section of a module (`.text`, `.plt`, `.plt.sec`, …).
@@ -358,7 +363,10 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         .main()
         .and_then(|m| detect_version(m, &ms.module.file_name()))
         .ok_or_else(|| Error::UnknownVersion(ms.module.path.clone()))?;
-    if !version.is_supported() {
+    // A newer CPython is described rather than refused: `info` shows what
+    // was found, `--run` (which needs no struct layout) is tried, and the
+    // stack reader names the layout it lacks.
+    if !version.is_supported() && !version.is_newer_than_known() {
         return Err(Error::UnsupportedVersion {
             version: version.to_string(),
             path: ms.module.path.clone(),
@@ -370,6 +378,12 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         debug_build: ms
             .main()
             .is_some_and(|m| api_symbol(m, "_Py_NegativeRefcount").is_some()),
+        free_threaded: has_t_abi_flag(&ms.module.file_name())
+            || ms.main().is_some_and(|m| {
+                api_symbol(m, "_PyRuntime")
+                    .and_then(|s| m.read_vaddr(s.value, 24))
+                    .is_some_and(|b| debug_offsets_free_threaded(&b))
+            }),
     };
     Ok(Interpreter {
         pid,
@@ -381,6 +395,27 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         syms,
         interp,
     })
+}
+
+/// Whether the `_Py_DebugOffsets` header at the start of `_PyRuntime`
+/// (cookie `xdebugpy`, version, then `free_threaded`, the same place in
+/// every layout from 3.13 on) says `Py_GIL_DISABLED`.
+pub(crate) fn debug_offsets_free_threaded(b: &[u8]) -> bool {
+    b.len() >= 24 && &b[..8] == b"xdebugpy" && b[16..24].iter().any(|&x| x != 0)
+}
+
+/// The `t` ABI flag of a free-threaded build in a module's name:
+/// `python3.14t`, `python3.14td`, `libpython3.14t.so.1.0`.
+pub(crate) fn has_t_abi_flag(file_name: &str) -> bool {
+    let rest = file_name
+        .strip_prefix("libpython")
+        .or_else(|| file_name.strip_prefix("python"))
+        .unwrap_or("");
+    let flags = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let flags = flags.split('.').next().unwrap_or("");
+    rest.starts_with(|c: char| c.is_ascii_digit())
+        && flags.contains('t')
+        && flags.chars().all(|c| "dmut".contains(c))
 }
 
 pub(crate) fn detect_version(main: &ElfSource, file_name: &str) -> Option<PyVersion> {
@@ -570,4 +605,35 @@ fn summarize(elf: &ElfSource, path: &Path) -> Result<FileSummary, Error> {
         got_slots: elf.got_slots().len(),
         version: detect_version(elf, &name),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_threaded_builds_are_told_by_name_and_by_debug_offsets() {
+        for (name, t) in [
+            ("python3.14t", true),
+            ("python3.14td", true),
+            ("libpython3.14t.so.1.0", true),
+            ("python3.14", false),
+            ("python3.14d", false),
+            ("libpython3.12.so.1.0", false),
+            ("python3", false),
+            ("python_test", false),
+            ("pythontest3", false),
+        ] {
+            assert_eq!(has_t_abi_flag(name), t, "{name}");
+        }
+        let mut b = b"xdebugpy".to_vec();
+        b.extend_from_slice(&0x030e0af0u64.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        assert!(!debug_offsets_free_threaded(&b));
+        b[16] = 1;
+        assert!(debug_offsets_free_threaded(&b));
+        b[0] = b'X';
+        assert!(!debug_offsets_free_threaded(&b), "no cookie: 3.12 or older");
+        assert!(!debug_offsets_free_threaded(&b[..20]));
+    }
 }

@@ -186,6 +186,12 @@ impl PyVersion {
         (self.major, self.minor)
     }
 
+    /// A Python 3 newer than the last one pyattach knows (3.15): found and
+    /// described, its stacks not read, code run where no layout is needed.
+    pub fn is_newer_than_known(&self) -> bool {
+        self.major == 3 && self.minor > 15
+    }
+
     /// Whether pyattach supports this version (2.7 and 3.6 to 3.15).
     pub fn is_supported(&self) -> bool {
         matches!(self.short(), (2, 7)) || (self.major == 3 && (6..=15).contains(&self.minor))

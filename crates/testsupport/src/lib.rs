@@ -103,6 +103,84 @@ pub fn sid_root() -> Option<PathBuf> {
         .then_some(root)
 }
 
+/// Debian sid's own builds in [`sid_root`] (3.13 while sid has it, 3.14,
+/// 3.15; stripped, their debug files installed), for the tests that cover
+/// them. Each `exe` is a wrapper that execs `chroot ROOT /usr/bin/pythonX.Y`
+/// with its arguments, so a test starts it as any other interpreter and
+/// the pid it gets is Python's; the fixtures are mirrored into the root at
+/// their own absolute path ([`sid_mirror`]), so the paths tests pass mean
+/// the same inside. A missing root or version is announced and left out.
+pub fn sid_pythons() -> Vec<Python> {
+    let Some(root) = sid_root() else {
+        note("the Debian sid root is missing (scripts/setup builds it)");
+        return Vec::new();
+    };
+    let py_dir = fixture("py");
+    for e in std::fs::read_dir(&py_dir)
+        .expect("tests/fixtures/py")
+        .flatten()
+    {
+        sid_mirror(&root, &e.path());
+    }
+    let mut out = Vec::new();
+    for minor in [13, 14, 15] {
+        let inside = format!("/usr/bin/python3.{minor}");
+        if !root.join(&inside[1..]).exists() {
+            note(&format!("the sid root has no {inside} (scripts/setup)"));
+            continue;
+        }
+        let exe = build_dir().join(format!("sid-python3.{minor}"));
+        let script = format!(
+            "#!/bin/sh\nexec chroot '{}' {inside} \"$@\"\n",
+            root.display()
+        );
+        write_atomically(&exe, script.as_bytes(), 0o755);
+        let out_v = Command::new(&exe)
+            .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+            .output()
+            .ok();
+        let Some(o) = out_v.filter(|o| o.status.success()) else {
+            note(&format!("{inside} does not run in the sid root"));
+            continue;
+        };
+        out.push(Python {
+            id: format!("sid3_{minor}"),
+            version: parse_version(String::from_utf8_lossy(&o.stdout).trim()),
+            exe,
+            kind: PythonKind::DebianStripped,
+        });
+    }
+    out
+}
+
+/// Copies the host file `path` into the sid root at the same absolute
+/// path (a fixture, a built shared object), so a chrooted target finds it
+/// where a test names it.
+pub fn sid_mirror(root: &Path, path: &Path) {
+    if !path.is_file() {
+        return;
+    }
+    let dst = root.join(path.strip_prefix("/").unwrap_or(path));
+    std::fs::create_dir_all(dst.parent().expect("a file has a parent"))
+        .expect("mkdir in the sid root");
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    if std::fs::read(&dst).ok().as_deref() != Some(&data[..]) {
+        write_atomically(&dst, &data, 0o644);
+    }
+}
+
+/// Writes `path` through a temporary name and a rename, so that tests
+/// running at the same time never see it half written.
+fn write_atomically(path: &Path, data: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = PathBuf::from(format!("{}.tmp{}-{n}", path.display(), std::process::id()));
+    std::fs::write(&tmp, data).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
 /// Every interpreter on the machine that the matrix covers: the pyenv builds,
 /// Debian's stripped `python3.11`, and the embedding fixture. Missing ones are
 /// announced on stderr and left out.
@@ -430,8 +508,10 @@ pub fn describe(pid: u32) -> String {
 
 /// Runs the `pyattach` binary with `args`, `stdin` fed to it from a thread
 /// of its own (pyattach may read it only as the target asks for lines),
-/// and returns its output. Panics, after killing it by its pid, if it
-/// runs past `limit`: a generous hang guard, never a timing assert.
+/// and returns its output (drained as it comes: a long stack listing must
+/// not fill a pipe and stall pyattach). Panics, after killing it by its
+/// pid, if it runs past `limit`: a generous hang guard, never a timing
+/// assert.
 pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(pyattach_bin())
@@ -446,19 +526,33 @@ pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::pro
     std::thread::spawn(move || {
         let _ = si.write_all(&data);
     });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let end = Instant::now() + limit;
-    while child.try_wait().expect("wait for pyattach").is_none() {
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for pyattach") {
+            break st;
+        }
         if Instant::now() > end {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("reap pyattach");
-            panic!(
-                "pyattach {args:?} hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!("pyattach {args:?} hung: {}", String::from_utf8_lossy(&err));
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    child.wait_with_output().expect("pyattach's output")
 }
 
 /// The `pyattach` binary built for this test run: the one beside the

@@ -22,6 +22,20 @@ pub(super) fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Off
     if interp.build.debug_build {
         return Err(unsupported("debug builds have other struct layouts"));
     }
+    if interp.build.free_threaded {
+        return Err(unsupported(
+            "free-threaded builds (Py_GIL_DISABLED) have other struct layouts",
+        ));
+    }
+    if v.is_newer_than_known() {
+        // Its `_Py_DebugOffsets` may parse, but what they leave out (dict
+        // keys, code objects' line tables, ...) needs rows of its own.
+        return Err(unsupported(&format!(
+            "pyattach knows the struct layouts of 2.7 and 3.6 to 3.15, not those of {}.{} \
+             (its _Py_DebugOffsets layout and the per-version rows)",
+            v.major, v.minor
+        )));
+    }
     if (v.major, v.minor) >= (3, 13) {
         if let Some(rt) = interp.symbol("_PyRuntime") {
             let mut b = vec![0u8; DEBUG_OFFSETS_LEN];

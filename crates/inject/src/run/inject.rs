@@ -237,6 +237,12 @@ fn supported(py: &Interpreter, pid: i32) -> Result<(u32, u32), RunError> {
             why: format!("CPython {}.{}", v.0, v.1),
         });
     }
+    if py.build.free_threaded {
+        return Err(RunError::Unsupported {
+            pid,
+            why: "a free-threaded CPython (Py_GIL_DISABLED): --run relies on the GIL".into(),
+        });
+    }
     Ok(v)
 }
 

@@ -136,7 +136,7 @@ struct Retry {
 
 /// 3.14 and 3.15: the same PEP 475 loops (a language guarantee), by the
 /// same names (a name that changed matches nothing, and nothing is cut
-/// short); their lock waits park instead, and are not listed.
+/// short); their lock waits park instead, and have entries of their own.
 const PY3: ((u32, u32), (u32, u32)) = ((3, 6), (3, 15));
 
 /// Python 3: the PEP 475 loops, which retry on EINTR once
@@ -242,8 +242,10 @@ const RETRIES: &[Retry] = &[
         calls: FUTEX,
         versions: ((3, 6), (3, 13)),
     },
-    // 3.13's SimpleQueue.get parks (Python/parking_lot.c), and retries on
-    // Py_PARK_INTR after running pending calls.
+    // SimpleQueue.get parks (Python/parking_lot.c) from 3.13 on, and
+    // retries on Py_PARK_INTR after running pending calls (Debian's 3.14
+    // and 3.15 _queue modules: the same calls, park then
+    // Py_MakePendingCalls, in _queue_SimpleQueue_get_impl).
     Retry {
         frames: &[
             &["_PySemaphore_Wait"],
@@ -251,7 +253,66 @@ const RETRIES: &[Retry] = &[
             &["_queue_SimpleQueue_get", "_queue_SimpleQueue_get_impl"],
         ],
         calls: FUTEX,
-        versions: ((3, 13), (3, 13)),
+        versions: ((3, 13), (3, 15)),
+    },
+    // 3.14 and 3.15 park every Python lock (Python/lock.c,
+    // Python/parking_lot.c): _PyParkingLot_Park detaches the thread state
+    // (PyEval_ReleaseThread, where the detour waits) around
+    // _PySemaphore_Wait, whose sem_wait/sem_clockwait failing with EINTR is
+    // Py_PARK_INTR; it takes its entry off the bucket (or, already being
+    // woken, waits again), reattaches and returns it. _PyMutex_LockTimed
+    // then runs pending calls (_PY_LOCK_HANDLE_SIGNALS: on a worker, none)
+    // and parks again with the time left. Lock.acquire and RLock.acquire
+    // (3.15: Argument Clinic names) pass _PY_LOCK_HANDLE_SIGNALS |
+    // _PY_LOCK_DETACH; LTO inlines _PyMutex_LockTimed (and
+    // _PyRecursiveMutex_LockTimed) into them, as in Debian's builds.
+    Retry {
+        frames: &[
+            &["_PySemaphore_Wait"],
+            &["_PyParkingLot_Park"],
+            &[
+                "lock_PyThread_acquire_lock",
+                "_thread_lock_acquire",
+                "_thread_lock_acquire_impl",
+                "rlock_acquire",
+                "_thread_RLock_acquire",
+                "_thread_RLock_acquire_impl",
+            ],
+        ],
+        calls: FUTEX,
+        versions: ((3, 14), (3, 15)),
+    },
+    // The same, not inlined: _PyMutex_LockTimed is exported, and
+    // PyThread_acquire_lock_timed calls it with _PY_FAIL_IF_INTERRUPTED
+    // (EINTR handed back): the caller is checked.
+    Retry {
+        frames: &[
+            &["_PySemaphore_Wait"],
+            &["_PyParkingLot_Park"],
+            &["_PyMutex_LockTimed"],
+            &[
+                "lock_PyThread_acquire_lock",
+                "_thread_lock_acquire",
+                "_thread_lock_acquire_impl",
+            ],
+        ],
+        calls: FUTEX,
+        versions: ((3, 14), (3, 15)),
+    },
+    // Thread.join (3.13+, Modules/_threadmodule.c ThreadHandle_join): waits
+    // on an event with detach set (3.13: _PySemaphore_Wait detaches);
+    // PyEvent_WaitTimed (Python/lock.c, exported) parks once and says
+    // whether the event is set, and ThreadHandle_join runs pending calls
+    // and waits again while time is left.
+    Retry {
+        frames: &[
+            &["_PySemaphore_Wait"],
+            &["_PyParkingLot_Park"],
+            &["PyEvent_WaitTimed"],
+            &["ThreadHandle_join", "PyThreadHandleObject_join"],
+        ],
+        calls: FUTEX,
+        versions: ((3, 13), (3, 15)),
     },
     // Python 2.7: Modules/timemodule.c floatsleep returns early,
     // posixmodule.c, socketmodule.c and selectmodule.c raise EINTR.
@@ -306,9 +367,10 @@ const RETRIES: &[Retry] = &[
 /// are not built into the interpreter (pyenv's `lib-dynload`).
 const EXTENSIONS: &[&str] = &["time", "_socket", "select", "_queue"];
 
-/// Frames unwound from the syscall: the C library's (at most a few) and
-/// the deepest chain of [`RETRIES`].
-const DEPTH: usize = 6;
+/// Frames unwound from the syscall: the C library's (four for glibc's
+/// `sem_wait`: the syscall, its cancellable wrapper, the futex wait and
+/// `sem_wait` itself) and the deepest chain of [`RETRIES`].
+const DEPTH: usize = 8;
 
 /// Enough nudged threads for one of them to reach a hook soon: each comes
 /// back through a hooked function as soon as it has the GIL, so more would
@@ -659,6 +721,8 @@ mod tests {
                 .iter()
                 .flat_map(|f| f.iter())
                 .all(|n| !n.contains('.')));
+            // Unwound deep enough past glibc's four frames of sem_wait.
+            assert!(r.frames.len() + 4 <= DEPTH, "{:?}", r.frames);
         }
         assert!(!blocking(libc::SYS_restart_syscall));
         assert_eq!(name(libc::SYS_restart_syscall), "restart_syscall");

@@ -44,6 +44,25 @@ def _main(P):
     # The hello goes out from this thread, so pyattach finds the channel at
     # once, whichever thread then waits for the ack.
     sess.hello()
+    if thread.patched_by and body is not run or \
+            thread.patched_by and not P['here']:
+        # A prompt, pdb and a run in a thread of its own all need a thread
+        # of pyattach's (the code's, or the reader that carries Ctrl-C and
+        # pdb's commands); only --run in a thread the application runs
+        # can do without.
+        if sess.wait_ack(theirs):
+            try:
+                raise RuntimeError(
+                    "its thread functions were replaced by module %r, "
+                    "whose threads may never run, and pyattach found no "
+                    "original; --thread TID --run CODE runs code in a "
+                    "thread of the application instead"
+                    % (thread.patched_by,))
+            except RuntimeError:
+                sess.fail('cannot serve this process: ')
+        else:
+            sess.close()
+        return
     if P['here'] or P['mode'] == 'pdb':
         # The code needs this thread (--thread; pdb, which stops in the
         # frame it was executing): it stays here until the code is done.

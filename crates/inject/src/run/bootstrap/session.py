@@ -46,6 +46,14 @@ import sys
 class _Originals(object):
     def __init__(self, fns):
         self.__dict__.update(zip(_THREAD_NAMES, fns))
+        # Who replaced them, when no original could be found: a thread
+        # "started" through such a function may never run (a greenlet of
+        # a hub this session never runs), so it is not used; None when
+        # they are the interpreter's own.
+        self.patched_by = None
+        for f in fns:
+            if not isinstance(f, type(len)):
+                self.patched_by = getattr(f, '__module__', None) or '?'
 
 
 _THREAD_NAMES = ('allocate_lock', 'start_new_thread', 'get_ident', 'stack_size')
