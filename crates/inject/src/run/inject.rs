@@ -43,7 +43,7 @@ use super::bootstrap::{self, Mode};
 use super::channel::{ChannelKind, Rendezvous};
 use super::detour::{self, Layout, Relocated};
 use super::error::RunError;
-use super::nudge::{self, Prover};
+use super::nudge::{self, Warming};
 use super::protocol::Channel;
 
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
@@ -131,7 +131,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Which process the pid names now: discovery takes milliseconds, and
     // the pid could be another process's by the time it is attached.
     let identity = attach::procinfo::Identity::of(pid)?;
-    let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    let py = std::sync::Arc::new(symbols::discover(pid, &DiscoverOptions::default())?);
     let v = (py.version.major, py.version.minor);
     if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
         return Err(RunError::Unsupported {
@@ -204,7 +204,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
     // would return early and os.read raise. On 3, only calls proved to
     // return into a retry loop are cut short (see nudge.rs).
-    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(&py));
+    // Prepared beside the work up to the second stop, which needs it.
+    let warming =
+        (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Warming::start(py.clone()));
     let fallback = if opts.thread.is_none() {
         Fallback::find(&py)
     } else {
@@ -378,6 +380,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // otherwise reached only when no hook fires in half the timeout).
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
+    let prover = warming.map(|w| w.finish(&py));
     let mut patched = Vec::new();
     let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
         running.memory().write(base, &image)?;
