@@ -45,23 +45,29 @@ def _main(P):
     # once; the ack comes as soon as pyattach has put the target's code
     # back (a stop of a millisecond or so).
     sess.hello()
-    if not sess.wait_ack(theirs):
-        sess.close()
-        return
     if P['here'] or P['mode'] == 'pdb':
         # The code needs this thread (--thread; pdb, which stops in the
         # frame it was executing): it stays here until the code is done.
-        body(sess)
+        if sess.wait_ack(theirs):
+            body(sess)
+        else:
+            sess.close()
+        return
+    # Here for a few ms at most (see below); a pyattach killed before its
+    # ack must not hold this thread: then the code's thread waits on.
+    acked = sess.wait_ack(theirs, ACK_HERE) if PY3 else None
+    if acked is False:
+        sess.close()
         return
 
     # Everything else runs in a thread of its own, and the thread that
     # came in goes back to the application once it is started: code that
     # takes seconds, or waits for a lock that thread holds, must not stall
-    # it. The ack was waited for here, not in the code's thread: a thread
-    # that waits lets the GIL go, and where an application thread runs
-    # Python it waits a switch interval (5 ms) to have it back. This one
-    # waits once, as it did when the code ran here, and the code's thread,
-    # handed the GIL at its start (hand_gil), need not wait at all.
+    # it. The ack is waited for here first, not in the code's thread: a
+    # thread that waits lets the GIL go, and where an application thread
+    # runs Python it waits a switch interval (5 ms) to have it back. This
+    # one waits once, as it did when the code ran here, and the code's
+    # thread, handed the GIL at its start (hand_gil), need not wait at all.
     if P['mode'] in ('run', 'file') and b'threading' in P['code'] and \
             'threading' not in sys.modules and main_thread():
         # Code that imports threading, in a process that has not: imported
@@ -78,7 +84,8 @@ def _main(P):
     def serve():
         try:
             try:
-                body(sess)
+                if acked or sess.wait_ack(theirs):
+                    body(sess)
             except BaseException:
                 pass
             sess.close()
@@ -88,11 +95,21 @@ def _main(P):
         thread.start_new_thread(serve, ())
     except BaseException:
         # No thread (RLIMIT_NPROC, a cgroup's pids.max, memory, a
-        # shutting-down interpreter): pyattach is told so, and nothing
-        # stays behind.
-        sess.fail('could not start a thread in the target: ')
+        # shutting-down interpreter): pyattach is told so, once it holds
+        # its end, and nothing stays behind.
+        if acked or sess.wait_ack(theirs):
+            sess.fail('could not start a thread in the target: ')
+        else:
+            sess.close()
         return
-    hand_gil(running)
+    if acked:
+        hand_gil(running)
+
+
+# How long the caught thread waits for pyattach's ack (seconds): it comes
+# after a stop of every thread, about a millisecond, tens with a thousand
+# threads; longer, pyattach is slow or gone, and the code's thread waits.
+ACK_HERE = 0.02
 
 
 def hand_gil(running):
