@@ -131,6 +131,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Which process the pid names now: discovery takes milliseconds, and
     // the pid could be another process's by the time it is attached.
     let identity = attach::procinfo::Identity::of(pid)?;
+    // Each thread's seccomp state (a file per thread: tens of ms with a
+    // thousand threads), read beside discovery and the preparation.
+    let seccomp = std::thread::spawn(move || super::seccomp::filtered(pid));
     let py = std::sync::Arc::new(symbols::discover(pid, &DiscoverOptions::default())?);
     let v = (py.version.major, py.version.minor);
     if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
@@ -320,7 +323,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // process that exits stays a zombie until released): checked then,
     // before they are held.
     let restart = crate::dump::restart_for(py.version.major);
-    let filtered = super::seccomp::filtered(pid);
+    let filtered = seccomp
+        .join()
+        .unwrap_or_else(|_| super::seccomp::filtered(pid));
     let mut seized = attach::Process::attach(pid)?;
     seized.restart_waits(restart);
     if let Err(e) = identity.check() {
