@@ -43,7 +43,7 @@ use super::bootstrap::{self, Mode};
 use super::channel::{ChannelKind, Rendezvous};
 use super::detour::{self, Layout, Relocated};
 use super::error::RunError;
-use super::nudge::{self, Prover};
+use super::nudge::{self, Warming};
 use super::protocol::Channel;
 
 /// `PROT_READ | PROT_EXEC` (`<sys/mman.h>`; the same on every Linux arch).
@@ -131,7 +131,10 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Which process the pid names now: discovery takes milliseconds, and
     // the pid could be another process's by the time it is attached.
     let identity = attach::procinfo::Identity::of(pid)?;
-    let py = symbols::discover(pid, &DiscoverOptions::default())?;
+    // Each thread's seccomp state (a file per thread: tens of ms with a
+    // thousand threads), read beside discovery and the preparation.
+    let seccomp = std::thread::spawn(move || super::seccomp::filtered(pid));
+    let py = std::sync::Arc::new(symbols::discover(pid, &DiscoverOptions::default())?);
     let v = (py.version.major, py.version.minor);
     if v < (2, 7) || (v.0 == 3 && v.1 < 6) {
         return Err(RunError::Unsupported {
@@ -215,7 +218,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
     // would return early and os.read raise. On 3, only calls proved to
     // return into a retry loop are cut short (see nudge.rs).
-    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(&py));
+    // Prepared beside the work up to the second stop, which needs it.
+    let warming =
+        (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Warming::start(py.clone()));
     let fallback = if opts.thread.is_none() {
         Fallback::find(&py)
     } else {
@@ -329,7 +334,9 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // process that exits stays a zombie until released): checked then,
     // before they are held.
     let restart = crate::dump::restart_for(py.version.major);
-    let filtered = super::seccomp::filtered(pid);
+    let filtered = seccomp
+        .join()
+        .unwrap_or_else(|_| super::seccomp::filtered(pid));
     let mut seized = attach::Process::attach(pid)?;
     seized.restart_waits(restart);
     if let Err(e) = identity.check() {
@@ -389,6 +396,7 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // otherwise reached only when no hook fires in half the timeout).
     let only_thread = std::env::var_os("PYATTACH_TEST_STRATEGY").is_some_and(|v| v == "new-thread")
         && fallback.is_some();
+    let prover = warming.map(|w| w.finish(&py));
     let mut patched = Vec::new();
     let armed = (|| -> Result<(attach::Stopped, i32), RunError> {
         running.memory().write(base, &image)?;
@@ -991,6 +999,7 @@ fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
         return out;
     }
     let inside = |a: u64| codes.iter().position(|&c| (c..c + 4096).contains(&a));
+    let mut sps = Vec::new();
     for tid in st.threads() {
         let Ok(r) = st.regs(tid) else {
             return vec![true; codes.len()];
@@ -998,9 +1007,12 @@ fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
         if let Some(i) = inside(r.pc()) {
             out[i] = true;
         }
-        let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
-            continue;
-        };
+        sps.push(r.sp());
+    }
+    for stack in super::stacks::tops(st.memory(), &sps, 8192)
+        .into_iter()
+        .flatten()
+    {
         for w in stack.chunks_exact(8) {
             if let Some(i) = inside(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
                 out[i] = true;
