@@ -171,14 +171,18 @@ pub struct ThreadInfo {
     pub wchan: Option<String>,
 }
 
+/// The ids of `pid`'s threads (`/proc/PID/task`), in the kernel's order.
+pub fn tids(pid: i32) -> io::Result<Vec<i32>> {
+    Ok(fs::read_dir(format!("/proc/{pid}/task"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .collect())
+}
+
 /// Every thread of `pid`, main thread first.
 pub fn threads(pid: i32) -> io::Result<Vec<ThreadInfo>> {
     let mut out = Vec::new();
-    for e in fs::read_dir(format!("/proc/{pid}/task"))? {
-        let Ok(e) = e else { continue };
-        let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
+    for tid in tids(pid)? {
         // A thread may exit between readdir and these reads: skip it.
         let Ok(st) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
             continue;

@@ -5,6 +5,8 @@
 //! point all use the one `Target`, so each finds the same symbols and
 //! none discovers again.
 
+use std::sync::Arc;
+
 use symbols::{DiscoverOptions, Interpreter};
 
 /// Why a process could not be opened.
@@ -42,7 +44,9 @@ pub struct Target {
     /// milliseconds, and the pid could be another process's by the time
     /// it is attached.
     identity: attach::procinfo::Identity,
-    py: Interpreter,
+    /// Shared with the work done beside the main line (the nudge proof's
+    /// preparation runs on a thread of its own).
+    py: Arc<Interpreter>,
     /// When opening began: a command's deadlines count discovery in.
     opened_at: std::time::Instant,
 }
@@ -64,7 +68,7 @@ impl Target {
         let leader = pid;
         let pid = attach::procinfo::live_member(pid).unwrap_or(pid);
         let identity = attach::procinfo::Identity::of(pid).map_err(OpenError::Attach)?;
-        let py = symbols::discover(pid, opts).map_err(OpenError::Discover)?;
+        let py = Arc::new(symbols::discover(pid, opts).map_err(OpenError::Discover)?);
         Ok(Target {
             leader,
             pid,
@@ -86,6 +90,11 @@ impl Target {
 
     pub fn interpreter(&self) -> &Interpreter {
         &self.py
+    }
+
+    /// The interpreter, for work on another thread.
+    pub(crate) fn shared_interpreter(&self) -> Arc<Interpreter> {
+        self.py.clone()
     }
 
     /// Fails if the pid no longer names the process that was opened.

@@ -169,7 +169,16 @@ pub fn drive(
                     break;
                 }
             }
-            Event::Msg(FromTarget::Finished { raised }) => finished = Some(raised),
+            Event::Msg(FromTarget::Finished { raised }) => {
+                finished = Some(raised);
+                // The last frame of code or pdb: the session is over, and
+                // waiting for the target to close its end would wait for
+                // its thread to take the GIL once more (a switch interval
+                // where the application runs Python).
+                if !repl {
+                    break;
+                }
+            }
             Event::Msg(FromTarget::Failed(why)) => {
                 anyhow::bail!("the target could not run the session: {why}")
             }

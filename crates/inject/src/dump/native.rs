@@ -87,6 +87,25 @@ fn load(m: &Module) -> Option<Cfi> {
     })
 }
 
+/// The CFI of some modules, read from their files: milliseconds for a
+/// large libpython, which a caller can spend on a thread of its own while
+/// it does other work (an [`Unwinder`], which caches as it goes, stays on
+/// one thread).
+pub struct Preloaded(Vec<(PathBuf, Option<Cfi>)>);
+
+impl Preloaded {
+    /// Loads the CFI of the modules of `modules` that `pick` picks.
+    pub fn load(modules: &[Module], pick: impl Fn(&Module) -> bool) -> Preloaded {
+        Preloaded(
+            modules
+                .iter()
+                .filter(|m| pick(m))
+                .map(|m| (m.path.clone(), load(m)))
+                .collect(),
+        )
+    }
+}
+
 /// What a CFI row says at one address: the CFA (register, offset), and
 /// the rules for the return address and then the [`SAVED`] registers.
 struct Rule {
@@ -120,18 +139,23 @@ impl<'a> Unwinder<'a> {
     /// (no file read, no frame-pointer guess), which is what a few frames
     /// through known modules, with the threads held, want.
     pub fn only(interp: &'a Interpreter, pick: impl Fn(&Module) -> bool) -> Self {
-        let u = Unwinder {
+        Self::with(interp, Preloaded::load(interp.modules(), pick))
+    }
+
+    /// [`Unwinder::only`] with CFI loaded beforehand, on any thread.
+    pub fn with(interp: &'a Interpreter, cfi: Preloaded) -> Self {
+        Unwinder {
             interp,
-            cfi: RefCell::new(HashMap::new()),
+            cfi: RefCell::new(
+                cfi.0
+                    .into_iter()
+                    .map(|(p, c)| (p, c.map(Rc::new)))
+                    .collect(),
+            ),
             rules: RefCell::new(HashMap::new()),
             ctx: RefCell::new(UnwindContext::new()),
-            guess: Cell::new(true),
-        };
-        for m in interp.modules().iter().filter(|m| pick(m)) {
-            u.cfi_for(m);
+            guess: Cell::new(false),
         }
-        u.guess.set(false);
-        u
     }
 
     fn cfi_for(&self, m: &Module) -> Option<Rc<Cfi>> {

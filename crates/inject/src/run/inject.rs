@@ -46,7 +46,7 @@ use super::detour;
 use super::error::RunError;
 use super::fallback::Fallback;
 use super::leftover::Leftover;
-use super::nudge::{self, Prover, Selection};
+use super::nudge::{self, Prover, Selection, Warming};
 use super::orphan::{alive, read_u32, set_flags, Orphan};
 use super::plan::{self, Api, EntryCode, Image, Plan};
 use super::protocol::Channel;
@@ -128,6 +128,9 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     let deadline = t0 + opts.timeout;
     let mut report = Report::default();
     let v = supported(py, pid)?;
+    // Each thread's seccomp state (a file per thread: tens of ms with a
+    // thousand threads), read beside the preparation.
+    let seccomp = std::thread::spawn(move || super::seccomp::filtered(pid));
     let mem = attach::ProcessMemory::open(pid)?;
     // The stacks with room for the bootstrap, for the trampolines to check.
     let stacks = super::stacks::find(pid);
@@ -137,8 +140,10 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     let orphans = Orphan::find(pid, &mem);
     // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
     // would return early and os.read raise. On 3, only calls proved to
-    // return into a retry loop are cut short (see nudge.rs).
-    let prover = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread)).then(|| Prover::new(py));
+    // return into a retry loop are cut short (see nudge.rs). Prepared
+    // beside the work up to the second stop, which needs it.
+    let warming = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread))
+        .then(|| Warming::start(target.shared_interpreter()));
     let attempt = Attempt {
         pid,
         restart: crate::dump::restart_for(py.version.major),
@@ -146,7 +151,9 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
         entries,
     };
     // -- stop 1, in two: map | write | protect, patch, nudge (see arm.rs)
-    let filtered = super::seccomp::filtered(pid);
+    let filtered = seccomp
+        .join()
+        .unwrap_or_else(|_| super::seccomp::filtered(pid));
     let mapped = attempt.map(target.identity(), &filtered, &plan, &mut report)?;
     // Tests kill pyattach here, with its pages mapped and not armed.
     super::hooks::hold_after_map();
@@ -154,6 +161,7 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     // Tests force the new-thread fallback alone (it is otherwise reached
     // only when no hook fires in half the timeout).
     let only_thread = super::hooks::new_thread_only() && plan.fallback.is_some();
+    let prover = warming.map(|w| w.finish(py));
     let mut armed = attempt.arm(mapped, &image, &plan, &stacks, only_thread, &mut report)?;
     let nudges = Nudges {
         prover: prover.as_ref(),
@@ -193,24 +201,8 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     let cramped = report.cramped.clone();
     let describe =
         |st: &attach::Stopped| no_safe_point(st, py, opts, prover.as_ref(), &selection, &cramped);
-    let (outcome, holders) = disarm(
-        &mut armed,
-        &mut rv,
-        claimed,
-        deadline,
-        describe,
-        &mut report,
-    )?;
-    if let Some(holder) = holders {
-        if let Some(sig) = attach::exit_requested() {
-            return Err(RunError::Interrupted(sig));
-        }
-        return Err(RunError::NoSafePoint {
-            pid,
-            secs: t0.elapsed().as_secs_f64(),
-            holder,
-        });
-    }
+    let when = (t0, deadline);
+    let outcome = disarm(&mut armed, &mut rv, claimed, when, describe, &mut report)?;
     finish(
         armed,
         outcome,
@@ -252,17 +244,17 @@ fn supported(py: &Interpreter, pid: i32) -> Result<(u32, u32), RunError> {
 /// and the bootstrap's thread, the one that runs at once, is let go last
 /// (a thread let go can take the CPU from pyattach before it lets the next
 /// one go). Else now (a bootstrap that never called back, or nothing
-/// claimed: then the claim is cancelled and `describe` says why, with the
-/// threads held). Returns the channel (or why there is none) and that
-/// description.
+/// claimed: then the claim is cancelled and the error, unless pyattach
+/// was asked to stop, says why with `describe`, the threads held). Returns
+/// the channel, or why there is none. `when`: the start and the deadline.
 fn disarm(
     armed: &mut Armed,
     rv: &mut Rendezvous,
     claimed: bool,
-    deadline: Instant,
+    (t0, deadline): (Instant, Instant),
     describe: impl FnOnce(&attach::Stopped) -> String,
     report: &mut Report,
-) -> Result<(Result<Channel, RunError>, Option<String>), RunError> {
+) -> Result<Result<Channel, RunError>, RunError> {
     let mut restored = None;
     let outcome = if claimed {
         rv.wait_then(
@@ -282,7 +274,17 @@ fn disarm(
         }
         None => armed.cancel(describe, report)?,
     };
-    Ok((outcome, holders))
+    if let Some(holder) = holders {
+        if let Some(sig) = attach::exit_requested() {
+            return Err(RunError::Interrupted(sig));
+        }
+        return Err(RunError::NoSafePoint {
+            pid: armed.pid(),
+            secs: t0.elapsed().as_secs_f64(),
+            holder,
+        });
+    }
+    Ok(outcome)
 }
 
 /// The plan (with the channel's rendezvous, whose parameters the payload

@@ -23,9 +23,11 @@
 //! never holds the GIL: the thread that holds it in native code (a C
 //! extension blocking in `sleep` with the GIL held) is never nudged.
 
+use std::sync::Arc;
+
 use symbols::{Interpreter, Module, RemoteAddr};
 
-use crate::dump::native::{Regs, Unwinder};
+use crate::dump::native::{Preloaded, Regs, Unwinder};
 
 /// The blocking syscalls a thread may be nudged out of, with their names.
 pub(super) const NUDGE: &[(i64, &str)] = &[
@@ -422,37 +424,66 @@ pub(super) struct Selection {
     unexamined: usize,
 }
 
-/// Judges blocked threads of one interpreter. Made before the threads are
-/// stopped: the CFI of the modules a proof goes through is loaded then,
-/// so that the stop only unwinds.
+/// Judges blocked threads of one interpreter. Made (see [`Warming`])
+/// before the threads are stopped: the CFI of the modules a proof goes
+/// through is loaded then, so that the stop only unwinds.
 pub(super) struct Prover<'a> {
     py: &'a Interpreter,
     unwinder: Unwinder<'a>,
     retries: Vec<&'static Retry>,
 }
 
+/// A [`Prover`]'s preparation under way on a thread of its own, started
+/// as soon as the interpreter is known: it reads files only (symbol tables,
+/// debug files, CFI), and the work before the stop that needs it (the
+/// channel, the payload, the first stop, the write of the pages) takes as
+/// long, so that it costs no wall time.
+pub(super) struct Warming(std::thread::JoinHandle<Preloaded>);
+
+impl Warming {
+    pub fn start(py: Arc<Interpreter>) -> Warming {
+        Warming(std::thread::spawn(move || prepare(&py)))
+    }
+
+    /// The prover, once its preparation is done (waiting for it).
+    pub fn finish(self, py: &Interpreter) -> Prover<'_> {
+        let cfi = self
+            .0
+            .join()
+            .unwrap_or_else(|_| Preloaded::load(&[], |_| false));
+        Prover::with(py, cfi)
+    }
+}
+
+/// What a [`Prover`] needs from files: the CFI of the modules a proof
+/// unwinds through, and the symbol indexes of those it names.
+fn prepare(py: &Interpreter) -> Preloaded {
+    // Symbolizing the first address of the interpreter's modules (the ELF
+    // header: no function) builds their symbol indexes and opens their
+    // debug files now rather than while the threads are held (the C
+    // library's frames are only named afterwards). One thread does it all:
+    // it runs beside pyattach's own work, on a machine that may have few
+    // cores, and must not take one from the thread that holds the target.
+    for m in py.modules().iter().filter(|m| own(py, m)) {
+        let _ = py.symbolize(m.base);
+    }
+    // Unwinding goes through the C library and the interpreter's module;
+    // the chains end at frames of its extension modules.
+    Preloaded::load(py.modules(), |m| *m == py.module || is_libc(m))
+}
+
 impl<'a> Prover<'a> {
+    /// A prover prepared on this thread (see [`Warming`] for one prepared
+    /// while other work goes on).
     pub fn new(py: &'a Interpreter) -> Self {
+        Prover::with(py, prepare(py))
+    }
+
+    fn with(py: &'a Interpreter, cfi: Preloaded) -> Self {
         let v = (py.version.major, py.version.minor);
-        let own = |m: &Module| *m == py.module || extension(m).is_some();
-        // Symbolizing the first address of the interpreter's modules (the
-        // ELF header: no function) builds their symbol indexes and opens
-        // their debug files now rather than while the threads are held (the
-        // C library's frames are only named afterwards); on a thread of its
-        // own, while this one loads the CFI.
-        let unwinder = std::thread::scope(|s| {
-            s.spawn(|| {
-                for m in py.modules().iter().filter(|m| own(m)) {
-                    let _ = py.symbolize(m.base);
-                }
-            });
-            // Unwinding goes through the C library and the interpreter's
-            // module; the chains end at frames of its extension modules.
-            Unwinder::only(py, |m| *m == py.module || is_libc(m))
-        });
         Prover {
             py,
-            unwinder,
+            unwinder: Unwinder::with(py, cfi),
             retries: RETRIES
                 .iter()
                 .filter(|r| r.versions.0 <= v && v <= r.versions.1)
@@ -586,10 +617,8 @@ impl<'a> Prover<'a> {
             })
             .count();
         let last = pcs[libc + stop];
-        let unnamed = self
-            .module(last, false)
-            .is_some_and(|m| *m == self.py.module || extension(m).is_some())
-            && names[stop].is_none();
+        let unnamed =
+            self.module(last, false).is_some_and(|m| own(self.py, m)) && names[stop].is_none();
         let why = if nr == libc::SYS_restart_syscall {
             Why::Restarted
         } else if unnamed {
@@ -654,7 +683,7 @@ impl<'a> Prover<'a> {
     /// suffixes.
     fn own(&self, pc: u64) -> Option<String> {
         let m = self.module(pc, false)?;
-        if *m != self.py.module && extension(m).is_none() {
+        if !own(self.py, m) {
             return None;
         }
         let (s, _) = self.py.symbolize(RemoteAddr(pc.wrapping_sub(1)))?;
@@ -673,6 +702,12 @@ impl<'a> Prover<'a> {
             None => func,
         }
     }
+}
+
+/// True if `m` is the interpreter's module or one of its own extension
+/// modules (those whose functions [`RETRIES`] names).
+fn own(py: &Interpreter, m: &Module) -> bool {
+    *m == py.module || extension(m).is_some()
 }
 
 fn is_libc(m: &Module) -> bool {

@@ -229,6 +229,7 @@ fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
         return out;
     }
     let inside = |a: u64| codes.iter().position(|&c| (c..c + 4096).contains(&a));
+    let mut sps = Vec::new();
     for tid in st.threads() {
         let Ok(r) = st.regs(tid) else {
             return vec![true; codes.len()];
@@ -236,9 +237,12 @@ fn busy_pages(st: &attach::Stopped, codes: &[u64]) -> Vec<bool> {
         if let Some(i) = inside(r.pc()) {
             out[i] = true;
         }
-        let Ok(stack) = st.memory().read_vec(r.sp(), 8192) else {
-            continue;
-        };
+        sps.push(r.sp());
+    }
+    for stack in super::stacks::tops(st.memory(), &sps, 8192)
+        .into_iter()
+        .flatten()
+    {
         for w in stack.chunks_exact(8) {
             if let Some(i) = inside(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
                 out[i] = true;

@@ -42,7 +42,8 @@ def _main(P):
     else:
         body = run
     # The hello goes out from this thread, so pyattach finds the channel at
-    # once, whichever thread then waits for the ack.
+    # once; the ack comes as soon as pyattach has put the target's code
+    # back (a stop of a millisecond or so).
     sess.hello()
     if thread.patched_by and body is not run or \
             thread.patched_by and not P['here']:
@@ -71,10 +72,21 @@ def _main(P):
         else:
             sess.close()
         return
+    # Here for a few ms at most (see below); a pyattach killed before its
+    # ack must not hold this thread: then the code's thread waits on.
+    acked = sess.wait_ack(theirs, ACK_HERE) if PY3 else None
+    if acked is False:
+        sess.close()
+        return
 
     # Everything else runs in a thread of its own, and the thread that
-    # came in goes back to the application at once: code that takes
-    # seconds, or waits for a lock that thread holds, must not stall it.
+    # came in goes back to the application once it is started: code that
+    # takes seconds, or waits for a lock that thread holds, must not stall
+    # it. The ack is waited for here first, not in the code's thread: a
+    # thread that waits lets the GIL go, and where an application thread
+    # runs Python it waits a switch interval (5 ms) to have it back. This
+    # one waits once, as it did when the code ran here, and the code's
+    # thread, handed the GIL at its start (hand_gil), need not wait at all.
     if P['mode'] in ('run', 'file') and b'threading' in P['code'] and \
             'threading' not in sys.modules and main_thread():
         # Code that imports threading, in a process that has not: imported
@@ -86,23 +98,57 @@ def _main(P):
             module('threading')
         except BaseException:
             pass
+    running = thread.allocate_lock()
+    running.acquire()
     def serve():
         try:
-            if sess.wait_ack(theirs):
-                body(sess)
-        except BaseException:
-            pass
-        sess.close()
+            try:
+                if acked or sess.wait_ack(theirs):
+                    body(sess)
+            except BaseException:
+                pass
+            sess.close()
+        finally:
+            running.release()
     try:
         thread.start_new_thread(serve, ())
     except BaseException:
         # No thread (RLIMIT_NPROC, a cgroup's pids.max, memory, a
         # shutting-down interpreter): pyattach is told so, once it holds
         # its end, and nothing stays behind.
-        if sess.wait_ack(theirs):
+        if acked or sess.wait_ack(theirs):
             sess.fail('could not start a thread in the target: ')
         else:
             sess.close()
+        return
+    if acked:
+        hand_gil(running)
+
+
+# How long the caught thread waits for pyattach's ack (seconds): it comes
+# after a stop of every thread, about a millisecond, tens with a thousand
+# threads; longer, pyattach is slow or gone, and the code's thread waits.
+ACK_HERE = 0.02
+
+
+def hand_gil(running):
+    """Waits until the code's thread is done, a switch interval at most.
+    This thread holds the GIL, and a new thread that wants it waits a
+    whole switch interval (5 ms) whenever an application thread runs
+    Python; so does the code's thread at each frame it sends (a send lets
+    the GIL go, and a thread waiting for it takes it). Waiting here lets
+    it go to the new thread, and keeps this one from taking it back while
+    the code is short; code that runs longer shares the GIL with this
+    thread as with any other. Python 2 has no timed wait: there the code's
+    thread waits, as Python's threads do."""
+    if not PY3:
+        return
+    try:
+        # (An application that set a long interval: 50 ms at most.)
+        running.acquire(True, min(sys.getswitchinterval(), 0.05))
+    except BaseException:
+        pass
+
 
 def quietly(f, *args):
     # A thread's function: nothing it raises may be printed by the target.

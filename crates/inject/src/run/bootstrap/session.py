@@ -268,19 +268,28 @@ class Session(object):
     def hello(self):
         self.send(b'H', self.P['nonce'] + ' ' + self.P['token'])
 
-    def wait_ack(self, theirs):
+    def wait_ack(self, theirs, within=None):
         # pyattach acks once it holds its end; until then the target
-        # keeps `theirs` open so the end cannot vanish.
+        # keeps `theirs` open so the end cannot vanish. With `within`
+        # (seconds): None if the ack has not come by then, `theirs` still
+        # open, for another wait_ack to wait on (an ack is one 5-byte
+        # frame: a wait cut short keeps what it read of it in rbuf).
+        ok = False
         try:
-            self.sock.settimeout(self.P['wait'])
-            kind, _ = self.recv(bounded=True)
-            self.sock.settimeout(None)
-            return kind == b'A'
+            try:
+                self.sock.settimeout(self.P['wait'] if within is None
+                                     else within)
+                kind, _ = self.recv(bounded=within is None)
+                self.sock.settimeout(None)
+                ok = kind == b'A'
+            except socket.timeout:
+                if within is not None:
+                    return None
         except BaseException:
-            return False
-        finally:
-            if theirs is not None:
-                theirs.close()
+            pass
+        if theirs is not None:
+            theirs.close()
+        return ok
 
     # -- input from pyattach, read by a reader thread ---------------
     def reader(self):

@@ -72,7 +72,13 @@ def complete(text):
 
 def native_tid():
     # The kernel's id of this thread, for pyattach to cut a blocking
-    # call short on Ctrl-C.
+    # call short on Ctrl-C. From 3.8 a gettid that keeps the GIL: a
+    # readlink lets it go, and where an application thread runs Python
+    # this thread then waits a switch interval to have it back.
+    try:
+        return module('_thread').get_native_id()
+    except Exception:
+        pass
     try:
         link = module('os').readlink('/proc/thread-self')
         return int(link.rsplit('/', 1)[1])
