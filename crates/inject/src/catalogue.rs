@@ -87,18 +87,18 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     for name in hook_entries(v) {
         n.push((name, "safe point (hooked entry)"));
     }
-    n.extend(FAST_CALL.map(|f| (f, "calls a bootstrap already in the target")));
-    n.extend(KEEP_ERROR.map(|f| (f, "keeps the caught thread's pending exception")));
-    n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the caught thread's handled exception")));
+    n.extend(FAST_CALL.map(|f| (f, "direct call of the bootstrap")));
+    n.extend(KEEP_ERROR.map(|f| (f, "keeps a pending exception")));
+    n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the handled exception")));
     n.push((PENDING_CALL, "nudge for busy main threads"));
     n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
-    n.push((THREADS_INITIALIZED, "new-thread strategy (GIL exists)"));
+    n.push((THREADS_INITIALIZED, "new-thread strategy (GIL?)"));
     for name in UNBLOCK_HOOKS {
         if name != "_PyEval_MakePendingCalls" || v >= (3, 12) {
-            n.push((name, "Ctrl-C of blocked code (hooked)"));
+            n.push((name, "Ctrl-C of blocked code"));
         }
     }
-    n.extend(RAISE.map(|f| (f, "Ctrl-C of blocked code (raises)")));
+    n.extend(RAISE.map(|f| (f, "Ctrl-C: raising in a thread")));
     if v.0 == 2 {
         n.push((TICKER, "Ctrl-C of blocked code (2.7)"));
     }
