@@ -131,6 +131,13 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     // Each thread's seccomp state (a file per thread: tens of ms with a
     // thousand threads), read beside the preparation.
     let seccomp = std::thread::spawn(move || super::seccomp::filtered(pid));
+    // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
+    // would return early and os.read raise. On 3, only calls proved to
+    // return into a retry loop are cut short (see nudge.rs). Prepared
+    // beside the work up to the second stop, which needs it, and started
+    // first: it reads files the planning does not need.
+    let warming = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread))
+        .then(|| Warming::start(target.shared_interpreter()));
     let mem = attach::ProcessMemory::open(pid)?;
     // The stacks with room for the bootstrap, for the trampolines to check.
     let stacks = super::stacks::find(pid);
@@ -138,12 +145,6 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     // Pages an earlier pyattach left when it was killed: unmapped in a
     // later stop of this run, once nothing can run in them.
     let orphans = Orphan::find(pid, &mem);
-    // Python 2 does not retry on EINTR (PEP 475 came with 3.5): time.sleep
-    // would return early and os.read raise. On 3, only calls proved to
-    // return into a retry loop are cut short (see nudge.rs). Prepared
-    // beside the work up to the second stop, which needs it.
-    let warming = (v.0 >= 3 && nudge::any_blocked(pid, opts.thread))
-        .then(|| Warming::start(target.shared_interpreter()));
     let attempt = Attempt {
         pid,
         restart: crate::dump::restart_for(py.version.major),
