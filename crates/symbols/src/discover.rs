@@ -6,6 +6,7 @@ use crate::chain::{ModuleSymbols, Symbol, SymbolSource};
 use crate::elf::ElfSource;
 use crate::error::Error;
 use crate::maps::{self, Mapping};
+use crate::open::{self, FileId};
 use crate::version::{PyVersion, VersionCheck, VersionSource};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,10 @@ pub struct Module {
     pub load_bias: u64,
     /// GNU build id, lowercase hex.
     pub build_id: Option<String>,
+    /// The file's device (major, minor) and inode, as the mapping says: a
+    /// file reopened by path must still be this one.
+    pub dev: (u32, u32),
+    pub inode: u64,
     pub is_main_executable: bool,
     /// The mappings that are executable.
     pub code: Vec<Range>,
@@ -205,27 +210,61 @@ fn load_bias(elf: &ElfSource, first: &Mapping) -> u64 {
     first.start.0.wrapping_sub(first.offset)
 }
 
-/// Opens a mapped file through the target's root, else through map_files.
-fn open_mapped(
-    pid: i32,
-    path: &Path,
-    first: &Mapping,
-    deleted: bool,
-) -> Option<(ElfSource, PathBuf)> {
-    if !deleted {
-        let via =
-            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-        match ElfSource::open(&via) {
-            Ok(e) => return Some((e, via)),
-            Err(Error::BadElf { .. }) => return None,
-            Err(_) => {}
-        }
-    }
-    let via = PathBuf::from(format!(
+/// Opens a mapped file: the very file mapped through
+/// `/proc/PID/map_files` where our privileges allow (`CAP_SYS_ADMIN` or
+/// `CAP_CHECKPOINT_RESTORE`), else its path inside the target's root,
+/// checked to be the mapped file (device and inode). Each file is checked
+/// before it is read (see `open.rs`); a refusal says why.
+fn open_mapped(pid: i32, path: &Path, first: &Mapping) -> Result<(ElfSource, PathBuf), Error> {
+    let magic = PathBuf::from(format!(
         "/proc/{pid}/map_files/{:x}-{:x}",
         first.start.0, first.end.0
     ));
-    ElfSource::open(&via).ok().map(|e| (e, via))
+    let refusal = match open::open_path(&magic) {
+        Ok(o) => return Ok((ElfSource::from_opened(path.to_path_buf(), o)?, magic)),
+        Err(r) if r.is_permission() => r,
+        Err(r) => return Err(r.into_error(path)),
+    };
+    if first.deleted {
+        return Err(Error::Refused {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it was deleted or replaced since it was mapped, and reading the mapped \
+                 file needs CAP_SYS_ADMIN ({refusal})"
+            ),
+        });
+    }
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let id = FileId {
+        major: first.dev.0,
+        minor: first.dev.1,
+        inode: first.inode,
+    };
+    let opened = open::open_in_root(&root, path, Some(id)).map_err(|r| r.into_error(path))?;
+    let via = root.join(path.strip_prefix("/").unwrap_or(path));
+    Ok((ElfSource::from_opened(path.to_path_buf(), opened)?, via))
+}
+
+/// Opens a module's file again the way discovery first reached it.
+pub(crate) fn reopen(root: &Path, module: &Module) -> Option<ElfSource> {
+    let via = &module.path_via_proc_root;
+    let opened = if via.starts_with(root) {
+        let id = FileId {
+            major: module.dev.0,
+            minor: module.dev.1,
+            inode: module.inode,
+        };
+        open::open_in_root(root, &module.path, Some(id))
+    } else {
+        open::open_path(via)
+    };
+    ElfSource::from_opened(module.path.clone(), opened.ok()?).ok()
+}
+
+/// Whether a mapping may be an ELF module worth opening: anonymous
+/// shared memory and device mappings never are.
+fn may_be_elf(path: &Path) -> bool {
+    !(path.starts_with("/dev/") || path.starts_with("/memfd:") || path.starts_with("/SYSV"))
 }
 
 /// The definition of a C API name (`PyAPI_FUNC`/`PyAPI_DATA`, default
@@ -287,12 +326,22 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut modules = Vec::new();
     let mut syms = Vec::new();
+    let mut refused = Vec::new();
     for (path, _, maps) in groups {
         let Some(first) = maps.iter().min_by_key(|m| m.offset).copied() else {
             continue;
         };
-        let Some((elf, via)) = open_mapped(pid, &path, first, first.deleted) else {
+        if !may_be_elf(&path) {
             continue;
+        }
+        let (elf, via) = match open_mapped(pid, &path, first) {
+            Ok(x) => x,
+            // Mapped data files (locale archives, caches) are not ELF.
+            Err(Error::BadElf { .. }) => continue,
+            Err(e) => {
+                refused.push(e.to_string());
+                continue;
+            }
         };
         let bias = load_bias(&elf, first);
         // `.bss` lies past the file's last mapping, in anonymous memory.
@@ -314,6 +363,8 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
                 .max(RemoteAddr(image_end)),
             load_bias: bias,
             build_id: elf.build_id.as_deref().map(hex),
+            dev: first.dev,
+            inode: first.inode,
             code: maps
                 .iter()
                 .filter(|m| m.is_exec())
@@ -351,6 +402,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         .ok_or_else(|| Error::NotPython {
             pid,
             exe: executable.clone(),
+            refused: refused.iter().map(|r| format!("; {r}")).collect(),
         })?;
 
     let ms = &syms[interp];

@@ -59,6 +59,7 @@ mod elf;
 mod error;
 pub mod maps;
 pub mod offsets;
+mod open;
 mod table;
 mod version;
 
