@@ -245,8 +245,9 @@ fn open_mapped(pid: i32, path: &Path, first: &Mapping) -> Result<(ElfSource, Pat
     Ok((ElfSource::from_opened(path.to_path_buf(), opened)?, via))
 }
 
-/// Opens a module's file again the way discovery first reached it.
-pub(crate) fn reopen(root: &Path, module: &Module) -> Option<ElfSource> {
+/// Opens a module's file again the way discovery first reached it, with
+/// the same checks.
+fn reopen_file(root: &Path, module: &Module) -> Result<open::Opened, Error> {
     let via = &module.path_via_proc_root;
     let opened = if via.starts_with(root) {
         let id = FileId {
@@ -258,7 +259,28 @@ pub(crate) fn reopen(root: &Path, module: &Module) -> Option<ElfSource> {
     } else {
         open::open_path(via)
     };
-    ElfSource::from_opened(module.path.clone(), opened.ok()?).ok()
+    opened.map_err(|r| r.into_error(&module.path))
+}
+
+/// [`reopen_file`], its headers read.
+pub(crate) fn reopen(root: &Path, module: &Module) -> Option<ElfSource> {
+    ElfSource::from_opened(module.path.clone(), reopen_file(root, module).ok()?).ok()
+}
+
+/// The part of `path` (as our `/proc/PID/maps` or `/proc/PID/exe` shows
+/// it) below the target's root. The kernel writes those paths as seen
+/// from *our* root: for a target chrooted in our mount namespace, they
+/// start with the chroot's directory (`/proc/PID/root` then reads as that
+/// directory); in a container's own mount namespace they are already the
+/// target's (its root reads as `/`).
+fn below_root(root_dir: &Path, path: PathBuf) -> PathBuf {
+    if root_dir == Path::new("/") {
+        return path;
+    }
+    match path.strip_prefix(root_dir) {
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => path,
+    }
 }
 
 /// Whether a mapping may be an ELF module worth opening: anonymous
@@ -299,13 +321,21 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     }
     let executable =
         std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| proc_err(pid, "exe", e))?;
-    let executable = PathBuf::from(
-        executable
-            .to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string(),
+    let root_dir =
+        std::fs::read_link(format!("/proc/{pid}/root")).map_err(|e| proc_err(pid, "root", e))?;
+    let executable = below_root(
+        &root_dir,
+        PathBuf::from(
+            executable
+                .to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        ),
     );
-    let mappings = maps::read(pid)?;
+    let mut mappings = maps::read(pid)?;
+    for m in &mut mappings {
+        m.path = m.path.take().map(|p| below_root(&root_dir, p));
+    }
     if mappings.is_empty() && matches!(state(pid)?, 'Z' | 'X') {
         return Err(Error::Zombie(pid));
     }
@@ -569,6 +599,14 @@ impl Interpreter {
                 },
             })
             .collect()
+    }
+
+    /// Opens `module`'s file again, checked as discovery checked it (a
+    /// regular file of bounded size, the very file mapped): for readers of
+    /// sections this crate does not parse (`.eh_frame`, DWARF).
+    pub fn open_module(&self, module: &Module) -> Result<std::fs::File, Error> {
+        let root = PathBuf::from(format!("/proc/{}/root", self.pid));
+        reopen_file(&root, module).map(|o| o.file)
     }
 
     /// The debug sources found for the interpreter's module (opens each

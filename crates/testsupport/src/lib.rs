@@ -433,14 +433,66 @@ pub fn describe(pid: u32) -> String {
 /// and returns its output. Panics, after killing it by its pid, if it
 /// runs past `limit`: a generous hang guard, never a timing assert.
 pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::process::Output {
+    let mut cmd = Command::new(pyattach_bin());
+    cmd.args(args);
+    guarded_output(cmd, stdin, limit, false)
+}
+
+/// [`pyattach_output`] under `/usr/bin/time`, with pyattach's peak
+/// resident memory in KiB; `None` (with a note) if `/usr/bin/time` is
+/// missing. `wrapper` (e.g. `setpriv --reuid=…`) must exec pyattach in
+/// its own process.
+pub fn pyattach_output_peak(
+    wrapper: &[&str],
+    args: &[&str],
+    limit: Duration,
+) -> Option<(std::process::Output, u64)> {
+    if !Path::new("/usr/bin/time").exists() {
+        note("/usr/bin/time is missing (GNU time; apt-get install time)");
+        return None;
+    }
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = build_dir().join(format!("peak-{}-{n}", std::process::id()));
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%M", "-o"])
+        .arg(&file)
+        .args(wrapper)
+        .arg(pyattach_bin())
+        .args(args);
+    let out = guarded_output(cmd, b"", limit, true);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    // time(1) writes "Command exited with non-zero status N" first then.
+    let kb = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory from /usr/bin/time: {text:?}"));
+    Some((out, kb))
+}
+
+/// Runs `cmd`, `stdin` fed from a thread, and kills it if it runs past
+/// `limit`; with `own_group` it runs in a process group of its own and the
+/// whole group (what it started and nothing else) is killed: a wrapper's
+/// child too.
+fn guarded_output(
+    mut cmd: Command,
+    stdin: &[u8],
+    limit: Duration,
+    own_group: bool,
+) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(pyattach_bin())
-        .args(args)
+    use std::os::unix::process::CommandExt;
+    if own_group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn pyattach");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut si = child.stdin.take().expect("piped stdin");
     let data = stdin.to_vec();
     std::thread::spawn(move || {
@@ -449,12 +501,14 @@ pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::pro
     let end = Instant::now() + limit;
     while child.try_wait().expect("wait for pyattach").is_none() {
         if Instant::now() > end {
+            if own_group {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+            }
             let _ = child.kill();
             let out = child.wait_with_output().expect("reap pyattach");
-            panic!(
-                "pyattach {args:?} hung: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("{cmd:?} hung: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
