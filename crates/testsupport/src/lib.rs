@@ -498,8 +498,33 @@ fn guarded_output(
     std::thread::spawn(move || {
         let _ = si.write_all(&data);
     });
+    // Read while it runs: output larger than a pipe holds must not stall it.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let so = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let se = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let end = Instant::now() + limit;
-    while child.try_wait().expect("wait for pyattach").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pyattach") {
+            break status;
+        }
         if Instant::now() > end {
             if own_group {
                 let _ = Command::new("kill")
@@ -507,12 +532,17 @@ fn guarded_output(
                     .status();
             }
             let _ = child.kill();
-            let out = child.wait_with_output().expect("reap pyattach");
-            panic!("{cmd:?} hung: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            let err = se.join().unwrap_or_default();
+            panic!("{cmd:?} hung: {}", String::from_utf8_lossy(&err));
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: so.join().expect("stdout reader"),
+        stderr: se.join().expect("stderr reader"),
     }
-    child.wait_with_output().expect("pyattach's output")
 }
 
 /// The `pyattach` binary built for this test run: the one beside the

@@ -91,8 +91,11 @@ pub fn drive(
         channel.try_clone().context("duplicating the channel")?,
     ));
     // Bounded: when this terminal is slower than the target's output, the
-    // reader stops reading and the socket applies back-pressure.
-    let (ev_tx, ev_rx) = mpsc::sync_channel(256);
+    // reader stops reading and the socket applies back-pressure. Output
+    // comes in pieces of 256 KiB, other frames are at most 8 MiB: a target
+    // that floods holds at most 8 queued + 2 in hand, 80 MiB of prompts or
+    // stack listings, 2.5 MiB of output.
+    let (ev_tx, ev_rx) = mpsc::sync_channel(8);
     let (comp_tx, comp_rx) = mpsc::channel();
     spawn_reader(channel, ev_tx, comp_tx);
     let running = Arc::new(Running::default());
