@@ -2,7 +2,7 @@
 //! gives it is the target's own code once it runs, and here it does what a
 //! compromised process could: it takes the bootstrap's socket and writes
 //! frames of an unknown kind, a 4 GB length, a frame cut off in its middle,
-//! or floods pyattach with 120 MB of output without a newline. pyattach
+//! or floods pyattach with 180 MiB of output without a newline. pyattach
 //! ends with a clear message (or, for the flood, passes it on), its peak
 //! memory stays under 100 MB, and the target runs on: the next `--run`
 //! works.
@@ -71,11 +71,16 @@ fn a_target_that_speaks_the_protocol_badly_gets_a_clear_error() {
             assert!(err.contains(want), "{who}: {err}");
             assert!(t.is_alive(), "{who}: the target died");
         }
-        // Output without a newline, far more than pyattach may hold.
-        let flood = "import sys\nfor i in range(120):\n    sys.stdout.write('x' * 1000000)\n";
+        // Output without a newline in frames of 60 MiB, far more than
+        // pyattach may hold (the previous build peaked at 160-340 MB on 20
+        // frames of 32 MiB, 700 MB when the reader was slow).
+        let flood = with_socket(
+            "import struct\n\
+for i in range(3):\n    s.sendall(b'O' + struct.pack('>I', 60 << 20) + b'x' * (60 << 20))",
+        );
         let who = format!("{} (flood)", py.id);
-        let (status, len, _, err) = pyattach(&who, &["--run", flood, &pid]).expect("time");
-        assert_eq!((status, len), (0, 120_000_000), "{who}: {err}");
+        let (status, len, _, err) = pyattach(&who, &["--run", &flood, &pid]).expect("time");
+        assert_eq!((status, len), (0, 3 * (60 << 20)), "{who}: {err}");
         // The target is unharmed: its bootstrap went away each time.
         let who = format!("{} (after)", py.id);
         let (status, _, head, err) =
