@@ -47,7 +47,7 @@ fn place(root: &Path, file: &Path) {
 fn jail(tmp_link: &str) -> Option<Jail> {
     let sleep = Path::new("/usr/bin/sleep");
     let chroot_ok = Command::new("chroot").arg("--help").output().is_ok();
-    if !sleep.exists() || !chroot_ok || !nix_is_root() {
+    if !sleep.exists() || !chroot_ok || !testsupport::is_root() {
         eprintln!("NOTE: skipping because chroot needs root and /usr/bin/sleep");
         return None;
     }
@@ -82,17 +82,6 @@ fn jail(tmp_link: &str) -> Option<Jail> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("the jailed sleep never ran");
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Channel directories of `pid` in `dir`.

@@ -191,6 +191,18 @@ pub fn python(prefix: &str) -> Option<Python> {
     })
 }
 
+/// Whether this test runs as root (effective uid 0): chroot, other users.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Prints the standard skip note for a missing prerequisite.
 pub fn note(why: &str) {
     eprintln!("NOTE: skipping because {why}");
