@@ -296,6 +296,26 @@ fn without_map_files_a_replaced_interpreter_is_named_and_refused() {
     };
     assert_eq!(code, 0, "info as nobody: {err}");
     assert!(out.contains("3.11"), "info as nobody: {out}");
+    // A library replaced by a FIFO: named, and the rest works.
+    let libz = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("maps")
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .filter(|p| p.contains("/libz."))
+                .map(PathBuf::from)
+        })
+        .expect("libz mapped");
+    plant(&libz, Trap::Fifo);
+    let r = pyattach("nobody", &NOBODY, &["info", &pid]);
+    restore(&libz);
+    let (code, out, err) = r.expect("/usr/bin/time");
+    assert_eq!(code, 0, "info as nobody, libz a FIFO: {err}");
+    assert!(
+        out.contains("Refused") && out.contains("libz") && out.contains("deleted or replaced"),
+        "info as nobody, libz a FIFO: {out}"
+    );
     drop(t);
     for trap in [Trap::Fifo, Trap::HostLink, Trap::Sparse] {
         let t = root.start(true);

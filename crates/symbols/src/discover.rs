@@ -146,6 +146,9 @@ pub struct Interpreter {
     pub executable: PathBuf,
     /// The module holding the interpreter (the executable or a libpython).
     pub module: Module,
+    /// The mapped files that were not read, each with why (a FIFO, not the
+    /// file mapped, …): their symbols are missing.
+    pub refused: Vec<String>,
     modules: Vec<Module>,
     syms: Vec<ModuleSymbols>,
     interp: usize,
@@ -459,6 +462,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         build,
         executable,
         module: ms.module.clone(),
+        refused,
         modules,
         syms,
         interp,
