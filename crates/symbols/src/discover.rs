@@ -639,6 +639,14 @@ pub fn inspect_file(path: &Path) -> Result<FileSummary, Error> {
     summarize(&ElfSource::open(path)?, path)
 }
 
+/// Parses the file at `path` of a file system whose root is `root` (a
+/// stand-in for `/proc/PID/root`), opened and checked as discovery opens a
+/// target's files: for tests and fuzzing of that path.
+pub fn inspect_in_root(root: &Path, path: &Path) -> Result<FileSummary, Error> {
+    let opened = open::open_in_root(root, path, None).map_err(|r| r.into_error(path))?;
+    summarize(&ElfSource::from_opened(path.to_path_buf(), opened)?, path)
+}
+
 /// Parses an ELF image held in memory (for fuzzing).
 pub fn inspect_bytes(bytes: Vec<u8>) -> Result<FileSummary, Error> {
     let path = PathBuf::from("<memory>");

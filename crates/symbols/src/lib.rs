@@ -33,7 +33,9 @@
 //! - [`Interpreter::debug_sources`]: which debug files were found.
 //!
 //! [`inspect_file`] / [`inspect_bytes`] run the same parsing on one file, for
-//! tests and the fuzz target (`fuzz/`): never a panic on any input.
+//! tests and the fuzz target (`fuzz/`): never a panic on any input;
+//! [`inspect_in_root`] opens the file inside a stand-in for
+//! `/proc/PID/root`, with the checks a target's files get.
 //!
 //! ```no_run
 //! let py = symbols::discover(1234, &symbols::DiscoverOptions::default())?;
@@ -66,8 +68,8 @@ mod version;
 pub use addr::{hex, FileAddr, RemoteAddr};
 pub use chain::{Symbol, SymbolSource};
 pub use discover::{
-    discover, inspect_bytes, inspect_file, BuildInfo, CodeSection, DebugFetcher, DiscoverOptions,
-    FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
+    discover, inspect_bytes, inspect_file, inspect_in_root, BuildInfo, CodeSection, DebugFetcher,
+    DiscoverOptions, FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
 };
 pub use error::Error;
 pub use version::{PyVersion, ReleaseLevel, VersionCheck, VersionSource};

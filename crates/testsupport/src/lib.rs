@@ -191,6 +191,24 @@ pub fn python(prefix: &str) -> Option<Python> {
     })
 }
 
+/// xorshift64*: deterministic, so a failure is reproducible from its seed
+/// (for tests that corrupt files).
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// Whether this test runs as root (effective uid 0): chroot, other users.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
