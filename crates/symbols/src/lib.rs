@@ -2,9 +2,11 @@
 //! version and struct offsets, without ptrace and without running anything in
 //! the target.
 //!
-//! [`discover`] reads `/proc/PID/maps`, opens every mapped ELF file through
-//! `/proc/PID/root` (so containers work; `/proc/PID/map_files` when the path
-//! is gone), picks the module that holds CPython (the executable or a
+//! [`discover`] reads `/proc/PID/maps`, opens every mapped ELF file (the
+//! very file mapped, through `/proc/PID/map_files`, where privileges allow;
+//! else its path resolved inside `/proc/PID/root` and checked to be the
+//! mapped file: containers work, and a hostile target's FIFOs, devices,
+//! links out of its root and huge files are refused, see `open.rs`), picks the module that holds CPython (the executable or a
 //! `libpython*.so*`, validated by `Py_Initialize` and `PyRun_SimpleString`),
 //! computes its load bias from the mapping and the `PT_LOAD` headers, and
 //! tells its version (`Py_Version`, else the `PY_VERSION` string, else the
