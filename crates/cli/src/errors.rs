@@ -59,7 +59,7 @@ fn symbols_exit_code(e: &symbols::Error) -> i32 {
         E::Proc { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 5,
         E::Proc { .. } => 1,
         E::Zombie(_) => 6,
-        E::Io { .. } | E::BadElf { .. } => 7,
+        E::Io { .. } | E::BadElf { .. } | E::Refused { .. } => 7,
         E::NotInFile(_) => 1,
     }
 }
