@@ -281,9 +281,16 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
         restore: f[1],
         exc_info: api(&["PyErr_GetExcInfo", "PyErr_SetExcInfo"]).map(|g| (g[0], g[1])),
     });
+    let signals = api(&[
+        "PyErr_CheckSignals",
+        "PyErr_NormalizeException",
+        "PyImport_AddModule",
+        "PyModule_GetDict",
+        "PyRun_StringFlags",
+    ]);
     let layout_at = |base: u64| {
         let code = base + data_len;
-        let (name, fmt, key) = detour::fast_strings_at(code + STRINGS_AT);
+        let (name, fmt, fmt_exc, main_name, key) = detour::fast_strings_at(code + STRINGS_AT);
         let (blob, blob_len) = bootstrap::blob_at(&params, base + detour::SCRIPT);
         Layout {
             data: base,
@@ -302,10 +309,19 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
                 name,
                 key,
                 fmt,
+                fmt_exc,
                 blob,
                 blob_len,
             }),
             keep_error,
+            signals: signals.as_ref().map(|f| detour::Signals {
+                check: f[0],
+                normalize: f[1],
+                add_module: f[2],
+                get_dict: f[3],
+                run_string: f[4],
+                main_name,
+            }),
         }
     };
     let pairs: Vec<(u64, &Relocated)> = sites.iter().map(|s| (s.entry, &s.reloc)).collect();
