@@ -307,6 +307,34 @@ impl Identity {
     }
 }
 
+/// A directory of the target's file system (`rel`, e.g. `tmp` or
+/// `dev/shm`), opened `O_PATH` inside its root: resolved as the target
+/// would (`openat2` with `RESOLVE_IN_ROOT`), so a symlink the target put
+/// there (`/tmp -> /`) never leads into our file system. On kernels
+/// without `openat2`, one component at a time with `O_NOFOLLOW`: any
+/// symlink is refused. Reach it as `/proc/self/fd/N` while it is open.
+pub fn open_dir_in_root(pid: i32, rel: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{open, openat, openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::sys::stat::Mode;
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = open(format!("/proc/{pid}/root").as_str(), dir, Mode::empty())?;
+    let how = OpenHow::new()
+        .flags(dir)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(&root, rel, how) {
+        Err(nix::errno::Errno::ENOSYS) => {}
+        r => return r.map_err(io::Error::from),
+    }
+    let mut at = root;
+    for c in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        at = openat(&at, c, dir | OFlag::O_NOFOLLOW, Mode::empty())?;
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::Identity;

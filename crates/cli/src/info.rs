@@ -99,6 +99,9 @@ struct Report {
     call_sites: Vec<CallSiteReport>,
     /// The debug sources found for the interpreter's module, in chain order.
     debug_sources: Vec<SymbolSource>,
+    /// Mapped files of the target's that were not read, each with why (a
+    /// FIFO, a file replaced since it was mapped, …).
+    refused_files: Vec<String>,
     /// Every thread: tid, name, state, kernel wait channel.
     threads: Vec<ThreadInfo>,
     /// Whether pyattach may ptrace the target; if not, `denials` with
@@ -290,6 +293,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         symbols,
         call_sites,
         debug_sources: py.debug_sources(),
+        refused_files: py.refused.clone(),
         seccomp: Seccomp::of(pid, &threads, &status),
         threads,
         ptrace_advice: verdict
@@ -416,6 +420,10 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
             debug.join("; ")
         }
     )?;
+
+    for (i, why) in r.refused_files.iter().enumerate() {
+        writeln!(w, "{:L$}{why}", if i == 0 { "Refused" } else { "" })?;
+    }
 
     writeln!(w, "\nSymbols")?;
     let width = r.symbols.iter().map(|s| s.name.len()).max().unwrap_or(0);

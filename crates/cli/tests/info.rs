@@ -143,20 +143,9 @@ fn zombie() {
     assert!(err.contains("zombie"), "{err}");
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// `setpriv` as uid/gid 65534 with no capabilities, or a note why not.
 fn as_nobody() -> Option<Command> {
-    if !is_root() {
+    if !testsupport::is_root() {
         testsupport::note("the other-user test needs root to switch users");
         return None;
     }
@@ -281,7 +270,7 @@ fn already_traced_names_the_tracer() {
 fn a_python_in_other_namespaces_is_found() {
     // unshare(1) gives the target its own pid and mount namespaces, as a
     // container would; the Python is unshare's child, pid 1 inside.
-    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
+    if !testsupport::is_root() || Command::new("unshare").arg("--version").output().is_err() {
         testsupport::note("unshare as root is needed for the namespace test");
         return;
     }

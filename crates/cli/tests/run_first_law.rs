@@ -103,8 +103,8 @@ fn threading_imported_after_sessions_knows_the_real_main_thread() {
 /// while `--run` code runs in the main thread (`--thread`: the handler's
 /// call waits for the code, then runs in the application), or in a thread
 /// of its own: the process exits, with status 0 and through its own
-/// `finally`, every time. (Not covered, see the README: a signal already
-/// pending as the bootstrap is entered.)
+/// `finally`, every time. (A signal already due as the bootstrap is
+/// entered: see the next test.)
 #[test]
 fn a_sigterm_handlers_system_exit_reaches_the_application() {
     for py in pythons() {
@@ -171,6 +171,63 @@ fn every_exception_a_sigalrm_handler_raises_reaches_the_application() {
         let (fired, caught) = stdout.trim().split_once(' ').expect(&stdout);
         assert!(fired.parse::<u32>().unwrap() >= 3, "{}: {stdout}", py.id);
         assert_eq!(fired, caught, "{}: fired, caught", py.id);
+        assert!(t.is_alive(), "{}", py.id);
+    }
+}
+
+/// #19 item 3, a signal already due as the bootstrap begins: the target
+/// sends itself SIGALRM every 10 ms (armed by a first `--run`, which also
+/// leaves the bootstrap defined) and its handler raises Alarm(n), so a
+/// handler is often due as a thread enters pyattach's code (caught at the
+/// PyErr_CheckSignals that follows a sleep the signal cut short, or at the
+/// eval breaker it set). Over `--run` in a thread of its own, in the main
+/// thread (`--thread`) and a prompt session, every Alarm the handler
+/// raised reached the application exactly once, and every run succeeded.
+/// (Before, most runs on 3.x found their bootstrap's first instruction
+/// raising: no callback, and the Alarm lost.) Ignored until the open race
+/// is closed: an exception handed back to the main thread as an
+/// asynchronous one can land in the next injection's code (about one Alarm
+/// lost in 3 runs of this test over the matrix), and a prompt session on
+/// 3.6 once hung here (not yet understood). `cargo test -- --ignored`.
+#[test]
+#[ignore = "open race: see the doc comment"]
+fn alarms_due_as_the_bootstrap_begins_reach_the_application_once() {
+    for py in pythons() {
+        eprintln!("alarm_storm on {}", py.id);
+        let t = case(&py, "alarm_storm", &[]);
+        let pid = t.pid().to_string();
+        let run = |code: &str| {
+            let out = pyattach(&["--run", code, &pid], None);
+            assert_eq!(out.status.code(), Some(0), "{}: {}", py.id, text(&out).1);
+            text(&out).0
+        };
+        run("import signal; signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)");
+        for i in 0..6 {
+            let out = match i % 3 {
+                0 => pyattach(&["--run", "pass", &pid], None),
+                1 => pyattach(&["--run", "x = 1", "--thread", &pid, &pid], None),
+                _ => pyattach(&[&pid], Some("x = 2\n")),
+            };
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{} #{i}: {}",
+                py.id,
+                text(&out).1
+            );
+        }
+        run("import signal; signal.setitimer(signal.ITIMER_REAL, 0, 0)");
+        std::thread::sleep(Duration::from_millis(300));
+        let stdout = run("n = next(COUNT) - 1\n\
+             print('%d %r %d' % (n, sorted(set(range(1, n + 1)) - set(caught)), \
+             len(caught) - len(set(caught))))");
+        let (fired, rest) = stdout.trim().split_once(' ').expect(&stdout);
+        assert!(fired.parse::<u32>().unwrap() > 20, "{}: {stdout}", py.id);
+        assert_eq!(
+            rest, "[] 0",
+            "{}: fired, lost, caught twice: {stdout}",
+            py.id
+        );
         assert!(t.is_alive(), "{}", py.id);
     }
 }

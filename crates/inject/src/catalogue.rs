@@ -25,6 +25,19 @@ pub const KEEP_ERROR: [&str; 2] = ["PyErr_Fetch", "PyErr_Restore"];
 /// And the exception being handled: `PyErr_GetExcInfo`, `PyErr_SetExcInfo`.
 pub const KEEP_EXC_INFO: [&str; 2] = ["PyErr_GetExcInfo", "PyErr_SetExcInfo"];
 
+/// A signal handler already due as a thread enters the bootstrap runs
+/// first, from the trampoline, and its exception goes to the application:
+/// `PyErr_CheckSignals`, `PyErr_NormalizeException`, `PyImport_AddModule`,
+/// `PyModule_GetDict`, `PyRun_StringFlags` (in this order; without one,
+/// the trampolines do without).
+pub const DUE_SIGNALS: [&str; 5] = [
+    "PyErr_CheckSignals",
+    "PyErr_NormalizeException",
+    "PyImport_AddModule",
+    "PyModule_GetDict",
+    "PyRun_StringFlags",
+];
+
 /// Queues the bootstrap for a main thread running Python.
 pub const PENDING_CALL: &str = "Py_AddPendingCall";
 
@@ -90,6 +103,7 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(FAST_CALL.map(|f| (f, "direct call of the bootstrap")));
     n.extend(KEEP_ERROR.map(|f| (f, "keeps a pending exception")));
     n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the handled exception")));
+    n.extend(DUE_SIGNALS.map(|f| (f, "signals due as code enters")));
     n.push((PENDING_CALL, "nudge for busy main threads"));
     n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
     n.push((THREADS_INITIALIZED, "new-thread strategy (GIL?)"));

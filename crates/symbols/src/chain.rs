@@ -99,7 +99,7 @@ impl ModuleSymbols {
     /// The module's own file, opened again if it was closed.
     pub fn main(&self) -> Option<&ElfSource> {
         self.main
-            .get_or_init(|| ElfSource::open(&self.module.path_via_proc_root).ok())
+            .get_or_init(|| crate::discover::reopen(&self.root, &self.module))
             .as_ref()
     }
 
@@ -191,9 +191,11 @@ impl ModuleSymbols {
             .collect()
     }
 
-    fn in_root(&self, p: &Path) -> PathBuf {
-        let rel = p.strip_prefix("/").unwrap_or(p);
-        self.root.join(rel)
+    /// Opens a file of the target's file system (`p` as the target names
+    /// it), checked and resolved inside its root (see `open.rs`).
+    fn open_in_root(&self, p: &Path) -> Option<ElfSource> {
+        let opened = crate::open::open_in_root(&self.root, p, None).ok()?;
+        ElfSource::from_opened(self.root.join(p.strip_prefix("/").unwrap_or(p)), opened).ok()
     }
 
     /// A debug file is accepted only if its build id matches the module's
@@ -217,15 +219,14 @@ impl ModuleSymbols {
         let rel = format!(".build-id/{}/{}.debug", &h[..2], &h[2..]);
         for dir in &self.opts.debug_dirs {
             // The target's own file system first (containers), then ours.
-            for base in [self.in_root(dir), dir.clone()] {
-                let path = base.join(&rel);
-                if let Ok(elf) = ElfSource::open(&path) {
-                    if self.matches(&elf) {
-                        return Some(Layer {
-                            elf,
-                            source: SymbolSource::BuildIdFile(dir.join(&rel)),
-                        });
-                    }
+            let path = dir.join(&rel);
+            let found = [self.open_in_root(&path), ElfSource::open(&path).ok()];
+            for elf in found.into_iter().flatten() {
+                if self.matches(&elf) {
+                    return Some(Layer {
+                        elf,
+                        source: SymbolSource::BuildIdFile(path),
+                    });
                 }
             }
         }
@@ -248,8 +249,7 @@ impl ModuleSymbols {
             candidates.push(d.join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
         }
         for target_path in candidates {
-            let path = self.in_root(&target_path);
-            let Ok(elf) = ElfSource::open(&path) else {
+            let Some(elf) = self.open_in_root(&target_path) else {
                 continue;
             };
             if elf.crc32() == Some(*crc) && self.matches(&elf) {

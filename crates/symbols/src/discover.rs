@@ -6,6 +6,7 @@ use crate::chain::{ModuleSymbols, Symbol, SymbolSource};
 use crate::elf::ElfSource;
 use crate::error::Error;
 use crate::maps::{self, Mapping};
+use crate::open::{self, FileId};
 use crate::version::{PyVersion, VersionCheck, VersionSource};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,10 @@ pub struct Module {
     pub load_bias: u64,
     /// GNU build id, lowercase hex.
     pub build_id: Option<String>,
+    /// The file's device (major, minor) and inode, as the mapping says: a
+    /// file reopened by path must still be this one.
+    pub dev: (u32, u32),
+    pub inode: u64,
     pub is_main_executable: bool,
     /// The mappings that are executable.
     pub code: Vec<Range>,
@@ -146,6 +151,9 @@ pub struct Interpreter {
     pub executable: PathBuf,
     /// The module holding the interpreter (the executable or a libpython).
     pub module: Module,
+    /// The mapped files that were not read, each with why (a FIFO, not the
+    /// file mapped, …): their symbols are missing.
+    pub refused: Vec<String>,
     modules: Vec<Module>,
     syms: Vec<ModuleSymbols>,
     interp: usize,
@@ -210,27 +218,83 @@ fn load_bias(elf: &ElfSource, first: &Mapping) -> u64 {
     first.start.0.wrapping_sub(first.offset)
 }
 
-/// Opens a mapped file through the target's root, else through map_files.
-fn open_mapped(
-    pid: i32,
-    path: &Path,
-    first: &Mapping,
-    deleted: bool,
-) -> Option<(ElfSource, PathBuf)> {
-    if !deleted {
-        let via =
-            Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-        match ElfSource::open(&via) {
-            Ok(e) => return Some((e, via)),
-            Err(Error::BadElf { .. }) => return None,
-            Err(_) => {}
-        }
-    }
-    let via = PathBuf::from(format!(
+/// Opens a mapped file: the very file mapped through
+/// `/proc/PID/map_files` where our privileges allow (`CAP_SYS_ADMIN` or
+/// `CAP_CHECKPOINT_RESTORE`), else its path inside the target's root,
+/// checked to be the mapped file (device and inode). Each file is checked
+/// before it is read (see `open.rs`); a refusal says why.
+fn open_mapped(pid: i32, path: &Path, first: &Mapping) -> Result<(ElfSource, PathBuf), Error> {
+    let magic = PathBuf::from(format!(
         "/proc/{pid}/map_files/{:x}-{:x}",
         first.start.0, first.end.0
     ));
-    ElfSource::open(&via).ok().map(|e| (e, via))
+    let refusal = match open::open_path(&magic) {
+        Ok(o) => return Ok((ElfSource::from_opened(path.to_path_buf(), o)?, magic)),
+        Err(r) if r.is_permission() => r,
+        Err(r) => return Err(r.into_error(path)),
+    };
+    if first.deleted {
+        return Err(Error::Refused {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it was deleted or replaced since it was mapped, and reading the mapped \
+                 file needs CAP_SYS_ADMIN ({refusal})"
+            ),
+        });
+    }
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let id = FileId {
+        major: first.dev.0,
+        minor: first.dev.1,
+        inode: first.inode,
+    };
+    let opened = open::open_in_root(&root, path, Some(id)).map_err(|r| r.into_error(path))?;
+    let via = root.join(path.strip_prefix("/").unwrap_or(path));
+    Ok((ElfSource::from_opened(path.to_path_buf(), opened)?, via))
+}
+
+/// Opens a module's file again the way discovery first reached it, with
+/// the same checks.
+fn reopen_file(root: &Path, module: &Module) -> Result<open::Opened, Error> {
+    let via = &module.path_via_proc_root;
+    let opened = if via.starts_with(root) {
+        let id = FileId {
+            major: module.dev.0,
+            minor: module.dev.1,
+            inode: module.inode,
+        };
+        open::open_in_root(root, &module.path, Some(id))
+    } else {
+        open::open_path(via)
+    };
+    opened.map_err(|r| r.into_error(&module.path))
+}
+
+/// [`reopen_file`], its headers read.
+pub(crate) fn reopen(root: &Path, module: &Module) -> Option<ElfSource> {
+    ElfSource::from_opened(module.path.clone(), reopen_file(root, module).ok()?).ok()
+}
+
+/// The part of `path` (as our `/proc/PID/maps` or `/proc/PID/exe` shows
+/// it) below the target's root. The kernel writes those paths as seen
+/// from *our* root: for a target chrooted in our mount namespace, they
+/// start with the chroot's directory (`/proc/PID/root` then reads as that
+/// directory); in a container's own mount namespace they are already the
+/// target's (its root reads as `/`).
+fn below_root(root_dir: &Path, path: PathBuf) -> PathBuf {
+    if root_dir == Path::new("/") {
+        return path;
+    }
+    match path.strip_prefix(root_dir) {
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => path,
+    }
+}
+
+/// Whether a mapping may be an ELF module worth opening: anonymous
+/// shared memory and device mappings never are.
+fn may_be_elf(path: &Path) -> bool {
+    !(path.starts_with("/dev/") || path.starts_with("/memfd:") || path.starts_with("/SYSV"))
 }
 
 /// The definition of a C API name (`PyAPI_FUNC`/`PyAPI_DATA`, default
@@ -265,13 +329,21 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     }
     let executable =
         std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| proc_err(pid, "exe", e))?;
-    let executable = PathBuf::from(
-        executable
-            .to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string(),
+    let root_dir =
+        std::fs::read_link(format!("/proc/{pid}/root")).map_err(|e| proc_err(pid, "root", e))?;
+    let executable = below_root(
+        &root_dir,
+        PathBuf::from(
+            executable
+                .to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        ),
     );
-    let mappings = maps::read(pid)?;
+    let mut mappings = maps::read(pid)?;
+    for m in &mut mappings {
+        m.path = m.path.take().map(|p| below_root(&root_dir, p));
+    }
     if mappings.is_empty() && matches!(state(pid)?, 'Z' | 'X') {
         return Err(Error::Zombie(pid));
     }
@@ -292,12 +364,22 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut modules = Vec::new();
     let mut syms = Vec::new();
+    let mut refused = Vec::new();
     for (path, _, maps) in groups {
         let Some(first) = maps.iter().min_by_key(|m| m.offset).copied() else {
             continue;
         };
-        let Some((elf, via)) = open_mapped(pid, &path, first, first.deleted) else {
+        if !may_be_elf(&path) {
             continue;
+        }
+        let (elf, via) = match open_mapped(pid, &path, first) {
+            Ok(x) => x,
+            // Mapped data files (locale archives, caches) are not ELF.
+            Err(Error::BadElf { .. }) => continue,
+            Err(e) => {
+                refused.push(e.to_string());
+                continue;
+            }
         };
         let bias = load_bias(&elf, first);
         // `.bss` lies past the file's last mapping, in anonymous memory.
@@ -319,6 +401,8 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
                 .max(RemoteAddr(image_end)),
             load_bias: bias,
             build_id: elf.build_id.as_deref().map(hex),
+            dev: first.dev,
+            inode: first.inode,
             code: maps
                 .iter()
                 .filter(|m| m.is_exec())
@@ -356,6 +440,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         .ok_or_else(|| Error::NotPython {
             pid,
             exe: executable.clone(),
+            refused: refused.iter().map(|r| format!("; {r}")).collect(),
         })?;
 
     let ms = &syms[interp];
@@ -391,6 +476,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         build,
         executable,
         module: ms.module.clone(),
+        refused,
         modules,
         syms,
         interp,
@@ -554,6 +640,14 @@ impl Interpreter {
             .collect()
     }
 
+    /// Opens `module`'s file again, checked as discovery checked it (a
+    /// regular file of bounded size, the very file mapped): for readers of
+    /// sections this crate does not parse (`.eh_frame`, DWARF).
+    pub fn open_module(&self, module: &Module) -> Result<std::fs::File, Error> {
+        let root = PathBuf::from(format!("/proc/{}/root", self.pid));
+        reopen_file(&root, module).map(|o| o.file)
+    }
+
     /// The debug sources found for the interpreter's module (opens each
     /// source of the chain, so it may use the debuginfod fetcher).
     pub fn debug_sources(&self) -> Vec<SymbolSource> {
@@ -578,6 +672,14 @@ pub struct FileSummary {
 /// Parses the ELF file at `path` the way discovery would.
 pub fn inspect_file(path: &Path) -> Result<FileSummary, Error> {
     summarize(&ElfSource::open(path)?, path)
+}
+
+/// Parses the file at `path` of a file system whose root is `root` (a
+/// stand-in for `/proc/PID/root`), opened and checked as discovery opens a
+/// target's files: for tests and fuzzing of that path.
+pub fn inspect_in_root(root: &Path, path: &Path) -> Result<FileSummary, Error> {
+    let opened = open::open_in_root(root, path, None).map_err(|r| r.into_error(path))?;
+    summarize(&ElfSource::from_opened(path.to_path_buf(), opened)?, path)
 }
 
 /// Parses an ELF image held in memory (for fuzzing).

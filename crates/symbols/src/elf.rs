@@ -3,23 +3,31 @@
 //! is kept, so a file is never parsed twice.
 
 use crate::error::Error;
+use crate::open::Opened;
 use crate::table::{Entry, SymbolTable};
 use object::elf;
 use object::read::elf::{FileHeader, Rela, SectionHeader, SectionTable, Sym};
 use object::read::StringTable;
 use object::{Endianness, ReadCache, ReadRef, SectionIndex};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// Largest `.gnu_debugdata` payload we accept after decompression, so a
 /// hostile file cannot make us allocate without bound.
-const MAX_DEBUGDATA: usize = 256 << 20;
+const MAX_DEBUGDATA: usize = 32 << 20;
+
+/// Largest single piece of a file read at once (a section, a symbol
+/// table): a libpython's `.symtab` is under a megabyte, so a header that
+/// claims more is a trap to make us allocate, refused before any read.
+pub(crate) const MAX_READ: u64 = 32 << 20;
 
 enum Backing {
     /// Headers and tables through the cache; large raw ranges (code for
-    /// capstone, `.rodata`) straight from the second handle, uncached.
-    File(Mutex<ReadCache<File>>, OnceLock<Option<Mutex<File>>>),
+    /// capstone, `.rodata`) straight from the same file with `pread`,
+    /// uncached, never past the size it had when opened.
+    File(Mutex<ReadCache<File>>, File, u64),
     Bytes(Vec<u8>),
 }
 
@@ -135,6 +143,7 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
         .shstrndx(endian, data)
         .ok()
         .and_then(|i| table.section(SectionIndex(i as usize)).ok())
+        .filter(|sh| small(sh, endian))
         .and_then(|sh| sh.data(endian, data).ok())
         .unwrap_or(&[]);
     let names = StringTable::new(shstrtab, 0, shstrtab.len() as u64);
@@ -150,7 +159,7 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
         // A broken note or debuglink only loses that piece of information.
         match name.as_str() {
             ".gnu_debugdata" => has_debugdata = true,
-            ".gnu_debuglink" if debuglink.is_none() => {
+            ".gnu_debuglink" if debuglink.is_none() && sh.sh_size(endian) <= NOTE_MAX => {
                 debuglink = sh
                     .data(endian, data)
                     .ok()
@@ -158,7 +167,7 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
             }
             _ => {}
         }
-        if build_id.is_none() {
+        if build_id.is_none() && sh.sh_size(endian) <= NOTE_MAX {
             build_id = build_id_of(sh, endian, data);
         }
         let file_range = sh.file_range(endian);
@@ -180,6 +189,15 @@ fn header<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Result<Header, Error> {
         symtab_at: symbol_sections(&table, endian, elf::SHT_SYMTAB),
         endian,
     })
+}
+
+/// Largest note or `.gnu_debuglink` section read (a build id note is 36
+/// bytes): a file cannot make us read every section in search of one.
+const NOTE_MAX: u64 = 4096;
+
+/// Whether a section is small enough to read ([`MAX_READ`]).
+fn small(sh: &elf::SectionHeader64<Endianness>, endian: Endianness) -> bool {
+    sh.sh_size(endian) <= MAX_READ
 }
 
 /// The GNU build id, if `sh` is a note section that holds one.
@@ -278,12 +296,18 @@ fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool
     else {
         return out;
     };
+    if !small(dynsym, endian) {
+        return out;
+    }
     let (Ok(symdata), Ok(strsh)) = (
         dynsym.data(endian, data),
         sections.section(SectionIndex(dynsym.sh_link(endian) as usize)),
     ) else {
         return out;
     };
+    if !small(strsh, endian) {
+        return out;
+    }
     let Ok(strdata) = strsh.data(endian, data) else {
         return out;
     };
@@ -295,7 +319,10 @@ fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool
     };
     let strings = StringTable::new(strdata, 0, strdata.len() as u64);
     for sh in sections.iter() {
-        if sh.sh_type(endian) != elf::SHT_RELA || sh.sh_link(endian) as usize != dynsym_index {
+        if sh.sh_type(endian) != elf::SHT_RELA
+            || sh.sh_link(endian) as usize != dynsym_index
+            || !small(sh, endian)
+        {
             continue;
         }
         let Ok(reldata) = sh.data(endian, data) else {
@@ -333,7 +360,7 @@ fn got_slots<'d, R: ReadRef<'d>>(data: R, path: &Path) -> Vec<(String, u64, bool
 macro_rules! with_data {
     ($self:expr, $d:ident => $body:expr) => {
         match &$self.backing {
-            Backing::File(m, _) => {
+            Backing::File(m, ..) => {
                 let guard = m.lock().unwrap_or_else(|p| p.into_inner());
                 let $d = &*guard;
                 $body
@@ -347,15 +374,23 @@ macro_rules! with_data {
 }
 
 impl ElfSource {
-    /// Opens `path` and reads its headers.
+    /// Opens `path`, a file of our own file system or a kernel magic link
+    /// (checked: a regular file of bounded size), and reads its headers.
     pub fn open(path: &Path) -> Result<ElfSource, Error> {
-        let f = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
+        let opened = crate::open::open_path(path).map_err(|r| r.into_error(path))?;
+        Self::from_opened(path.to_path_buf(), opened)
+    }
+
+    /// Reads the headers of a file opened by [`crate::open`]; `path` names
+    /// it in messages.
+    pub fn from_opened(path: PathBuf, opened: Opened) -> Result<ElfSource, Error> {
+        let raw = opened.file.try_clone().map_err(|source| Error::Io {
+            path: path.clone(),
             source,
         })?;
         Self::build(
-            path.to_path_buf(),
-            Backing::File(Mutex::new(ReadCache::new(f)), OnceLock::new()),
+            path,
+            Backing::File(Mutex::new(ReadCache::new(opened.file)), raw, opened.size),
         )
     }
 
@@ -463,17 +498,17 @@ impl ElfSource {
                 b.get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
                     .map(<[u8]>::to_vec)
             }
-            Backing::File(_, raw) => {
-                use std::io::{Read, Seek, SeekFrom};
-                // A second handle, opened on first use, so large reads
-                // bypass (and do not bloat) the cache. `read_to_end` fills
-                // the spare capacity: no pass zeroing a buffer first.
-                let raw = raw.get_or_init(|| File::open(&self.path).ok().map(Mutex::new));
-                let mut f = raw.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
-                f.seek(SeekFrom::Start(off)).ok()?;
-                let mut out = Vec::with_capacity(len);
-                (&mut *f).take(len as u64).read_to_end(&mut out).ok()?;
-                (out.len() == len).then_some(out)
+            Backing::File(_, raw, size) => {
+                // `pread` on a second descriptor of the same open file:
+                // large reads bypass (and do not bloat) the cache, and the
+                // cache's file offset is left alone.
+                let end = off.checked_add(len as u64)?;
+                if len as u64 > MAX_READ || end > *size {
+                    return None;
+                }
+                let mut out = vec![0u8; len];
+                raw.read_exact_at(&mut out, off).ok()?;
+                Some(out)
             }
         }
     }
@@ -482,16 +517,20 @@ impl ElfSource {
     pub fn crc32(&self) -> Option<u32> {
         match &self.backing {
             Backing::Bytes(b) => Some(crc32fast::hash(b)),
-            Backing::File(..) => {
-                let mut f = File::open(&self.path).ok()?;
+            Backing::File(_, raw, size) => {
+                // Up to the size it had when opened: a file that grows
+                // while read does not keep us reading.
                 let mut h = crc32fast::Hasher::new();
                 let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+                let mut at = 0u64;
+                while at < *size {
+                    let n = raw.read_at(&mut buf, at).ok()?;
                     if n == 0 {
-                        break;
+                        return None;
                     }
+                    let n = n.min(usize::try_from(*size - at).unwrap_or(n));
                     h.update(&buf[..n]);
+                    at += n as u64;
                 }
                 Some(h.finalize())
             }

@@ -25,8 +25,14 @@ pub enum Error {
 
     // --- the interpreter
     /// No mapped module defines the CPython API.
-    #[error("process {pid} ({exe}) is not CPython: neither its executable nor a mapped libpython defines Py_Initialize")]
-    NotPython { pid: i32, exe: PathBuf },
+    #[error("process {pid} ({exe}) is not CPython: neither its executable nor a mapped libpython defines Py_Initialize{refused}")]
+    NotPython {
+        pid: i32,
+        exe: PathBuf,
+        /// The mapped files that were not read, and why (empty, or a
+        /// sentence that starts with "; ").
+        refused: String,
+    },
     /// CPython, but a version pyattach does not know.
     #[error("CPython {version} in {path} is not supported (supported: 2.7 and 3.6 to 3.15)")]
     UnsupportedVersion { version: String, path: PathBuf },
@@ -42,6 +48,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file the target controls was not read: not a regular file, too
+    /// large, not the mapped file (see `open.rs`).
+    #[error("{path} was not read: {reason}")]
+    Refused { path: PathBuf, reason: String },
     /// A module's file is not a well-formed ELF file (truncated, corrupt).
     #[error("{path} is not a valid ELF file: {reason}")]
     BadElf { path: PathBuf, reason: String },
@@ -66,7 +76,7 @@ impl Error {
             }
             Error::Proc { .. } => 1,
             Error::Zombie(_) => 6,
-            Error::Io { .. } | Error::BadElf { .. } => 7,
+            Error::Io { .. } | Error::BadElf { .. } | Error::Refused { .. } => 7,
             Error::NotInFile(_) => 1,
         }
     }

@@ -2,9 +2,11 @@
 //! version and struct offsets, without ptrace and without running anything in
 //! the target.
 //!
-//! [`discover`] reads `/proc/PID/maps`, opens every mapped ELF file through
-//! `/proc/PID/root` (so containers work; `/proc/PID/map_files` when the path
-//! is gone), picks the module that holds CPython (the executable or a
+//! [`discover`] reads `/proc/PID/maps`, opens every mapped ELF file (the
+//! very file mapped, through `/proc/PID/map_files`, where privileges allow;
+//! else its path resolved inside `/proc/PID/root` and checked to be the
+//! mapped file: containers work, and a hostile target's FIFOs, devices,
+//! links out of its root and huge files are refused, see `open.rs`), picks the module that holds CPython (the executable or a
 //! `libpython*.so*`, validated by `Py_Initialize` and `PyRun_SimpleString`),
 //! computes its load bias from the mapping and the `PT_LOAD` headers, and
 //! tells its version (`Py_Version`, else the `PY_VERSION` string, else the
@@ -33,7 +35,9 @@
 //! - [`Interpreter::debug_sources`]: which debug files were found.
 //!
 //! [`inspect_file`] / [`inspect_bytes`] run the same parsing on one file, for
-//! tests and the fuzz target (`fuzz/`): never a panic on any input.
+//! tests and the fuzz target (`fuzz/`): never a panic on any input;
+//! [`inspect_in_root`] opens the file inside a stand-in for
+//! `/proc/PID/root`, with the checks a target's files get.
 //!
 //! ```no_run
 //! let py = symbols::discover(1234, &symbols::DiscoverOptions::default())?;
@@ -59,14 +63,15 @@ mod elf;
 mod error;
 pub mod maps;
 pub mod offsets;
+mod open;
 mod table;
 mod version;
 
 pub use addr::{hex, FileAddr, RemoteAddr};
 pub use chain::{Symbol, SymbolSource};
 pub use discover::{
-    discover, inspect_bytes, inspect_file, BuildInfo, CodeSection, DebugFetcher, DiscoverOptions,
-    FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
+    discover, inspect_bytes, inspect_file, inspect_in_root, BuildInfo, CodeSection, DebugFetcher,
+    DiscoverOptions, FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
 };
 pub use error::Error;
 pub use version::{PyVersion, ReleaseLevel, VersionCheck, VersionSource};

@@ -11,6 +11,8 @@ pub struct Mapping {
     pub end: RemoteAddr,
     pub perms: String,
     pub offset: u64,
+    /// The file's device (major, minor; `0:0` for anonymous memory).
+    pub dev: (u32, u32),
     pub inode: u64,
     /// The file's path in the target's mount namespace, without the
     /// ` (deleted)` suffix; `None` for anonymous mappings and `[heap]` & co.
@@ -44,7 +46,11 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let range = field();
     let perms = field().to_string();
     let offset = u64::from_str_radix(field(), 16).ok()?;
-    let _dev = field();
+    let (major, minor) = field().split_once(':')?;
+    let dev = (
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
     let inode = field().parse::<u64>().ok()?;
     let (start, end) = range.split_once('-')?;
     let start = u64::from_str_radix(start, 16).ok()?;
@@ -63,6 +69,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end: RemoteAddr(end),
         perms,
         offset,
+        dev,
         inode,
         path,
         deleted,
@@ -100,6 +107,7 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].path.as_deref(), Some("/usr/bin/dbus daemon".as_ref()));
         assert!(m[0].is_exec());
+        assert_eq!((m[0].dev, m[0].inode), ((8, 2), 173521));
         assert_eq!(m[1].path, None);
         assert_eq!(m[1].offset, 0x1000);
         assert!(m[2].deleted);

@@ -2,20 +2,7 @@
 //! error or a partial answer, never panic, never hang.
 
 use symbols::inspect_bytes;
-
-/// xorshift64*: deterministic, so a failure is reproducible from its seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use testsupport::Rng;
 
 fn samples() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();

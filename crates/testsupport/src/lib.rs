@@ -269,6 +269,36 @@ pub fn python(prefix: &str) -> Option<Python> {
     })
 }
 
+/// xorshift64*: deterministic, so a failure is reproducible from its seed
+/// (for tests that corrupt files).
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Whether this test runs as root (effective uid 0): chroot, other users.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Prints the standard skip note for a missing prerequisite.
 pub fn note(why: &str) {
     eprintln!("NOTE: skipping because {why}");
@@ -513,45 +543,115 @@ pub fn describe(pid: u32) -> String {
 /// pid, if it runs past `limit`: a generous hang guard, never a timing
 /// assert.
 pub fn pyattach_output(args: &[&str], stdin: &[u8], limit: Duration) -> std::process::Output {
+    let mut cmd = Command::new(pyattach_bin());
+    cmd.args(args);
+    guarded_output(cmd, stdin, limit, false)
+}
+
+/// [`pyattach_output`] under `/usr/bin/time`, with pyattach's peak
+/// resident memory in KiB; `None` (with a note) if `/usr/bin/time` is
+/// missing. `wrapper` (e.g. `setpriv --reuid=…`) must exec pyattach in
+/// its own process.
+pub fn pyattach_output_peak(
+    wrapper: &[&str],
+    args: &[&str],
+    limit: Duration,
+) -> Option<(std::process::Output, u64)> {
+    if !Path::new("/usr/bin/time").exists() {
+        note("/usr/bin/time is missing (GNU time; apt-get install time)");
+        return None;
+    }
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = build_dir().join(format!("peak-{}-{n}", std::process::id()));
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%M", "-o"])
+        .arg(&file)
+        .args(wrapper)
+        .arg(pyattach_bin())
+        .args(args);
+    let out = guarded_output(cmd, b"", limit, true);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    // time(1) writes "Command exited with non-zero status N" first then.
+    let kb = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory from /usr/bin/time: {text:?}"));
+    Some((out, kb))
+}
+
+/// Runs `cmd`, `stdin` fed from a thread, and kills it if it runs past
+/// `limit`; with `own_group` it runs in a process group of its own and the
+/// whole group (what it started and nothing else) is killed: a wrapper's
+/// child too.
+fn guarded_output(
+    mut cmd: Command,
+    stdin: &[u8],
+    limit: Duration,
+    own_group: bool,
+) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(pyattach_bin())
-        .args(args)
+    use std::os::unix::process::CommandExt;
+    if own_group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn pyattach");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut si = child.stdin.take().expect("piped stdin");
     let data = stdin.to_vec();
     std::thread::spawn(move || {
         let _ = si.write_all(&data);
     });
-    let drain = |mut r: Box<dyn Read + Send>| {
+    // Read while it runs: output larger than a pipe holds must not stall it.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let so = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let se = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let end = Instant::now() + limit;
     let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for pyattach") {
-            break st;
+        if let Some(status) = child.try_wait().expect("wait for pyattach") {
+            break status;
         }
         if Instant::now() > end {
+            if own_group {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
-            let err = stderr.join().unwrap_or_default();
-            panic!("pyattach {args:?} hung: {}", String::from_utf8_lossy(&err));
+            let err = se.join().unwrap_or_default();
+            panic!("{cmd:?} hung: {}", String::from_utf8_lossy(&err));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     std::process::Output {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout: so.join().expect("stdout reader"),
+        stderr: se.join().expect("stderr reader"),
     }
 }
 

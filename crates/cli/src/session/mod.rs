@@ -7,7 +7,7 @@ mod input;
 mod lost;
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,10 +92,14 @@ pub fn drive(
         channel.try_clone().context("duplicating the channel")?,
     ));
     // Bounded: when this terminal is slower than the target's output, the
-    // reader stops reading and the socket applies back-pressure.
+    // reader stops reading and the socket applies back-pressure: at 256
+    // messages, or once more than QUEUED_MAX bytes wait (output comes in
+    // pieces of 256 KiB, other frames are at most 8 MiB), whatever the
+    // target sends. Completions come only when asked for: 4 at most.
     let (ev_tx, ev_rx) = mpsc::sync_channel(256);
-    let (comp_tx, comp_rx) = mpsc::channel();
-    spawn_reader(channel, ev_tx, comp_tx);
+    let (comp_tx, comp_rx) = mpsc::sync_channel(4);
+    let queued = Arc::new(AtomicUsize::new(0));
+    spawn_reader(channel, ev_tx, comp_tx, queued.clone());
     let running = Arc::new(Running::default());
     forward_signals(writer.clone(), running.clone(), target.clone())?;
 
@@ -123,6 +127,9 @@ pub fn drive(
             },
             None => ev_rx.recv().unwrap_or(Event::Closed(None)),
         };
+        if let Event::Msg(m) = &ev {
+            queued.fetch_sub(queued_size(m), Ordering::SeqCst);
+        }
         match ev {
             Event::Msg(FromTarget::Stdout(b)) => {
                 let text = String::from_utf8_lossy(&b);
@@ -206,6 +213,7 @@ pub fn drive(
         }
     }
     running.closed.store(true, Ordering::SeqCst);
+    queued.store(0, Ordering::SeqCst);
     drop(UNBLOCKING.lock());
     input.save_history();
     stdout.flush().ok();
@@ -302,17 +310,39 @@ fn write_out(out: &mut impl Write, b: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// Most bytes of messages the reader queues before it waits for the
+/// session to take them.
+const QUEUED_MAX: usize = 16 << 20;
+
+/// What a message holds in memory while queued.
+fn queued_size(m: &FromTarget) -> usize {
+    match m {
+        FromTarget::Stdout(b) | FromTarget::Stderr(b) => b.len(),
+        FromTarget::Stacks(s) | FromTarget::WantLine(s) | FromTarget::Failed(s) => s.len(),
+        _ => 0,
+    }
+}
+
 fn spawn_reader(
     mut channel: Channel,
     ev_tx: mpsc::SyncSender<Event>,
-    comp_tx: mpsc::Sender<Vec<String>>,
+    comp_tx: mpsc::SyncSender<Vec<String>>,
+    queued: Arc<AtomicUsize>,
 ) {
     std::thread::spawn(move || loop {
         match channel.recv() {
             Ok(Some(FromTarget::Completions(c))) => {
-                let _ = comp_tx.send(c);
+                if comp_tx.send(c).is_err() {
+                    return;
+                }
             }
             Ok(Some(m)) => {
+                // A flood the terminal cannot take: wait (the session
+                // zeroes the count when it ends, so this never outlives it).
+                while queued.load(Ordering::SeqCst) > QUEUED_MAX {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                queued.fetch_add(queued_size(&m), Ordering::SeqCst);
                 if ev_tx.send(Event::Msg(m)).is_err() {
                     return;
                 }

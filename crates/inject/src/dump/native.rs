@@ -64,9 +64,15 @@ struct Cfi {
     bias: u64,
 }
 
-fn load(m: &Module) -> Option<Cfi> {
+/// Largest `.eh_frame` read: a libpython's is a few hundred KiB; a file
+/// of the target's that claims more is not believed.
+const MAX_EH_FRAME: u64 = 32 << 20;
+
+fn load(interp: &Interpreter, m: &Module) -> Option<Cfi> {
     use object::read::elf::{FileHeader, SectionHeader};
-    let f = std::fs::File::open(&m.path_via_proc_root).ok()?;
+    // Checked: a regular file, the one mapped (the target's files are
+    // hostile input).
+    let f = interp.open_module(m).ok()?;
     let cache = object::ReadCache::new(f);
     // The section headers only: `object::File::parse` would read the
     // symbol tables too (most of the time, for a large libpython).
@@ -75,6 +81,9 @@ fn load(m: &Module) -> Option<Cfi> {
     let sections = header.sections(endian, &cache).ok()?;
     let section = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s);
     let (eh, hdr) = (section(b".eh_frame")?, section(b".eh_frame_hdr")?);
+    if eh.sh_size(endian) > MAX_EH_FRAME || hdr.sh_size(endian) > MAX_EH_FRAME {
+        return None;
+    }
     let text = section(b".text").map_or(0, |s| s.sh_addr(endian));
     Some(Cfi {
         eh_frame: eh.data(endian, &cache).ok()?.to_vec(),
@@ -94,15 +103,21 @@ fn load(m: &Module) -> Option<Cfi> {
 pub struct Preloaded(Vec<(PathBuf, Option<Cfi>)>);
 
 impl Preloaded {
-    /// Loads the CFI of the modules of `modules` that `pick` picks.
-    pub fn load(modules: &[Module], pick: impl Fn(&Module) -> bool) -> Preloaded {
+    /// Loads the CFI of the modules of `interp` that `pick` picks.
+    pub fn load(interp: &Interpreter, pick: impl Fn(&Module) -> bool) -> Preloaded {
         Preloaded(
-            modules
+            interp
+                .modules()
                 .iter()
                 .filter(|m| pick(m))
-                .map(|m| (m.path.clone(), load(m)))
+                .map(|m| (m.path.clone(), load(interp, m)))
                 .collect(),
         )
+    }
+
+    /// No CFI at all: modules are then loaded as they are reached.
+    pub fn none() -> Preloaded {
+        Preloaded(Vec::new())
     }
 }
 
@@ -139,7 +154,7 @@ impl<'a> Unwinder<'a> {
     /// (no file read, no frame-pointer guess), which is what a few frames
     /// through known modules, with the threads held, want.
     pub fn only(interp: &'a Interpreter, pick: impl Fn(&Module) -> bool) -> Self {
-        Self::with(interp, Preloaded::load(interp.modules(), pick))
+        Self::with(interp, Preloaded::load(interp, pick))
     }
 
     /// [`Unwinder::only`] with CFI loaded beforehand, on any thread.
@@ -165,7 +180,7 @@ impl<'a> Unwinder<'a> {
         if !self.guess.get() {
             return None;
         }
-        let c = load(m).map(Rc::new);
+        let c = load(self.interp, m).map(Rc::new);
         self.cfi.borrow_mut().insert(m.path.clone(), c.clone());
         c
     }
@@ -340,6 +355,10 @@ impl Lines {
                 | SymbolSource::Debuginfod(p) => Some(p),
                 SymbolSource::DynSym | SymbolSource::SymTab | SymbolSource::GnuDebugData => None,
             })
+            // Ours only (a debug directory, the debuginfod cache): one in
+            // the target's file system is the target's, not opened again
+            // by path.
+            .filter(|p| !p.starts_with("/proc"))
             .collect();
         Lines {
             loaders: RefCell::default(),
@@ -347,28 +366,32 @@ impl Lines {
         }
     }
 
-    fn loader(&self, m: &Module, interp: bool) -> Option<Rc<addr2line::Loader>> {
+    fn loader(&self, py: &Interpreter, m: &Module, interp: bool) -> Option<Rc<addr2line::Loader>> {
         if let Some(l) = self.loaders.borrow().get(&m.path) {
             return l.clone();
         }
-        // A stripped module's DWARF lives in its debug file.
-        let mut candidates = Vec::new();
-        if interp {
-            candidates.extend(self.debug_files.iter().cloned());
-        }
-        candidates.push(m.path_via_proc_root.clone());
-        let l = candidates
-            .into_iter()
-            .filter(|p| p.exists())
-            .find_map(|p| addr2line::Loader::new(p).ok())
+        // A stripped module's DWARF lives in its debug file (ours).
+        let debug_file = self
+            .debug_files
+            .iter()
+            .filter(|_| interp)
+            .find_map(|p| addr2line::Loader::new(p).ok());
+        let l = debug_file
+            .or_else(|| {
+                // The module's own file is the target's: opened checked,
+                // and handed to addr2line as that very descriptor.
+                use std::os::fd::AsRawFd;
+                let f = py.open_module(m).ok()?;
+                addr2line::Loader::new(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()
+            })
             .map(Rc::new);
         self.loaders.borrow_mut().insert(m.path.clone(), l.clone());
         l
     }
 
     /// `(file, line)` of the code at `addr`, when DWARF has them.
-    fn find(&self, m: &Module, interp: bool, addr: u64) -> Option<(String, u32)> {
-        let l = self.loader(m, interp)?;
+    fn find(&self, py: &Interpreter, m: &Module, interp: bool, addr: u64) -> Option<(String, u32)> {
+        let l = self.loader(py, m, interp)?;
         let loc = l.find_location(addr.wrapping_sub(m.load_bias)).ok()??;
         Some((loc.file?.to_string(), loc.line?))
     }
@@ -390,7 +413,7 @@ fn symbolize(interp: &Interpreter, lines: &Lines, pc: u64, first: bool) -> Symbo
             .symbolize(RemoteAddr(at))
             .map(|(s, _)| demangle(&s.name)),
         module: m.map(|m| m.file_name()),
-        location: m.and_then(|m| lines.find(m, *m == interp.module, at)),
+        location: m.and_then(|m| lines.find(interp, m, *m == interp.module, at)),
     }
 }
 

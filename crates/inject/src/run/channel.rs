@@ -56,8 +56,12 @@ enum How {
     },
     Unix {
         listener: UnixListener,
-        /// The directory as pyattach sees it (under /proc/PID/root).
+        /// The directory as pyattach sees it (`/proc/self/fd/N/name`, N
+        /// being `base`).
         host_dir: PathBuf,
+        /// The target's temporary directory, resolved inside its root:
+        /// `host_dir` goes through this descriptor, kept open as long.
+        _base: OwnedFd,
         /// The socket's path as the target sees it.
         target_path: String,
         /// Removes the directory if pyattach dies before it could
@@ -286,22 +290,33 @@ fn pair(pid: i32) -> Result<How, RunError> {
 /// The target's temporary directories, in the order pyattach tries them.
 const TMP_DIRS: [&str; 3] = ["tmp", "dev/shm", "var/tmp"];
 
-fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let base = TMP_DIRS
+/// The first of [`TMP_DIRS`] the target has, opened inside its root (a
+/// `/tmp` that is a symlink to `/` means the target's `/`, never ours),
+/// and its name.
+fn tmp_dir(pid: i32) -> Option<(OwnedFd, &'static str)> {
+    TMP_DIRS
         .into_iter()
-        .find(|d| root.join(d).is_dir())
-        .ok_or_else(|| {
-            RunError::io(
-                "no /tmp in the target's filesystem",
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            )
-        })?;
+        .find_map(|d| Some((attach::procinfo::open_dir_in_root(pid, d).ok()?, d)))
+}
+
+/// How a process reaches the directory behind `fd` of ours.
+fn fd_path(fd: &OwnedFd, who: u32) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/{who}/fd/{}", fd.as_raw_fd()))
+}
+
+fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
+    let (base_fd, base) = tmp_dir(pid).ok_or_else(|| {
+        RunError::io(
+            "no /tmp in the target's filesystem",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    })?;
     let name = format!("pyattach-{pid}-{nonce}");
-    let host_dir = root.join(base).join(&name);
+    let host_dir = fd_path(&base_fd, std::process::id()).join(&name);
     // First the guard, so that no moment exists with the directory and
     // nobody bound to remove it.
-    let guard = guard(&root.join(base), &name);
+    let guard = guard(&fd_path(&base_fd, std::process::id()), &name);
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&host_dir)
@@ -327,6 +342,7 @@ fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
     Ok(How::Unix {
         listener,
         host_dir,
+        _base: base_fd,
         target_path,
         guard,
     })
@@ -424,11 +440,17 @@ const SWEEP_GRACE: Duration = Duration::from_secs(2);
 /// the name for a symlink meanwhile redirects nothing; `rmdir` by name
 /// removes only an empty directory and never follows a symlink.
 fn sweep_stale(pid: i32) {
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
     let prefix = format!("pyattach-{pid}-");
     let mut candidates = Vec::new();
-    for base in TMP_DIRS {
-        let Ok(dir) = fs::read_dir(root.join(base)) else {
+    // Each directory resolved inside the target's root, kept open while
+    // its entries are looked at (reached as /proc/self/fd/N).
+    let bases: Vec<OwnedFd> = TMP_DIRS
+        .into_iter()
+        .filter_map(|d| attach::procinfo::open_dir_in_root(pid, d).ok())
+        .collect();
+    for base_fd in &bases {
+        let base = fd_path(base_fd, std::process::id());
+        let Ok(dir) = fs::read_dir(&base) else {
             continue;
         };
         for e in dir.flatten() {
@@ -440,7 +462,7 @@ fn sweep_stale(pid: i32) {
                 n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             });
             if is_ours {
-                candidates.push((root.join(base), name.to_string()));
+                candidates.push((base.clone(), name.to_string()));
             }
         }
     }

@@ -24,6 +24,14 @@ use capstone::arch::x86::{ArchMode, X86OperandType, X86Reg};
 use capstone::arch::{BuildsCapstone, DetailsArchInsn};
 use capstone::{Capstone, RegId};
 
+#[path = "detour_signals.rs"]
+mod signals;
+pub use signals::Signals;
+
+/// The bytes [`Asm::run_bootstrap`] takes below `rsp` for what it puts
+/// aside (see `detour_signals.rs` for the slots).
+const FRAME: u8 = 96;
+
 pub const FLAG: u64 = 0;
 pub const RESULT: u64 = 4;
 pub const TID: u64 = 8;
@@ -321,6 +329,9 @@ fn rel32(from_next: u64, to: u64) -> i32 {
 struct Asm {
     at: u64,
     b: Vec<u8>,
+    /// Calls of the bootstrap subroutine, emitted once after the rest
+    /// (see [`Asm::bootstrap_subroutine`]): fixups.
+    calls: Vec<usize>,
 }
 
 impl Asm {
@@ -405,7 +416,9 @@ impl Asm {
         self.raw(&[0x0f, 0x05]); //                0f 05          syscall
         self.rip(&[0x89, 0x05], l.data + TID, &[]); // 89 05      mov [rip+TID], eax
         self.rip(&[0xc7, 0x05], l.data + SITE, &site.to_le_bytes()); // c7 05 .. imm32  mov dword [rip+SITE], site
-        self.run_bootstrap(l);
+        self.raw(&[0xe8, 0, 0, 0, 0]); // e8 rel32  call the bootstrap subroutine
+        self.calls.push(self.b.len() - 4);
+        self.forget_return();
         self.rip(&[0x89, 0x05], l.data + RESULT, &[]); // 89 05   mov [rip+RESULT], eax
         self.set_flag(l.data + DONE);
         out
@@ -426,7 +439,7 @@ impl Asm {
     fn run_bootstrap(&mut self, l: &Layout) {
         if let Some(x) = l.keep_error {
             // [rsp, +8, +16]: the error set; [+24, +32, +40]: the one handled.
-            self.raw(&[0x48, 0x83, 0xec, 0x40]); //       48 83 ec 40     sub rsp, 64
+            self.raw(&[0x48, 0x83, 0xec, FRAME]); //      48 83 ec imm8   sub rsp, FRAME
             self.raw(&[0x48, 0x89, 0xe7]); //             48 89 e7        mov rdi, rsp
             self.raw(&[0x48, 0x8d, 0x74, 0x24, 0x08]); // 48 8d 74 24 08  lea rsi, [rsp+8]
             self.raw(&[0x48, 0x8d, 0x54, 0x24, 0x10]); // 48 8d 54 24 10  lea rdx, [rsp+16]
@@ -445,24 +458,11 @@ impl Asm {
         }
         let mut slow = Vec::new();
         let mut done = Vec::new();
-        if let Some(f) = l.fast {
-            self.mov_imm(&[0x48, 0xbf], f.name); //       mov rdi, "_pyattach_code"
-            self.mov_imm(&[0x48, 0xb8], f.sys_get); //    mov rax, PySys_GetObject
-            self.call_rax_and_forget();
-            slow.push(self.jz_if_rax_null());
-            self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
-            self.mov_imm(&[0x48, 0xbe], f.key); //        mov rsi, key
-            self.mov_imm(&[0x48, 0xb8], f.dict_get); //   mov rax, PyDict_GetItemString
-            self.call_rax_and_forget();
-            slow.push(self.jz_if_rax_null());
-            self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
-            self.mov_imm(&[0x48, 0xbe], f.fmt); //        mov rsi, "KK"
-            self.mov_imm(&[0x48, 0xba], f.blob); //       mov rdx, blob
-            self.mov_imm(&[0x48, 0xb9], f.blob_len); //   mov rcx, blob_len
-            self.mov_imm(&[0x49, 0xba], f.call); //       mov r10, PyObject_CallFunction
-            self.raw(&[0x31, 0xc0]); //                   31 c0           xor eax, eax (no vector args)
-            self.raw(&[0x41, 0xff, 0xd2]); //             41 ff d2        call r10
-            self.forget_return();
+        if let (Some(f), Some(x), Some(s)) = (l.fast, l.keep_error, l.signals) {
+            self.call_start_with_signals(l, f, x, s);
+        } else if let Some(f) = l.fast {
+            slow.extend(self.lookup_start(&f));
+            self.call_start(&f, None);
             let failed = self.jz_if_rax_null();
             self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
             self.mov_imm(&[0x48, 0xb8], f.decref); //     mov rax, Py_DecRef
@@ -475,10 +475,10 @@ impl Asm {
             self.raw(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // b8 imm32        mov eax, -1
             done.push(self.jmp_fwd());
         }
-        self.land(&slow);
-        self.mov_imm(&[0x48, 0xbf], l.data + SCRIPT); // mov rdi, script
-        self.mov_imm(&[0x48, 0xb8], l.run); //           mov rax, PyRun_SimpleString
-        self.call_rax_and_forget();
+        if l.fast.is_none() || l.keep_error.is_none() || l.signals.is_none() {
+            self.land(&slow);
+            self.run_script(l);
+        }
         self.land(&done);
         if let Some(x) = l.keep_error {
             self.raw(&[0x50]); //                         50              push rax (the result)
@@ -498,8 +498,60 @@ impl Asm {
             self.call_rax_and_forget();
             self.raw(&[0x48, 0x83, 0xc4, 0x08]); //       48 83 c4 08     add rsp, 8
             self.raw(&[0x58]); //                         58              pop rax
-            self.raw(&[0x48, 0x83, 0xc4, 0x40]); //       48 83 c4 40     add rsp, 64
+            self.raw(&[0x48, 0x83, 0xc4, FRAME]); //      48 83 c4 imm8   add rsp, FRAME
         }
+    }
+    /// `rax` = the bootstrap's `start` kept in the target (borrowed), or
+    /// a jump to the returned fixups if there is none yet.
+    fn lookup_start(&mut self, f: &Fast) -> [usize; 2] {
+        self.mov_imm(&[0x48, 0xbf], f.name); //       mov rdi, "_pyattach_code"
+        self.mov_imm(&[0x48, 0xb8], f.sys_get); //    mov rax, PySys_GetObject
+        self.call_rax_and_forget();
+        let a = self.jz_if_rax_null();
+        self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
+        self.mov_imm(&[0x48, 0xbe], f.key); //        mov rsi, key
+        self.mov_imm(&[0x48, 0xb8], f.dict_get); //   mov rax, PyDict_GetItemString
+        self.call_rax_and_forget();
+        [a, self.jz_if_rax_null()]
+    }
+    /// `start(blob, blob_len)`, `start` in `rax`; with `exc`, the slot of
+    /// an exception to pass as a third argument if it is not NULL.
+    /// `rax`: the call's result.
+    fn call_start(&mut self, f: &Fast, exc: Option<u8>) {
+        self.raw(&[0x48, 0x89, 0xc7]); //             48 89 c7        mov rdi, rax
+        self.mov_imm(&[0x48, 0xbe], f.fmt); //        mov rsi, "KK"
+        if let Some(slot) = exc {
+            self.mov_imm(&[0x49, 0xbb], f.fmt_exc); // mov r11, "KKO"
+            self.raw(&[0x4c, 0x8b, 0x44, 0x24, slot]); // 4c 8b 44 24 d8 mov r8, [rsp+slot]
+            self.raw(&[0x4d, 0x85, 0xc0]); //         4d 85 c0        test r8, r8
+            self.raw(&[0x49, 0x0f, 0x45, 0xf3]); //   49 0f 45 f3     cmovnz rsi, r11
+        }
+        self.mov_imm(&[0x48, 0xba], f.blob); //       mov rdx, blob
+        self.mov_imm(&[0x48, 0xb9], f.blob_len); //   mov rcx, blob_len
+        self.mov_imm(&[0x49, 0xba], f.call); //       mov r10, PyObject_CallFunction
+        self.raw(&[0x31, 0xc0]); //                   31 c0           xor eax, eax (no vector args)
+        self.raw(&[0x41, 0xff, 0xd2]); //             41 ff d2        call r10
+        self.forget_return();
+    }
+    /// `PyRun_SimpleString(script)`: the text that defines the bootstrap
+    /// (and calls it).
+    fn run_script(&mut self, l: &Layout) {
+        self.mov_imm(&[0x48, 0xbf], l.data + SCRIPT); // mov rdi, script
+        self.mov_imm(&[0x48, 0xb8], l.run); //           mov rax, PyRun_SimpleString
+        self.call_rax_and_forget();
+    }
+    /// [`Asm::run_bootstrap`] once, as a subroutine every claim calls (a
+    /// copy per trampoline would not fit in the code page).
+    fn bootstrap_subroutine(&mut self, l: &Layout) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let calls = std::mem::take(&mut self.calls);
+        self.land(&calls);
+        self.raw(&[0x48, 0x83, 0xec, 0x08]); // 48 83 ec 08  sub rsp, 8 (aligns rsp to 16)
+        self.run_bootstrap(l);
+        self.raw(&[0x48, 0x83, 0xc4, 0x08]); // 48 83 c4 08  add rsp, 8
+        self.raw(&[0xc3]); //                   c3           ret
     }
     /// `mov reg, imm64` with the given opcode bytes (REX.W + B8+r).
     fn mov_imm(&mut self, opcode: &[u8], v: u64) {
@@ -578,6 +630,9 @@ pub struct Layout {
     pub fast: Option<Fast>,
     /// Putting a pending exception aside while the bootstrap runs.
     pub keep_error: Option<KeepError>,
+    /// Running Python signal handlers already due before the bootstrap,
+    /// their exception handed to it (needs `fast` and `keep_error`).
+    pub signals: Option<Signals>,
 }
 
 /// What calling the bootstrap's `start` directly needs: C API functions of
@@ -596,6 +651,8 @@ pub struct Fast {
     pub name: u64,
     pub key: u64,
     pub fmt: u64,
+    /// `KKO`: the same with an exception for the application.
+    pub fmt_exc: u64,
     /// The parameters' blob and its length: `start`'s arguments.
     pub blob: u64,
     pub blob_len: u64,
@@ -613,16 +670,16 @@ pub struct KeepError {
 /// The strings [`Fast`] points at, `key` being the bootstrap's, in the
 /// order and at the offsets [`fast_strings_at`] gives.
 pub fn fast_strings(key: &str) -> Vec<u8> {
-    let mut out = b"_pyattach_code\0KK\0".to_vec();
+    let mut out = b"_pyattach_code\0KK\0KKO\0__main__\0".to_vec();
     out.extend_from_slice(key.as_bytes());
     out.push(0);
     out
 }
 
 /// Where the strings of [`fast_strings`] are once written at `at`:
-/// (name, fmt, key).
-pub fn fast_strings_at(at: u64) -> (u64, u64, u64) {
-    (at, at + 15, at + 18)
+/// (name, fmt, fmt_exc, `__main__`, key).
+pub fn fast_strings_at(at: u64) -> (u64, u64, u64, u64, u64) {
+    (at, at + 15, at + 18, at + 22, at + 31)
 }
 
 /// [`SITE`] value of the new-thread fallback.
@@ -646,6 +703,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     let mut a = Asm {
         at: l.code,
         b: Vec::new(),
+        calls: Vec::new(),
     };
     let mut tramps = Vec::new();
     for (i, (entry, reloc)) in sites.iter().enumerate() {
@@ -698,6 +756,7 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
         a.raw(&[0xc3]); //                c3             ret
         f
     });
+    a.bootstrap_subroutine(l);
     Code {
         bytes: a.b,
         tramps,
@@ -706,68 +765,8 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     }
 }
 
-/// Where things are for [`raising_code`].
-#[derive(Clone, Copy, Debug)]
-pub struct RaiseLayout {
-    /// Start of the data page ([`FLAG`], [`DONE`]).
-    pub data: u64,
-    /// Start of the code page.
-    pub code: u64,
-    /// The only thread whose call raises.
-    pub tid: i32,
-    /// `PyErr_SetNone`.
-    pub set_none: u64,
-    /// The variable `PyExc_KeyboardInterrupt` (a `PyObject *`).
-    pub exc_var: u64,
-    /// `PyThread_get_thread_ident` and `PyThreadState_SetAsyncExc`.
-    pub get_ident: u64,
-    pub set_async_exc: u64,
-}
-
-/// Trampolines that make the first call in thread `l.tid` of one of the
-/// hooked functions (each `int f(void)` called with the GIL held and
-/// returning -1 with an exception set on error: `PyErr_CheckSignals`,
-/// `Py_MakePendingCalls`) raise KeyboardInterrupt instead: set it and
-/// return -1 to the caller, as a Ctrl-C in the main thread would. Every
-/// other call runs the function as usual. Returns the bytes and the
-/// trampolines' addresses.
-pub fn raising_code(l: &RaiseLayout, sites: &[(u64, &Relocated)]) -> (Vec<u8>, Vec<u64>) {
-    let mut a = Asm {
-        at: l.code,
-        b: Vec::new(),
-    };
-    let mut tramps = Vec::new();
-    for (entry, reloc) in sites {
-        tramps.push(a.here());
-        a.save_args();
-        let skip = a.claim(l.data, Some(l.tid));
-        // The KeyboardInterrupt pyattach queued for the thread as an
-        // asynchronous exception is this one: unqueue it, or the code
-        // would see a second one a few bytecodes later.
-        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyThread_get_thread_ident
-        a.raw(&l.get_ident.to_le_bytes());
-        a.call_rax_and_forget();
-        a.raw(&[0x48, 0x89, 0xc7]); //           48 89 c7       mov rdi, rax
-        a.raw(&[0x31, 0xf6]); //                31 f6          xor esi, esi
-        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyThreadState_SetAsyncExc
-        a.raw(&l.set_async_exc.to_le_bytes());
-        a.call_rax_and_forget();
-        a.raw(&[0x48, 0xbf]); //                48 bf imm64    mov rdi, &PyExc_KeyboardInterrupt
-        a.raw(&l.exc_var.to_le_bytes());
-        a.raw(&[0x48, 0x8b, 0x3f]); //           48 8b 3f       mov rdi, [rdi]
-        a.raw(&[0x48, 0xb8]); //                48 b8 imm64    mov rax, PyErr_SetNone
-        a.raw(&l.set_none.to_le_bytes());
-        a.call_rax_and_forget();
-        a.set_flag(l.data + DONE);
-        a.restore_args();
-        a.raw(&[0xb8, 0xff, 0xff, 0xff, 0xff]); // b8 imm32     mov eax, -1
-        a.raw(&[0xc3]); //                      c3             ret
-        a.land(&skip);
-        a.restore_args();
-        a.moved_then_back(*entry, reloc);
-    }
-    (a.b, tramps)
-}
+mod raise;
+pub use raise::{raising_code, RaiseLayout};
 
 #[cfg(test)]
 mod tests;

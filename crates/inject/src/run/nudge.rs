@@ -447,10 +447,7 @@ impl Warming {
 
     /// The prover, once its preparation is done (waiting for it).
     pub fn finish(self, py: &Interpreter) -> Prover<'_> {
-        let cfi = self
-            .0
-            .join()
-            .unwrap_or_else(|_| Preloaded::load(&[], |_| false));
+        let cfi = self.0.join().unwrap_or_else(|_| Preloaded::none());
         Prover::with(py, cfi)
     }
 }
@@ -469,7 +466,7 @@ fn prepare(py: &Interpreter) -> Preloaded {
     }
     // Unwinding goes through the C library and the interpreter's module;
     // the chains end at frames of its extension modules.
-    Preloaded::load(py.modules(), |m| *m == py.module || is_libc(m))
+    Preloaded::load(py, |m| *m == py.module || is_libc(m))
 }
 
 impl<'a> Prover<'a> {

@@ -98,6 +98,9 @@ pub(super) struct Api {
     pub keep_error: Option<detour::KeepError>,
     /// `Py_AddPendingCall`.
     pub pending: Option<u64>,
+    /// Running a signal handler already due first (see
+    /// `catalogue::DUE_SIGNALS`), in that order.
+    pub signals: Option<[u64; 5]>,
 }
 
 impl Api {
@@ -115,6 +118,7 @@ impl Api {
             fast,
             keep_error,
             pending: lookup(catalogue::PENDING_CALL),
+            signals: all(&catalogue::DUE_SIGNALS).map(|f| [f[0], f[1], f[2], f[3], f[4]]),
         }
     }
 }
@@ -174,7 +178,7 @@ impl Plan {
     /// The trampolines' view of pages at `base`.
     pub fn layout_at(&self, base: u64) -> Layout {
         let code = base + self.data_len;
-        let (name, fmt, key) = detour::fast_strings_at(code + STRINGS_AT);
+        let (name, fmt, fmt_exc, main_name, key) = detour::fast_strings_at(code + STRINGS_AT);
         let (blob, blob_len) = bootstrap::blob_at(&self.params, base + detour::SCRIPT);
         Layout {
             data: base,
@@ -193,10 +197,19 @@ impl Plan {
                 name,
                 key,
                 fmt,
+                fmt_exc,
                 blob,
                 blob_len,
             }),
             keep_error: self.api.keep_error,
+            signals: self.api.signals.map(|f| detour::Signals {
+                check: f[0],
+                normalize: f[1],
+                add_module: f[2],
+                get_dict: f[3],
+                run_string: f[4],
+                main_name,
+            }),
         }
     }
 

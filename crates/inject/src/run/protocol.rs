@@ -6,8 +6,17 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 
 /// Largest payload accepted from the target; anything bigger means the
-/// stream is not (or no longer) the bootstrap's.
+/// stream is not (or no longer) the bootstrap's. Output frames (`O`, `E`:
+/// a `print` of a large string is one frame) are passed on in pieces of
+/// [`CHUNK`], never held whole.
 const MAX_FRAME: usize = 64 << 20;
+
+/// Largest frame of the other kinds (prompts, completions, stacks): held
+/// whole, so kept well below what a session may hold in memory.
+const MAX_CONTROL: usize = 8 << 20;
+
+/// The piece of an output frame [`Channel::recv`] returns at a time.
+const CHUNK: usize = 256 << 10;
 
 /// A message from the bootstrap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,22 +63,63 @@ pub enum ToTarget {
     Interrupt,
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream.
-pub fn read_frame(r: &mut impl Read) -> io::Result<Option<FromTarget>> {
+/// Reads a frame's kind and length; `Ok(None)` at a clean end of stream.
+/// The target is untrusted: a length past the cap of its kind ends the
+/// channel before anything is allocated.
+fn read_head(r: &mut impl Read) -> io::Result<Option<(u8, usize)>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    r.read_exact(&mut head[1..])?;
+    r.read_exact(&mut head[1..]).map_err(mid_frame)?;
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(bad(format!("frame of {len} bytes")));
+    let cap = if is_output(head[0]) {
+        MAX_FRAME
+    } else {
+        MAX_CONTROL
+    };
+    if len > cap {
+        return Err(bad(format!(
+            "the target sent a frame of {len} bytes (kind {:#04x}; at most {cap})",
+            head[0]
+        )));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
-    decode(head[0], payload).map(Some)
+    Ok(Some((head[0], len)))
+}
+
+fn is_output(kind: u8) -> bool {
+    matches!(kind, b'O' | b'E')
+}
+
+/// `len` bytes, allocated as they arrive (a length the target claims and
+/// never sends costs nothing).
+fn read_payload(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    r.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(mid_frame(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(payload)
+}
+
+/// An end of stream inside a frame is the target's doing, not a clean end.
+fn mid_frame(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        bad("the target closed the channel in the middle of a frame".into())
+    } else {
+        e
+    }
+}
+
+/// Reads one whole frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<FromTarget>> {
+    let Some((kind, len)) = read_head(r)? else {
+        return Ok(None);
+    };
+    let payload = read_payload(r, len)?;
+    decode(kind, payload).map(Some)
 }
 
 fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
@@ -99,7 +149,11 @@ fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
         },
         b'X' => FromTarget::Failed(text(payload)),
         b'I' => FromTarget::Executing(text(payload).trim().parse().ok().filter(|&t: &i32| t > 0)),
-        k => return Err(bad(format!("unknown frame kind {k:#04x}"))),
+        k => {
+            return Err(bad(format!(
+                "the target sent a frame of unknown kind {k:#04x}"
+            )))
+        }
     })
 }
 
@@ -141,16 +195,39 @@ fn bad(msg: String) -> io::Error {
 #[derive(Debug)]
 pub struct Channel {
     stream: UnixStream,
+    /// The kind of the output frame being passed on, and its bytes left.
+    output: Option<(u8, usize)>,
 }
 
 impl Channel {
     pub(crate) fn new(stream: UnixStream) -> Channel {
-        Channel { stream }
+        Channel {
+            stream,
+            output: None,
+        }
     }
 
-    /// The next message, `None` when the target closed the channel.
+    /// The next message, `None` when the target closed the channel. An
+    /// output frame comes as several `Stdout`/`Stderr` messages of at most
+    /// 256 KiB each, so a flood is never held whole.
     pub fn recv(&mut self) -> io::Result<Option<FromTarget>> {
-        read_frame(&mut self.stream)
+        let (kind, left) = match self.output.take() {
+            Some(o) => o,
+            None => match read_head(&mut self.stream)? {
+                None => return Ok(None),
+                Some((kind, len)) if !is_output(kind) => {
+                    let payload = read_payload(&mut self.stream, len)?;
+                    return decode(kind, payload).map(Some);
+                }
+                Some(o) => o,
+            },
+        };
+        let n = left.min(CHUNK);
+        let piece = read_payload(&mut self.stream, n)?;
+        if left > n {
+            self.output = Some((kind, left - n));
+        }
+        decode(kind, piece).map(Some)
     }
 
     pub fn send(&mut self, msg: &ToTarget) -> io::Result<()> {
@@ -162,6 +239,7 @@ impl Channel {
     pub fn try_clone(&self) -> io::Result<Channel> {
         Ok(Channel {
             stream: self.stream.try_clone()?,
+            output: None,
         })
     }
 }
@@ -197,6 +275,43 @@ mod tests {
             Some(FromTarget::Failed("no".into()))
         );
         assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_before_anything_is_allocated() {
+        let err = |wire: &[u8]| read_frame(&mut &wire[..]).unwrap_err().to_string();
+        assert!(err(b"O\xff\xff\xff\xff").contains("4294967295 bytes"));
+        assert!(err(b"S\x01\0\0\0").contains("16777216 bytes"));
+        assert!(err(b"Z\0\0\0\0").contains("unknown kind 0x5a"));
+        assert!(err(b"O\0\0\x10\0abc").contains("middle of a frame"));
+        assert!(err(b"O\0").contains("middle of a frame"));
+    }
+
+    #[test]
+    fn output_frames_come_in_pieces() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut ch = Channel::new(b);
+        let big = vec![b'x'; CHUNK * 2 + 5];
+        let mut wire = vec![b'O'];
+        wire.extend_from_slice(&(big.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&big);
+        wire.extend_from_slice(b"R\0\0\0\x02ok");
+        std::thread::spawn(move || a.write_all(&wire));
+        let mut got = Vec::new();
+        loop {
+            match ch.recv().unwrap().unwrap() {
+                FromTarget::Stdout(b) => {
+                    assert!(b.len() <= CHUNK);
+                    got.extend_from_slice(&b);
+                }
+                FromTarget::Finished { raised } => {
+                    assert!(!raised);
+                    break;
+                }
+                m => panic!("{m:?}"),
+            }
+        }
+        assert_eq!(got, big);
     }
 
     #[test]

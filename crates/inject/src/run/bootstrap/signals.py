@@ -36,7 +36,8 @@ def main_thread():
         os = sys.modules.get('os') or __import__('os')
         tid = os.readlink('/proc/thread-self').rsplit('/', 1)[1]
         return tid == str(os.getpid())
-    except Exception:
+    except (OSError, IOError, ImportError, AttributeError, IndexError):
+        # (Not a handler's exception: that one is the caller's to keep.)
         return False
 
 
@@ -71,12 +72,19 @@ def keep(state):
 
 def defer_signals():
     """In the main thread: defer the Python signal handlers until
-    redeliver(held) with what this returns; elsewhere None."""
-    mod = sys.modules.get('_signal') or sys.modules.get('signal')
-    if mod is None or not main_thread():
-        return None
+    redeliver(held) with what this returns; elsewhere None. Never raises:
+    a handler that runs and raises in here (a signal that came as the
+    thread entered) is the main thread's, its exception kept for the
+    application."""
     state = {'on': True, 'got': [], 'exc': None}
     installed = []
+    mod = sys.modules.get('_signal') or sys.modules.get('signal')
+    try:
+        if mod is None or not main_thread():
+            return None
+    except BaseException:
+        # Only the main thread runs handlers.
+        keep(state)
     signums = range(1, getattr(mod, 'NSIG', 65))
     try:
         # Most are SIG_DFL: only those with a Python handler, found at C
@@ -102,11 +110,17 @@ def redeliver(held):
     # From here on the handlers are the application's again: one that runs
     # and raises in the few instructions left of pyattach's code is lost.
     state['on'] = False
-    try:
-        if state['got'] or state['exc'] is not None:
-            thread.start_new_thread(replay, (mod, state, thread.get_ident()))
-    except BaseException:
-        pass
+    # A handler may still raise here (around the thread's start): kept, and
+    # the start tried again; one replay only (the token), which reads the
+    # state once this thread has left pyattach's code.
+    state['token'] = True
+    for _ in range(3):
+        try:
+            if state['got'] or state['exc'] is not None:
+                thread.start_new_thread(replay, (mod, state, thread.get_ident()))
+            return
+        except BaseException:
+            keep(state)
 
 
 def in_pyattach(frame):
@@ -124,6 +138,8 @@ def in_pyattach(frame):
 
 
 def replay(mod, state, ident):
+    if not state.pop('token', None):
+        return
     import time
     end = time.time() + 5
     while in_pyattach(sys._current_frames().get(ident)):

@@ -24,6 +24,7 @@ fn moves_a_typical_prologue_and_reaims_rip_relative_operands() {
         release: 0x7000,
         fast: None,
         keep_error: None,
+        signals: None,
     };
     let c = code(&l, &[(0x1000, &r2)]);
     let (bytes, tramps) = (c.bytes, c.tramps);
@@ -104,6 +105,7 @@ fn a_code_page_leads_back_to_its_data_pages() {
             release: 0,
             fast: None,
             keep_error: None,
+            signals: None,
         };
         let c = code(&l, &[(0x1000, &r)]);
         assert_eq!(data_of_code_page(l.code, &c.bytes), Some(l.data));
