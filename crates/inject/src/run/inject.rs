@@ -243,7 +243,8 @@ pub fn start(pid: i32, opts: &Options) -> Result<(Channel, Report, Leftover), Ru
     // there (the source only if the target has no bootstrap of this
     // pyattach defined yet). The text names their addresses, known once
     // the pages are mapped; its length does not depend on them.
-    let params = rv.params(opts.mode.clone(), wait);
+    let mut params = rv.params(opts.mode.clone(), wait);
+    params.wakeup_fd_fn = py.symbol("PySignal_SetWakeupFd").map_or(0, |s| s.addr.0);
     let payload_len = bootstrap::payload_len(&params);
 
     // -- stop 1, in two: map | write | protect, patch, nudge ------------
