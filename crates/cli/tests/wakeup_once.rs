@@ -39,7 +39,7 @@ fn a_deferred_signal_writes_its_wakeup_byte_once() {
         let pid = t.pid().to_string();
         // The code runs in the main thread (--thread) for a second: the
         // signal comes in while it does.
-        let mut run = Command::new(testsupport::pyattach_bin())
+        let run = Command::new(testsupport::pyattach_bin())
             .args([
                 "--thread",
                 &pid,
