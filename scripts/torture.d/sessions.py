@@ -71,6 +71,11 @@ def sections(T):
                     if lost <= 3:
                         print("    status %s, screen %r" % (status, term.screen[-300:]))
             report.add("typed-ahead prompt sessions on a pty", n, lost)
+            load.finish()
+            report.add("HTTP requests during the prompt sessions", load.ok + len(load.failed), len(load.failed),
+                       load.failed[0] if load.failed else "")
+            # Without the load: healthy() also says whether the target
+            # spins, which a client's requests would blur.
             lost = 0
             for _ in range(args.kills):
                 term = T.PdbTerminal(args.bin, t.pid, opts=())
@@ -83,9 +88,6 @@ def sections(T):
                     if not t.alive():
                         break
             report.add("SIGKILL of pyattach during a prompt session, target unharmed", args.kills, lost)
-            load.finish()
-            report.add("HTTP requests during the prompt sessions", load.ok + len(load.failed), len(load.failed),
-                       load.failed[0] if load.failed else "")
             after = T.pyattach(args.bin, "--run", LEFT_BEHIND, t.pid).stdout
             report.add("no sys.ps1/ps2/last_*, builtins._ left", 1, int(after != marks or not after),
                        "before %r, after %r" % (marks, after))

@@ -38,6 +38,11 @@ pub const DUE_SIGNALS: [&str; 5] = [
     "PyRun_StringFlags",
 ];
 
+/// A signal deferred while pyattach's code ran in the main thread is
+/// tripped again with the wakeup fd off (its arrival wrote its byte);
+/// found where it is not exported, before 3.13.
+pub const SET_WAKEUP_FD: &str = "PySignal_SetWakeupFd";
+
 /// Queues the bootstrap for a main thread running Python.
 pub const PENDING_CALL: &str = "Py_AddPendingCall";
 
@@ -104,6 +109,7 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(KEEP_ERROR.map(|f| (f, "keeps a pending exception")));
     n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the handled exception")));
     n.extend(DUE_SIGNALS.map(|f| (f, "signals due as code enters")));
+    n.push((SET_WAKEUP_FD, "deferred signals, wakeup fd"));
     n.push((PENDING_CALL, "nudge for busy main threads"));
     n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
     n.push((THREADS_INITIALIZED, "new-thread strategy (GIL?)"));

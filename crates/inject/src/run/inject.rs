@@ -331,7 +331,10 @@ fn make_plan(
     // there (the source only if the target has no bootstrap of this
     // pyattach defined yet). The text names their addresses, known once
     // the pages are mapped; its length does not depend on them.
-    let params = rv.params(opts.mode.clone(), ACK_WAIT);
+    let mut params = rv.params(opts.mode.clone(), ACK_WAIT);
+    params.wakeup_fd_fn = py
+        .symbol(crate::catalogue::SET_WAKEUP_FD)
+        .map_or(0, |s| s.addr.0);
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);

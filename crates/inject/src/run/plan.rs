@@ -404,6 +404,7 @@ mod tests {
             mode: Mode::run("print(1)"),
             channel: ChannelParams::Pair,
             wait_secs: 0.8,
+            wakeup_fd_fn: 0,
         };
         let table = vec![0u8; 32];
         Plan::new(s.sites, api, None, params, None, table)

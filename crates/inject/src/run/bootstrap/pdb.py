@@ -80,25 +80,6 @@ def run_with_pdb(sess, run):
                 pass
 
 
-def ours(frame):
-    """A frame of pyattach's own code: the bootstrap and the text that
-    PyRun_SimpleString runs to call it."""
-    c = frame.f_code
-    return (frame.f_globals.get('__name__') == '__pyattach__' or
-            c.co_filename == '<pyattach>' or names_pyattach(c))
-
-
-def names_pyattach(code, depth=3):
-    """The entry text's code (and the lambdas in it) names pyattach's
-    registry and file name among its constants."""
-    for k in code.co_consts:
-        if isinstance(k, str) and k in ('_pyattach_code', '<pyattach>'):
-            return True
-        if depth and hasattr(k, 'co_consts') and names_pyattach(k, depth - 1):
-            return True
-    return False
-
-
 def app_frame():
     """The frame the caught thread was executing, and that thread's id;
     for a thread of pyattach's own (no application frame below), the main

@@ -177,6 +177,10 @@ def session_stacks():
         if isinstance(t, main):
             head += ' (main)'
         out.append(head + ':\n')
+        # A thread caught for this session may still be in pyattach's
+        # code (it hands the GIL over): its stack is the application's.
+        while frame is not None and ours(frame):
+            frame = frame.f_back
         out.extend(traceback.format_stack(frame))
         out.append('\n')
     del frame

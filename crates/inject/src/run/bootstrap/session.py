@@ -14,11 +14,12 @@
 # blob, or its address in this process's memory (n bytes), where pyattach
 # wrote it; `exc`, an exception a signal handler raised as the entry text
 # began (signals.py):
-#   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL code
+#   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL wakeup_fd_fn NUL code
 # nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb', or 'run-here'
 # and 'file-here' to run the code in the thread that called start (else a
 # thread of its own runs it); chan: 'pair' | 'unix'; path: the unix socket
-# (chan 'unix'); wait: seconds to wait for pyattach's ack; code: the code to
+# (chan 'unix'); wait: seconds to wait for pyattach's ack; wakeup_fd_fn:
+# PySignal_SetWakeupFd's address, decimal, 0 if unknown; code: the code to
 # run (mode 'run'; mode 'file': the file's name NUL its bytes), the rest of
 # the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
@@ -190,15 +191,16 @@ def peek(addr, n):
 
 def parse(blob):
     """The parameters' blob (see the top of this file) as a dict."""
-    f = blob.split(b'\0', 6)
-    if len(f) != 7:
+    f = blob.split(b'\0', 7)
+    if len(f) != 8:
         raise ValueError('pyattach: bad parameters')
     P = dict(zip(('nonce', 'token', 'mode', 'chan', 'path'),
                  [u(x) for x in f[:5]]))
     P['mode'], here, _ = P['mode'].partition('-here')
     P['here'] = bool(here)
     P['wait'] = float(u(f[5]))
-    P['code'] = f[6]
+    WAKEUP_FD_FN[0] = int(f[6]) or WAKEUP_FD_FN[0]
+    P['code'] = f[7]
     return P
 
 

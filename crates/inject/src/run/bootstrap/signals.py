@@ -123,16 +123,31 @@ def redeliver(held):
             keep(state)
 
 
-def in_pyattach(frame):
-    # A frame of the bootstrap, of --run code, or of the entry text (whose
-    # code, or a lambda in it, names sys._pyattach_code).
-    while frame is not None:
-        c = frame.f_code
-        if c.co_filename.startswith('<pyattach'):
+def ours(frame):
+    """A frame of pyattach's own code: the bootstrap and the text that
+    PyRun_SimpleString runs to call it (not --run code, <pyattach-run>,
+    where pdb may stop)."""
+    c = frame.f_code
+    return (frame.f_globals.get('__name__') == '__pyattach__' or
+            c.co_filename == '<pyattach>' or names_pyattach(c))
+
+
+def names_pyattach(code, depth=3):
+    """The entry text's code (and the lambdas in it) names pyattach's
+    registry and file name among its constants."""
+    for k in code.co_consts:
+        if isinstance(k, str) and k in ('_pyattach_code', '<pyattach>'):
             return True
-        for k in (c,) + tuple(c.co_consts):
-            if '_pyattach_code' in getattr(k, 'co_consts', ()):
-                return True
+        if depth and hasattr(k, 'co_consts') and names_pyattach(k, depth - 1):
+            return True
+    return False
+
+
+def in_pyattach(frame):
+    # pyattach's code or --run code anywhere on the thread's stack.
+    while frame is not None:
+        if ours(frame) or frame.f_code.co_filename.startswith('<pyattach'):
+            return True
         frame = frame.f_back
     return False
 
@@ -169,6 +184,11 @@ def replay(mod, state, ident):
             os.kill(os.getpid(), signum)
 
 
+# PySignal_SetWakeupFd's address in this process, from pyattach (0:
+# unknown); see trip().
+WAKEUP_FD_FN = [0]
+
+
 def trip(signum):
     """Has the application's Python handler of `signum` run in the main
     thread, as a signal's arrival would, without sending one: the signal
@@ -180,7 +200,24 @@ def trip(signum):
         return False
     try:
         import ctypes
-        return ctypes.pythonapi.PyErr_SetInterruptEx(signum) == 0
+        api = ctypes.pythonapi
+        # A trip also writes the signal's byte to the wakeup fd, which its
+        # arrival already did: asyncio's add_signal_handler callbacks,
+        # run from those bytes, would run twice. The fd is off for the
+        # trip (the GIL held, a few instructions; a signal arriving in
+        # just those would miss its byte), and the fd's warn_on_full_buffer
+        # comes back as True, the default.
+        off = getattr(api, 'PySignal_SetWakeupFd', None)
+        if off is None and WAKEUP_FD_FN[0]:
+            # Not exported before 3.13: pyattach found it for us.
+            off = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_int)(
+                WAKEUP_FD_FN[0])
+        fd = off(-1) if off is not None else -1
+        try:
+            return api.PyErr_SetInterruptEx(signum) == 0
+        finally:
+            if fd != -1:
+                off(fd)
     except Exception:
         return False
 
