@@ -2,8 +2,9 @@
 //! gives it is the target's own code once it runs, and here it does what a
 //! compromised process could: it takes the bootstrap's socket and writes
 //! frames of an unknown kind, a 4 GB length, a frame cut off in its middle,
-//! or floods pyattach with 180 MiB of output without a newline. pyattach
-//! ends with a clear message (or, for the flood, passes it on), its peak
+//! floods pyattach with 180 MiB of output without a newline, or never
+//! answers again (bounded by `--timeout`). pyattach ends with a clear
+//! message (or, for the flood, passes it on), its peak
 //! memory stays under 100 MB, and the target runs on: the next `--run`
 //! works.
 
@@ -71,6 +72,15 @@ fn a_target_that_speaks_the_protocol_badly_gets_a_clear_error() {
             assert!(err.contains(want), "{who}: {err}");
             assert!(t.is_alive(), "{who}: the target died");
         }
+        // A target that holds the session and never answers again: as
+        // code that runs for good, bounded by --timeout (status 124), the
+        // code stopped with KeyboardInterrupt.
+        let silent = with_socket("time.sleep(3600)");
+        let who = format!("{} (never answering)", py.id);
+        let (status, _, _, err) =
+            pyattach(&who, &["--run", &silent, "--timeout", "2", &pid]).expect("time");
+        assert_eq!(status, 124, "{who}: {err}");
+        assert!(t.is_alive(), "{who}: the target died");
         // Output without a newline in frames of 60 MiB, far more than
         // pyattach may hold (the previous build peaked at 160-340 MB on 20
         // frames of 32 MiB, 700 MB when the reader was slow).

@@ -1,11 +1,15 @@
 //! A target that plants terminal escape sequences in its thread names, a
 //! file and function name, a local's value and its comm cannot reach the
 //! user's terminal through pyattach: `dump` (plain, `--locals --native`),
-//! `info`, and a session's connect listing show them escaped, and `--json`
-//! still carries the original strings.
+//! `info`, and a session's connect listing show them escaped, Tab
+//! completion never offers a name holding them, and `--json` still carries
+//! the original strings.
+
+mod common;
 
 use std::time::Duration;
 
+use common::pty::Pty;
 use serde_json::Value;
 use testsupport::Target;
 
@@ -106,6 +110,32 @@ fn a_sessions_connect_listing_is_escaped() {
         assert!(text.contains("done"), "{v}: {text}");
         assert!(t.is_alive(), "{v}");
     }
+}
+
+/// Tab, then Tab again (the listing), on `evil_`: the target's answer
+/// holds a global whose name carries an OSC title sequence; it never
+/// reaches the terminal (the line editor's own sequences do, which is why
+/// this looks for the planted one rather than for any escape).
+#[test]
+fn tab_completion_never_shows_a_name_holding_control_characters() {
+    let Some(py) = testsupport::python("3.12") else {
+        testsupport::note("pyenv 3.12 is missing");
+        return;
+    };
+    let t = Target::python(&py, "hostile_names.py", &[]);
+    let Some(mut pty) = Pty::spawn(&[&t.pid().to_string()]) else {
+        return;
+    };
+    pty.expect(">>> ");
+    pty.send("evil_\t\t");
+    std::thread::sleep(Duration::from_millis(800));
+    pty.send("\x15print('after')\r");
+    pty.expect("after");
+    pty.send("\x04");
+    assert_eq!(pty.wait_exit(), Some(0), "{}", pty.rest());
+    let screen = pty.shown();
+    assert!(!screen.contains("\x1b]0;PWNED"), "{screen:?}");
+    assert!(t.is_alive());
 }
 
 #[test]

@@ -271,6 +271,15 @@ fn pdb_sessions_with_the_target_stdin_at_dev_null() {
     }
 }
 
+/// The same on Debian sid's own 3.14 and 3.15 (and 3.13), run in their
+/// chroot: what 3.14's `python -m pdb -p` offers there, through pyattach.
+#[test]
+fn pdb_sessions_on_debian_sids_pythons() {
+    for py in testsupport::sid_pythons() {
+        session_of_commands(&py, Stdin::DevNull);
+    }
+}
+
 #[test]
 fn pdb_sessions_with_the_target_stdin_at_a_terminal() {
     for py in testsupport::pythons() {

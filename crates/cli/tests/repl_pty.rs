@@ -179,7 +179,10 @@ fn reference(py: &testsupport::Python) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn typeahead_and_pastes_run_line_by_line_as_cpythons_prompt() {
-    for py in testsupport::pythons() {
+    for py in testsupport::pythons()
+        .into_iter()
+        .chain(testsupport::sid_pythons())
+    {
         let v = &py.id;
         let (want, errs) = reference(&py);
         let t = Target::run_state(&py, "sleep").unwrap();

@@ -266,8 +266,18 @@ impl Completer for TargetCompleter {
             return Ok((start, Vec::new()));
         }
         let found = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
-        Ok((start, found))
+        Ok((start, shown(found)))
     }
+}
+
+/// The candidates that may reach the terminal: the target answers with
+/// names from its own objects (a `__dir__` may return any string), and a
+/// candidate is both listed and typed into the line, so one holding a
+/// control character (an escape sequence, C1, DEL) is left out, never
+/// shown; no Python name holds one.
+fn shown(mut candidates: Vec<String>) -> Vec<String> {
+    candidates.retain(|c| !c.chars().any(char::is_control));
+    candidates
 }
 
 impl Hinter for TargetCompleter {
@@ -280,6 +290,18 @@ impl Helper for TargetCompleter {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_with_control_characters_are_left_out() {
+        let got = shown(vec![
+            "evil_name".into(),
+            "ev\x1b]0;PWNED\x07il".into(),
+            "c1\u{9b}31m".into(),
+            "del\x7f".into(),
+            "caf\u{e9}".into(),
+        ]);
+        assert_eq!(got, ["evil_name", "caf\u{e9}"]);
+    }
 
     #[test]
     fn a_paste_is_split_into_the_lines_typed() {
