@@ -357,20 +357,30 @@ fn unix(pid: i32, nonce: &str) -> Result<How, RunError> {
 /// which keeps working if the target (and its /proc/PID/root) goes. It
 /// removes only the socket `s` and the then empty directory, never follows
 /// a symlink put in the directory's place. `None` (no guard: the next run's
-/// sweep is the fallback) if no shell can be started.
+/// sweep is the fallback) if no shell can be started. Returns once the
+/// guard is in `parent`: `parent` names a descriptor of pyattach's
+/// (`/proc/PID/fd/N`), gone with pyattach, so a guard still starting when
+/// pyattach is killed could not enter it and would leave the directory.
 fn guard(parent: &Path, name: &str) -> Option<std::process::Child> {
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
-    const SCRIPT: &str = r#"cd -- "$1" || exit 0; read -r _; [ -L "$2" ] || { rm -f -- "$2/s"; rmdir -- "$2"; } 2>/dev/null; exit 0"#;
-    std::process::Command::new("/bin/sh")
+    const SCRIPT: &str = r#"cd -- "$1" || exit 0; echo in; read -r _; [ -L "$2" ] || { rm -f -- "$2/s"; rmdir -- "$2"; } 2>/dev/null; exit 0"#;
+    let mut child = std::process::Command::new("/bin/sh")
         .args(["-c", SCRIPT, "pyattach-guard"])
         .arg(parent)
         .arg(name)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .spawn()
-        .ok()
+        .ok()?;
+    // "in", or end of file if it could not enter (it has exited then).
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = [0u8; 3];
+        let _ = out.read(&mut buf);
+    }
+    Some(child)
 }
 
 /// `(fd, inode)` of every socket the target has open.
