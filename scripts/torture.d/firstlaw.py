@@ -48,14 +48,13 @@ class Case:
 
     def wait_for(self, prefix, timeout):
         end = time.time() + timeout
-        while time.time() < end:
-            if any(line.startswith(prefix) for line in list(self.lines)):
-                return True
-            if self.proc.poll() is not None and not any(l.startswith(prefix) for l in list(self.lines)):
+        while self.line(prefix) is None:
+            if time.time() > end or self.proc.poll() is not None:
+                # An exited process's last lines may still be draining.
                 time.sleep(0.1)
-                return any(l.startswith(prefix) for l in list(self.lines))
+                return self.line(prefix) is not None
             time.sleep(0.02)
-        return False
+        return True
 
     def line(self, prefix):
         for line in list(self.lines):

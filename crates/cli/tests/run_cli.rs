@@ -81,13 +81,8 @@ fn check_state(py: &Python, state: &str) {
         t.thread_states()
     );
     if !matches!(state, "longsleep" | "read") {
-        let n = t.output().matches("TICK").count();
-        let end = Instant::now() + Duration::from_secs(20);
-        while t.output().matches("TICK").count() < n + 2 && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            t.output().matches("TICK").count() >= n + 2,
+            t.ticks_counted(2, Duration::from_secs(20)),
             "{ctx}: no ticks after"
         );
     }

@@ -475,6 +475,21 @@ impl Target {
         self.wait_for_output(&format!("TICK {}\n", n + more), Duration::from_secs(10))
     }
 
+    /// Like [`Target::ticks_on`], counting `TICK` lines rather than reading
+    /// their numbers (several threads of a state may tick), up to `timeout`.
+    pub fn ticks_counted(&self, more: usize, timeout: Duration) -> bool {
+        let ticks = || self.output().matches("TICK").count();
+        let want = ticks() + more;
+        let end = Instant::now() + timeout;
+        while ticks() < want {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// True while the process exists and is not a zombie.
     pub fn is_alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
