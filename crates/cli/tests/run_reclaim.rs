@@ -82,6 +82,17 @@ fn mapped(pid: i32, range: (u64, u64)) -> bool {
         .any(|(a, b, _)| a < range.1 && b > range.0)
 }
 
+/// True if the pages at `at` carry pyattach's header (its magic, at the
+/// offset `inject`'s detour module gives it).
+fn marked(pid: i32, at: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(format!("/proc/{pid}/mem"))
+        .and_then(|f| f.read_exact_at(&mut magic, at + 56))
+        .is_ok()
+        && &magic == b"pyattach"
+}
+
 fn pyattach_run(pid: i32, code: &str) -> std::process::Output {
     let mut child = Command::new(pyattach_bin())
         .args([
@@ -289,14 +300,17 @@ fn pages_of_a_pyattach_killed_before_it_armed_its_detour_are_reclaimed() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // The new read-write mapping: the pages, not yet armed.
+        // The new read-write mapping: the pages, not yet armed, once they
+        // carry the header (written in the stop that maps them, a moment
+        // after the mapping shows: a pyattach killed in that moment leaves
+        // pages no later one can tell from the target's own).
         let end = Instant::now() + Duration::from_secs(10);
         let pages = loop {
             let new = maps(pid)
                 .into_iter()
                 .filter(|l| !before.contains(l))
                 .filter_map(|l| anon(&l).map(|(a, b, p)| (a, b, p.to_string())))
-                .find(|(_, _, p)| p == "rw-p");
+                .find(|(a, _, p)| p == "rw-p" && marked(pid, *a));
             if let Some((a, b, _)) = new {
                 break (a, b);
             }
