@@ -21,7 +21,8 @@
 //!   the target before the tool exits.
 //! - [`Error`] (one enum; `target_gone()`), [`Regs`], [`Pid`], [`Signal`].
 //! - [`permissions`], [`procinfo`] (read-only `/proc` diagnosis) and
-//!   [`pidfd`] (taking a socket out of the target).
+//!   [`pidfd`] (taking a socket out of the target), [`tree`] (a
+//!   process's descendants and command lines).
 //!
 //! Limits: x86_64 (aarch64 laid out in `arch/`, remote calls refused there);
 //! calls take up to 6 integer arguments; a target with a CET shadow stack
@@ -65,6 +66,7 @@ mod restart;
 mod seccomp;
 mod sys;
 mod tracer;
+pub mod tree;
 
 pub use arch::Regs;
 pub use error::{Error, Result};

@@ -11,8 +11,15 @@ use crate::term::field;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Process id of the target.
-    pub pid: i32,
+    /// Process id of the target; several may be given, each dumped in turn
+    /// (one freeze per process).
+    #[arg(required = true, value_name = "PID")]
+    pub pids: Vec<i32>,
+    /// Also dump every Python process descended from each PID (a gunicorn
+    /// or uWSGI master's workers, a multiprocessing pool), each labelled
+    /// with its command line. Descendants that are not Python are skipped.
+    #[arg(long)]
+    pub subprocesses: bool,
     /// Do not stop the target's threads while reading.
     ///
     /// By default every thread is stopped for the read (a consistent
@@ -55,10 +62,19 @@ pub struct Args {
 
 /// The JSON envelope: the format version, then the dump itself.
 #[derive(Serialize)]
-struct JsonDump<'a> {
+pub struct JsonDump<'a> {
     format_version: u32,
     #[serde(flatten)]
     dump: &'a StackDump,
+}
+
+impl<'a> JsonDump<'a> {
+    pub fn new(dump: &'a StackDump) -> Self {
+        JsonDump {
+            format_version: inject::dump::JSON_FORMAT_VERSION,
+            dump,
+        }
+    }
 }
 
 pub fn execute(args: Args) -> anyhow::Result<i32> {
@@ -72,28 +88,20 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     // recorded, the dump finishes (milliseconds), the threads are released,
     // and then we exit as the signal asked.
     attach::install_exit_handlers().context("install signal handlers")?;
-    let dump = args
-        .discovery
-        .open(args.pid)
-        .map_err(inject::dump::DumpError::from)
-        .and_then(|target| inject::dump::dump_target(&target, &opts))
-        .with_context(|| format!("cannot dump process {}", args.pid))?;
+    if args.pids.len() > 1 || args.subprocesses {
+        return crate::dump_tree::execute(&args, &opts);
+    }
+    let pid = args.pids[0];
+    let dump = dump_one(&args, &opts, pid)?;
     if let Some(sig) = attach::exit_requested() {
         return Ok(128 + sig as i32);
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let res = if args.json {
-        crate::term::write_json(
-            &mut out,
-            &JsonDump {
-                format_version: inject::dump::JSON_FORMAT_VERSION,
-                dump: &dump,
-            },
-        )
+        crate::term::write_json(&mut out, &JsonDump::new(&dump))
     } else {
-        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        write_human(&mut out, &dump, colour, args.condense)
+        write_human(&mut out, &dump, colour(), args.condense)
     };
     match res {
         Ok(()) => Ok(0),
@@ -101,6 +109,20 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Process `pid`'s dump, opened with the user's discovery options.
+pub fn dump_one(args: &Args, opts: &DumpOptions, pid: i32) -> anyhow::Result<StackDump> {
+    args.discovery
+        .open(pid)
+        .map_err(inject::dump::DumpError::from)
+        .and_then(|target| inject::dump::dump_target(&target, opts))
+        .with_context(|| format!("cannot dump process {pid}"))
+}
+
+/// True if text output to stdout is coloured (a terminal, no `NO_COLOR`).
+pub fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 struct Style {
@@ -127,6 +149,18 @@ pub fn write_human(
     colour: bool,
     condense: bool,
 ) -> std::io::Result<()> {
+    write_human_labelled(out, d, colour, condense, None)
+}
+
+/// [`write_human`], with a `label` line (already escaped) under the header
+/// (which process of several this is).
+pub fn write_human_labelled(
+    out: &mut impl Write,
+    d: &StackDump,
+    colour: bool,
+    condense: bool,
+    label: Option<&str>,
+) -> std::io::Result<()> {
     let st = Style { colour };
     let pause = match d.pause_us {
         Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
@@ -141,6 +175,9 @@ pub fn write_human(
         field(&d.module),
         pause
     )?;
+    if let Some(label) = label {
+        writeln!(out, "{label}")?;
+    }
     match d.gil_locked {
         Some(false) => writeln!(out, "GIL: released")?,
         Some(true) if !d.threads.iter().any(|t| t.holds_gil) => {

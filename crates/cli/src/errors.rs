@@ -27,7 +27,7 @@ pub fn finish(result: anyhow::Result<i32>) -> i32 {
 /// The exit code `err` declares: each library error says its own
 /// (`exit_code()`, exhaustive over its variants, delegating to the cause
 /// it wraps), as do the CLI's own; found under the context the CLI added.
-fn exit_code(err: &anyhow::Error) -> i32 {
+pub fn exit_code(err: &anyhow::Error) -> i32 {
     if let Some(e) = err.downcast_ref::<inject::run::RunError>() {
         e.exit_code()
     } else if let Some(e) = err.downcast_ref::<inject::dump::DumpError>() {

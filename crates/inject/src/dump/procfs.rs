@@ -114,6 +114,9 @@ pub fn syscall_name(nr: i64) -> String {
         SYS_mmap,
         SYS_munmap,
         SYS_brk,
+        // A timed wait (poll, nanosleep, futex) resumed by the kernel after
+        // a signal or stop: an earlier pyattach freeze leaves threads in it.
+        SYS_restart_syscall,
     );
     #[cfg(target_arch = "x86_64")]
     names!(
