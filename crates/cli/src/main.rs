@@ -7,6 +7,7 @@ mod dump_tree;
 mod errors;
 mod info;
 mod run;
+mod run_tree;
 mod session;
 mod target;
 mod term;

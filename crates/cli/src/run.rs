@@ -21,6 +21,7 @@ pub const EXIT_CODE_TIMEOUT: i32 = 124;
 const DEFAULT_WAIT: f64 = 5.0;
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("code").args(["run", "run_file"])))]
 pub struct Args {
     /// Run CODE inside the target and show its output here.
     ///
@@ -68,6 +69,12 @@ pub struct Args {
     /// names and messages from the target are always escaped.
     #[arg(long)]
     pub escape_output: bool,
+    /// Run the --run/--run-file code in PID and then in every Python
+    /// process descended from it (a pre-fork server's workers, a pool),
+    /// one after another, each one's output under a `==> process PID:
+    /// COMMAND LINE <==` line; the exit status is the first failure's.
+    #[arg(long, requires = "code", conflicts_with = "thread")]
+    pub subprocesses: bool,
     #[command(flatten)]
     pub discovery: crate::target::Discovery,
     /// Process id of the target.
@@ -79,6 +86,23 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     crate::term::set_escape_output(args.escape_output);
     let started = Instant::now();
     let pid = args.pid.context("a PID is required")?;
+    let mode = mode_of(&args)?;
+    let wait = args.timeout.unwrap_or(DEFAULT_WAIT);
+    if !(wait > 0.0 && wait < 1e6) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    attach::install_exit_handlers().context("installing signal handlers")?;
+    if args.subprocesses {
+        return crate::run_tree::execute(&args, pid, &mode);
+    }
+    let target = open(&args, pid)?;
+    run_in(&args, &target, mode, started)
+}
+
+/// What to do in the target, from the arguments: the code (read from
+/// stdin or its file now, checked before the target is touched), pdb, or
+/// a session.
+fn mode_of(args: &Args) -> anyhow::Result<Mode> {
     let mode = match (&args.run, &args.run_file) {
         // Bytes, as the file holds them: the target's compiler reads a
         // coding cookie as it does for any file, and tracebacks name it.
@@ -111,16 +135,33 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         check_encoding(path, source)?;
     }
     warn_if_large(&mode);
-    let wait = args.timeout.unwrap_or(DEFAULT_WAIT);
-    if !(wait > 0.0 && wait < 1e6) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
-    attach::install_exit_handlers().context("installing signal handlers")?;
-    let mode = match mode {
+    Ok(match mode {
         _ if args.pdb => Mode::Pdb,
         Mode::Run { code, .. } if session::starts_pdb(&code) => Mode::Pdb,
         m => m,
-    };
+    })
+}
+
+/// Opens process `pid` with the user's discovery options.
+pub fn open(args: &Args, pid: i32) -> anyhow::Result<std::sync::Arc<inject::Target>> {
+    Ok(std::sync::Arc::new(
+        args.discovery
+            .open(pid)
+            .map_err(inject::run::RunError::from)
+            .with_context(|| format!("running code in process {pid}"))?,
+    ))
+}
+
+/// Runs `mode` in `target` (its clock, for --timeout, from `started`);
+/// the exit status.
+pub fn run_in(
+    args: &Args,
+    target: &std::sync::Arc<inject::Target>,
+    mode: Mode,
+    started: Instant,
+) -> anyhow::Result<i32> {
+    let pid = target.leader();
+    let wait = args.timeout.unwrap_or(DEFAULT_WAIT);
     let repl = matches!(mode, Mode::Repl);
     // pdb lasts as long as the user wants, and says when it ended (a
     // session closed without that means the target or the channel went).
@@ -131,36 +172,15 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
     };
-    let target = std::sync::Arc::new(
-        args.discovery
-            .open(pid)
-            .map_err(inject::run::RunError::from)
-            .with_context(|| format!("running code in process {pid}"))?,
-    );
-    let (channel, report, leftover) = match inject::run::start_in(&target, &opts) {
+    let (channel, report, leftover) = match inject::run::start_in(target, &opts) {
         Err(e @ inject::run::RunError::NoSafePoint { .. }) => {
-            show_stacks_instead(&target);
+            show_stacks_instead(target);
             return Err(e).with_context(|| format!("running code in process {pid}"));
         }
         started => started.with_context(|| format!("running code in process {pid}"))?,
     };
     if args.verbose {
-        eprintln!("pyattach: {}", crate::term::text(&describe(&report)));
-        let sources: Vec<String> = target
-            .interpreter()
-            .debug_sources()
-            .iter()
-            .map(crate::target::source_text)
-            .collect();
-        let sources = if sources.is_empty() {
-            "none (the interpreter's own symbol tables only)".to_string()
-        } else {
-            sources.join(", ")
-        };
-        eprintln!(
-            "pyattach: debug symbols from {}",
-            crate::term::text(&sources)
-        );
+        say_how(&report, target);
     }
     let limit = args
         .timeout
@@ -181,7 +201,32 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     if args.verbose && bounded {
         eprintln!("pyattach: {}", which_thread(&opts.mode, report.tid));
     }
-    Ok(match end {
+    Ok(exit_status(end, wait, pid))
+}
+
+/// `-v`: how the code got in, and where the debug symbols came from.
+fn say_how(report: &inject::run::Report, target: &inject::Target) {
+    eprintln!("pyattach: {}", crate::term::text(&describe(report)));
+    let sources: Vec<String> = target
+        .interpreter()
+        .debug_sources()
+        .iter()
+        .map(crate::target::source_text)
+        .collect();
+    let sources = if sources.is_empty() {
+        "none (the interpreter's own symbol tables only)".to_string()
+    } else {
+        sources.join(", ")
+    };
+    eprintln!(
+        "pyattach: debug symbols from {}",
+        crate::term::text(&sources)
+    );
+}
+
+/// The exit status of a session or run that ended as `end`.
+fn exit_status(end: session::End, wait: f64, pid: i32) -> i32 {
+    match end {
         session::End::TimedOut { stopped } => {
             if stopped {
                 eprintln!("pyattach: the code ran past --timeout ({wait}s) and was stopped");
@@ -197,7 +242,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         session::End::Raised => EXIT_CODE_RAISED,
         session::End::Done => 0,
-    })
+    }
 }
 
 /// Code that is not UTF-8 needs a coding declaration (PEP 263), as a file
