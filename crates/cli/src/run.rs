@@ -186,17 +186,24 @@ pub fn run_in(
         .timeout
         .filter(|_| bounded)
         .map(|s| started + Duration::from_secs_f64(s));
-    let end = session::drive(channel, repl, target.clone(), limit);
+    let pages: session::Pages = std::sync::Arc::new(std::sync::Mutex::new(Some(leftover)));
+    let end = session::drive(channel, repl, target.clone(), limit, pages.clone());
+    session::await_leaving();
     // Unmap the injection's pages; if they must stay (a thread still
-    // returns through them), they are inert.
-    match leftover.remove(Duration::from_millis(500)) {
-        Ok(Some(pause)) if args.verbose => {
+    // returns through them), they are inert. (Held meanwhile: a SIGTERM
+    // now waits for it.)
+    let mut slot = pages.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.take().map(|l| l.remove(session::PAGES_WAIT)) {
+        Some(Ok(Some(pause))) if args.verbose => {
             eprintln!("pyattach: injected pages unmapped (target stopped {pause:.2?})")
         }
-        Ok(None) if args.verbose => eprintln!("pyattach: injected pages left mapped (inert)"),
-        Err(e) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
+        Some(Ok(None)) if args.verbose => {
+            eprintln!("pyattach: injected pages left mapped (inert)")
+        }
+        Some(Err(e)) if args.verbose => eprintln!("pyattach: injected pages left mapped: {e}"),
         _ => {}
     }
+    drop(slot);
     let end = end?;
     if args.verbose && bounded {
         eprintln!("pyattach: {}", which_thread(&opts.mode, report.tid));

@@ -44,6 +44,30 @@ static UNBLOCKING: Mutex<()> = Mutex::new(());
 /// The thread that last ran the session's code (its tid), for `-v`.
 pub static CODE_TID: AtomicI32 = AtomicI32::new(0);
 
+/// The injection's pages while a session runs: taken back by whoever ends
+/// it, the session's own thread or the thread that handles SIGTERM and
+/// SIGHUP (held while they are being taken back, so pyattach never exits
+/// in the middle of it).
+pub type Pages = Arc<Mutex<Option<inject::run::Leftover>>>;
+
+/// How long the injection's pages are waited for: until the target's end
+/// of the session has returned through them.
+pub const PAGES_WAIT: Duration = Duration::from_millis(500);
+
+/// Held by the thread that handles SIGTERM and SIGHUP from the moment one
+/// arrives until it exits the process; [`LEAVING_SIG`] says which.
+static LEAVING: Mutex<()> = Mutex::new(());
+static LEAVING_SIG: AtomicI32 = AtomicI32::new(0);
+
+/// Once the session is over: if it ended because pyattach was asked to
+/// leave, waits for the thread handling that (it takes the pages back and
+/// exits with 128+N), so that no other ending is reported meanwhile.
+pub fn await_leaving() {
+    if LEAVING_SIG.load(Ordering::SeqCst) != 0 {
+        let _wait = LEAVING.lock();
+    }
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -86,6 +110,7 @@ pub fn drive(
     repl: bool,
     target: Arc<inject::Target>,
     deadline: Option<Instant>,
+    pages: Pages,
 ) -> anyhow::Result<End> {
     let pid = target.leader();
     let writer = Arc::new(Mutex::new(
@@ -101,7 +126,7 @@ pub fn drive(
     let queued = Arc::new(AtomicUsize::new(0));
     spawn_reader(channel, ev_tx, comp_tx, queued.clone());
     let running = Arc::new(Running::default());
-    forward_signals(writer.clone(), running.clone(), target.clone())?;
+    forward_signals(writer.clone(), running.clone(), target.clone(), pages)?;
 
     let tty = std::io::stdin().is_terminal();
     let mut input = Input::new(tty, repl, writer.clone(), comp_rx);
@@ -360,12 +385,14 @@ fn spawn_reader(
 }
 
 /// Ctrl-C while the target runs the code becomes KeyboardInterrupt there;
-/// SIGTERM and SIGHUP end the session (closing the channel ends it in the
-/// target too).
+/// SIGTERM and SIGHUP end the session: its code stopped, the channel
+/// closed (which ends the session in the target), the injection's pages
+/// taken back, then pyattach exits with 128+N.
 fn forward_signals(
     writer: Arc<Mutex<Channel>>,
     running: Arc<Running>,
     target: Arc<inject::Target>,
+    pages: Pages,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
@@ -377,19 +404,27 @@ fn forward_signals(
                 attach::forget_exit_request(attach::Signal::SIGINT);
                 interrupt(&writer, &running, &target);
             } else {
+                let _leaving = LEAVING.lock();
+                LEAVING_SIG.store(sig, Ordering::SeqCst);
+                // Handled here: it must not abort this last work on the
+                // target.
+                if let Ok(s) = attach::Signal::try_from(sig) {
+                    attach::forget_exit_request(s);
+                }
                 // Leaving: the bootstrap stops the code when the channel
                 // closes, but code blocked in a system call must be cut
                 // short first, while pyattach is still here to do it.
                 let tid = running.tid.load(Ordering::SeqCst);
                 if tid != 0 {
                     let _one = UNBLOCKING.lock();
-                    // Handled here: it must not abort this last piece of
-                    // work on the target.
-                    if let Ok(s) = attach::Signal::try_from(sig) {
-                        attach::forget_exit_request(s);
-                    }
                     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
                     let _ = inject::run::interrupt_blocked(&target, tid, Duration::from_secs(1));
+                }
+                running.closed.store(true, Ordering::SeqCst);
+                writer.lock().unwrap().shutdown();
+                let mut slot = pages.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(l) = slot.take() {
+                    let _ = l.remove(PAGES_WAIT);
                 }
                 std::process::exit(128 + sig);
             }

@@ -234,6 +234,13 @@ impl Channel {
         write_frame(&mut self.stream, msg)
     }
 
+    /// Closes the channel both ways, for every handle on it: the target's
+    /// end of the session sees it closed and stops, as when pyattach exits,
+    /// but while pyattach is still here to take its pages back.
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
     /// A second handle on the same channel, e.g. to send Ctrl-C from a
     /// signal-watching thread while another thread reads.
     pub fn try_clone(&self) -> io::Result<Channel> {
