@@ -8,7 +8,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, Stdio};
 
-use testsupport::{pyattach_bin, pythons, Target};
+use testsupport::{exec_anon, pyattach_bin, pythons, Target};
 
 /// The entries a run hooks, and their addresses (from `pyattach info`).
 fn entries(pid: i32) -> Vec<(String, u64)> {
@@ -49,18 +49,6 @@ fn bytes_at(pid: i32, addr: u64) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     f.read_exact(&mut b).unwrap();
     b
-}
-
-/// Anonymous read-execute mappings (pyattach's code pages are).
-fn exec_anon(pid: i32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() == 5 && f[1] == "r-xp" && f[4] == "0"
-        })
-        .count()
 }
 
 #[test]

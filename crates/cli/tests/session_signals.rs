@@ -10,19 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use testsupport::{pyattach_bin, Python, Target};
-
-/// Anonymous executable mappings of `pid` (pyattach's code page is one).
-fn exec_anon(pid: i32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() == 5 && f[1] == "r-xp" && f[4] == "0"
-        })
-        .count()
-}
+use testsupport::{exec_anon, pyattach_bin, Python, Target};
 
 fn threads(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))

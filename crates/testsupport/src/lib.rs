@@ -688,3 +688,16 @@ pub fn pyattach_bin() -> PathBuf {
         profile_dir.display()
     )
 }
+
+/// Anonymous read-execute mappings of `pid` (pyattach's code pages are
+/// such: a test compares the count before and after).
+pub fn exec_anon(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 5 && f[1] == "r-xp" && f[4] == "0"
+        })
+        .count()
+}
