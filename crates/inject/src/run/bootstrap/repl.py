@@ -18,7 +18,7 @@ class Compiler(object):
     flags of what it compiled, as CommandCompiler does."""
 
     def __init__(self):
-        self.flags = PyCF_DONT_IMPLY_DEDENT
+        self.flags = PyCF_DONT_IMPLY_DEDENT | await_flags()
         self.future = 0
         try:
             import __future__
@@ -78,7 +78,9 @@ class Compiler(object):
 def command_compiler():
     try:
         import codeop
-        return codeop.CommandCompiler()
+        c = codeop.CommandCompiler()
+        c.compiler.flags |= await_flags()
+        return c
     except Exception:
         return Compiler()
 
@@ -89,7 +91,9 @@ def show_exception(skip=None):
     whose frames head the traceback (the prompt's own)."""
     t, v, tb = sys.exc_info()
     try:
-        while tb is not None and tb.tb_frame.f_code is skip:
+        while tb is not None and (tb.tb_frame.f_code is skip or (
+                skip is not None and
+                tb.tb_frame.f_code.co_filename == '<pyattach>')):
             tb = tb.tb_next
         try:
             import traceback
@@ -238,7 +242,10 @@ class Prompt(object):
             late = False
             before = _builtins.__dict__.get('_', _MISSING)
             try:
-                exec(code, self.ns)
+                if is_awaiting(code):
+                    run_awaited(sess, code, self.ns)
+                else:
+                    exec(code, self.ns)
             finally:
                 now = _builtins.__dict__.get('_', _MISSING)
                 if now is not before:

@@ -27,11 +27,14 @@ def run(sess):
         redirect(sess)
         try:
             code = compile(src if source is None else source, fname,
-                           'exec', 0, True)
+                           'exec', await_flags(), True)
             sess.start_exec()
             late = False
             try:
-                exec(code, main)
+                if is_awaiting(code):
+                    run_awaited(sess, code, main)
+                else:
+                    exec(code, main)
             finally:
                 # A KeyboardInterrupt still pending can fire on the
                 # way into stop_exec (a function's entry is a check
@@ -52,7 +55,8 @@ def run(sess):
         except BaseException:
             status = 'raised'
             t, v, tb = sys.exc_info()
-            while tb is not None and tb.tb_frame.f_code is run.__code__:
+            while tb is not None and \
+                    tb.tb_frame.f_code.co_filename == '<pyattach>':
                 tb = tb.tb_next
             try:
                 sys.stderr.write(''.join(

@@ -102,6 +102,13 @@ class Proxy(object):
         s = streams.get(thread.get_ident())
         if s:
             return s[-1]
+        # A task a session awaits on the application's event loop (see
+        # awaiting.py): its session's stream, by the key the task set.
+        var = self.__dict__.get('_task_key')
+        if var is not None:
+            s = streams.get(var.get(None))
+            if s:
+                return s[-1]
         o = self._orig
         if not streams and getattr(sys, self._name, None) is self:
             # Put back in sys after the sessions ended (the application
