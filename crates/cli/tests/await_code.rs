@@ -67,9 +67,12 @@ fn check(py: &Python) {
     );
 }
 
+/// Every 3.8+ interpreter of the matrix, Debian sid's 3.13–3.15 (in
+/// their root) included.
 fn await_pythons() -> Vec<Python> {
     testsupport::pythons()
         .into_iter()
+        .chain(testsupport::sid_pythons())
         .filter(|p| p.kind != PythonKind::Embedded && p.version >= (3, 8, 0))
         .collect()
 }
