@@ -395,7 +395,8 @@ fn which_thread(mode: &Mode, caught: Option<i32>) -> String {
         } => format!("the code ran in thread {ran}, the thread that was caught"),
         _ => format!(
             "the code ran in thread {ran}, a thread of its own (thread {caught}, \
-             the one caught, went back to the application at once)"
+             the one caught, went back to the application once that thread had \
+             started and taken the GIL: within 20 ms and a switch interval)"
         ),
     }
 }
