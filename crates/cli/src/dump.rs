@@ -13,8 +13,22 @@ use crate::term::field;
 pub struct Args {
     /// Process id of the target; several may be given, each dumped in turn
     /// (one freeze per process).
-    #[arg(required = true, value_name = "PID")]
+    #[arg(required_unless_present = "core", value_name = "PID")]
     pub pids: Vec<i32>,
+    /// Read a core file instead of a live process: a crash's (`ulimit -c`)
+    /// or one saved with `gcore`. The files it names (the executable,
+    /// libpython) are read from this machine, or from --root.
+    #[arg(long, value_name = "CORE", conflicts_with_all = ["pids", "subprocesses", "nonblocking"])]
+    pub core: Option<std::path::PathBuf>,
+    /// With --core: the program's executable, when it is not where the core
+    /// file says (a copy, the build the core came from).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<std::path::PathBuf>,
+    /// With --core: the directory that stands for the crashed process's
+    /// root (a container's image, a chroot): the files the core names are
+    /// read inside it.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<std::path::PathBuf>,
     /// Also dump every Python process descended from each PID (a gunicorn
     /// or uWSGI master's workers, a multiprocessing pool), each labelled
     /// with its command line. Descendants that are not Python are skipped.
@@ -88,6 +102,20 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     // recorded, the dump finishes (milliseconds), the threads are released,
     // and then we exit as the signal asked.
     attach::install_exit_handlers().context("install signal handlers")?;
+    if args.core.is_none() && (args.exe.is_some() || args.root.is_some()) {
+        // clap's `requires` does not hold against a positional PID.
+        eprintln!("pyattach: --exe and --root go with --core CORE (they name a core file's files)");
+        return Ok(2);
+    }
+    if let Some(core) = &args.core {
+        let files = inject::dump::CoreFiles {
+            exe: args.exe.clone(),
+            root: args.root.clone(),
+        };
+        let dump = inject::dump::dump_core(core, &files, &args.discovery.options().0, &opts)
+            .with_context(|| format!("cannot dump the core file {}", core.display()))?;
+        return print(&args, &dump);
+    }
     if args.pids.len() > 1 || args.subprocesses {
         return crate::dump_tree::execute(&args, &opts);
     }
@@ -96,12 +124,17 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     if let Some(sig) = attach::exit_requested() {
         return Ok(128 + sig as i32);
     }
+    print(&args, &dump)
+}
+
+/// Prints one dump as the arguments ask.
+fn print(args: &Args, dump: &StackDump) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let res = if args.json {
-        crate::term::write_json(&mut out, &JsonDump::new(&dump))
+        crate::term::write_json(&mut out, &JsonDump::new(dump))
     } else {
-        write_human(&mut out, &dump, colour(), args.condense)
+        write_human(&mut out, dump, colour(), args.condense)
     };
     match res {
         Ok(()) => Ok(0),
@@ -165,7 +198,10 @@ pub fn write_human_labelled(
     let pause = match d.pause_us {
         Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
         None if d.frozen => String::new(),
-        None => ", not paused (--nonblocking)".into(),
+        None => match &d.core {
+            Some(core) => format!(", from the core file {}", field(core)),
+            None => ", not paused (--nonblocking)".into(),
+        },
     };
     writeln!(
         out,

@@ -21,6 +21,7 @@
 //! # Ok::<(), inject::dump::DumpError>(())
 //! ```
 
+mod core;
 mod error;
 mod frames;
 mod layout;
@@ -38,6 +39,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+pub use self::core::{dump_core, CoreFiles};
 pub use error::DumpError;
 pub use mem::Memory;
 
@@ -81,6 +83,9 @@ pub struct StackDump {
     /// Where the struct offsets came from: pyattach's table for the
     /// version, or the interpreter's own `_Py_DebugOffsets` (3.13+).
     pub offsets: symbols::offsets::OffsetsSource,
+    /// The core file read instead of a live process (`dump --core`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<String>,
     /// Whether the threads were stopped during the read.
     pub frozen: bool,
     /// How long the target's threads were stopped, in microseconds.
@@ -248,18 +253,7 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
             let (mut d, extra) = res?;
             d.frozen = true;
             d.pause_us = Some(pause.as_micros() as u64);
-            // Only for native frames: naming the debug files opens them.
-            let lines = if opts.native {
-                native::Lines::new(interp)
-            } else {
-                native::Lines::default()
-            };
-            for (t, x) in d.threads.iter_mut().zip(extra) {
-                if let Some(pcs) = x.native {
-                    let py = std::mem::take(&mut t.frames);
-                    t.frames = native::merge(interp, &lines, &pcs, py, &x.entries);
-                }
-            }
+            merge_native(interp, &mut d, extra);
             Ok(d)
         }
         Err(e @ (attach::Error::NoSuchProcess { .. } | attach::Error::TargetExited { .. })) => {
@@ -274,6 +268,22 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
                 format!("could not stop the threads ({e}); read without stopping them"),
             );
             Ok(d)
+        }
+    }
+}
+
+/// Puts each thread's native frames (unwound while the threads were
+/// held) around its Python frames.
+fn merge_native(interp: &symbols::Interpreter, d: &mut StackDump, extra: Vec<walk::Extra>) {
+    if extra.iter().all(|x| x.native.is_none()) {
+        return;
+    }
+    // Only for native frames: naming the debug files opens them.
+    let lines = native::Lines::new(interp);
+    for (t, x) in d.threads.iter_mut().zip(extra) {
+        if let Some(pcs) = x.native {
+            let py = std::mem::take(&mut t.frames);
+            t.frames = native::merge(interp, &lines, &pcs, py, &x.entries);
         }
     }
 }

@@ -157,6 +157,9 @@ pub struct Interpreter {
     modules: Vec<Module>,
     syms: Vec<ModuleSymbols>,
     interp: usize,
+    /// The target's file system: `/proc/PID/root`, or for a core file
+    /// the directory its files are looked for in.
+    root: PathBuf,
 }
 
 impl std::fmt::Debug for Interpreter {
@@ -258,12 +261,13 @@ fn open_mapped(pid: i32, path: &Path, first: &Mapping) -> Result<(ElfSource, Pat
 fn reopen_file(root: &Path, module: &Module) -> Result<open::Opened, Error> {
     let via = &module.path_via_proc_root;
     let opened = if via.starts_with(root) {
-        let id = FileId {
+        // A core file does not say which inode was mapped.
+        let id = (module.inode != 0).then_some(FileId {
             major: module.dev.0,
             minor: module.dev.1,
             inode: module.inode,
-        };
-        open::open_in_root(root, &module.path, Some(id))
+        });
+        open::open_in_root(root, &module.path, id)
     } else {
         open::open_path(via)
     };
@@ -347,10 +351,95 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
     if mappings.is_empty() && matches!(state(pid)?, 'Z' | 'X') {
         return Err(Error::Zombie(pid));
     }
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    from_mappings(pid, executable, &mappings, root, &Opener::Live, opts)
+}
 
+/// Finds the CPython interpreter of the process saved in `core`: its
+/// modules are the files the core names, opened inside `core.root()`;
+/// `exe`, if given, stands for the executable the core names.
+pub fn discover_core(
+    core: &crate::CoreFile,
+    exe: Option<&Path>,
+    opts: &DiscoverOptions,
+) -> Result<Interpreter, Error> {
+    // A file the user named must be there (its absence would only show
+    // as missing symbols).
+    if let Some(e) = exe {
+        open::open_path(e).map_err(|r| r.into_error(e))?;
+    }
+    let executable = core
+        .executable()
+        .map(Path::to_path_buf)
+        .or_else(|| exe.map(Path::to_path_buf))
+        .ok_or_else(|| Error::NotACore {
+            path: core.path.clone(),
+            reason: "it names no executable (no NT_FILE or NT_AUXV note)".into(),
+        })?;
+    let opener = Opener::Core {
+        root: core.root(),
+        exe: exe.map(|e| (executable.as_path(), e)),
+    };
+    from_mappings(
+        core.pid,
+        executable.clone(),
+        &core.maps(),
+        core.root().to_path_buf(),
+        &opener,
+        opts,
+    )
+}
+
+/// How the files of a process's mappings are reached.
+enum Opener<'a> {
+    /// A live process: the very file mapped, or its path checked inside
+    /// `/proc/PID/root` (see [`open_mapped`]).
+    Live,
+    /// A core file: paths inside `root`; `exe` replaces a path (the
+    /// executable's) by a file the user named.
+    Core {
+        root: &'a Path,
+        exe: Option<(&'a Path, &'a Path)>,
+    },
+}
+
+impl Opener<'_> {
+    fn open(&self, pid: i32, path: &Path, first: &Mapping) -> Result<(ElfSource, PathBuf), Error> {
+        match self {
+            Opener::Live => open_mapped(pid, path, first),
+            Opener::Core {
+                exe: Some((named, given)),
+                ..
+            } if path == *named => {
+                let opened = open::open_path(given).map_err(|r| r.into_error(given))?;
+                Ok((
+                    ElfSource::from_opened(path.to_path_buf(), opened)?,
+                    given.to_path_buf(),
+                ))
+            }
+            Opener::Core { root, .. } => {
+                let opened =
+                    open::open_in_root(root, path, None).map_err(|r| r.into_error(path))?;
+                let via = root.join(path.strip_prefix("/").unwrap_or(path));
+                Ok((ElfSource::from_opened(path.to_path_buf(), opened)?, via))
+            }
+        }
+    }
+}
+
+/// Discovery from a process's mappings (paths in its own file system),
+/// whose files `opener` reaches.
+fn from_mappings(
+    pid: i32,
+    executable: PathBuf,
+    mappings: &[Mapping],
+    root: PathBuf,
+    opener: &Opener,
+    opts: &DiscoverOptions,
+) -> Result<Interpreter, Error> {
     // Group the mappings by file, in address order.
     let mut groups: Vec<(PathBuf, u64, Vec<&Mapping>)> = Vec::new();
-    for m in &mappings {
+    for m in mappings {
         let Some(path) = &m.path else { continue };
         match groups
             .iter_mut()
@@ -361,7 +450,6 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         }
     }
 
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut modules = Vec::new();
     let mut syms = Vec::new();
     let mut refused = Vec::new();
@@ -372,7 +460,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         if !may_be_elf(&path) {
             continue;
         }
-        let (elf, via) = match open_mapped(pid, &path, first) {
+        let (elf, via) = match opener.open(pid, &path, first) {
             Ok(x) => x,
             // Mapped data files (locale archives, caches) are not ELF.
             Err(Error::BadElf { .. }) => continue,
@@ -480,6 +568,7 @@ pub fn discover(pid: i32, opts: &DiscoverOptions) -> Result<Interpreter, Error> 
         modules,
         syms,
         interp,
+        root,
     })
 }
 
@@ -644,8 +733,7 @@ impl Interpreter {
     /// regular file of bounded size, the very file mapped): for readers of
     /// sections this crate does not parse (`.eh_frame`, DWARF).
     pub fn open_module(&self, module: &Module) -> Result<std::fs::File, Error> {
-        let root = PathBuf::from(format!("/proc/{}/root", self.pid));
-        reopen_file(&root, module).map(|o| o.file)
+        reopen_file(&self.root, module).map(|o| o.file)
     }
 
     /// The debug sources found for the interpreter's module (opens each

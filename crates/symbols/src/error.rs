@@ -55,6 +55,9 @@ pub enum Error {
     /// A module's file is not a well-formed ELF file (truncated, corrupt).
     #[error("{path} is not a valid ELF file: {reason}")]
     BadElf { path: PathBuf, reason: String },
+    /// A file given as a core file is not one pyattach can read.
+    #[error("{path} is not a core file pyattach can read: {reason}")]
+    NotACore { path: PathBuf, reason: String },
     /// The address lies in no module, or in a part not backed by its file
     /// (`.bss`, heap).
     #[error("address {0} is not backed by a mapped module's file")]
@@ -76,7 +79,10 @@ impl Error {
             }
             Error::Proc { .. } => 1,
             Error::Zombie(_) => 6,
-            Error::Io { .. } | Error::BadElf { .. } | Error::Refused { .. } => 7,
+            Error::Io { .. }
+            | Error::BadElf { .. }
+            | Error::Refused { .. }
+            | Error::NotACore { .. } => 7,
             Error::NotInFile(_) => 1,
         }
     }

@@ -34,6 +34,9 @@
 //!   finding call sites (`inject::callsites`);
 //! - [`Interpreter::debug_sources`]: which debug files were found.
 //!
+//! [`discover_core`] does the same for a process saved in a core file
+//! ([`CoreFile`]: its memory, threads and the files it names).
+//!
 //! [`inspect_file`] / [`inspect_bytes`] run the same parsing on one file, for
 //! tests and the fuzz target (`fuzz/`): never a panic on any input;
 //! [`inspect_in_root`] opens the file inside a stand-in for
@@ -58,6 +61,7 @@
 
 mod addr;
 mod chain;
+mod core;
 mod discover;
 mod elf;
 mod error;
@@ -69,9 +73,10 @@ mod version;
 
 pub use addr::{hex, FileAddr, RemoteAddr};
 pub use chain::{Symbol, SymbolSource};
+pub use core::{CoreFile, CoreMapping, CoreThread, USER_REGS_WORDS};
 pub use discover::{
-    discover, inspect_bytes, inspect_file, inspect_in_root, BuildInfo, CodeSection, DebugFetcher,
-    DiscoverOptions, FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
+    discover, discover_core, inspect_bytes, inspect_file, inspect_in_root, BuildInfo, CodeSection,
+    DebugFetcher, DiscoverOptions, FileSummary, GotKind, GotSlot, Interpreter, Module, Range,
 };
 pub use error::Error;
 pub use version::{PyVersion, ReleaseLevel, VersionCheck, VersionSource};

@@ -14,6 +14,10 @@ pub enum DumpError {
     #[error("cannot find the interpreter state in process {pid}: {why}")]
     NoInterpreter { pid: i32, why: String },
 
+    /// A core file that could not be read (the cause says why).
+    #[error(transparent)]
+    Core(symbols::Error),
+
     // -- the target ------------------------------------------------------
     /// Reading or stopping the target failed (the cause says why).
     #[error("cannot read the process")]
@@ -35,7 +39,7 @@ impl DumpError {
     /// discovery or process control declares its own.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DumpError::Discover(e) => e.exit_code(),
+            DumpError::Discover(e) | DumpError::Core(e) => e.exit_code(),
             DumpError::Attach(e) => e.exit_code(),
             DumpError::Unsupported { .. } => 3,
             DumpError::NoInterpreter { .. } => 1,

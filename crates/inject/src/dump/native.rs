@@ -54,6 +54,22 @@ impl Regs {
         r[16] = t.rip;
         Regs { r }
     }
+
+    /// From `struct user_regs_struct` as words in the kernel's order (a
+    /// core file's `NT_PRSTATUS`): r15 r14 r13 r12 rbp rbx … rip (16) …
+    /// rsp (19).
+    pub fn from_user_regs(w: &[u64; symbols::USER_REGS_WORDS]) -> Regs {
+        let mut r = [0u64; 17];
+        r[15] = w[0];
+        r[14] = w[1];
+        r[13] = w[2];
+        r[12] = w[3];
+        r[6] = w[4];
+        r[3] = w[5];
+        r[16] = w[16];
+        r[7] = w[19];
+        Regs { r }
+    }
 }
 
 /// A module's call frame information.

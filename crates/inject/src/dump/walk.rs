@@ -43,13 +43,22 @@ pub struct Prepared {
 pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     let mem = attach::ProcessMemory::open(interp.pid)
         .map_err(|e| DumpError::from_attach(interp.pid, e))?;
-    let offsets = load_offsets(interp, &mem)?;
-    let kernel = procfs::kernel_threads(interp.pid);
+    prepare_with(interp, &mem, procfs::kernel_threads(interp.pid))
+}
+
+/// [`prepare`] from any memory (a core file's) and what is known of the
+/// threads beside it.
+pub fn prepare_with(
+    interp: &Interpreter,
+    mem: &dyn Memory,
+    kernel: HashMap<i32, procfs::KernelThread>,
+) -> Result<Prepared, DumpError> {
+    let offsets = load_offsets(interp, mem)?;
     let futex = kernel
         .values()
         .any(|k| k.state.syscall.as_deref() == Some("futex"));
     let addrs = addrs(interp, &offsets, futex);
-    let names = thread_names(&offsets, &addrs, &mem);
+    let names = thread_names(&offsets, &addrs, mem);
     Ok(Prepared {
         addrs,
         names,
@@ -158,6 +167,7 @@ pub fn dump(
             frozen: false,
             pause_us: None,
             gil_locked: gil_locked.or(holder.map(|h| h != 0)),
+            core: None,
             threads,
             warnings,
         },
@@ -306,7 +316,7 @@ fn thread_stacks(
                 thread_id: t.thread_id,
                 native_id: t.native_id,
                 name: thread_names.get(&t.thread_id).cloned(),
-                os_name: k.map(|k| k.comm.clone()),
+                os_name: k.map(|k| k.comm.clone()).filter(|c| !c.is_empty()),
                 is_main: t.native_id == Some(pid),
                 holds_gil,
                 state,
