@@ -82,7 +82,7 @@ fn escape_sequences_from_the_target_never_reach_the_terminal() {
             .unwrap()
             .iter()
             .any(|f| f["filename"] == "\x1b[31mred\x1b[0m.py")));
-        if !py.version.0 == 2 {
+        if py.version.0 != 2 {
             assert!(
                 threads.iter().any(|th| th["name"] == EVIL),
                 "{who}: {threads:?}"
@@ -92,6 +92,57 @@ fn escape_sequences_from_the_target_never_reach_the_terminal() {
         seen += 1;
     }
     assert!(seen > 0, "no interpreter to test with");
+}
+
+/// The target runs as an executable whose path holds escape sequences (a
+/// hard link: `/proc/PID/exe` names the path it was started through), and
+/// holds the GIL in C: `info` shows the path escaped, and `--run`'s report
+/// that no thread reaches a safe point lists the threads escaped.
+#[test]
+fn the_executable_path_and_the_no_safe_point_report_are_escaped() {
+    let Some(so) = testsupport::build_c("run_gilspin", &["-shared", "-fPIC"]) else {
+        return testsupport::note("cc is missing: run_gilspin cannot be built");
+    };
+    for v in ["2.7", "3.12"] {
+        let Some(py) = testsupport::python(v) else {
+            testsupport::note(&format!("pyenv {v} is missing"));
+            continue;
+        };
+        let dir = testsupport::build_dir().join(format!("hostile-exe-{}-{v}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("py\x1b]0;PWNED\x07thon");
+        if let Err(e) = std::fs::hard_link(&py.exe, &exe) {
+            testsupport::note(&format!("{v}: cannot link {} here: {e}", py.exe.display()));
+            continue;
+        }
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("-u")
+            .arg(testsupport::fixture("py/hostile_names.py"))
+            .env("PYATTACH_SO", &so)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let t = Target::spawn(cmd);
+        let pid = t.pid().to_string();
+        let (status, out) = run(&["info", &pid], b"");
+        check(&format!("info of {v}"), status, &out);
+        assert!(
+            String::from_utf8_lossy(&out).contains("py\\x1b]0;PWNED\\x07thon"),
+            "{v}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        let (status, out) = run(&["--run", "pass", "--timeout", "2", &pid], b"");
+        assert_ne!(status, 0, "{v}: no thread can run code");
+        check(&format!("no safe point in {v}"), 0, &out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("safe point"), "{v}: {text}");
+        assert!(
+            text.contains("evil\\x1b]0;PWNED"),
+            "{v}: the threads are listed: {text}"
+        );
+        assert!(t.is_alive(), "{v}");
+        drop(t);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
