@@ -30,10 +30,10 @@ def main():
 main()
 "#;
 
-fn start(root: &Path, v: &str) -> Target {
+fn start(root: &Path, exe: &str) -> Target {
     let mut cmd = Command::new("chroot");
     cmd.arg(root)
-        .arg(format!("/usr/bin/python{v}"))
+        .arg(format!("/usr/bin/python{exe}"))
         .args(["-u", "-c", SCRIPT]);
     Target::spawn(cmd)
 }
@@ -58,7 +58,38 @@ fn dump_info_and_run_work_on_debian_3_14_and_3_15() {
         );
     };
     for v in ["3.14", "3.15"] {
-        let t = start(&root, v);
+        check(&root, v, v);
+    }
+}
+
+/// Debian's debug builds (`python3.13d`…`python3.15d`, from the -dbg
+/// packages): read through their own `_Py_DebugOffsets` over the release
+/// build's rows (offsets_dwarf.rs checks both against their DWARF).
+#[test]
+fn dump_info_and_run_work_on_debians_debug_builds() {
+    let Some(root) = testsupport::sid_root() else {
+        return testsupport::note("the sid root is missing (scripts/setup)");
+    };
+    for v in ["3.13", "3.14", "3.15"] {
+        let exe = format!("{v}d");
+        if !root.join(format!("usr/bin/python{exe}")).exists() {
+            testsupport::note(&format!("python{exe} is missing from the sid root"));
+            continue;
+        }
+        check(&root, v, &exe);
+        let t = start(&root, &exe);
+        let (code, out, err) = pyattach(&["info", &t.pid().to_string()]);
+        assert_eq!(code, 0, "{exe}: {err}");
+        assert!(out.contains("debug build"), "{exe}: {out}");
+        assert!(out.contains("dump reads it"), "{exe}: {out}");
+    }
+}
+
+/// `dump` (plain, --locals, --native, --json), `info` and `--run` on the
+/// sid interpreter `python{exe}` of version `v`.
+fn check(root: &Path, v: &str, exe: &str) {
+    {
+        let t = start(root, exe);
         let pid = t.pid().to_string();
         // chroot execs the interpreter: the pid is Python's. READY comes
         // just before the main thread's loop: dumped until it sleeps there.

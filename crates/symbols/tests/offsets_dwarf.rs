@@ -178,6 +178,34 @@ fn tables_and_debug_offsets_of_3_14_and_3_15_match_their_debug_files() {
     }
 }
 
+/// Debian's debug builds (`python3.13d`…`python3.15d`, `--with-pydebug`
+/// without `Py_TRACE_REFS`): the dump reads them with their own
+/// `_Py_DebugOffsets` over the release build's table, which holds only if
+/// every row of both is where the debug build's DWARF puts it.
+#[test]
+fn the_release_tables_fit_the_debug_builds_of_3_13_to_3_15() {
+    let Some(root) = testsupport::sid_root() else {
+        return testsupport::note("the sid root is missing (scripts/setup)");
+    };
+    for (v, minor) in [("3.13", 13), ("3.14", 14), ("3.15", 15)] {
+        let exe = root.join(format!("usr/bin/python{v}d"));
+        let Ok(data) = std::fs::read(&exe) else {
+            testsupport::note(&format!("{} is missing (python{v}-dbg)", exe.display()));
+            continue;
+        };
+        // Not stripped: the executable carries its own DWARF.
+        let dbg = &data;
+        let what = format!("{v}d");
+        let bad = check_rows(&what, dbg, tables::table(3, minor).unwrap());
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        let bytes = runtime_bytes_in_file(&data, symbols::offsets::DEBUG_OFFSETS_LEN)
+            .expect("_PyRuntime in the file's data");
+        let offsets = Offsets::from_debug_offsets(&bytes).expect("parse debug offsets");
+        let bad = check_rows(&what, dbg, offsets.rows());
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+}
+
 #[test]
 fn debug_offsets_reject_garbage() {
     use symbols::offsets::DebugOffsetsError;

@@ -19,7 +19,12 @@ pub(super) fn load_offsets(interp: &Interpreter, mem: &dyn Memory) -> Result<Off
         version: format!("{}.{}.{}", v.major, v.minor, v.micro),
         why: why.to_string(),
     };
-    if interp.build.debug_build {
+    // From 3.13 a debug build describes its own layout (`_Py_DebugOffsets`),
+    // and the rest matches the release build's unless `Py_TRACE_REFS` grew
+    // every object's header (offsets_dwarf.rs checks Debian's).
+    if interp.build.debug_build
+        && ((v.major, v.minor) < (3, 13) || interp.symbol("_Py_PrintReferences").is_some())
+    {
         return Err(unsupported("debug builds have other struct layouts"));
     }
     if interp.build.free_threaded {
