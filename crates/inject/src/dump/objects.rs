@@ -1,7 +1,7 @@
 //! Decoding Python objects read from memory: `str` of every layout (2.7
 //! `PyStringObject`/`unicode`; 3.x compact ASCII, compact and legacy
-//! unicode of kinds 1/2/4), `bytes`, type names, and short reprs of simple
-//! values for `--locals`.
+//! unicode of kinds 1/2/4) as text or as the code units `repr` needs
+//! (lone surrogates included), `bytes`, and type names.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
