@@ -44,9 +44,11 @@ pub struct Args {
     /// Show each frame's local variables with short reprs.
     ///
     /// Read from memory like the frames: None, bool, int, float, str and
-    /// bytes as Python would print them (cut at 80 characters); lists,
-    /// tuples and dicts as their type and length; anything else as its type
-    /// and address. Nothing is called in the target.
+    /// bytes, and tuples, lists, dicts and sets of those, exactly as
+    /// `repr()` prints them in the target (cut at 80 characters, with
+    /// `…`); a container holding anything else as its type and length;
+    /// any other object as its type and address. Nothing is called in the
+    /// target.
     #[arg(long)]
     pub locals: bool,
     /// Show native (C, C++, Rust) frames too, with the Python frames merged

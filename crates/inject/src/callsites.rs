@@ -106,7 +106,7 @@ fn rip_slot(code: &[u8], i: usize, at: u64) -> Option<(u64, bool)> {
 /// PLT entries by the GOT slot their `jmp *slot(%rip)` goes through. Each
 /// entry is 16 bytes in `.plt` and `.plt.sec` (8 in `.plt.got`) and jumps
 /// through its slot (`ff 25`, after `endbr64; bnd` with IBT).
-fn plt_entries(py: &Interpreter, module: &Module) -> HashMap<u64, RemoteAddr> {
+pub(crate) fn plt_entries(py: &Interpreter, module: &Module) -> HashMap<u64, RemoteAddr> {
     let mut out = HashMap::new();
     for sec in py.code_sections(module) {
         let align = match sec.name.as_str() {

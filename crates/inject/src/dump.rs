@@ -32,7 +32,9 @@ mod names;
 pub(crate) mod native;
 mod objects;
 mod procfs;
+mod repr;
 mod runtime;
+mod value;
 mod walk;
 
 use std::collections::HashMap;

@@ -1,15 +1,13 @@
-//! `--locals`: each frame's local names with short, bounded reprs of simple
-//! values (None, bool, int, float, str, bytes) and the length and type of
-//! containers, all read from memory.
+//! `--locals`: each frame's local names with their values' reprs, read
+//! from memory and rendered as `repr()` would (`value.rs`).
 
 use symbols::offsets::{Field, Offsets};
 
 use super::mem::le_u64;
 use super::objects::Objects;
+use super::value::{self, ValueLayout};
 use super::Local;
 
-/// Longest repr shown, in characters.
-pub const MAX_REPR: usize = 80;
 /// Most locals shown per frame.
 pub const MAX_LOCALS: usize = 256;
 
@@ -20,8 +18,6 @@ const CO_FAST_HIDDEN: u8 = 0x10;
 
 /// The offsets locals need, when the version has them all.
 pub struct LocalsLayout {
-    py2: bool,
-    v312: bool,
     /// 3.14+: `localsplus` holds `_PyStackRef`s, whose low bits are tags.
     stackrefs: bool,
     /// `f_localsplus` (≤3.10) or `localsplus` (3.11+).
@@ -36,12 +32,8 @@ pub struct LocalsLayout {
     code_cells: Option<[u64; 2]>,
     code_argcount: u64,
     tuple_items: u64,
-    dict_used: u64,
-    long_digits: u64,
-    long_tag: Option<u64>,
-    int_value: Option<u64>,
-    float_value: u64,
     cell_ref: u64,
+    values: ValueLayout,
 }
 
 impl LocalsLayout {
@@ -50,8 +42,6 @@ impl LocalsLayout {
         let g = |f| o.get(f).filter(|&x| x < 1 << 16);
         let new_style = v >= (3, 11);
         Some(LocalsLayout {
-            py2: o.major == 2,
-            v312: v >= (3, 12),
             stackrefs: v >= (3, 14),
             frame_localsplus: g(if new_style {
                 Field::IframeLocalsplus
@@ -80,12 +70,8 @@ impl LocalsLayout {
             },
             code_argcount: g(Field::CodeArgcount)?,
             tuple_items: g(Field::TupleItems)?,
-            dict_used: g(Field::DictUsed).unwrap_or(16),
-            long_digits: g(Field::LongDigits)?,
-            long_tag: g(Field::LongTag),
-            int_value: g(Field::IntValue),
-            float_value: g(Field::FloatValue)?,
             cell_ref: g(Field::CellRef)?,
+            values: ValueLayout::new(o)?,
         })
     }
 }
@@ -184,7 +170,7 @@ pub fn read(
             (None, None)
         } else {
             let t = o.type_name(v).unwrap_or_else(|| "?".into());
-            let r = repr(l, o, v, &t);
+            let r = value::repr(&l.values, o, v, &t);
             (Some(t), Some(r))
         };
         let local = Local {
@@ -205,103 +191,4 @@ pub fn read(
         }
     }
     Ok(out)
-}
-
-fn cut(s: String) -> String {
-    if s.chars().count() <= MAX_REPR {
-        s
-    } else {
-        let mut t: String = s.chars().take(MAX_REPR - 1).collect();
-        t.push('…');
-        t
-    }
-}
-
-/// Python's repr of a string: single quotes unless the text has a single
-/// quote and no double quote.
-fn quote(s: &str, prefix: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = format!("{prefix}{q}");
-    for c in s.chars().take(MAX_REPR) {
-        match c {
-            c if c == q => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(q);
-    out
-}
-
-/// A short repr of the object at `v` whose type is named `t`.
-pub fn repr(l: &LocalsLayout, o: &Objects, v: u64, t: &str) -> String {
-    let r = match t {
-        "NoneType" => Ok("None".to_string()),
-        "bool" => int_value(l, o, v).map(|i| if i == 0 { "False" } else { "True" }.to_string()),
-        "int" | "long" => int_value(l, o, v).map(|i| i.to_string()),
-        "float" => {
-            o.r.bytes(v.wrapping_add(l.float_value), 8)
-                .map(|b| f64::from_le_bytes(b[..8].try_into().unwrap()))
-                .map(|f| format!("{f:?}"))
-        }
-        "str" if l.py2 => o
-            .bytes(v, MAX_REPR)
-            .map(|b| quote(&String::from_utf8_lossy(&b), "")),
-        "str" | "unicode" => o.string(v).map(|s| quote(&s, if l.py2 { "u" } else { "" })),
-        "bytes" => o.bytes(v, MAX_REPR).map(|b| {
-            let s: String = b.iter().map(|&c| c as char).collect();
-            quote(&s, "b")
-        }),
-        "tuple" | "list" => o.var_size(v).map(|n| format!("<{t} len={n}>")),
-        "dict" => {
-            o.r.u64(v.wrapping_add(l.dict_used))
-                .map(|n| format!("<dict len={n}>"))
-        }
-        _ => Err(String::new()),
-    };
-    match r {
-        Ok(s) => cut(s),
-        Err(_) => format!("<{t} object at {v:#x}>"),
-    }
-}
-
-/// The value of a small int (`int` of 2.7, `int`/`long`/`bool` of 3.x).
-fn int_value(l: &LocalsLayout, o: &Objects, v: u64) -> Result<i128, String> {
-    if let (true, Some(iv)) = (l.py2, l.int_value) {
-        if o.type_name(v).as_deref() != Some("long") {
-            return Ok(o.r.u64(v.wrapping_add(iv))? as i64 as i128);
-        }
-    }
-    let (ndigits, negative) = match (l.v312, l.long_tag) {
-        (true, Some(tag)) => {
-            // lv_tag: number of digits << 3 | sign (0 +, 1 zero, 2 -).
-            let t = o.r.u64(v.wrapping_add(tag))?;
-            ((t >> 3) as usize, t & 3 == 2)
-        }
-        _ => {
-            let s = o.var_size(v)?;
-            (s.unsigned_abs() as usize, s < 0)
-        }
-    };
-    if ndigits > 4 {
-        return Err(format!("{ndigits} digits"));
-    }
-    let b = o.r.bytes(v.wrapping_add(l.long_digits), ndigits * 4)?;
-    let mut x: i128 = 0;
-    for i in (0..ndigits).rev() {
-        let d = u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap()) & 0x3fff_ffff;
-        x = (x << 30) | d as i128;
-    }
-    Ok(if negative { -x } else { x })
 }

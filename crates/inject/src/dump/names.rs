@@ -23,6 +23,7 @@ const MAX_ENTRIES: u64 = 1 << 16;
 pub struct DictLayout {
     v: (u32, u32),
     ob_type: u64,
+    used: u64,
     keys: u64,
     values: u64,
     mask: u64,
@@ -56,6 +57,9 @@ impl DictLayout {
         Some(DictLayout {
             v,
             ob_type: g(Field::ObType)?,
+            // `ma_used` follows the header (and `_Py_DebugOffsets` does
+            // not have it).
+            used: g(Field::DictUsed).unwrap_or(g(Field::ObType)? + 8),
             keys: if py2 { 0 } else { g(Field::DictKeys)? },
             values: if py2 { 0 } else { g(Field::DictValues)? },
             mask: if py2 { g(Field::DictMask)? } else { 0 },
@@ -98,6 +102,18 @@ impl DictLayout {
             },
         })
     }
+}
+
+impl DictLayout {
+    /// The offset of `ma_used`, the number of items.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+}
+
+/// Whether the dict at `d` (3.x) has a split table (`ma_values` set).
+pub fn is_split(l: &DictLayout, o: &Objects, d: u64) -> Result<bool, String> {
+    Ok(l.v.0 == 3 && o.r.u64(d.wrapping_add(l.values))? != 0)
 }
 
 fn u8_at(o: &Objects, a: u64) -> Result<u8, String> {

@@ -5,6 +5,15 @@
 //! demangled; then merged with the Python frames at the evaluation-loop
 //! frames, as `py-spy dump --native` does.
 //!
+//! Code without a frame of its own is stepped out of too: a thread stopped
+//! in a PLT stub (`_PyTrash_begin@plt`, 2–6 % of the samples of a busy
+//! recursion on 3.8–3.10) has its caller's return address at the stack
+//! pointer. The linker describes `.plt` with a CFA expression
+//! (`rsp + 8 + ((rip & 15) >= 11 ? 8 : 0)`), which is evaluated; where a
+//! module has no CFI for its PLT, the same rule is applied from the
+//! layout of the stubs. The frame is named `NAME@plt` from the GOT slot
+//! its stub jumps through.
+//!
 //! Unwinding reads the stack while the threads are frozen; symbolization
 //! (whose first `.symtab` use parses the table), source lines (addr2line
 //! over the module's DWARF or its build-id debug file) and merging happen
@@ -16,8 +25,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
-    UnwindContext, UnwindSection,
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, EvaluationResult, LittleEndian,
+    Location, Register, RegisterRule, UnwindContext, UnwindSection, Value,
 };
 use symbols::{Interpreter, Module, RemoteAddr, SymbolSource};
 
@@ -72,12 +81,53 @@ impl Regs {
     }
 }
 
-/// A module's call frame information.
+/// A module's call frame information, and where its PLT stubs are.
 struct Cfi {
-    eh_frame: Vec<u8>,
-    hdr: Vec<u8>,
+    /// `.eh_frame` and `.eh_frame_hdr`, when the module has them.
+    eh: Option<(Vec<u8>, Vec<u8>)>,
     bases: BaseAddresses,
     bias: u64,
+    plt: Vec<PltSection>,
+}
+
+/// The flavours of PLT section (the x86-64 psABI and ld's IBT variant).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PltKind {
+    /// `.plt` of lazy binding: PLT0 (`push GOT+8; jmp *GOT+16`), then
+    /// 16-byte entries `jmp *slot; push n; jmp PLT0`.
+    Lazy,
+    /// `.plt` beside a `.plt.sec` (IBT): PLT0, then entries `endbr64;
+    /// push n; bnd jmp PLT0`.
+    LazyIbt,
+    /// `.plt.sec` and `.plt.got`: entries that only jump through a slot.
+    Jump,
+}
+
+/// A PLT section, in file addresses.
+#[derive(Clone, Copy, Debug)]
+struct PltSection {
+    start: u64,
+    end: u64,
+    kind: PltKind,
+}
+
+/// The CFA of a stub of `sec` at file address `pc`, from the layout of the
+/// stubs: the caller's return address is at `rsp`, below what the stub
+/// pushed (for lazy binding, the relocation index, and in PLT0 the GOT's
+/// second word too). The same rule as ld's CFI for `.plt`, for modules
+/// that have none.
+fn plt_cfa(sec: &PltSection, pc: u64, rsp: u64) -> u64 {
+    let off = pc.wrapping_sub(sec.start);
+    let pushed = match sec.kind {
+        PltKind::Jump => 0,
+        // PLT0: the entry pushed the index; `push GOT+8` is 6 bytes.
+        PltKind::Lazy | PltKind::LazyIbt if off < 16 => 1 + u64::from(off >= 6),
+        // `jmp *slot` (6 bytes) then `push n` (5): pushed from offset 11.
+        PltKind::Lazy => u64::from(off & 15 >= 11),
+        // `endbr64` (4) then `push n` (5): pushed from offset 9.
+        PltKind::LazyIbt => u64::from(off & 15 >= 9),
+    };
+    rsp.wrapping_add(8 + 8 * pushed)
 }
 
 /// Largest `.eh_frame` read: a libpython's is a few hundred KiB; a file
@@ -96,20 +146,86 @@ fn load(interp: &Interpreter, m: &Module) -> Option<Cfi> {
     let endian = header.endian().ok()?;
     let sections = header.sections(endian, &cache).ok()?;
     let section = |name: &[u8]| sections.section_by_name(endian, name).map(|(_, s)| s);
-    let (eh, hdr) = (section(b".eh_frame")?, section(b".eh_frame_hdr")?);
-    if eh.sh_size(endian) > MAX_EH_FRAME || hdr.sh_size(endian) > MAX_EH_FRAME {
-        return None;
-    }
-    let text = section(b".text").map_or(0, |s| s.sh_addr(endian));
-    Some(Cfi {
-        eh_frame: eh.data(endian, &cache).ok()?.to_vec(),
-        hdr: hdr.data(endian, &cache).ok()?.to_vec(),
-        bases: BaseAddresses::default()
+    let ibt = section(b".plt.sec").is_some();
+    let plt: Vec<PltSection> = [
+        (
+            &b".plt"[..],
+            if ibt { PltKind::LazyIbt } else { PltKind::Lazy },
+        ),
+        (b".plt.sec", PltKind::Jump),
+        (b".plt.got", PltKind::Jump),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| {
+        let s = section(name)?;
+        let start = s.sh_addr(endian);
+        Some(PltSection {
+            start,
+            end: start.checked_add(s.sh_size(endian))?,
+            kind,
+        })
+    })
+    .collect();
+    let mut bases = BaseAddresses::default();
+    let eh = (|| {
+        let (eh, hdr) = (section(b".eh_frame")?, section(b".eh_frame_hdr")?);
+        if eh.sh_size(endian) > MAX_EH_FRAME || hdr.sh_size(endian) > MAX_EH_FRAME {
+            return None;
+        }
+        let text = section(b".text").map_or(0, |s| s.sh_addr(endian));
+        bases = BaseAddresses::default()
             .set_eh_frame_hdr(hdr.sh_addr(endian))
             .set_eh_frame(eh.sh_addr(endian))
-            .set_text(text),
+            .set_text(text);
+        Some((
+            eh.data(endian, &cache).ok()?.to_vec(),
+            hdr.data(endian, &cache).ok()?.to_vec(),
+        ))
+    })();
+    if eh.is_none() && plt.is_empty() {
+        return None;
+    }
+    Some(Cfi {
+        eh,
+        bases,
         bias: m.load_bias,
+        plt,
     })
+}
+
+/// The value of a DWARF expression that computes a CFA (`.plt`'s), given
+/// the registers; memory is read from the stack.
+fn eval_cfa(expr: &[u8], regs: &Regs, r: &Reader) -> Option<u64> {
+    let encoding = gimli::Encoding {
+        address_size: 8,
+        format: gimli::Format::Dwarf32,
+        version: 4,
+    };
+    let mut ev = gimli::Expression(EndianSlice::new(expr, LittleEndian)).evaluation(encoding);
+    let mut res = ev.evaluate().ok()?;
+    // Each resumption answers one request; a CFA needs a few.
+    for _ in 0..32 {
+        res = match res {
+            EvaluationResult::Complete => break,
+            EvaluationResult::RequiresRegister { register, .. } => {
+                let v = *regs.r.get(register.0 as usize)?;
+                ev.resume_with_register(Value::Generic(v)).ok()?
+            }
+            EvaluationResult::RequiresMemory {
+                address, size: 8, ..
+            } => ev
+                .resume_with_memory(Value::Generic(r.u64(address).ok()?))
+                .ok()?,
+            _ => return None,
+        };
+    }
+    if !matches!(res, EvaluationResult::Complete) {
+        return None;
+    }
+    match ev.as_result().first()?.location {
+        Location::Address { address } => Some(address),
+        _ => None,
+    }
 }
 
 /// The CFI of some modules, read from their files: milliseconds for a
@@ -137,11 +253,18 @@ impl Preloaded {
     }
 }
 
-/// What a CFI row says at one address: the CFA (register, offset), and
-/// the rules for the return address and then the [`SAVED`] registers.
+/// What a CFI row says at one address: the CFA, and the rules for the
+/// return address and then the [`SAVED`] registers.
 struct Rule {
-    cfa: (u16, i64),
+    cfa: Cfa,
     regs: [Option<RegisterRule<usize>>; 7],
+}
+
+/// How the CFA is found: a register plus an offset, or a DWARF expression
+/// (kept, since its value depends on the registers of each step).
+enum Cfa {
+    Register(u16, i64),
+    Expression(Vec<u8>),
 }
 
 /// Unwinds native stacks of one process; caches each module's CFI, and the
@@ -209,10 +332,9 @@ impl<'a> Unwinder<'a> {
             return r.clone();
         }
         let found = (|| {
-            let eh = EhFrame::new(&c.eh_frame, LittleEndian);
-            let hdr = EhFrameHdr::new(&c.hdr, LittleEndian)
-                .parse(&c.bases, 8)
-                .ok()?;
+            let (eh_frame, hdr) = c.eh.as_ref()?;
+            let eh = EhFrame::new(eh_frame, LittleEndian);
+            let hdr = EhFrameHdr::new(hdr, LittleEndian).parse(&c.bases, 8).ok()?;
             let table = hdr.table()?;
             let mut ctx = self.ctx.borrow_mut();
             let row = table
@@ -225,8 +347,10 @@ impl<'a> Unwinder<'a> {
                 )
                 .ok()?;
             let cfa = match row.cfa() {
-                CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
-                CfaRule::Expression(_) => return None,
+                CfaRule::RegisterAndOffset { register, offset } => {
+                    Cfa::Register(register.0, *offset)
+                }
+                CfaRule::Expression(e) => Cfa::Expression(e.get(&eh).ok()?.0.slice().to_vec()),
             };
             let mut regs: [Option<RegisterRule<usize>>; 7] = Default::default();
             regs[0] = row.register(Register(RA));
@@ -250,14 +374,14 @@ impl<'a> Unwinder<'a> {
             .find(|m| m.contains(RemoteAddr(pc)));
         let cfi = module.and_then(|m| self.cfi_for(m));
         let mut next = *regs;
-        let via_cfi = cfi.and_then(|c| {
+        let via_cfi = cfi.as_ref().and_then(|c| {
             // A return address points after the call: look up the call.
             let lookup = if first { pc } else { pc.wrapping_sub(1) };
-            let rule = self.rule(&c, lookup)?;
-            let cfa = regs
-                .r
-                .get(rule.cfa.0 as usize)?
-                .wrapping_add(rule.cfa.1 as u64);
+            let rule = self.rule(c, lookup)?;
+            let cfa = match &rule.cfa {
+                Cfa::Register(reg, off) => regs.r.get(*reg as usize)?.wrapping_add(*off as u64),
+                Cfa::Expression(e) => eval_cfa(e, regs, r)?,
+            };
             let value = |i: usize, reg: u16| -> Option<Option<u64>> {
                 Some(match &rule.regs[i] {
                     None | Some(RegisterRule::SameValue) => Some(regs.r[reg as usize]),
@@ -276,7 +400,20 @@ impl<'a> Unwinder<'a> {
             next.r[RSP as usize] = cfa;
             Some(())
         });
-        if via_cfi.is_none() {
+        // A PLT stub the CFI does not describe: the return address is
+        // on top of what the stub pushed. Only where a thread stopped: no
+        // stub calls anything.
+        let plt = cfi.as_ref().filter(|_| first).and_then(|c| {
+            let fa = pc.wrapping_sub(c.bias);
+            c.plt
+                .iter()
+                .find(|s| (s.start..s.end).contains(&fa))
+                .map(|s| plt_cfa(s, fa, sp))
+        });
+        if let (None, Some(cfa)) = (via_cfi, plt) {
+            next.r[RA as usize] = r.u64(cfa.wrapping_sub(8)).ok()?;
+            next.r[RSP as usize] = cfa;
+        } else if via_cfi.is_none() {
             if !self.guess.get() {
                 return None;
             }
@@ -346,7 +483,7 @@ fn demangle(name: &str) -> String {
 }
 
 /// Source files and lines of native code from the DWARF of each module,
-/// loaded lazily with addr2line. Only the interpreter's module is also
+/// loaded lazily with addr2line; and the names of PLT stubs. Only the interpreter's module is also
 /// looked up in the debug files its symbols came from (a stripped distro
 /// Python with its -dbg package, or a file from debuginfod: found by
 /// discovery, with the user's options): doing so for every system library
@@ -357,6 +494,55 @@ pub struct Lines {
     loaders: RefCell<HashMap<PathBuf, Option<Rc<addr2line::Loader>>>>,
     /// The interpreter module's debug files, in chain order.
     debug_files: Vec<PathBuf>,
+    /// Per module, its PLT sections and `NAME@plt` by stub address.
+    plt: RefCell<HashMap<PathBuf, Rc<PltNames>>>,
+}
+
+/// A module's PLT sections (remote start, end, stub size) and the name of
+/// each stub, from the GOT slot it jumps through.
+#[derive(Default)]
+struct PltNames {
+    sections: Vec<(u64, u64, u64)>,
+    names: HashMap<u64, String>,
+}
+
+impl PltNames {
+    fn of(py: &Interpreter, m: &Module) -> PltNames {
+        let sections: Vec<(u64, u64, u64)> = py
+            .code_sections(m)
+            .into_iter()
+            .filter_map(|s| {
+                let size = match s.name.as_str() {
+                    ".plt" | ".plt.sec" => 16,
+                    ".plt.got" => 8,
+                    _ => return None,
+                };
+                Some((s.addr.0, s.addr.0.saturating_add(s.size), size))
+            })
+            .collect();
+        if sections.is_empty() {
+            return PltNames::default();
+        }
+        let slots: HashMap<u64, String> = py
+            .got_slots(m)
+            .into_iter()
+            .map(|g| (g.addr.0, g.name))
+            .collect();
+        let names = crate::callsites::plt_entries(py, m)
+            .into_iter()
+            .filter_map(|(slot, stub)| Some((stub.0, format!("{}@plt", slots.get(&slot)?))))
+            .collect();
+        PltNames { sections, names }
+    }
+
+    /// `NAME@plt` of the stub holding `addr`.
+    fn name(&self, addr: u64) -> Option<String> {
+        let &(_, _, size) = self
+            .sections
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&addr))?;
+        self.names.get(&(addr & !(size - 1))).cloned()
+    }
 }
 
 impl Lines {
@@ -379,7 +565,19 @@ impl Lines {
         Lines {
             loaders: RefCell::default(),
             debug_files,
+            plt: RefCell::default(),
         }
+    }
+
+    /// `NAME@plt` when `addr` lies in a PLT stub of `m`.
+    fn plt_name(&self, py: &Interpreter, m: &Module, addr: u64) -> Option<String> {
+        let known = self.plt.borrow().get(&m.path).cloned();
+        let names = known.unwrap_or_else(|| {
+            let n = Rc::new(PltNames::of(py, m));
+            self.plt.borrow_mut().insert(m.path.clone(), n.clone());
+            n
+        });
+        names.name(addr)
     }
 
     fn loader(&self, py: &Interpreter, m: &Module, interp: bool) -> Option<Rc<addr2line::Loader>> {
@@ -427,7 +625,8 @@ fn symbolize(interp: &Interpreter, lines: &Lines, pc: u64, first: bool) -> Symbo
     Symbolized {
         name: interp
             .symbolize(RemoteAddr(at))
-            .map(|(s, _)| demangle(&s.name)),
+            .map(|(s, _)| demangle(&s.name))
+            .or_else(|| lines.plt_name(interp, m?, at)),
         module: m.map(|m| m.file_name()),
         location: m.and_then(|m| lines.find(interp, m, *m == interp.module, at)),
     }
@@ -445,6 +644,12 @@ fn is_eval(name: &str) -> bool {
 /// to and including the next one marked as an entry (≤3.10 every frame is
 /// one; 3.11+ one C call runs several). Python frames left over (unmatched
 /// eval frames, e.g. a stripped module) go at the end.
+///
+/// A thread caught as the evaluation loop starts a frame (before it links
+/// the frame into the thread state) or ends one (after it unlinked it) has
+/// one evaluation-loop frame more than the Python stack has entries: that
+/// innermost one runs no frame yet, or no more, and stays a native frame,
+/// so each Python frame still lands at its own loop.
 pub fn merge(
     interp: &Interpreter,
     lines: &Lines,
@@ -452,22 +657,44 @@ pub fn merge(
     python: Vec<Frame>,
     entries: &[bool],
 ) -> Vec<Frame> {
+    let native: Vec<Symbolized> = pcs
+        .iter()
+        .enumerate()
+        .map(|(i, &pc)| symbolize(interp, lines, pc, i == 0))
+        .collect();
+    let evals = native
+        .iter()
+        .filter(|s| s.name.as_deref().is_some_and(is_eval))
+        .count();
+    let calls = entries
+        .iter()
+        .enumerate()
+        .filter(|&(i, &e)| e || i + 1 == entries.len())
+        .count();
+    let mut idle = if calls > 0 {
+        evals.saturating_sub(calls)
+    } else {
+        0
+    };
     let mut out = Vec::new();
     let mut py = python.into_iter().zip(entries.iter().copied()).peekable();
-    for (i, &pc) in pcs.iter().enumerate() {
+    for (s, &pc) in native.into_iter().zip(pcs) {
         let Symbolized {
             name,
             module,
             location,
-        } = symbolize(interp, lines, pc, i == 0);
+        } = s;
         if name.as_deref().is_some_and(is_eval) && py.peek().is_some() {
-            for (f, entry) in py.by_ref() {
-                out.push(f);
-                if entry {
-                    break;
+            if idle == 0 {
+                for (f, entry) in py.by_ref() {
+                    out.push(f);
+                    if entry {
+                        break;
+                    }
                 }
+                continue;
             }
-            continue;
+            idle -= 1;
         }
         out.push(Frame {
             kind: FrameKind::Native,
@@ -484,3 +711,7 @@ pub fn merge(
     out.extend(py.map(|(f, _)| f));
     out
 }
+
+#[cfg(test)]
+#[path = "native_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! Decoding Python objects read from memory: `str` of every layout (2.7
 //! `PyStringObject`/`unicode`; 3.x compact ASCII, compact and legacy
-//! unicode of kinds 1/2/4), `bytes`, type names, and short reprs of simple
-//! values for `--locals`.
+//! unicode of kinds 1/2/4) as text or as the code units `repr` needs
+//! (lone surrogates included), `bytes`, and type names.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -137,14 +137,29 @@ impl<'a> Objects<'a> {
     }
 
     fn unicode_py2(&self, obj: u64) -> Result<String, String> {
+        let (raw, kind, _) = self.unicode_raw_py2(obj, MAX_STR)?;
+        Ok(decode_kind(&raw, kind))
+    }
+
+    fn unicode_raw_py2(&self, obj: u64, max: usize) -> Result<(Vec<u8>, u8, usize), String> {
         let len = self.r.u64(obj.wrapping_add(self.uni_length))? as usize;
+        if len > super::mem::MAX_READ {
+            return Err(format!("implausible string length {len} at {obj:#x}"));
+        }
         let data = self.r.u64(obj.wrapping_add(self.uni_data))?;
-        let n = len.min(MAX_STR);
+        let n = len.min(max);
         let raw = self.r.bytes(data, n * self.uni_char_size as usize)?;
-        Ok(decode_kind(&raw, self.uni_char_size as u8))
+        Ok((raw, self.uni_char_size as u8, len))
     }
 
     fn unicode_py3(&self, obj: u64) -> Result<String, String> {
+        let (raw, kind, _) = self.unicode_raw_py3(obj, MAX_STR)?;
+        Ok(decode_kind(&raw, kind))
+    }
+
+    /// The first `max` code units of a 3.x `str`, their kind, and the
+    /// string's length.
+    fn unicode_raw_py3(&self, obj: u64, max: usize) -> Result<(Vec<u8>, u8, usize), String> {
         // One read covers the header of every layout.
         let head = self.r.bytes(obj, self.uni_compact_size as usize + 8)?;
         let len = le_u64(&head, self.uni_length as usize) as usize;
@@ -166,9 +181,33 @@ impl<'a> Objects<'a> {
         } else {
             le_u64(&head, self.uni_data as usize)
         };
-        let n = len.min(MAX_STR);
+        let n = len.min(max);
         let raw = self.r.bytes(data, n * kind as usize)?;
-        Ok(decode_kind(&raw, kind))
+        Ok((raw, kind, len))
+    }
+
+    /// The first `max` code units of a text object (`str` on 3.x, `unicode`
+    /// on 2.7) as they are stored, lone surrogates included, and its
+    /// length in code units; with whether they are 2.7's UCS-2, where a
+    /// surrogate pair is one character.
+    pub fn code_units(&self, obj: u64, max: usize) -> Result<(Vec<u32>, usize, bool), String> {
+        let (raw, kind, len) = if self.py2 {
+            self.unicode_raw_py2(obj, max)?
+        } else {
+            self.unicode_raw_py3(obj, max)?
+        };
+        let units = match kind {
+            1 => raw.iter().map(|&b| b as u32).collect(),
+            2 => raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+                .collect(),
+            _ => raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
+        Ok((units, len, self.py2 && kind == 2))
     }
 }
 
