@@ -150,7 +150,51 @@ pub fn sid_pythons() -> Vec<Python> {
             kind: PythonKind::DebianStripped,
         });
     }
+    if let Some(p) = sid_embedded(&root, out.iter().find(|p| p.id == "sid3_14")) {
+        out.push(p);
+    }
     out
+}
+
+/// The embedding fixture linked against sid's `libpython3.14` (from
+/// `libpython3.14-dev`), built here against the root's headers and copied
+/// into it, run by a chroot wrapper like the others.
+fn sid_embedded(root: &Path, py314: Option<&Python>) -> Option<Python> {
+    let py314 = py314?;
+    let lib = root.join("usr/lib/x86_64-linux-gnu/libpython3.14.so");
+    if !lib.exists() {
+        note("the sid root has no libpython3.14.so (libpython3.14-dev; scripts/setup)");
+        return None;
+    }
+    let include = root.join("usr/include/python3.14");
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    // The root's own C library headers are not ours: only what our
+    // compiler lacks (Python's arch-specific pyconfig.h) comes from there.
+    let flags = [
+        format!("-I{}", include.display()),
+        "-idirafter".to_string(),
+        root.join("usr/include").display().to_string(),
+        format!("-L{}", libdir.display()),
+        "-lpython3.14".to_string(),
+        // libpython's own needs are the root's libc's, not ours.
+        "-Wl,--allow-shlib-undefined".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let built = build_c_as("embed", "embed-sid3.14", &flags)?;
+    sid_mirror(root, &built);
+    let exe = build_dir().join("sid-embed3.14");
+    let script = format!(
+        "#!/bin/sh\nexec chroot '{}' '{}' \"$@\"\n",
+        root.display(),
+        built.display()
+    );
+    write_atomically(&exe, script.as_bytes(), 0o755);
+    Some(Python {
+        id: "sid_embed3_14".into(),
+        version: py314.version,
+        exe,
+        kind: PythonKind::Embedded,
+    })
 }
 
 /// Copies the host file `path` into the sid root at the same absolute
@@ -165,7 +209,10 @@ pub fn sid_mirror(root: &Path, path: &Path) {
         .expect("mkdir in the sid root");
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     if std::fs::read(&dst).ok().as_deref() != Some(&data[..]) {
-        write_atomically(&dst, &data, 0o644);
+        use std::os::unix::fs::PermissionsExt;
+        // A program stays executable.
+        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o755);
+        write_atomically(&dst, &data, mode);
     }
 }
 
@@ -309,13 +356,18 @@ pub fn note(why: &str) {
 /// compiler arguments (libraries, flags). Returns `None`, with a note, if gcc
 /// is missing; panics if the fixture does not build.
 pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    build_c_as(name, name, extra)
+}
+
+/// [`build_c`] into the program `out_name` (one source, several builds).
+pub fn build_c_as(name: &str, out_name: &str, extra: &[&str]) -> Option<PathBuf> {
     // One build at a time in this test process: two threads building the
     // same fixture would otherwise let one exec the program while the other's
     // linker still holds it open for writing (ETXTBSY).
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let src = fixture(&format!("c/{name}.c"));
-    let out = build_dir().join(name);
+    let out = build_dir().join(out_name);
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
         (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
         _ => false,
@@ -326,7 +378,7 @@ pub fn build_c(name: &str, extra: &[&str]) -> Option<PathBuf> {
     // Build under a name unique to this process and rename, so test
     // processes building the same fixture at once never see a half-written
     // program.
-    let tmp = build_dir().join(format!(".{name}.{}", std::process::id()));
+    let tmp = build_dir().join(format!(".{out_name}.{}", std::process::id()));
     let built = Command::new("gcc")
         .args(["-O1", "-g", "-pthread", "-o"])
         .arg(&tmp)
