@@ -252,7 +252,7 @@ pub fn write_human_labelled(
             }
         }
         writeln!(out)?;
-        write_thread(out, t, &st)?;
+        write_thread(out, t, &st, interpreter_label(d, t).as_deref())?;
         if !same.is_empty() {
             let ids: Vec<String> = same
                 .iter()
@@ -275,7 +275,39 @@ pub fn write_human_labelled(
     Ok(())
 }
 
-fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::Result<()> {
+/// Which interpreter `t` belongs to, when the process has several; for an
+/// OS thread that runs a subinterpreter (a thread state in each), which
+/// way it went.
+fn interpreter_label(d: &StackDump, t: &ThreadStack) -> Option<String> {
+    let id = t.interpreter_id?;
+    let mut ids: Vec<i64> = d.threads.iter().filter_map(|u| u.interpreter_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() < 2 {
+        return None;
+    }
+    let same: Vec<i64> = d
+        .threads
+        .iter()
+        .filter(|u| t.native_id.is_some() && u.native_id == t.native_id)
+        .filter_map(|u| u.interpreter_id)
+        .filter(|&u| u != id)
+        .collect();
+    let mut label = format!("interpreter {id}");
+    if let Some(inner) = same.iter().filter(|&&u| u > id).max() {
+        label.push_str(&format!(", now running interpreter {inner}"));
+    } else if let Some(outer) = same.iter().max() {
+        label.push_str(&format!(", entered from interpreter {outer}"));
+    }
+    Some(label)
+}
+
+fn write_thread(
+    out: &mut impl Write,
+    t: &ThreadStack,
+    st: &Style,
+    interpreter: Option<&str>,
+) -> std::io::Result<()> {
     let mut head = format!(
         "Thread {}",
         t.native_id.map_or("?".into(), |n| n.to_string())
@@ -285,6 +317,9 @@ fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::R
     }
     if t.is_main {
         head.push_str(" (main)");
+    }
+    if let Some(i) = interpreter {
+        head.push_str(&format!(" ({i})"));
     }
     let mut what = Vec::new();
     if let Some(d) = &t.state.description {

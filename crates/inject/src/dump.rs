@@ -111,6 +111,9 @@ pub struct ThreadStack {
     pub name: Option<String>,
     /// The name the kernel has for the thread (`comm`).
     pub os_name: Option<String>,
+    /// The interpreter this thread state belongs to (3.7+; 0 is the main
+    /// one). A thread running a subinterpreter has a thread state in each.
+    pub interpreter_id: Option<i64>,
     pub is_main: bool,
     pub holds_gil: bool,
     /// What the thread is doing, from `/proc` (before any freeze).
@@ -282,12 +285,59 @@ fn merge_native(interp: &symbols::Interpreter, d: &mut StackDump, extra: Vec<wal
     }
     // Only for native frames: naming the debug files opens them.
     let lines = native::Lines::new(interp);
-    for (t, x) in d.threads.iter_mut().zip(extra) {
-        if let Some(pcs) = x.native {
-            let py = std::mem::take(&mut t.frames);
-            t.frames = native::merge(interp, &lines, &pcs, py, &x.entries);
+    // The thread states of one OS thread (a thread running a
+    // subinterpreter has one in each interpreter) share its native stack:
+    // merged once, innermost interpreter first, then split between them.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, (t, x)) in d.threads.iter().zip(&extra).enumerate() {
+        if x.native.is_none() {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|g| t.native_id.is_some() && d.threads[g[0]].native_id == t.native_id)
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
         }
     }
+    for mut g in groups {
+        // A subinterpreter is entered from a call in an older one.
+        g.sort_by_key(|&i| std::cmp::Reverse(d.threads[i].interpreter_id.unwrap_or(0)));
+        let mut py = Vec::new();
+        let mut entries = Vec::new();
+        let mut counts = Vec::new();
+        for &i in &g {
+            counts.push(d.threads[i].frames.len());
+            py.append(&mut d.threads[i].frames);
+            entries.extend_from_slice(&extra[i].entries);
+        }
+        let pcs = extra[g[0]].native.as_deref().unwrap_or_default();
+        let merged = native::merge(interp, &lines, pcs, py, &entries);
+        for (at, frames) in split_by_python(merged, &counts).into_iter().enumerate() {
+            d.threads[g[at]].frames = frames;
+        }
+    }
+}
+
+/// Cuts a merged stack into one part per thread state, the k-th holding
+/// `counts[k]` Python frames and the native frames after them up to the
+/// next state's first Python frame (the C path into the inner
+/// interpreter); the last takes the rest.
+fn split_by_python(merged: Vec<Frame>, counts: &[usize]) -> Vec<Vec<Frame>> {
+    let mut out: Vec<Vec<Frame>> = vec![Vec::new(); counts.len()];
+    let (mut part, mut seen) = (0, 0);
+    for f in merged {
+        if f.kind == FrameKind::Python {
+            while part + 1 < counts.len() && seen >= counts[part] {
+                part += 1;
+                seen = 0;
+            }
+            seen += 1;
+        }
+        out[part].push(f);
+    }
+    out
 }
 
 /// How the stops of pyattach treat the waits they cut short with EINTR

@@ -54,6 +54,8 @@ fields! {
     /// holding the GIL (NULL while it is released).
     RuntimeTstateCurrent,
     // `PyInterpreterState`.
+    /// `interp->id` (3.7+): 0 for the main interpreter.
+    InterpId,
     InterpNext,
     InterpTstateHead,
     /// `sys.modules`, to find `threading` for thread names.

@@ -18,6 +18,8 @@ pub(super) enum Style {
 pub(super) struct Layout {
     pub(super) minor: (u32, u32),
     pub(super) style: Style,
+    /// `interp->id` (3.7+).
+    pub(super) interp_id: Option<u64>,
     pub(super) interp_next: u64,
     pub(super) interp_tstate_head: u64,
     pub(super) interp_gil: Option<u64>,
@@ -164,6 +166,7 @@ impl Layout {
         Ok(Layout {
             minor: v,
             style,
+            interp_id: opt(o, Field::InterpId),
             interp_next: need(o, Field::InterpNext)?,
             interp_tstate_head: need(o, Field::InterpTstateHead)?,
             interp_gil: opt(o, Field::InterpGil),

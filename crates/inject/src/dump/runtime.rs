@@ -172,23 +172,41 @@ fn interp_head_from_code(interp: &Interpreter) -> Option<u64> {
 /// attributes costs a few page reads per thread that would otherwise
 /// lengthen the pause (milliseconds with 200 threads). A thread started
 /// in between is shown with its kernel name.
-pub(super) fn thread_names(o: &Offsets, a: &Addrs, mem: &dyn Memory) -> HashMap<u64, String> {
-    let names = || -> Option<HashMap<u64, String>> {
+/// The `threading` names of every interpreter's threads, by interpreter
+/// (its address) and ident: each interpreter has its own `threading`, and
+/// an ident may stand in several (a thread running a subinterpreter).
+pub(super) fn thread_names(
+    o: &Offsets,
+    a: &Addrs,
+    mem: &dyn Memory,
+) -> HashMap<(u64, u64), String> {
+    let names = || -> Option<HashMap<(u64, u64), String>> {
         let l = names::DictLayout::new(o)?;
         let mut objs = Objects::new(Reader::new(mem), o).ok()?;
         if let Some(n) = a.py2_unicode {
             objs.set_unicode_char_size(n);
         }
-        let head = interpreters_head(a, o, &objs.r).ok()?;
-        let modules = objs
-            .r
-            .u64(head.wrapping_add(o.get(Field::InterpModules)?))
-            .ok()?;
-        let active = names::active_dict(&l, &objs, modules).ok().flatten()?;
-        Some(names::thread_names(&l, &objs, active))
+        let modules_at = o.get(Field::InterpModules)?;
+        let next_at = o.get(Field::InterpNext)?;
+        let mut out = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut ip = interpreters_head(a, o, &objs.r).ok()?;
+        while ip != 0 && seen.len() < MAX_INTERPRETERS && seen.insert(ip) {
+            if let Ok(modules) = objs.r.u64(ip.wrapping_add(modules_at)) {
+                if let Ok(Some(active)) = names::active_dict(&l, &objs, modules) {
+                    let names = names::thread_names(&l, &objs, active);
+                    out.extend(names.into_iter().map(|(id, n)| ((ip, id), n)));
+                }
+            }
+            ip = objs.r.u64(ip.wrapping_add(next_at)).unwrap_or(0);
+        }
+        Some(out)
     };
     names().unwrap_or_default()
 }
+
+/// Interpreters followed at most (more is a loop or garbage).
+pub(super) const MAX_INTERPRETERS: usize = 256;
 
 /// Where the interpreter list starts: `_PyRuntime.interpreters.head` (3.7+)
 /// or `interp_head` (2.7, 3.6).

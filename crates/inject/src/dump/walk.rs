@@ -15,14 +15,16 @@ use super::procfs;
 use super::runtime::{addrs, global_gil, interpreters_head, load_offsets, thread_names, Addrs};
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
-/// Interpreters, thread states per interpreter: more is garbage.
-const MAX_INTERPRETERS: usize = 256;
+use super::runtime::MAX_INTERPRETERS;
+/// Thread states per interpreter: more is garbage.
 const MAX_THREADS: usize = 100_000;
 
 struct RawThread {
     entries: Vec<bool>,
     native: Option<Vec<u64>>,
     tstate: u64,
+    /// The interpreter's address and id (3.7+).
+    interp: (u64, Option<i64>),
     thread_id: u64,
     native_id: Option<i32>,
     frames: Vec<Frame>,
@@ -35,8 +37,8 @@ struct RawThread {
 pub struct Prepared {
     offsets: Offsets,
     addrs: Addrs,
-    /// Python thread names by ident, read before the freeze.
-    names: HashMap<u64, String>,
+    /// Python thread names by interpreter and ident, read before the freeze.
+    names: HashMap<(u64, u64), String>,
     kernel: HashMap<i32, procfs::KernelThread>,
 }
 
@@ -153,9 +155,10 @@ pub fn dump(
         }
     }
     let mut threads = thread_stacks(raw, prep, mem, gil_locked, holder, pid);
-    // Main thread first, then the others in the order they started.
+    // The main interpreter's first, the main thread first, then the others
+    // in the order they started.
     threads.reverse();
-    threads.sort_by_key(|t| !t.0.is_main);
+    threads.sort_by_key(|t| (t.0.interpreter_id.unwrap_or(0), !t.0.is_main));
     let (threads, extra): (Vec<ThreadStack>, Vec<Extra>) = threads.into_iter().unzip();
 
     Ok((
@@ -223,6 +226,7 @@ fn thread_states(
                 l.interp_next,
                 l.interp_tstate_head,
                 l.interp_gil.unwrap_or(0),
+                l.interp_id.unwrap_or(0),
             ]
             .into_iter()
             .max()
@@ -249,6 +253,7 @@ fn thread_states(
                 };
             }
         }
+        let interp = (ip, l.interp_id.map(|o| le_u64(&ib, o as usize) as i64));
         let mut ts = le_u64(&ib, l.interp_tstate_head as usize);
         let mut ts_seen = HashSet::new();
         while ts != 0 {
@@ -267,6 +272,7 @@ fn thread_states(
                 entries: Vec::new(),
                 native: None,
                 tstate: ts,
+                interp,
                 thread_id: le_u64(&tb, l.tstate_thread_id as usize),
                 native_id: l
                     .tstate_native_id
@@ -315,7 +321,8 @@ fn thread_stacks(
             let stack = ThreadStack {
                 thread_id: t.thread_id,
                 native_id: t.native_id,
-                name: thread_names.get(&t.thread_id).cloned(),
+                name: thread_names.get(&(t.interp.0, t.thread_id)).cloned(),
+                interpreter_id: t.interp.1,
                 os_name: k.map(|k| k.comm.clone()).filter(|c| !c.is_empty()),
                 is_main: t.native_id == Some(pid),
                 holds_gil,

@@ -41,6 +41,7 @@ pub struct Layout {
     pub version: usize,
     pub free_threaded: usize,
     pub runtime_interpreters_head: usize,
+    pub interp_id: usize,
     pub interp_next: usize,
     pub interp_threads_head: usize,
     pub interp_imports_modules: usize,
@@ -117,6 +118,7 @@ const fn layout(s: Sections) -> Layout {
         version: 8,
         free_threaded: 16,
         runtime_interpreters_head: 24 + 16,
+        interp_id: i + 8,
         interp_next: i + 16,
         interp_threads_head: i + 24,
         interp_imports_modules: i + 40 + is,
@@ -240,6 +242,7 @@ pub fn members(l: &Layout) -> Vec<(usize, &'static str)> {
             l.runtime_interpreters_head,
             "_Py_DebugOffsets.runtime_state.interpreters_head",
         ),
+        (l.interp_id, "_Py_DebugOffsets.interpreter_state.id"),
         (l.interp_next, "_Py_DebugOffsets.interpreter_state.next"),
         (
             l.interp_threads_head,
@@ -381,6 +384,7 @@ pub(super) fn parse(b: &[u8]) -> Result<Parsed, DebugOffsetsError> {
             v(l.runtime_interpreters_head),
             "pyruntimestate.interpreters.head",
         ),
+        row(Field::InterpId, v(l.interp_id), "_is.id"),
         row(Field::InterpNext, v(l.interp_next), "_is.next"),
         row(
             Field::InterpTstateHead,

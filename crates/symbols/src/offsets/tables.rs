@@ -153,6 +153,7 @@ pub const V3_7: &[Row] = table! {
     RuntimeInterpretersHead = 24 => "pyruntimestate.interpreters.head";
     RuntimeGil = 1264 => "pyruntimestate.ceval.gil";
     RuntimeTstateCurrent = 1480 => "pyruntimestate.gilstate.tstate_current";
+    InterpId = 16 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 8 => "_is.tstate_head";
     InterpModules = 40 => "_is.modules";
@@ -209,6 +210,7 @@ pub const V3_8: &[Row] = table! {
     RuntimeInterpretersHead = 32 => "pyruntimestate.interpreters.head";
     RuntimeGil = 1152 => "pyruntimestate.ceval.gil";
     RuntimeTstateCurrent = 1368 => "pyruntimestate.gilstate.tstate_current";
+    InterpId = 16 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 8 => "_is.tstate_head";
     InterpModules = 56 => "_is.modules";
@@ -265,6 +267,7 @@ pub const V3_9: &[Row] = table! {
     RuntimeInterpretersHead = 32 => "pyruntimestate.interpreters.head";
     RuntimeGil = 352 => "pyruntimestate.ceval.gil";
     RuntimeTstateCurrent = 568 => "pyruntimestate.gilstate.tstate_current";
+    InterpId = 24 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 8 => "_is.tstate_head";
     InterpModules = 856 => "_is.modules";
@@ -321,6 +324,7 @@ pub const V3_10: &[Row] = table! {
     RuntimeInterpretersHead = 32 => "pyruntimestate.interpreters.head";
     RuntimeGil = 352 => "pyruntimestate.ceval.gil";
     RuntimeTstateCurrent = 568 => "pyruntimestate.gilstate.tstate_current";
+    InterpId = 24 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 8 => "_is.tstate_head";
     InterpModules = 856 => "_is.modules";
@@ -377,6 +381,7 @@ pub const V3_11: &[Row] = table! {
     RuntimeInterpretersHead = 40 => "pyruntimestate.interpreters.head";
     RuntimeGil = 360 => "pyruntimestate.ceval.gil";
     RuntimeTstateCurrent = 576 => "pyruntimestate.gilstate.tstate_current";
+    InterpId = 48 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 16 => "_is.threads.head";
     InterpModules = 888 => "_is.modules";
@@ -443,6 +448,7 @@ pub const V3_11: &[Row] = table! {
 
 pub const V3_12: &[Row] = table! {
     RuntimeInterpretersHead = 40 => "pyruntimestate.interpreters.head";
+    InterpId = 8 => "_is.id";
     InterpNext = 0 => "_is.next";
     InterpTstateHead = 72 => "_is.threads.head";
     InterpModules = 944 => "_is.imports.modules";
@@ -510,6 +516,7 @@ pub const V3_12: &[Row] = table! {
 
 pub const V3_13: &[Row] = table! {
     RuntimeInterpretersHead = 632 => "pyruntimestate.interpreters.head";
+    InterpId = 7272 => "_is.id";
     InterpNext = 7264 => "_is.next";
     InterpTstateHead = 7344 => "_is.threads.head";
     InterpModules = 7656 => "_is.imports.modules";
@@ -579,6 +586,7 @@ pub const V3_13: &[Row] = table! {
 /// target's own value is used instead.
 pub const V3_14: &[Row] = table! {
 RuntimeInterpretersHead = 808 => "pyruntimestate.interpreters.head";
+    InterpId = 7280 => "_is.id";
     InterpNext = 7272 => "_is.next";
     InterpTstateHead = 7344 => "_is.threads.head";
     InterpModules = 7688 => "_is.imports.modules";
@@ -646,6 +654,7 @@ RuntimeInterpretersHead = 808 => "pyruntimestate.interpreters.head";
 /// Debian's 3.15.2, as [`V3_14`].
 pub const V3_15: &[Row] = table! {
 RuntimeInterpretersHead = 936 => "pyruntimestate.interpreters.head";
+    InterpId = 7272 => "_is.id";
     InterpNext = 7264 => "_is.next";
     InterpTstateHead = 7336 => "_is.threads.head";
     InterpModules = 7592 => "_is.imports.modules";
