@@ -13,6 +13,9 @@ pub const CAP_SYS_PTRACE: u32 = 19;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcStatus {
     pub pid: i32,
+    /// `Tgid:`: the process a thread belongs to (its own id for a main
+    /// thread; 0 when not shown).
+    pub tgid: i32,
     /// `Name:` (the command name, at most 15 bytes).
     pub name: String,
     /// First letter of `State:` (`R`, `S`, `D`, `T`, `t`, `Z`, …).
@@ -87,6 +90,7 @@ pub fn parse_status(pid: i32, text: &str) -> ProcStatus {
         match key {
             "Name" => st.name = val.to_string(),
             "State" => st.state = val.chars().next().unwrap_or('?'),
+            "Tgid" => st.tgid = val.parse().unwrap_or(0),
             "PPid" => st.ppid = val.parse().unwrap_or(0),
             "TracerPid" => st.tracer_pid = val.parse().unwrap_or(0),
             "Uid" => st.uids = ids(val),
@@ -169,6 +173,11 @@ pub struct ThreadInfo {
     pub state_name: &'static str,
     /// The kernel function the thread sleeps in (`/proc/…/wchan`), if told.
     pub wchan: Option<String>,
+    /// The thread's id in its own pid namespace (the last `NSpid:` field):
+    /// what `gettid()` returns inside the target, and what CPython and
+    /// libc store. The same as `tid` unless the target runs in a pid
+    /// namespace of its own (a container, `unshare --pid`).
+    pub ns_tid: i32,
 }
 
 /// The ids of `pid`'s threads (`/proc/PID/task`), in the kernel's order.
@@ -198,6 +207,7 @@ pub fn threads(pid: i32) -> io::Result<Vec<ThreadInfo>> {
             state: st.state,
             state_name: state_name(st.state),
             wchan,
+            ns_tid: st.nspid.last().copied().unwrap_or(tid),
         });
     }
     out.sort_by_key(|t| (t.tid != pid, t.tid));
@@ -244,7 +254,7 @@ mod tests {
     fn parses_status() {
         let st = parse_status(
             42,
-            "Name:\tpython3\nState:\tS (sleeping)\nPPid:\t1\nTracerPid:\t77\n\
+            "Name:\tpython3\nState:\tS (sleeping)\nTgid:\t40\nPPid:\t1\nTracerPid:\t77\n\
              Uid:\t1000\t1000\t1000\t1000\nGid:\t5\t6\t7\t8\nCapEff:\t0000000000080000\n\
              Seccomp:\t2\nSeccomp_filters:\t3\nNoNewPrivs:\t1\nNSpid:\t42\t1\nThreads:\t3\n",
         );
@@ -259,6 +269,7 @@ mod tests {
         assert!(st.no_new_privs);
         assert_eq!(st.nspid, vec![42, 1]);
         assert_eq!(st.threads, 3);
+        assert_eq!(st.tgid, 40);
     }
 
     #[test]

@@ -238,15 +238,28 @@ pub fn write_human_labelled(
 }
 
 fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::Result<()> {
-    let mut head = format!(
-        "Thread {}",
-        t.native_id.map_or("?".into(), |n| n.to_string())
-    );
+    let mut head = if t.stale {
+        "Stale thread state".to_string()
+    } else {
+        format!(
+            "Thread {}",
+            t.native_id.map_or("?".into(), |n| n.to_string())
+        )
+    };
+    if let Some(ns) = t.ns_id {
+        head.push_str(&format!(" (tid {ns} in its pid namespace)"));
+    }
     if let Some(n) = t.name.as_ref().or(t.os_name.as_ref()) {
         head.push_str(&format!(" \"{n}\""));
     }
     if t.is_main {
         head.push_str(" (main)");
+    }
+    if t.stale {
+        head.push_str(
+            " (its thread is not in this process: a fork copied it from the parent, \
+             where that thread was at the fork)",
+        );
     }
     let mut what = Vec::new();
     if let Some(d) = &t.state.description {

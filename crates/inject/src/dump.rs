@@ -23,6 +23,7 @@
 
 mod error;
 mod frames;
+mod identity;
 mod layout;
 mod linetable;
 mod locals;
@@ -97,9 +98,19 @@ pub struct StackDump {
 pub struct ThreadStack {
     /// `threading.get_ident()`: the `pthread_t` of the thread.
     pub thread_id: u64,
-    /// The kernel's thread id (`native_thread_id` on 3.11+, else mapped from
-    /// the `pthread_t`, see `procfs::map_pthreads`).
+    /// The kernel's thread id as the host sees it (`/proc/PID/task`, `ps
+    /// -L`): the thread whose thread pointer is the `pthread_t`, not the
+    /// `native_thread_id` the thread state claims (stale after a fork, and
+    /// another namespace's number in a container; see `identity`).
     pub native_id: Option<i32>,
+    /// The thread's id in the target's own pid namespace, when it differs
+    /// from `native_id` (a container, `unshare --pid`).
+    pub ns_id: Option<i32>,
+    /// No thread of the process has this thread state: the thread it was
+    /// made for is gone (a fork copies the parent's thread states, and
+    /// only the forking thread lives on in the child). Its frames are
+    /// where that thread was when the process forked.
+    pub stale: bool,
     /// The `threading.Thread` name, when it could be read.
     pub name: Option<String>,
     /// The name the kernel has for the thread (`comm`).
@@ -211,7 +222,7 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     let prep = walk::prepare(interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-        let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
+        let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
         // Read without holding the process: it must still be the one
         // whose symbols were used.
         identity
@@ -233,15 +244,24 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
                 return Err(DumpError::from_attach(pid, e));
             }
             let mut regs = HashMap::new();
-            if opts.native {
-                for tid in stopped.threads() {
-                    if let Ok(r) = stopped.regs(tid) {
+            let mut pointers = walk::ThreadPointers::new();
+            for tid in stopped.threads() {
+                if let Ok(r) = stopped.regs(tid) {
+                    pointers.insert(r.thread_pointer(), tid);
+                    if opts.native {
                         regs.insert(tid, native::Regs::from_thread(&r));
                     }
                 }
             }
             let native = unwinder.as_ref().map(|u| (u, &regs));
-            let res = walk::dump(interp, &prep, stopped.memory(), opts, native);
+            let res = walk::dump(
+                interp,
+                &prep,
+                stopped.memory(),
+                opts,
+                native,
+                Some(&pointers),
+            );
             let pause = stopped
                 .detach()
                 .map_err(|e| DumpError::from_attach(pid, e))?;
@@ -268,7 +288,7 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
         Err(e) => {
             let mem =
                 attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-            let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
+            let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
             d.warnings.insert(
                 0,
                 format!("could not stop the threads ({e}); read without stopping them"),
@@ -301,5 +321,5 @@ pub fn dump_with(
     opts: &DumpOptions,
 ) -> Result<StackDump, DumpError> {
     let prep = walk::prepare(interp)?;
-    Ok(walk::dump(interp, &prep, mem, opts, None)?.0)
+    Ok(walk::dump(interp, &prep, mem, opts, None, None)?.0)
 }

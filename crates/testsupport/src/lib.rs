@@ -522,6 +522,24 @@ impl Drop for Target {
     }
 }
 
+/// A process the test started indirectly (a server's worker, a target's
+/// fork), killed with SIGKILL by its pid when dropped: the [`Target`] is its
+/// parent, whose death it may notice late or never.
+pub struct KillPid(pub i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // kill(1) by pid (no `unsafe` outside the attach crate); never 0
+        // or a negative process group.
+        if self.0 > 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// `(tid, state)` for each thread of `pid`, read from `/proc`.
 pub fn thread_states(pid: i32) -> Vec<(i32, char)> {
     let mut out = Vec::new();
