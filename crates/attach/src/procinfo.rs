@@ -214,6 +214,48 @@ pub fn threads(pid: i32) -> io::Result<Vec<ThreadInfo>> {
     Ok(out)
 }
 
+/// Each thread of `pid` as `(tid, ns_tid)`: its id as pyattach sees it
+/// (`/proc`, `ps -L` here) and its id in the target's own pid namespace
+/// (the last `NSpid:` field: what the target's `gettid()` returns).
+pub fn thread_ids(pid: i32) -> io::Result<Vec<(i32, i32)>> {
+    Ok(tids(pid)?
+        .into_iter()
+        .filter_map(|tid| {
+            let st = task_status(pid, tid).ok()?;
+            Some((tid, st.nspid.last().copied().unwrap_or(tid)))
+        })
+        .collect())
+}
+
+/// The thread of `pid` that `id` names, as `(tid, ns_tid)`: `id` is its
+/// tid as pyattach sees it or, failing that, its tid in the target's pid
+/// namespace (a container shows its own numbers; both are accepted).
+pub fn find_thread(pid: i32, id: i32) -> Option<(i32, i32)> {
+    let ids = thread_ids(pid).ok()?;
+    ids.iter()
+        .find(|&&(tid, _)| tid == id)
+        .or_else(|| ids.iter().find(|&&(_, ns)| ns == id))
+        .copied()
+}
+
+/// The tid as pyattach sees it of the thread of `pid` whose id in the
+/// target's own pid namespace is `ns_tid` (what the target reports).
+pub fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
+    thread_ids(pid)
+        .ok()?
+        .into_iter()
+        .find_map(|(tid, ns)| (ns == ns_tid).then_some(tid))
+}
+
+/// The process `id` is a thread of, when `id` names a thread that is not
+/// a process's main thread (its `Tgid:` differs): `ps -L` and `pyattach
+/// dump` show such ids, and `/proc/TID` answers for them as if they were
+/// processes.
+pub fn process_of_thread(id: i32) -> Option<i32> {
+    let st = status(id).ok()?;
+    (st.tgid > 0 && st.tgid != id).then_some(st.tgid)
+}
+
 /// `kernel.yama.ptrace_scope`, or `None` when Yama is not in this kernel.
 pub fn yama_ptrace_scope() -> Option<u32> {
     fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")

@@ -13,7 +13,7 @@ use crate::term::field;
 pub struct Args {
     /// Process id of the target; several may be given, each dumped in turn
     /// (one freeze per process).
-    #[arg(required = true, value_name = "PID")]
+    #[arg(required = true, value_name = "PID", value_parser = crate::target::pid_arg)]
     pub pids: Vec<i32>,
     /// Also dump every Python process descended from each PID (a gunicorn
     /// or uWSGI master's workers, a multiprocessing pool), each labelled
@@ -113,6 +113,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
 
 /// Process `pid`'s dump, opened with the user's discovery options.
 pub fn dump_one(args: &Args, opts: &DumpOptions, pid: i32) -> anyhow::Result<StackDump> {
+    crate::target::check_process(pid, crate::target::Command::Dump)?;
     args.discovery
         .open(pid)
         .map_err(inject::dump::DumpError::from)

@@ -16,6 +16,7 @@ use symbols::{Interpreter, Module, PyVersion, Symbol, SymbolSource};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process id of the target.
+    #[arg(value_parser = crate::target::pid_arg)]
     pub pid: i32,
     /// Print a JSON document (format version 1) instead of text.
     #[arg(long)]
@@ -229,6 +230,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context(format!("reading /proc/{pid}/status")),
     };
+    crate::target::check_process(pid, crate::target::Command::Info)?;
     // A main thread that exited while others run on leaves a zombie
     // leader: the process is read through a thread that runs.
     let Some(via) = procinfo::live_member(pid) else {

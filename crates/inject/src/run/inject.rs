@@ -56,7 +56,8 @@ use crate::Target;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub mode: Mode,
-    /// Only this thread (a tid of the target) may run the code.
+    /// Only this thread (a tid of the target as pyattach sees it, in
+    /// `/proc/PID/task`) may run the code.
     pub thread: Option<i32>,
     /// Deadline for a thread to reach a safe point and call back.
     pub timeout: Duration,
@@ -73,7 +74,7 @@ const IDLE_FALLBACK: Duration = Duration::from_millis(500);
 pub struct Report {
     /// "detour at PyEval_SaveThread", "pending call", ...
     pub strategy: String,
-    /// The thread that ran the bootstrap.
+    /// The thread that ran the bootstrap (its tid as pyattach sees it).
     pub tid: Option<i32>,
     /// Entry points hooked, and those that could not be (with why).
     pub hooked: Vec<String>,
@@ -338,12 +339,17 @@ fn make_plan(
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);
+    // The trampoline compares with what the target's gettid() returns:
+    // the thread's id in the target's own pid namespace.
+    let only_tid = opts
+        .thread
+        .map(|t| attach::procinfo::find_thread(pid, t).map_or(t, |(_, ns)| ns));
     let plan = Plan::new(
         chosen.sites,
         Api::find(run.0, lookup),
         fallback,
         params,
-        opts.thread,
+        only_tid,
         table,
     );
     if !plan.fits() {
@@ -480,6 +486,7 @@ fn finish(
     mut report: Report,
 ) -> Result<(Channel, Report, Leftover), RunError> {
     let base = armed.base();
+    let pid = armed.pid();
     let site = read_u32(mem, base + detour::SITE).unwrap_or(0) as usize;
     let strategy = match site {
         0 => "pending call (Py_AddPendingCall) in the main thread".into(),
@@ -504,7 +511,10 @@ fn finish(
             return Err(e);
         }
     };
-    report.tid = read_u32(mem, base + detour::TID).map(|t| t as i32);
+    // The trampoline wrote what the target's gettid() says: its own pid
+    // namespace's number.
+    report.tid = read_u32(mem, base + detour::TID)
+        .map(|t| attach::procinfo::host_tid(pid, t as i32).unwrap_or(t as i32));
     report.strategy = strategy;
     // Only now: naming the C library's functions can take a while.
     if let Some(p) = prover {
