@@ -263,12 +263,15 @@ pub fn yama_ptrace_scope() -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// The uid that owns `/proc/PID`: the kernel gives a non-dumpable process's
-/// `/proc` files to root, which is how "not dumpable" can be seen from
-/// outside.
+/// The uid that owns the files in `/proc/PID`: the kernel gives a
+/// non-dumpable process's files to root, which is how "not dumpable" can
+/// be seen from outside. (The directory itself keeps the process's uid:
+/// only its files change hands, so `status` is looked at.)
 pub fn proc_owner(pid: i32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+    fs::metadata(format!("/proc/{pid}/status"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// Whether `ancestor` is `pid`'s parent, grandparent, … (Yama scope 1 lets

@@ -166,7 +166,10 @@ pub fn write_human_labelled(
     let pause = match d.pause_us {
         Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
         None if d.frozen => String::new(),
-        None => ", not paused (--nonblocking)".into(),
+        None => match d.not_paused.as_deref() {
+            None | Some("--nonblocking") => ", not paused (--nonblocking)".into(),
+            Some(why) => format!(", not paused: {}", field(why)),
+        },
     };
     writeln!(
         out,
@@ -180,6 +183,11 @@ pub fn write_human_labelled(
         writeln!(out, "{label}")?;
     }
     match d.gil_locked {
+        _ if !d.gil_exists => writeln!(
+            out,
+            "GIL: none yet (Python 3.6 creates it when the process starts its first thread; \
+             until then its one thread runs without it)"
+        )?,
         Some(false) => writeln!(out, "GIL: released")?,
         Some(true) if !d.threads.iter().any(|t| t.holds_gil) => {
             writeln!(out, "GIL: held by a thread without a Python thread state")?

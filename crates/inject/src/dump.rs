@@ -84,10 +84,17 @@ pub struct StackDump {
     pub offsets: symbols::offsets::OffsetsSource,
     /// Whether the threads were stopped during the read.
     pub frozen: bool,
+    /// Why they were not: `--nonblocking`, or what kept pyattach from
+    /// stopping them (another tracer: strace, a debugger).
+    pub not_paused: Option<String>,
     /// How long the target's threads were stopped, in microseconds.
     pub pause_us: Option<u64>,
     /// Whether the GIL is held at all (when the version tells).
     pub gil_locked: Option<bool>,
+    /// False while there is no GIL yet: Python 3.6 creates it when the
+    /// process starts its first thread, and its one thread runs without
+    /// it until then (`gil_locked` is then `None`).
+    pub gil_exists: bool,
     pub threads: Vec<ThreadStack>,
     /// What could not be read or decoded (the dump is still useful).
     pub warnings: Vec<String>,
@@ -223,6 +230,7 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
         let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
+        d.not_paused = Some("--nonblocking".into());
         // Read without holding the process: it must still be the one
         // whose symbols were used.
         identity
@@ -289,10 +297,25 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
             let mem =
                 attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
             let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
+            let why = match &e {
+                attach::Error::AlreadyTraced {
+                    tracer,
+                    tracer_name,
+                    ..
+                } => format!("another tracer ({tracer_name}, pid {tracer}) holds it"),
+                e => format!("it could not be stopped: {e}"),
+            };
             d.warnings.insert(
                 0,
                 format!("could not stop the threads ({e}); read without stopping them"),
             );
+            if opts.native {
+                d.warnings.push(format!(
+                    "native frames need the threads stopped, and {why}: not shown \
+                     (detach the other tracer to see them)"
+                ));
+            }
+            d.not_paused = Some(why);
             Ok(d)
         }
     }
@@ -322,4 +345,29 @@ pub fn dump_with(
 ) -> Result<StackDump, DumpError> {
     let prep = walk::prepare(interp)?;
     Ok(walk::dump(interp, &prep, mem, opts, None, None)?.0)
+}
+
+/// The GIL as the target's memory shows it now (its threads held by the
+/// caller): whether it is locked (`None`: the version does not tell, or
+/// there is none yet) and the tid of the thread holding it.
+pub(crate) fn gil_now(
+    interp: &symbols::Interpreter,
+    mem: &dyn Memory,
+) -> (Option<bool>, Option<i32>) {
+    let opts = DumpOptions {
+        freeze: false,
+        locals: false,
+        native: false,
+        max_depth: 1,
+    };
+    match dump_with(interp, mem, &opts) {
+        Ok(d) => (
+            d.gil_locked,
+            d.threads
+                .iter()
+                .find(|t| t.holds_gil)
+                .and_then(|t| t.native_id),
+        ),
+        Err(_) => (None, None),
+    }
 }

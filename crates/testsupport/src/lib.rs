@@ -426,7 +426,7 @@ impl Target {
             .arg(state)
             .env("PYATTACH_STATE", state)
             .env("PYTHONDONTWRITEBYTECODE", "1");
-        if state.starts_with("gilspin") {
+        if state.starts_with("gilspin") || state == "nogilspin" {
             cmd.env(
                 "PYATTACH_SO",
                 build_c("run_gilspin", &["-shared", "-fPIC"])?,
@@ -520,6 +520,30 @@ impl Drop for Target {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `setpriv` command that runs what is appended as uid/gid 65534
+/// (nobody) with no capabilities at all, or `None` with a note why it
+/// cannot (switching users needs root; setpriv comes with util-linux).
+pub fn as_nobody() -> Option<Command> {
+    if !is_root() {
+        note("skipping: switching to another user needs root");
+        return None;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        note("skipping: setpriv (util-linux) is missing");
+        return None;
+    }
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]);
+    Some(c)
 }
 
 /// A process the test started indirectly (a server's worker, a target's

@@ -13,7 +13,9 @@ use super::mem::{le_u64, Memory, Reader};
 use super::native;
 use super::objects::Objects;
 use super::procfs;
-use super::runtime::{addrs, global_gil, interpreters_head, load_offsets, thread_names, Addrs};
+use super::runtime::{
+    addrs, gil_absent, global_gil, interpreters_head, load_offsets, thread_names, Addrs,
+};
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
 /// Interpreters, thread states per interpreter: more is garbage.
@@ -106,7 +108,12 @@ pub fn dump(
             why: "no interpreter yet (not initialized, or finalized)".into(),
         });
     }
-    let (holder, locked) = global_gil(&prep.addrs, offsets, &r);
+    let gil_exists = !gil_absent(&prep.addrs, &r);
+    let (holder, locked) = if gil_exists {
+        global_gil(&prep.addrs, offsets, &r)
+    } else {
+        (None, None)
+    };
     let mut gil = Gil { holder, locked };
 
     let mut w = Walker {
@@ -166,8 +173,10 @@ pub fn dump(
             module: interp.module.path.display().to_string(),
             offsets: offsets.source,
             frozen: false,
+            not_paused: None,
             pause_us: None,
             gil_locked: gil_locked.or(holder.map(|h| h != 0)),
+            gil_exists,
             threads,
             warnings,
         },

@@ -464,7 +464,8 @@ fn no_safe_point(
     cramped: &[i32],
 ) -> String {
     let blocked = prover.map(|p| p.notes(selection));
-    let mut holder = describe_running(st, py, &blocked.unwrap_or_default());
+    let gil = crate::dump::gil_now(py, st.memory());
+    let mut holder = describe_running(st, py, &blocked.unwrap_or_default(), gil);
     if let Some(t) = opts.thread.filter(|t| cramped.contains(t)) {
         holder.push_str(&format!(
             " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
@@ -533,11 +534,21 @@ fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
         })
 }
 
-/// Threads not in a syscall (so running, possibly holding the GIL in
-/// native code) and the function each is in; then the blocked threads
-/// that were left alone (`blocked`: the report's lines), and why.
-fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) -> String {
+/// Threads not in a syscall (so running native code) and the function
+/// each is in, with what the GIL says of them (`gil`: locked?, the
+/// holder's tid): a holder lets no thread reach a safe point until it
+/// returns into Python; a thread that released it (a long numpy or
+/// compression call) reaches one itself when its call returns. Then the
+/// blocked threads that were left alone (`blocked`: the report's lines),
+/// and why.
+fn describe_running(
+    st: &attach::Stopped,
+    py: &Interpreter,
+    blocked: &[String],
+    gil: (Option<bool>, Option<i32>),
+) -> String {
     let mut parts = Vec::new();
+    let mut unknown = false;
     for tid in st.threads() {
         let Ok(r) = st.regs(tid) else { continue };
         if r.syscall().is_some() {
@@ -547,7 +558,21 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) 
             .symbolize(RemoteAddr(r.pc()))
             .map(|(s, off)| format!("{}+{off:#x}", s.name))
             .unwrap_or_else(|| format!("{:#x}", r.pc()));
-        parts.push(format!("thread {tid} is running native code in {place}"));
+        parts.push(match gil {
+            (Some(true), Some(h)) if h == tid => format!(
+                "thread {tid} holds the GIL and is running native code in {place}: no thread \
+                 can reach a safe point until that call returns into Python"
+            ),
+            (Some(false), _) | (Some(true), Some(_)) => format!(
+                "thread {tid} is running native code in {place} with the GIL released (a long \
+                 call into C: numpy, compression, a C library): it reaches a safe point when \
+                 that call returns into Python, so a longer --timeout may be enough"
+            ),
+            _ => {
+                unknown = true;
+                format!("thread {tid} is running native code in {place}")
+            }
+        });
     }
     parts.extend(
         blocked
@@ -557,10 +582,13 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) 
     );
     if parts.is_empty() {
         String::new()
-    } else {
+    } else if unknown {
         format!(
-            " ({}; a thread holding the GIL there never reaches a safe point)",
+            " ({}; a thread in native code reaches a safe point only when its call returns \
+             into Python: a longer --timeout may be enough)",
             parts.join(", ")
         )
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }
