@@ -117,21 +117,14 @@ fn a_target_strace_holds_is_said_so_not_nonblocking() {
         return testsupport::note("skipping: no Python 3.12 nor Debian's 3.11");
     };
     let t = Target::python(&p, "sleeper.py", &[]);
-    let mut strace = Command::new("strace")
-        .args(["-q", "-o", "/dev/null", "-p", &t.pid().to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let strace_pid = strace.id() as i32;
-    /// Kills strace by its pid and reaps it, however the test ends.
-    struct Reap<'a>(&'a mut std::process::Child);
-    impl Drop for Reap<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Reap(&mut strace);
+    let strace = testsupport::KillChild(
+        Command::new("strace")
+            .args(["-q", "-o", "/dev/null", "-p", &t.pid().to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let strace_pid = strace.0.id() as i32;
     let traced = || {
         std::fs::read_to_string(format!("/proc/{}/status", t.pid()))
             .unwrap_or_default()
@@ -163,6 +156,6 @@ fn a_target_strace_holds_is_said_so_not_nonblocking() {
         j["not_paused"].as_str().unwrap().contains("strace"),
         "{out}"
     );
-    drop(guard);
+    drop(strace);
     assert!(t.is_alive());
 }

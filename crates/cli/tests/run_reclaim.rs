@@ -284,6 +284,11 @@ fn pages_of_a_killed_pyattach_are_reclaimed_by_the_next() {
 /// that maps the pages and the one that arms the detour, a pyattach killed
 /// in that moment left pages no later pyattach recognised. They carry the
 /// header from the start now, and the next pyattach unmaps them.
+///
+/// pyattach is killed once it says it holds there (a test hook that waits
+/// until it is killed), not after a guess of time: on a loaded machine
+/// this test once saw the header and killed pyattach too late, when its
+/// hold had run out and it had gone on to arm and run.
 #[test]
 fn pages_of_a_pyattach_killed_before_it_armed_its_detour_are_reclaimed() {
     for v in ["3.12", "2.7"] {
@@ -293,32 +298,40 @@ fn pages_of_a_pyattach_killed_before_it_armed_its_detour_are_reclaimed() {
         let t = Target::run_state(&py, "sleep").unwrap();
         let pid = t.pid();
         let before: HashSet<String> = maps(pid).into_iter().collect();
-        let mut child = Command::new(pyattach_bin())
-            .args(["--run", "print('killed')", &pid.to_string()])
-            .env("PYATTACH_TEST_HOLD_AFTER_MAP_MS", "3000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // The new read-write mapping: the pages, not yet armed, once they
-        // carry the header (written in the stop that maps them, a moment
-        // after the mapping shows: a pyattach killed in that moment leaves
-        // pages no later one can tell from the target's own).
-        let end = Instant::now() + Duration::from_secs(10);
-        let pages = loop {
-            let new = maps(pid)
-                .into_iter()
-                .filter(|l| !before.contains(l))
-                .filter_map(|l| anon(&l).map(|(a, b, p)| (a, b, p.to_string())))
-                .find(|(a, _, p)| p == "rw-p" && marked(pid, *a));
-            if let Some((a, b, _)) = new {
-                break (a, b);
+        let mut child = testsupport::KillChild(
+            Command::new(pyattach_bin())
+                .args(["--run", "print('killed')", &pid.to_string()])
+                .env("PYATTACH_TEST_HOLD_AFTER_MAP_MS", "3600000")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Blocks until the hook speaks (or pyattach ends: EOF).
+        let mut err = std::io::BufReader::new(child.0.stderr.take().unwrap());
+        let mut said = String::new();
+        let held = loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) == 0 {
+                break false;
             }
-            assert!(Instant::now() < end, "{v}: no pages appeared");
-            std::thread::sleep(Duration::from_millis(5));
+            said.push_str(&line);
+            if line.contains("test hook: held after map") {
+                break true;
+            }
         };
-        child.kill().unwrap();
-        child.wait().unwrap();
+        assert!(held, "{v}: pyattach did not reach its hold: {said}");
+        // The new read-write mapping that carries the header: the pages,
+        // mapped and not armed.
+        let pages = maps(pid)
+            .into_iter()
+            .filter(|l| !before.contains(l))
+            .filter_map(|l| anon(&l).map(|(a, b, p)| (a, b, p.to_string())))
+            .find(|(a, _, p)| p == "rw-p" && marked(pid, *a))
+            .map(|(a, b, _)| (a, b))
+            .unwrap_or_else(|| panic!("{v}: no pages with the header\n{}", maps(pid).join("\n")));
+        // SIGKILL, and reaped.
+        drop(child);
         assert!(mapped(pid, pages), "{v}: the killed pyattach's pages");
         assert!(t.ticks_on(2), "{v}: not ticking");
         next_run_reclaims(pid, pages, &format!("{v} (killed before it armed)"));

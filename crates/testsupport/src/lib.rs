@@ -546,6 +546,18 @@ pub fn as_nobody() -> Option<Command> {
     Some(c)
 }
 
+/// A child the test started (a tracer, a pyattach it kills on purpose),
+/// killed with SIGKILL by its pid and reaped when dropped, however the
+/// test ends.
+pub struct KillChild(pub Child);
+
+impl Drop for KillChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A process the test started indirectly (a server's worker, a target's
 /// fork), killed with SIGKILL by its pid when dropped: the [`Target`] is its
 /// parent, whose death it may notice late or never.
