@@ -478,16 +478,30 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
         .max()
         .unwrap_or(4)
         .max(4);
+    // A target in a pid namespace of its own knows its threads by other
+    // numbers: both are shown (`--thread` takes either).
+    let ns = r.threads.iter().any(|t| t.ns_tid != t.tid);
+    let ns_col = |v: String| {
+        if ns {
+            format!("  {v:>8}")
+        } else {
+            String::new()
+        }
+    };
     writeln!(
         w,
-        "  {:>8}  {:nw$}  {:12}  waiting in",
-        "tid", "name", "state"
+        "  {:>8}{}  {:nw$}  {:12}  waiting in",
+        "tid",
+        ns_col("ns tid".into()),
+        "name",
+        "state"
     )?;
     for t in &r.threads {
         writeln!(
             w,
-            "  {:>8}  {:nw$}  {:12}  {}",
+            "  {:>8}{}  {:nw$}  {:12}  {}",
             t.tid,
+            ns_col(t.ns_tid.to_string()),
             t.name,
             t.state_name,
             t.wchan.as_deref().unwrap_or("")

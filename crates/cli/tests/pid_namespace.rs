@@ -111,6 +111,17 @@ fn dump_shows_host_tids_names_states_and_native_frames() {
             )),
             "{text}"
         );
+        // info lists both numbers of each thread.
+        let out = pyattach_output(&["info", &pid.to_string()], b"", Duration::from_secs(60));
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains("ns tid"), "{info}");
+        assert!(
+            info.lines().any(|l| l
+                .split_whitespace()
+                .take(2)
+                .eq([pid.to_string(), "1".into()])),
+            "{info}"
+        );
         assert!(
             text.contains("time_sleep") || text.contains("floatsleep"),
             "native frames:\n{text}"
