@@ -44,6 +44,24 @@ fn no_safe_point_says_whether_the_gil_is_held_or_released() {
         }
         assert!(t.is_alive());
     }
+    // A holder blocked in a C library's call with the GIL (libc sleep
+    // through ctypes.PyDLL) is named as the reason.
+    let t = Target::python(&py, "dump_target.py", &["gil"]);
+    let pid = t.pid().to_string();
+    let end = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let (code, _, err) = run(&["--run", "print(1)", "--timeout", "1", &pid]);
+        assert_eq!(code, Some(1), "{err}");
+        // The holder takes the GIL just after READY.
+        if err.contains("holds the GIL while blocked in a system call") || Instant::now() > end {
+            break err;
+        }
+    };
+    assert!(
+        err.contains("holds the GIL while blocked in a system call"),
+        "{err}"
+    );
+    assert!(t.is_alive());
 }
 
 #[test]

@@ -563,16 +563,30 @@ fn describe_running(
                 "thread {tid} holds the GIL and is running native code in {place}: no thread \
                  can reach a safe point until that call returns into Python"
             ),
-            (Some(false), _) | (Some(true), Some(_)) => format!(
+            (Some(false), _) => format!(
                 "thread {tid} is running native code in {place} with the GIL released (a long \
                  call into C: numpy, compression, a C library): it reaches a safe point when \
                  that call returns into Python, so a longer --timeout may be enough"
+            ),
+            (Some(true), Some(h)) => format!(
+                "thread {tid} is running native code in {place} without the GIL (thread {h} \
+                 holds it)"
             ),
             _ => {
                 unknown = true;
                 format!("thread {tid} is running native code in {place}")
             }
         });
+    }
+    // A holder blocked in a system call (a C library's own wait with the
+    // GIL held) is the reason too.
+    if let (Some(true), Some(h)) = gil {
+        if st.regs(h).is_ok_and(|r| r.syscall().is_some()) {
+            parts.push(format!(
+                "thread {h} holds the GIL while blocked in a system call in native code: no \
+                 thread can reach a safe point until that call returns into Python"
+            ));
+        }
     }
     parts.extend(
         blocked
