@@ -205,7 +205,12 @@ pub fn write_human_labelled(
             .iter()
             .map(|f| (f.function.clone(), f.filename.clone(), f.line))
             .collect();
-        (frames, t.state.syscall.clone(), t.truncated.clone())
+        (
+            frames,
+            t.state.syscall.clone(),
+            t.truncated.clone(),
+            t.stale,
+        )
     };
     let mut done = vec![false; d.threads.len()];
     for (i, t) in d.threads.iter().enumerate() {
