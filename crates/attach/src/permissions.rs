@@ -46,7 +46,9 @@ impl Denial {
                 "the process belongs to uid {target_uid} and pyattach runs as uid {our_uid} without CAP_SYS_PTRACE"
             ),
             Denial::NotDumpable => {
-                "the process is not dumpable (setuid/setgid or PR_SET_DUMPABLE 0) and pyattach lacks CAP_SYS_PTRACE".into()
+                "the process is not dumpable (it called prctl(PR_SET_DUMPABLE, 0), or runs a setuid/setgid program): \
+                 the kernel lets only a tracer with CAP_SYS_PTRACE read or trace it, even as its own user"
+                    .into()
             }
             Denial::YamaRestricted => {
                 "kernel.yama.ptrace_scope is 1: only a parent process may trace its descendants".into()
@@ -68,10 +70,15 @@ impl Denial {
     /// What the user can do about it.
     pub fn fix(&self) -> String {
         match self {
+            Denial::OtherUser { target_uid: 0, .. } => "run pyattach as root (sudo pyattach …)".into(),
             Denial::OtherUser { target_uid, .. } => format!(
                 "run pyattach as uid {target_uid} (sudo -u '#{target_uid}' pyattach …) or as root (sudo pyattach …)"
             ),
-            Denial::NotDumpable => "run pyattach as root (sudo pyattach …)".into(),
+            Denial::NotDumpable => {
+                "run pyattach as root (sudo pyattach …), or give it CAP_SYS_PTRACE (sudo setcap cap_sys_ptrace+ep PATH-TO-PYATTACH; \
+                 in a container: docker run --cap-add=SYS_PTRACE)"
+                    .into()
+            }
             Denial::YamaRestricted => {
                 "run with sudo, or allow it for all: sudo sysctl kernel.yama.ptrace_scope=0 (in a container: docker run --cap-add=SYS_PTRACE)".into()
             }
@@ -256,6 +263,13 @@ mod tests {
     fn not_dumpable_is_seen_through_proc_ownership() {
         let v = judge(&target(1000), Some(0), &us(1000, false, None));
         assert_eq!(v.denials, vec![Denial::NotDumpable]);
+        assert!(v.denials[0].fix().contains("CAP_SYS_PTRACE"));
+    }
+
+    #[test]
+    fn a_root_process_gets_one_fix_not_the_same_one_twice() {
+        let v = judge(&target(0), Some(0), &us(1000, false, None));
+        assert_eq!(v.denials[0].fix(), "run pyattach as root (sudo pyattach …)");
     }
 
     #[test]

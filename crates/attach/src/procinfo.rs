@@ -13,6 +13,9 @@ pub const CAP_SYS_PTRACE: u32 = 19;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcStatus {
     pub pid: i32,
+    /// `Tgid:`: the process a thread belongs to (its own id for a main
+    /// thread; 0 when not shown).
+    pub tgid: i32,
     /// `Name:` (the command name, at most 15 bytes).
     pub name: String,
     /// First letter of `State:` (`R`, `S`, `D`, `T`, `t`, `Z`, …).
@@ -87,6 +90,7 @@ pub fn parse_status(pid: i32, text: &str) -> ProcStatus {
         match key {
             "Name" => st.name = val.to_string(),
             "State" => st.state = val.chars().next().unwrap_or('?'),
+            "Tgid" => st.tgid = val.parse().unwrap_or(0),
             "PPid" => st.ppid = val.parse().unwrap_or(0),
             "TracerPid" => st.tracer_pid = val.parse().unwrap_or(0),
             "Uid" => st.uids = ids(val),
@@ -169,6 +173,11 @@ pub struct ThreadInfo {
     pub state_name: &'static str,
     /// The kernel function the thread sleeps in (`/proc/…/wchan`), if told.
     pub wchan: Option<String>,
+    /// The thread's id in its own pid namespace (the last `NSpid:` field):
+    /// what `gettid()` returns inside the target, and what CPython and
+    /// libc store. The same as `tid` unless the target runs in a pid
+    /// namespace of its own (a container, `unshare --pid`).
+    pub ns_tid: i32,
 }
 
 /// The ids of `pid`'s threads (`/proc/PID/task`), in the kernel's order.
@@ -198,10 +207,53 @@ pub fn threads(pid: i32) -> io::Result<Vec<ThreadInfo>> {
             state: st.state,
             state_name: state_name(st.state),
             wchan,
+            ns_tid: st.nspid.last().copied().unwrap_or(tid),
         });
     }
     out.sort_by_key(|t| (t.tid != pid, t.tid));
     Ok(out)
+}
+
+/// Each thread of `pid` as `(tid, ns_tid)`: its id as pyattach sees it
+/// (`/proc`, `ps -L` here) and its id in the target's own pid namespace
+/// (the last `NSpid:` field: what the target's `gettid()` returns).
+pub fn thread_ids(pid: i32) -> io::Result<Vec<(i32, i32)>> {
+    Ok(tids(pid)?
+        .into_iter()
+        .filter_map(|tid| {
+            let st = task_status(pid, tid).ok()?;
+            Some((tid, st.nspid.last().copied().unwrap_or(tid)))
+        })
+        .collect())
+}
+
+/// The thread of `pid` that `id` names, as `(tid, ns_tid)`: `id` is its
+/// tid as pyattach sees it or, failing that, its tid in the target's pid
+/// namespace (a container shows its own numbers; both are accepted).
+pub fn find_thread(pid: i32, id: i32) -> Option<(i32, i32)> {
+    let ids = thread_ids(pid).ok()?;
+    ids.iter()
+        .find(|&&(tid, _)| tid == id)
+        .or_else(|| ids.iter().find(|&&(_, ns)| ns == id))
+        .copied()
+}
+
+/// The tid as pyattach sees it of the thread of `pid` whose id in the
+/// target's own pid namespace is `ns_tid` (what the target reports).
+pub fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
+    thread_ids(pid)
+        .ok()?
+        .into_iter()
+        .find_map(|(tid, ns)| (ns == ns_tid).then_some(tid))
+}
+
+/// The process `id` is a thread of, when `id` names a thread that is not
+/// a process's main thread (its `Tgid:` differs): `ps -L` and `pyattach
+/// dump` show such ids, and `/proc/TID` answers for them as if they were
+/// processes.
+pub fn process_of_thread(id: i32) -> Option<i32> {
+    let st = status(id).ok()?;
+    (st.tgid > 0 && st.tgid != id).then_some(st.tgid)
 }
 
 /// `kernel.yama.ptrace_scope`, or `None` when Yama is not in this kernel.
@@ -211,12 +263,15 @@ pub fn yama_ptrace_scope() -> Option<u32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// The uid that owns `/proc/PID`: the kernel gives a non-dumpable process's
-/// `/proc` files to root, which is how "not dumpable" can be seen from
-/// outside.
+/// The uid that owns the files in `/proc/PID`: the kernel gives a
+/// non-dumpable process's files to root, which is how "not dumpable" can
+/// be seen from outside. (The directory itself keeps the process's uid:
+/// only its files change hands, so `status` is looked at.)
 pub fn proc_owner(pid: i32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+    fs::metadata(format!("/proc/{pid}/status"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// Whether `ancestor` is `pid`'s parent, grandparent, … (Yama scope 1 lets
@@ -244,7 +299,7 @@ mod tests {
     fn parses_status() {
         let st = parse_status(
             42,
-            "Name:\tpython3\nState:\tS (sleeping)\nPPid:\t1\nTracerPid:\t77\n\
+            "Name:\tpython3\nState:\tS (sleeping)\nTgid:\t40\nPPid:\t1\nTracerPid:\t77\n\
              Uid:\t1000\t1000\t1000\t1000\nGid:\t5\t6\t7\t8\nCapEff:\t0000000000080000\n\
              Seccomp:\t2\nSeccomp_filters:\t3\nNoNewPrivs:\t1\nNSpid:\t42\t1\nThreads:\t3\n",
         );
@@ -259,6 +314,7 @@ mod tests {
         assert!(st.no_new_privs);
         assert_eq!(st.nspid, vec![42, 1]);
         assert_eq!(st.threads, 3);
+        assert_eq!(st.tgid, 40);
     }
 
     #[test]

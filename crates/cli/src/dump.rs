@@ -13,7 +13,7 @@ use crate::term::field;
 pub struct Args {
     /// Process id of the target; several may be given, each dumped in turn
     /// (one freeze per process).
-    #[arg(required_unless_present = "core", value_name = "PID")]
+    #[arg(required_unless_present = "core", value_name = "PID", value_parser = crate::target::pid_arg)]
     pub pids: Vec<i32>,
     /// Read a core file instead of a live process: a crash's (`ulimit -c`)
     /// or one saved with `gcore`. The files it names (the executable,
@@ -148,6 +148,7 @@ fn print(args: &Args, dump: &StackDump) -> anyhow::Result<i32> {
 
 /// Process `pid`'s dump, opened with the user's discovery options.
 pub fn dump_one(args: &Args, opts: &DumpOptions, pid: i32) -> anyhow::Result<StackDump> {
+    crate::target::check_process(pid, crate::target::Command::Dump)?;
     args.discovery
         .open(pid)
         .map_err(inject::dump::DumpError::from)
@@ -200,9 +201,10 @@ pub fn write_human_labelled(
     let pause = match d.pause_us {
         Some(us) => format!(", paused {:.2} ms", us as f64 / 1000.0),
         None if d.frozen => String::new(),
-        None => match &d.core {
-            Some(core) => format!(", from the core file {}", field(core)),
-            None => ", not paused (--nonblocking)".into(),
+        None => match (&d.core, d.not_paused.as_deref()) {
+            (Some(core), _) => format!(", from the core file {}", field(core)),
+            (None, None | Some("--nonblocking")) => ", not paused (--nonblocking)".into(),
+            (None, Some(why)) => format!(", not paused: {}", field(why)),
         },
     };
     writeln!(
@@ -217,6 +219,11 @@ pub fn write_human_labelled(
         writeln!(out, "{label}")?;
     }
     match d.gil_locked {
+        _ if !d.gil_exists => writeln!(
+            out,
+            "GIL: none yet (Python 3.6 creates it when the process starts its first thread; \
+             until then its one thread runs without it)"
+        )?,
         Some(false) => writeln!(out, "GIL: released")?,
         Some(true) if !d.threads.iter().any(|t| t.holds_gil) => {
             writeln!(out, "GIL: held by a thread without a Python thread state")?
@@ -234,7 +241,12 @@ pub fn write_human_labelled(
             .iter()
             .map(|f| (f.function.clone(), f.filename.clone(), f.line))
             .collect();
-        (frames, t.state.syscall.clone(), t.truncated.clone())
+        (
+            frames,
+            t.state.syscall.clone(),
+            t.truncated.clone(),
+            t.stale,
+        )
     };
     let mut done = vec![false; d.threads.len()];
     for (i, t) in d.threads.iter().enumerate() {
@@ -308,15 +320,28 @@ fn write_thread(
     st: &Style,
     interpreter: Option<&str>,
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "Thread {}",
-        t.native_id.map_or("?".into(), |n| n.to_string())
-    );
+    let mut head = if t.stale {
+        "Stale thread state".to_string()
+    } else {
+        format!(
+            "Thread {}",
+            t.native_id.map_or("?".into(), |n| n.to_string())
+        )
+    };
+    if let Some(ns) = t.ns_id {
+        head.push_str(&format!(" (tid {ns} in its pid namespace)"));
+    }
     if let Some(n) = t.name.as_ref().or(t.os_name.as_ref()) {
         head.push_str(&format!(" \"{n}\""));
     }
     if t.is_main {
         head.push_str(" (main)");
+    }
+    if t.stale {
+        head.push_str(
+            " (its thread is not in this process: a fork copied it from the parent, \
+             where that thread was at the fork)",
+        );
     }
     if let Some(i) = interpreter {
         head.push_str(&format!(" ({i})"));

@@ -1,7 +1,8 @@
 //! The one place that turns errors into messages, advice and exit codes.
 //!
 //! Exit codes (documented in the README):
-//! 0 success, 1 failure, 2 usage (clap), 3 not a supported CPython,
+//! 0 success, 1 failure, 2 usage (clap's, a thread's id given as the pid,
+//! a `--thread` the process does not have), 3 not a supported CPython,
 //! 4 no such process, 5 permission denied, 6 zombie process,
 //! 7 unreadable or corrupt binary, 9 a session ended without the user
 //! leaving it, 10 refused: a seccomp filter could kill the target (or
@@ -38,6 +39,8 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         e.exit_code()
     } else if let Some(e) = err.downcast_ref::<attach::Error>() {
         e.exit_code()
+    } else if err.downcast_ref::<crate::target::WrongId>().is_some() {
+        2
     } else if err.downcast_ref::<crate::info::Denied>().is_some() {
         5
     } else if err.downcast_ref::<crate::session::Lost>().is_some() {

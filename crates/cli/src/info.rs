@@ -16,6 +16,7 @@ use symbols::{Interpreter, Module, PyVersion, Symbol, SymbolSource};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process id of the target.
+    #[arg(value_parser = crate::target::pid_arg)]
     pub pid: i32,
     /// Print a JSON document (format version 1) instead of text.
     #[arg(long)]
@@ -235,6 +236,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context(format!("reading /proc/{pid}/status")),
     };
+    crate::target::check_process(pid, crate::target::Command::Info)?;
     // A main thread that exited while others run on leaves a zombie
     // leader: the process is read through a thread that runs.
     let Some(via) = procinfo::live_member(pid) else {
@@ -482,16 +484,30 @@ fn render(w: &mut impl Write, r: &Report, py: &Interpreter) -> std::io::Result<(
         .max()
         .unwrap_or(4)
         .max(4);
+    // A target in a pid namespace of its own knows its threads by other
+    // numbers: both are shown (`--thread` takes either).
+    let ns = r.threads.iter().any(|t| t.ns_tid != t.tid);
+    let ns_col = |v: String| {
+        if ns {
+            format!("  {v:>8}")
+        } else {
+            String::new()
+        }
+    };
     writeln!(
         w,
-        "  {:>8}  {:nw$}  {:12}  waiting in",
-        "tid", "name", "state"
+        "  {:>8}{}  {:nw$}  {:12}  waiting in",
+        "tid",
+        ns_col("ns tid".into()),
+        "name",
+        "state"
     )?;
     for t in &r.threads {
         writeln!(
             w,
-            "  {:>8}  {:nw$}  {:12}  {}",
+            "  {:>8}{}  {:nw$}  {:12}  {}",
             t.tid,
+            ns_col(t.ns_tid.to_string()),
             t.name,
             t.state_name,
             t.wchan.as_deref().unwrap_or("")

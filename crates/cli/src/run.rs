@@ -48,6 +48,10 @@ pub struct Args {
     /// Run the code in this thread (a TID of the target, as `ps -L` or
     /// `pyattach dump` shows), in its context, instead of a thread of its
     /// own; the thread waits for the code meanwhile.
+    ///
+    /// A target in a pid namespace of its own (a container) is known by
+    /// two numbers per thread: the tid this host shows and the one the
+    /// target sees (`pyattach dump` shows both); either is taken.
     #[arg(long, value_name = "TID")]
     pub thread: Option<i32>,
     /// How long to wait for a thread of the target to reach a safe point
@@ -78,7 +82,7 @@ pub struct Args {
     #[command(flatten)]
     pub discovery: crate::target::Discovery,
     /// Process id of the target.
-    #[arg(required = true)]
+    #[arg(required = true, value_parser = crate::target::pid_arg)]
     pub pid: Option<i32>,
 }
 
@@ -91,6 +95,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
     if !(wait > 0.0 && wait < 1e6) {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
+    crate::target::check_process(pid, crate::target::Command::Run)?;
     attach::install_exit_handlers().context("installing signal handlers")?;
     if args.subprocesses {
         return crate::run_tree::execute(&args, pid, &mode);
@@ -166,9 +171,14 @@ pub fn run_in(
     // pdb lasts as long as the user wants, and says when it ended (a
     // session closed without that means the target or the channel went).
     let bounded = matches!(mode, Mode::Run { .. } | Mode::RunFile { .. });
+    // The host's tid, whichever of its ids the user gave.
+    let thread = args
+        .thread
+        .map(|t| crate::target::resolve_thread(target.pid(), t))
+        .transpose()?;
     let opts = Options {
         mode,
-        thread: args.thread,
+        thread,
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
     };
@@ -206,7 +216,10 @@ pub fn run_in(
     drop(slot);
     let end = end?;
     if args.verbose && bounded {
-        eprintln!("pyattach: {}", which_thread(&opts.mode, report.tid));
+        eprintln!(
+            "pyattach: {}",
+            which_thread(&opts.mode, report.tid, target.pid())
+        );
     }
     Ok(exit_status(end, wait, pid))
 }
@@ -380,9 +393,16 @@ fn runner(code: &str, thread: Option<i32>) -> Runner {
 }
 
 /// For `-v`: which thread ran the code.
-fn which_thread(mode: &Mode, caught: Option<i32>) -> String {
+fn which_thread(mode: &Mode, caught: Option<i32>, pid: i32) -> String {
+    // The target says its own pid namespace's number.
     let ran = session::CODE_TID.load(std::sync::atomic::Ordering::SeqCst);
-    let ran = if ran > 0 { ran.to_string() } else { "?".into() };
+    let ran = if ran > 0 {
+        attach::procinfo::host_tid(pid, ran)
+            .unwrap_or(ran)
+            .to_string()
+    } else {
+        "?".into()
+    };
     let caught = caught.map_or("?".into(), |t| t.to_string());
     match mode {
         Mode::Run {

@@ -81,19 +81,6 @@ fn client(port: u16, done: Arc<AtomicUsize>) -> std::thread::JoinHandle<(Vec<Str
     })
 }
 
-/// Kills a gunicorn worker by its pid when dropped (the Target is its
-/// arbiter, whose death the worker notices only within a second or so).
-struct KillPid(i32);
-
-impl Drop for KillPid {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 /// A server of `kind` and the pid and port it announced (the worker's,
 /// for gunicorn: the caller guards it with a KillPid).
 fn server(py: &Python, kind: &str) -> (Target, i32, u16) {
@@ -106,7 +93,7 @@ fn server(py: &Python, kind: &str) -> (Target, i32, u16) {
 
 fn check(py: &Python, kind: &str) {
     let (t, pid, port) = server(py, kind);
-    let _worker = (pid != t.pid()).then(|| KillPid(pid));
+    let _worker = (pid != t.pid()).then(|| testsupport::KillPid(pid));
     let ctx = format!("{} {kind}", py.id);
     get(port).unwrap_or_else(|e| panic!("{ctx}: the server does not answer: {e}"));
 

@@ -143,31 +143,11 @@ fn zombie() {
     assert!(err.contains("zombie"), "{err}");
 }
 
-/// `setpriv` as uid/gid 65534 with no capabilities, or a note why not.
-fn as_nobody() -> Option<Command> {
-    if !testsupport::is_root() {
-        testsupport::note("the other-user test needs root to switch users");
-        return None;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        testsupport::note("setpriv (util-linux) is missing");
-        return None;
-    }
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-    ]);
-    Some(c)
-}
-
 #[test]
 fn other_user_is_refused_with_the_reason_and_fix() {
-    let Some(mut cmd) = as_nobody() else { return };
+    let Some(mut cmd) = testsupport::as_nobody() else {
+        return;
+    };
     let Some(p) = testsupport::python("3.12").or_else(testsupport::debian_python) else {
         return;
     };
@@ -182,13 +162,21 @@ fn other_user_is_refused_with_the_reason_and_fix() {
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(err.contains("belongs to uid 0"), "{err}");
     assert!(err.contains("without CAP_SYS_PTRACE"), "{err}");
-    assert!(err.contains("sudo"), "{err}");
+    // Root's process: one fix, not "as uid 0 (sudo -u '#0' …) or as root".
+    let fix = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("fix:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(fix.contains("sudo pyattach"), "{fix}");
+    assert!(!fix.contains("'#0'"), "said twice: {fix}");
     assert!(t.is_alive());
 }
 
 #[test]
 fn root_may_inspect_another_users_python() {
-    let Some(mut cmd) = as_nobody() else { return };
+    let Some(mut cmd) = testsupport::as_nobody() else {
+        return;
+    };
     let Some(p) = testsupport::debian_python() else {
         return;
     };

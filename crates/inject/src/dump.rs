@@ -24,6 +24,7 @@
 mod core;
 mod error;
 mod frames;
+mod identity;
 mod layout;
 mod linetable;
 mod locals;
@@ -90,10 +91,17 @@ pub struct StackDump {
     pub core: Option<String>,
     /// Whether the threads were stopped during the read.
     pub frozen: bool,
+    /// Why they were not: `--nonblocking`, or what kept pyattach from
+    /// stopping them (another tracer: strace, a debugger).
+    pub not_paused: Option<String>,
     /// How long the target's threads were stopped, in microseconds.
     pub pause_us: Option<u64>,
     /// Whether the GIL is held at all (when the version tells).
     pub gil_locked: Option<bool>,
+    /// False while there is no GIL yet: Python 3.6 creates it when the
+    /// process starts its first thread, and its one thread runs without
+    /// it until then (`gil_locked` is then `None`).
+    pub gil_exists: bool,
     pub threads: Vec<ThreadStack>,
     /// What could not be read or decoded (the dump is still useful).
     pub warnings: Vec<String>,
@@ -104,9 +112,19 @@ pub struct StackDump {
 pub struct ThreadStack {
     /// `threading.get_ident()`: the `pthread_t` of the thread.
     pub thread_id: u64,
-    /// The kernel's thread id (`native_thread_id` on 3.11+, else mapped from
-    /// the `pthread_t`, see `procfs::map_pthreads`).
+    /// The kernel's thread id as the host sees it (`/proc/PID/task`, `ps
+    /// -L`): the thread whose thread pointer is the `pthread_t`, not the
+    /// `native_thread_id` the thread state claims (stale after a fork, and
+    /// another namespace's number in a container; see `identity`).
     pub native_id: Option<i32>,
+    /// The thread's id in the target's own pid namespace, when it differs
+    /// from `native_id` (a container, `unshare --pid`).
+    pub ns_id: Option<i32>,
+    /// No thread of the process has this thread state: the thread it was
+    /// made for is gone (a fork copies the parent's thread states, and
+    /// only the forking thread lives on in the child). Its frames are
+    /// where that thread was when the process forked.
+    pub stale: bool,
     /// The `threading.Thread` name, when it could be read.
     pub name: Option<String>,
     /// The name the kernel has for the thread (`comm`).
@@ -221,7 +239,8 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     let prep = walk::prepare(interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-        let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
+        let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
+        d.not_paused = Some("--nonblocking".into());
         // Read without holding the process: it must still be the one
         // whose symbols were used.
         identity
@@ -243,15 +262,24 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
                 return Err(DumpError::from_attach(pid, e));
             }
             let mut regs = HashMap::new();
-            if opts.native {
-                for tid in stopped.threads() {
-                    if let Ok(r) = stopped.regs(tid) {
+            let mut pointers = walk::ThreadPointers::new();
+            for tid in stopped.threads() {
+                if let Ok(r) = stopped.regs(tid) {
+                    pointers.insert(r.thread_pointer(), tid);
+                    if opts.native {
                         regs.insert(tid, native::Regs::from_thread(&r));
                     }
                 }
             }
             let native = unwinder.as_ref().map(|u| (u, &regs));
-            let res = walk::dump(interp, &prep, stopped.memory(), opts, native);
+            let res = walk::dump(
+                interp,
+                &prep,
+                stopped.memory(),
+                opts,
+                native,
+                Some(&pointers),
+            );
             let pause = stopped
                 .detach()
                 .map_err(|e| DumpError::from_attach(pid, e))?;
@@ -267,11 +295,26 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
         Err(e) => {
             let mem =
                 attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
-            let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;
+            let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
+            let why = match &e {
+                attach::Error::AlreadyTraced {
+                    tracer,
+                    tracer_name,
+                    ..
+                } => format!("another tracer ({tracer_name}, pid {tracer}) holds it"),
+                e => format!("it could not be stopped: {e}"),
+            };
             d.warnings.insert(
                 0,
                 format!("could not stop the threads ({e}); read without stopping them"),
             );
+            if opts.native {
+                d.warnings.push(format!(
+                    "native frames need the threads stopped, and {why}: not shown \
+                     (detach the other tracer to see them)"
+                ));
+            }
+            d.not_paused = Some(why);
             Ok(d)
         }
     }
@@ -363,5 +406,30 @@ pub fn dump_with(
     opts: &DumpOptions,
 ) -> Result<StackDump, DumpError> {
     let prep = walk::prepare(interp)?;
-    Ok(walk::dump(interp, &prep, mem, opts, None)?.0)
+    Ok(walk::dump(interp, &prep, mem, opts, None, None)?.0)
+}
+
+/// The GIL as the target's memory shows it now (its threads held by the
+/// caller): whether it is locked (`None`: the version does not tell, or
+/// there is none yet) and the tid of the thread holding it.
+pub(crate) fn gil_now(
+    interp: &symbols::Interpreter,
+    mem: &dyn Memory,
+) -> (Option<bool>, Option<i32>) {
+    let opts = DumpOptions {
+        freeze: false,
+        locals: false,
+        native: false,
+        max_depth: 1,
+    };
+    match dump_with(interp, mem, &opts) {
+        Ok(d) => (
+            d.gil_locked,
+            d.threads
+                .iter()
+                .find(|t| t.holds_gil)
+                .and_then(|t| t.native_id),
+        ),
+        Err(_) => (None, None),
+    }
 }

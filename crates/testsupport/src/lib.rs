@@ -478,7 +478,7 @@ impl Target {
             .arg(state)
             .env("PYATTACH_STATE", state)
             .env("PYTHONDONTWRITEBYTECODE", "1");
-        if state.starts_with("gilspin") {
+        if state.starts_with("gilspin") || state == "nogilspin" {
             cmd.env(
                 "PYATTACH_SO",
                 build_c("run_gilspin", &["-shared", "-fPIC"])?,
@@ -571,6 +571,60 @@ impl Drop for Target {
         // SIGKILL by pid; `Child::kill` does exactly that and never by name.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `setpriv` command that runs what is appended as uid/gid 65534
+/// (nobody) with no capabilities at all, or `None` with a note why it
+/// cannot (switching users needs root; setpriv comes with util-linux).
+pub fn as_nobody() -> Option<Command> {
+    if !is_root() {
+        note("skipping: switching to another user needs root");
+        return None;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        note("skipping: setpriv (util-linux) is missing");
+        return None;
+    }
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]);
+    Some(c)
+}
+
+/// A child the test started (a tracer, a pyattach it kills on purpose),
+/// killed with SIGKILL by its pid and reaped when dropped, however the
+/// test ends.
+pub struct KillChild(pub Child);
+
+impl Drop for KillChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process the test started indirectly (a server's worker, a target's
+/// fork), killed with SIGKILL by its pid when dropped: the [`Target`] is its
+/// parent, whose death it may notice late or never.
+pub struct KillPid(pub i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // kill(1) by pid (no `unsafe` outside the attach crate); never 0
+        // or a negative process group.
+        if self.0 > 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

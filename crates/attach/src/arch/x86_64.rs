@@ -45,6 +45,12 @@ impl Regs {
     pub fn sp(&self) -> u64 {
         self.rsp
     }
+    /// The thread pointer (`fs_base`): glibc's and musl's `struct pthread`
+    /// of the thread, which is what `pthread_self()` returns and CPython
+    /// stores as the thread state's `thread_id`.
+    pub fn thread_pointer(&self) -> u64 {
+        self.fs_base
+    }
     /// The syscall the thread is in (`orig_rax`), if any.
     pub fn syscall(&self) -> Option<i64> {
         let nr = self.orig_rax as i64;

@@ -48,12 +48,16 @@ pub fn dump_core(
         .iter()
         .map(|t| (t.tid, native::Regs::from_user_regs(&t.regs)))
         .collect();
+    // Thread states are matched to threads by their thread pointer
+    // (fs_base, word 21 of the registers), as in a live dump.
+    let pointers: walk::ThreadPointers = core.threads.iter().map(|t| (t.regs[21], t.tid)).collect();
     let (mut d, extra) = walk::dump(
         &interp,
         &prep,
         &core,
         opts,
         unwinder.as_ref().map(|u| (u, &regs)),
+        Some(&pointers),
     )?;
     super::merge_native(&interp, &mut d, extra);
     d.core = Some(core_path.display().to_string());
@@ -84,6 +88,8 @@ fn kernel_view(core: &CoreFile) -> HashMap<i32, KernelThread> {
                 ..ThreadState::default()
             };
             let k = KernelThread {
+                // A core holds the tids as the process's namespace saw them.
+                ns_tid: t.tid,
                 comm: String::new(),
                 state,
                 sp: Some(t.regs[19]),

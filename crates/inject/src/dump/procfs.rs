@@ -17,6 +17,9 @@ pub struct KernelThread {
     pub state: ThreadState,
     /// Stack pointer at the blocking syscall (from `/proc/…/syscall`).
     pub sp: Option<u64>,
+    /// The thread's id in the target's own pid namespace (see
+    /// [`attach::procinfo::ThreadInfo::ns_tid`]).
+    pub ns_tid: i32,
 }
 
 /// Every thread of `pid` by tid, read before any freeze (a stopped thread
@@ -40,6 +43,7 @@ pub fn kernel_threads(pid: i32) -> HashMap<i32, KernelThread> {
                     waiting_for_gil: false,
                 },
                 sp,
+                ns_tid: t.ns_tid,
             },
         );
     }
@@ -135,12 +139,20 @@ pub fn syscall_name(nr: i64) -> String {
 const PTHREAD_SCAN: usize = 0x800;
 const GLIBC_TID_OFFSET: usize = 0x2d0;
 
-/// Maps each `pthread_t` to its kernel tid, without ptrace: `pthread_t` is
-/// the address of the thread's `struct pthread`, which holds the tid. The
-/// offset of that field is found rather than assumed: it is the one at which
-/// the most threads' structs hold distinct tids of the process (at least
-/// half of them; glibc's 0x2d0 wins ties, which happen with one thread).
-pub fn map_pthreads(mem: &dyn Memory, pthreads: &[u64], tids: &HashSet<i32>) -> HashMap<u64, i32> {
+/// Maps each `pthread_t` to its kernel tid (as `tids` are given: the ids
+/// the target itself sees), without ptrace: `pthread_t` is the address of
+/// the thread's `struct pthread`, which holds the tid (fork updates it in
+/// the child). The offset of that field is found rather than assumed: it
+/// is the one at which the most threads' structs hold distinct tids of the
+/// process (at least half of them, or at least one at glibc's 0x2d0, which
+/// wins ties: after a fork from a thread, one live thread may sit among
+/// the parent's stale ones). `None` when no offset fits: then nothing can
+/// be said about any thread.
+pub fn map_pthreads(
+    mem: &dyn Memory,
+    pthreads: &[u64],
+    tids: &HashSet<i32>,
+) -> Option<HashMap<u64, i32>> {
     let mut blocks = Vec::new();
     for &p in pthreads {
         let mut b = vec![0u8; PTHREAD_SCAN];
@@ -149,7 +161,7 @@ pub fn map_pthreads(mem: &dyn Memory, pthreads: &[u64], tids: &HashSet<i32>) -> 
         }
     }
     if blocks.is_empty() {
-        return HashMap::new();
+        return None;
     }
     // How many threads an offset maps to distinct tids of the process; a
     // thread state whose thread has already exited maps to none, so the
@@ -169,21 +181,17 @@ pub fn map_pthreads(mem: &dyn Memory, pthreads: &[u64], tids: &HashSet<i32>) -> 
         .map(|o| (score(o), o))
         .max_by_key(|&(n, o)| (n, o == GLIBC_TID_OFFSET, std::cmp::Reverse(o)));
     let off = match best {
-        Some((n, o)) if n > 0 && n * 2 >= blocks.len() => Some(if score(GLIBC_TID_OFFSET) == n {
-            GLIBC_TID_OFFSET
-        } else {
-            o
-        }),
-        _ => None,
+        Some((n, _)) if n > 0 && score(GLIBC_TID_OFFSET) == n => GLIBC_TID_OFFSET,
+        Some((n, o)) if n > 0 && n * 2 >= blocks.len() => o,
+        _ => return None,
     };
-    match off {
-        Some(o) => blocks
+    Some(
+        blocks
             .iter()
-            .map(|(p, b)| (*p, le_u32(b, o) as i32))
+            .map(|(p, b)| (*p, le_u32(b, off) as i32))
             .filter(|(_, t)| tids.contains(t))
             .collect(),
-        None => HashMap::new(),
-    }
+    )
 }
 
 #[cfg(test)]
@@ -219,7 +227,7 @@ mod tests {
             (0x3000, block(0x30, 999, 7)), // its thread has exited
             (0x4000, block(0x30, 102, 7)),
         ]));
-        let m = map_pthreads(&mem, &[0x1000, 0x2000, 0x3000, 0x4000, 0x5000], &tids);
+        let m = map_pthreads(&mem, &[0x1000, 0x2000, 0x3000, 0x4000, 0x5000], &tids).unwrap();
         assert_eq!(m.get(&0x1000), Some(&100));
         assert_eq!(m.get(&0x2000), Some(&101));
         assert_eq!(m.get(&0x4000), Some(&102));
@@ -233,7 +241,26 @@ mod tests {
         let mut b = block(GLIBC_TID_OFFSET, 42, 0);
         b[0x8..0xc].copy_from_slice(&42u32.to_le_bytes());
         let mem = Blocks(HashMap::from([(0x1000, b)]));
-        assert_eq!(map_pthreads(&mem, &[0x1000], &tids).get(&0x1000), Some(&42));
+        let m = map_pthreads(&mem, &[0x1000], &tids).unwrap();
+        assert_eq!(m.get(&0x1000), Some(&42));
+    }
+
+    #[test]
+    fn one_live_thread_among_stale_ones_after_a_fork() {
+        // The forking thread's struct holds the child's tid; the parent's
+        // other threads' structs (copied by fork) hold the parent's tids.
+        let tids: HashSet<i32> = [500].into_iter().collect();
+        let mem = Blocks(HashMap::from([
+            (0x1000, block(GLIBC_TID_OFFSET, 400, 0)),
+            (0x2000, block(GLIBC_TID_OFFSET, 500, 0)),
+            (0x3000, block(GLIBC_TID_OFFSET, 402, 0)),
+            (0x4000, block(GLIBC_TID_OFFSET, 403, 0)),
+        ]));
+        let m = map_pthreads(&mem, &[0x1000, 0x2000, 0x3000, 0x4000], &tids).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(&0x2000), Some(&500));
+        // Nothing that holds a tid of the process: no answer at all.
+        assert!(map_pthreads(&mem, &[0x1000, 0x3000], &tids).is_none());
     }
 
     #[test]

@@ -218,6 +218,15 @@ pub(super) fn interpreters_head(a: &Addrs, o: &Offsets, r: &Reader) -> Result<u6
     r.u64(a.interp_head.clone()?)
 }
 
+/// Whether the GIL has not been created yet: Python 3.6 makes it when the
+/// process starts its first thread (`PyEval_InitThreads`), and its
+/// `gil_locked` is -1 until then; the one thread runs without it.
+pub(super) fn gil_absent(a: &Addrs, r: &Reader) -> bool {
+    a.gil_locked
+        .and_then(|s| r.i32(s).ok())
+        .is_some_and(|v| v < 0)
+}
+
 /// The thread state holding the GIL (0 if none) and whether the GIL is
 /// locked, for the versions with one process-wide answer (≤3.11).
 pub(super) fn global_gil(a: &Addrs, o: &Offsets, r: &Reader) -> (Option<u64>, Option<bool>) {

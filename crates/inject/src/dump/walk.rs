@@ -6,13 +6,16 @@ use symbols::offsets::Offsets;
 use symbols::Interpreter;
 
 use super::frames::{FrameWalk, Walker};
+use super::identity;
 use super::layout::Layout;
 use super::locals;
 use super::mem::{le_u64, Memory, Reader};
 use super::native;
 use super::objects::Objects;
 use super::procfs;
-use super::runtime::{addrs, global_gil, interpreters_head, load_offsets, thread_names, Addrs};
+use super::runtime::{
+    addrs, gil_absent, global_gil, interpreters_head, load_offsets, thread_names, Addrs,
+};
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
 use super::runtime::MAX_INTERPRETERS;
@@ -26,7 +29,11 @@ struct RawThread {
     /// The interpreter's address and id (3.7+).
     interp: (u64, Option<i64>),
     thread_id: u64,
+    /// What the thread state claims (3.11+), then what the kernel says
+    /// (see `identity`).
     native_id: Option<i32>,
+    ns_id: Option<i32>,
+    stale: bool,
     frames: Vec<Frame>,
     truncated: Option<String>,
 }
@@ -77,12 +84,16 @@ pub struct Extra {
 
 type NativeInput<'a, 'b> = Option<(&'a native::Unwinder<'b>, &'a HashMap<i32, native::Regs>)>;
 
+/// Each stopped thread's thread pointer (its `pthread_t`) → its tid.
+pub type ThreadPointers = HashMap<u64, i32>;
+
 pub fn dump(
     interp: &Interpreter,
     prep: &Prepared,
     mem: &dyn Memory,
     opts: &DumpOptions,
     native: NativeInput,
+    thread_pointers: Option<&ThreadPointers>,
 ) -> Result<(StackDump, Vec<Extra>), DumpError> {
     let pid = interp.pid;
     let v = &interp.version;
@@ -108,7 +119,12 @@ pub fn dump(
             why: "no interpreter yet (not initialized, or finalized)".into(),
         });
     }
-    let (holder, locked) = global_gil(&prep.addrs, offsets, &r);
+    let gil_exists = !gil_absent(&prep.addrs, &r);
+    let (holder, locked) = if gil_exists {
+        global_gil(&prep.addrs, offsets, &r)
+    } else {
+        (None, None)
+    };
     let mut gil = Gil { holder, locked };
 
     let mut w = Walker {
@@ -145,7 +161,7 @@ pub fn dump(
         t.truncated = fw.truncated;
     }
 
-    native_ids(&mut raw, kernel, mem);
+    native_ids(&mut raw, kernel, mem, thread_pointers);
 
     if let Some((u, regs)) = native {
         for t in raw.iter_mut() {
@@ -156,9 +172,9 @@ pub fn dump(
     }
     let mut threads = thread_stacks(raw, prep, mem, gil_locked, holder, pid);
     // The main interpreter's first, the main thread first, then the others
-    // in the order they started.
+    // in the order they started, and the stale thread states last.
     threads.reverse();
-    threads.sort_by_key(|t| (t.0.interpreter_id.unwrap_or(0), !t.0.is_main));
+    threads.sort_by_key(|t| (t.0.stale, t.0.interpreter_id.unwrap_or(0), !t.0.is_main));
     let (threads, extra): (Vec<ThreadStack>, Vec<Extra>) = threads.into_iter().unzip();
 
     Ok((
@@ -168,9 +184,11 @@ pub fn dump(
             module: interp.module.path.display().to_string(),
             offsets: offsets.source,
             frozen: false,
+            not_paused: None,
             pause_us: None,
             gil_locked: gil_locked.or(holder.map(|h| h != 0)),
             core: None,
+            gil_exists,
             threads,
             warnings,
         },
@@ -178,19 +196,28 @@ pub fn dump(
     ))
 }
 
-/// ≤3.10 has no native_thread_id: maps pthread_t → tid.
+/// The host's tid of each thread state, what the kernel says rather than
+/// what the state claims (see `identity`).
 fn native_ids(
     raw: &mut [RawThread],
     kernel: &HashMap<i32, procfs::KernelThread>,
     mem: &dyn Memory,
+    thread_pointers: Option<&ThreadPointers>,
 ) {
-    if raw.iter().any(|t| t.native_id.is_none()) {
-        let tids: HashSet<i32> = kernel.keys().copied().collect();
-        let ids: Vec<u64> = raw.iter().map(|t| t.thread_id).collect();
-        let map = procfs::map_pthreads(mem, &ids, &tids);
-        for t in raw.iter_mut().filter(|t| t.native_id.is_none()) {
-            t.native_id = map.get(&t.thread_id).copied();
-        }
+    let claims: Vec<identity::Claim> = raw
+        .iter()
+        .map(|t| identity::Claim {
+            thread_id: t.thread_id,
+            native_id: t.native_id,
+        })
+        .collect();
+    for (t, id) in raw
+        .iter_mut()
+        .zip(identity::identify(&claims, kernel, mem, thread_pointers))
+    {
+        t.native_id = id.tid;
+        t.ns_id = id.ns_tid;
+        t.stale = id.stale;
     }
 }
 
@@ -278,6 +305,8 @@ fn thread_states(
                     .tstate_native_id
                     .map(|o| le_u64(&tb, o as usize) as i32)
                     .filter(|&t| t > 0),
+                ns_id: None,
+                stale: false,
                 frames: Vec::new(),
                 truncated: None,
             });
@@ -321,6 +350,8 @@ fn thread_stacks(
             let stack = ThreadStack {
                 thread_id: t.thread_id,
                 native_id: t.native_id,
+                ns_id: t.ns_id,
+                stale: t.stale,
                 name: thread_names.get(&(t.interp.0, t.thread_id)).cloned(),
                 interpreter_id: t.interp.1,
                 os_name: k.map(|k| k.comm.clone()).filter(|c| !c.is_empty()),

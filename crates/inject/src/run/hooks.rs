@@ -6,14 +6,25 @@
 //! shipped pyattach does.
 
 /// Sleeps as long as `PYATTACH_TEST_HOLD_AFTER_MAP_MS` says, after the
-/// pages are mapped and before they are armed (tests kill pyattach there).
+/// pages are mapped (with their header) and the target released, before
+/// they are armed: tests kill pyattach there. It first says so on stderr
+/// (`pyattach: test hook: held after map`), so a test kills it in that
+/// state whatever the machine's load, rather than by a guess of time.
 #[cfg(feature = "test-hooks")]
 pub(super) fn hold_after_map() {
     if let Some(ms) = std::env::var_os("PYATTACH_TEST_HOLD_AFTER_MAP_MS") {
         let ms = ms.to_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+        use std::io::Write;
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "pyattach: test hook: {HELD_AFTER_MAP}");
+        let _ = err.flush();
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// What [`hold_after_map`] says once it holds.
+#[cfg(feature = "test-hooks")]
+pub const HELD_AFTER_MAP: &str = "held after map";
 
 /// Without the feature: nothing.
 #[cfg(not(feature = "test-hooks"))]

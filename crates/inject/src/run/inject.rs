@@ -56,7 +56,8 @@ use crate::Target;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub mode: Mode,
-    /// Only this thread (a tid of the target) may run the code.
+    /// Only this thread (a tid of the target as pyattach sees it, in
+    /// `/proc/PID/task`) may run the code.
     pub thread: Option<i32>,
     /// Deadline for a thread to reach a safe point and call back.
     pub timeout: Duration,
@@ -73,7 +74,7 @@ const IDLE_FALLBACK: Duration = Duration::from_millis(500);
 pub struct Report {
     /// "detour at PyEval_SaveThread", "pending call", ...
     pub strategy: String,
-    /// The thread that ran the bootstrap.
+    /// The thread that ran the bootstrap (its tid as pyattach sees it).
     pub tid: Option<i32>,
     /// Entry points hooked, and those that could not be (with why).
     pub hooked: Vec<String>,
@@ -338,12 +339,17 @@ fn make_plan(
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);
+    // The trampoline compares with what the target's gettid() returns:
+    // the thread's id in the target's own pid namespace.
+    let only_tid = opts
+        .thread
+        .map(|t| attach::procinfo::find_thread(pid, t).map_or(t, |(_, ns)| ns));
     let plan = Plan::new(
         chosen.sites,
         Api::find(run.0, lookup),
         fallback,
         params,
-        opts.thread,
+        only_tid,
         table,
     );
     if !plan.fits() {
@@ -458,7 +464,8 @@ fn no_safe_point(
     cramped: &[i32],
 ) -> String {
     let blocked = prover.map(|p| p.notes(selection));
-    let mut holder = describe_running(st, py, &blocked.unwrap_or_default());
+    let gil = crate::dump::gil_now(py, st.memory());
+    let mut holder = describe_running(st, py, &blocked.unwrap_or_default(), gil);
     if let Some(t) = opts.thread.filter(|t| cramped.contains(t)) {
         holder.push_str(&format!(
             " (thread {t} has less than {} KiB of stack left where it waits: too little to run the code on)",
@@ -480,6 +487,7 @@ fn finish(
     mut report: Report,
 ) -> Result<(Channel, Report, Leftover), RunError> {
     let base = armed.base();
+    let pid = armed.pid();
     let site = read_u32(mem, base + detour::SITE).unwrap_or(0) as usize;
     let strategy = match site {
         0 => "pending call (Py_AddPendingCall) in the main thread".into(),
@@ -504,7 +512,10 @@ fn finish(
             return Err(e);
         }
     };
-    report.tid = read_u32(mem, base + detour::TID).map(|t| t as i32);
+    // The trampoline wrote what the target's gettid() says: its own pid
+    // namespace's number.
+    report.tid = read_u32(mem, base + detour::TID)
+        .map(|t| attach::procinfo::host_tid(pid, t as i32).unwrap_or(t as i32));
     report.strategy = strategy;
     // Only now: naming the C library's functions can take a while.
     if let Some(p) = prover {
@@ -523,11 +534,21 @@ fn sym(py: &Interpreter, name: &str, pid: i32) -> Result<RemoteAddr, RunError> {
         })
 }
 
-/// Threads not in a syscall (so running, possibly holding the GIL in
-/// native code) and the function each is in; then the blocked threads
-/// that were left alone (`blocked`: the report's lines), and why.
-fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) -> String {
+/// Threads not in a syscall (so running native code) and the function
+/// each is in, with what the GIL says of them (`gil`: locked?, the
+/// holder's tid): a holder lets no thread reach a safe point until it
+/// returns into Python; a thread that released it (a long numpy or
+/// compression call) reaches one itself when its call returns. Then the
+/// blocked threads that were left alone (`blocked`: the report's lines),
+/// and why.
+fn describe_running(
+    st: &attach::Stopped,
+    py: &Interpreter,
+    blocked: &[String],
+    gil: (Option<bool>, Option<i32>),
+) -> String {
     let mut parts = Vec::new();
+    let mut unknown = false;
     for tid in st.threads() {
         let Ok(r) = st.regs(tid) else { continue };
         if r.syscall().is_some() {
@@ -537,7 +558,35 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) 
             .symbolize(RemoteAddr(r.pc()))
             .map(|(s, off)| format!("{}+{off:#x}", s.name))
             .unwrap_or_else(|| format!("{:#x}", r.pc()));
-        parts.push(format!("thread {tid} is running native code in {place}"));
+        parts.push(match gil {
+            (Some(true), Some(h)) if h == tid => format!(
+                "thread {tid} holds the GIL and is running native code in {place}: no thread \
+                 can reach a safe point until that call returns into Python"
+            ),
+            (Some(false), _) => format!(
+                "thread {tid} is running native code in {place} with the GIL released (a long \
+                 call into C: numpy, compression, a C library): it reaches a safe point when \
+                 that call returns into Python, so a longer --timeout may be enough"
+            ),
+            (Some(true), Some(h)) => format!(
+                "thread {tid} is running native code in {place} without the GIL (thread {h} \
+                 holds it)"
+            ),
+            _ => {
+                unknown = true;
+                format!("thread {tid} is running native code in {place}")
+            }
+        });
+    }
+    // A holder blocked in a system call (a C library's own wait with the
+    // GIL held) is the reason too.
+    if let (Some(true), Some(h)) = gil {
+        if st.regs(h).is_ok_and(|r| r.syscall().is_some()) {
+            parts.push(format!(
+                "thread {h} holds the GIL while blocked in a system call in native code: no \
+                 thread can reach a safe point until that call returns into Python"
+            ));
+        }
     }
     parts.extend(
         blocked
@@ -547,10 +596,13 @@ fn describe_running(st: &attach::Stopped, py: &Interpreter, blocked: &[String]) 
     );
     if parts.is_empty() {
         String::new()
-    } else {
+    } else if unknown {
         format!(
-            " ({}; a thread holding the GIL there never reaches a safe point)",
+            " ({}; a thread in native code reaches a safe point only when its call returns \
+             into Python: a longer --timeout may be enough)",
             parts.join(", ")
         )
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }

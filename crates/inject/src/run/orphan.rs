@@ -27,8 +27,9 @@ impl Orphan {
     /// that begins with one of our trampolines, whose claim points at
     /// anonymous read-write pages just below it, which carry our header
     /// (magic, their length), made by a pyattach that is no longer alive;
-    /// or, from one killed before it armed its detour, one read-write
-    /// mapping with that header and a page more than its length.
+    /// or, from one killed before it armed its detour, read-write pages
+    /// starting a mapping with that header, a page more than its length
+    /// (the mapping may go on: memory merged with them later).
     /// Anything else, pages of older builds included, is left alone.
     pub fn find(pid: i32, mem: &attach::ProcessMemory) -> Vec<Orphan> {
         let Ok(maps) = symbols::maps::read(pid) else {
@@ -53,15 +54,24 @@ impl Orphan {
         let mut out = Vec::new();
         for (i, m) in maps.iter().enumerate() {
             // Mapped and not armed yet (killed between the two stops that
-            // set the detour up): one read-write mapping of exactly the
-            // header's length and a page, never executable, so nothing can
-            // have run in it.
+            // set the detour up): read-write pages starting with the header,
+            // of the header's length and a page, never executable, so
+            // nothing can have run in them. The mapping may reach further:
+            // anonymous read-write memory the target mapped right above
+            // them later was merged with them by the kernel, and stays.
             if anon(m) && m.perms == "rw-p" {
+                let Some(len) = read_u32(mem, m.start.0 + detour::DATA_LEN) else {
+                    continue;
+                };
                 let o = Orphan {
                     data: m.start.0,
-                    code: m.end.0.saturating_sub(4096),
+                    code: m.start.0 + u64::from(len),
                 };
-                if o.code > o.data && o.header(mem).is_some_and(|owner| !alive(owner as i32)) {
+                if o.code > o.data
+                    && o.code % 4096 == 0
+                    && o.code + 4096 <= m.end.0
+                    && o.header(mem).is_some_and(|owner| !alive(owner as i32))
+                {
                     out.push(o);
                 }
                 continue;

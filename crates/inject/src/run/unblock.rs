@@ -63,7 +63,7 @@ pub fn interrupt_blocked(target: &Target, tid: i32, wait: Duration) -> Result<Un
             why: "interrupting blocked code is implemented for x86_64 only".into(),
         });
     }
-    let Some(tid) = host_tid(pid, tid) else {
+    let Some(tid) = attach::procinfo::host_tid(pid, tid) else {
         return Ok(Unblocked::NotBlocked);
     };
     if !nudge::any_blocked(pid, Some(tid)) {
@@ -329,21 +329,4 @@ impl Hooked {
         }
         Ok(())
     }
-}
-
-/// The thread of `pid` whose id in the target's own pid namespace is
-/// `ns_tid` (the last field of `NSpid` in its status), as pyattach sees it.
-fn host_tid(pid: i32, ns_tid: i32) -> Option<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|e| {
-        let tid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-        let last = status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .and_then(|v| v.split_whitespace().last())
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(tid);
-        (last == ns_tid).then_some(tid)
-    })
 }
