@@ -12,7 +12,7 @@ mod session;
 mod target;
 mod term;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Get into a running, unprepared CPython process: an interactive prompt
 /// inside it (`pyattach PID`), code run in it (`--run`), pdb, or a stack dump
@@ -41,6 +41,33 @@ enum Command {
     /// Print every thread's Python stack, read from memory without running
     /// any code in the target.
     Dump(dump::Args),
+    /// Print a completion script for SHELL, e.g.
+    /// `pyattach completions bash > /etc/bash_completion.d/pyattach`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print pyattach's man page (roff), e.g. `pyattach man | man -l -`.
+    Man,
+}
+
+/// Writes what `completions` and `man` generate from the clap definitions.
+/// Generated into memory first: clap_complete panics on a failed write,
+/// and a closed pipe (`| head`) is a clean exit.
+fn generate(command: &Command) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "pyattach", &mut text);
+        }
+        _ => clap_mangen::Man::new(cmd).render(&mut text)?,
+    }
+    match std::io::stdout().lock().write_all(&text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
+    }
 }
 
 fn main() {
@@ -48,6 +75,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Info(args)) => info::execute(args),
         Some(Command::Dump(args)) => dump::execute(args),
+        Some(c @ (Command::Completions { .. } | Command::Man)) => generate(&c),
         None => run::execute(cli.run),
     };
     std::process::exit(errors::finish(result));
