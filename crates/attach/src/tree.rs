@@ -89,7 +89,13 @@ mod tests {
             .spawn()
             .unwrap();
         let found = descendants(std::process::id() as i32).unwrap();
-        let line = cmdline(a.id() as i32).unwrap();
+        // Until the child has exec'd, its command line is not sleep's.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut line = cmdline(a.id() as i32).unwrap();
+        while line != "sleep 30" && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            line = cmdline(a.id() as i32).unwrap();
+        }
         let _ = a.kill();
         let _ = a.wait();
         assert!(found.contains(&(a.id() as i32)), "{found:?}");

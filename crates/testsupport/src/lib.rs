@@ -414,13 +414,29 @@ pub struct Target {
     output: Arc<Mutex<String>>,
 }
 
+/// `cmd.spawn()`, again for a while on ETXTBSY: a program a test has just
+/// written may still be open for writing in a child that another test
+/// thread forked in that moment (the descriptor goes at its exec), as Go's
+/// os/exec knows too.
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Target {
     /// Starts `cmd` with stdout piped and waits until it prints a line that
     /// starts with `READY`. Panics (after dumping the target's state) if the
     /// line does not come within [`READY_TIMEOUT`].
     pub fn spawn(mut cmd: Command) -> Target {
         cmd.stdout(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
