@@ -95,6 +95,57 @@ fn every_table_row_matches_dwarf_of_pyenv_builds() {
     eprintln!("checked the tables of {checked} pyenv builds against DWARF");
 }
 
+/// The `_asyncio` extension module of a pyenv build.
+fn pyenv_asyncio(version: &str) -> Option<PathBuf> {
+    let mut it = version.split('.');
+    let (maj, min) = (it.next()?, it.next()?);
+    let dir = pyenv_root()
+        .join("versions")
+        .join(version)
+        .join(format!("lib/python{maj}.{min}/lib-dynload"));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("_asyncio.") && n.ends_with(".so"))
+        })
+}
+
+#[test]
+fn asyncio_tables_match_dwarf_of_pyenv_builds() {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for v in testsupport::PYENV_VERSIONS {
+        let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap());
+        let (maj, min) = (it.next().unwrap(), it.next().unwrap());
+        let Some(rows) = symbols::offsets::asyncio::table(maj, min) else {
+            continue;
+        };
+        let Some(so) = pyenv_asyncio(v) else {
+            testsupport::note(&format!("pyenv {v} has no _asyncio module"));
+            continue;
+        };
+        let data = std::fs::read(&so).unwrap();
+        if bless() {
+            println!("pub const V{maj}_{min}: &[Row] = table! {{");
+        }
+        bad.extend(check_rows(v, &data, rows));
+        if bless() {
+            println!("}};");
+        }
+        checked += 1;
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(
+        checked > 0,
+        "no pyenv build with an _asyncio module to check"
+    );
+    eprintln!("checked the _asyncio tables of {checked} pyenv builds against DWARF");
+}
+
 /// The bytes at the start of `_PyRuntime` in the file's initialized data.
 fn runtime_bytes_in_file(data: &[u8], len: usize) -> Option<Vec<u8>> {
     let file = object::File::parse(data).ok()?;
@@ -119,7 +170,15 @@ fn debug_offsets_of_3_13_match_dwarf_and_the_table() {
     // The positions pyattach reads are where the C struct has its members.
     check_positions("3.13.0", &data, &symbols::offsets::debug::LAYOUT_3_13);
     let from_debug = Offsets::from_debug_offsets(&bytes).expect("parse debug offsets");
-    let bad = check_rows("3.13.0 debug offsets", &data, from_debug.rows());
+    // The `_asyncio` rows are checked against their own module below.
+    let asyncio = symbols::offsets::asyncio::table(3, 13).unwrap_or(&[]);
+    let rows: Vec<Row> = from_debug
+        .rows()
+        .iter()
+        .filter(|r| !asyncio.contains(r))
+        .copied()
+        .collect();
+    let bad = check_rows("3.13.0 debug offsets", &data, &rows);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     let table = Offsets::for_version(3, 13).unwrap();
     for r in from_debug.rows() {

@@ -17,6 +17,7 @@ macro_rules! table {
         &[$(Row { field: Field::$f, value: $v, member: $m },)*]
     };
 }
+pub(super) use table as rows;
 
 /// The table for `major.minor`, if pyattach has one.
 pub fn table(major: u32, minor: u32) -> Option<&'static [Row]> {
@@ -203,6 +204,15 @@ pub const V3_7: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_8: &[Row] = table! {
@@ -259,6 +269,15 @@ pub const V3_8: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_9: &[Row] = table! {
@@ -315,6 +334,15 @@ pub const V3_9: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_10: &[Row] = table! {
@@ -371,6 +399,16 @@ pub const V3_10: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStackdepth = 80 => "_frame.f_stackdepth";
+    FrameValuestack = 64 => "_frame.f_valuestack";
 };
 
 pub const V3_11: &[Row] = table! {
@@ -439,6 +477,16 @@ pub const V3_11: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 80 => "PyGenObject.gi_iframe";
+    GenFrameState = 75 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 pub const V3_12: &[Row] = table! {
@@ -506,6 +554,16 @@ pub const V3_12: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 pub const V3_13: &[Row] = table! {
@@ -572,6 +630,16 @@ pub const V3_13: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 /// Debian's 3.14.10 (its debug file's DWARF; checked by the tests where
