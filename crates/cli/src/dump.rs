@@ -43,6 +43,17 @@ pub struct Args {
     /// threads stopped: ignored with --nonblocking.
     #[arg(long)]
     pub native: bool,
+    /// Show every asyncio task instead of the threads (Python 3.7-3.13).
+    ///
+    /// Each event loop with the thread that runs it, then its tasks as a
+    /// tree of who awaits whom: each task's name, state and coroutine stack
+    /// (outermost first, innermost last), and what it waits on (a task, a
+    /// gather, a TaskGroup or a plain future). Tasks that await each other
+    /// in a cycle are named as a deadlock. Read from memory like the
+    /// stacks, so a loop stuck in a callback shows too. With --json, the
+    /// document gains an "asyncio" object.
+    #[arg(long, conflicts_with = "native")]
+    pub tasks: bool,
     /// Print a JSON document (see docs/dump-json.md) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +94,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         locals: args.locals,
         native: args.native,
         max_depth: args.max_depth.max(1),
+        tasks: args.tasks,
     };
     // SIGINT/SIGTERM during the freeze must not skip the release: they are
     // recorded, the dump finishes (milliseconds), the threads are released,
@@ -125,13 +137,13 @@ pub fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-struct Style {
+pub(crate) struct Style {
     colour: bool,
 }
 
 impl Style {
     /// `s` (escaped: see [`crate::term`]) in colour `code` if colour is on.
-    fn paint(&self, code: &str, s: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, s: &str) -> String {
         let s = crate::term::field(s);
         if self.colour {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -187,6 +199,9 @@ pub fn write_human_labelled(
     }
     for w in &d.warnings {
         writeln!(out, "{}", st.paint("33", &format!("warning: {w}")))?;
+    }
+    if let Some(a) = &d.asyncio {
+        return crate::dump_tasks::write(out, d, a, &st);
     }
     // With --condense, threads that share a stack (and state) are grouped
     // under the first of them.
@@ -278,7 +293,7 @@ fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::R
     Ok(())
 }
 
-fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<()> {
+pub(crate) fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<()> {
     let name = f.qualname.as_deref().unwrap_or(&f.function);
     let loc = match (&f.filename, f.line) {
         (Some(file), Some(l)) => format!("{file}:{l}"),

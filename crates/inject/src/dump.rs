@@ -21,6 +21,7 @@
 //! # Ok::<(), inject::dump::DumpError>(())
 //! ```
 
+mod asyncio;
 mod error;
 mod frames;
 mod layout;
@@ -32,12 +33,14 @@ pub(crate) mod native;
 mod objects;
 mod procfs;
 mod runtime;
+mod tasks;
 mod walk;
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
+pub use asyncio::{Asyncio, Awaits, Deadlock, EventLoop, Task, TaskState};
 pub use error::DumpError;
 pub use mem::Memory;
 
@@ -57,6 +60,8 @@ pub struct DumpOptions {
     pub native: bool,
     /// Frames per thread at most; deeper stacks are cut (and say so).
     pub max_depth: usize,
+    /// asyncio tasks too (3.7–3.13), in [`StackDump::asyncio`].
+    pub tasks: bool,
 }
 
 impl Default for DumpOptions {
@@ -66,6 +71,7 @@ impl Default for DumpOptions {
             locals: false,
             native: false,
             max_depth: 4096,
+            tasks: false,
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct StackDump {
     /// Whether the GIL is held at all (when the version tells).
     pub gil_locked: Option<bool>,
     pub threads: Vec<ThreadStack>,
+    /// With [`DumpOptions::tasks`]: every asyncio task, by event loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<Asyncio>,
     /// What could not be read or decoded (the dump is still useful).
     pub warnings: Vec<String>,
 }
@@ -208,6 +217,15 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     let pid = target.pid();
     let identity = target.identity();
     let interp = target.interpreter();
+    if opts.tasks {
+        let v = &interp.version;
+        if let Some(why) = tasks::unsupported(v.major, v.minor) {
+            return Err(DumpError::Unsupported {
+                version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+                why,
+            });
+        }
+    }
     let prep = walk::prepare(interp)?;
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;

@@ -207,8 +207,11 @@ fn find(o: &Objects, items: &[(u64, u64)], name: &str) -> Option<u64> {
 /// The attribute `name` of the instance at `obj` (a plain Python class).
 pub fn attribute(l: &DictLayout, o: &Objects, obj: u64, name: &str) -> Result<Option<u64>, String> {
     let ty = o.r.u64(obj.wrapping_add(l.ob_type))?;
-    if l.v < (3, 11) {
-        let off = o.r.u64(ty.wrapping_add(l.tp_dictoffset))? as i64;
+    let off = o.r.u64(ty.wrapping_add(l.tp_dictoffset))? as i64;
+    // A positive offset is a `__dict__` slot of the object's own (every
+    // class up to 3.10; from 3.11, a subclass of a C type that has one,
+    // such as `_asyncio.Future` up to 3.12); others manage their dict.
+    if l.v < (3, 11) || off > 0 {
         if off <= 0 || off > 1 << 16 {
             return Ok(None);
         }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use symbols::offsets::Offsets;
+use symbols::offsets::{Field, Offsets};
 use symbols::Interpreter;
 
 use super::frames::{FrameWalk, Walker};
@@ -13,6 +13,7 @@ use super::native;
 use super::objects::Objects;
 use super::procfs;
 use super::runtime::{addrs, global_gil, interpreters_head, load_offsets, thread_names, Addrs};
+use super::tasks;
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
 /// Interpreters, thread states per interpreter: more is garbage.
@@ -21,6 +22,8 @@ const MAX_THREADS: usize = 100_000;
 
 struct RawThread {
     entries: Vec<bool>,
+    /// Each frame's address (for `--tasks`).
+    addrs: Vec<u64>,
     native: Option<Vec<u64>>,
     tstate: u64,
     thread_id: u64,
@@ -131,10 +134,12 @@ pub fn dump(
     for (t, fw) in raw.iter_mut().zip(walks) {
         t.frames = fw.out;
         t.entries = fw.entries;
+        t.addrs = fw.addrs;
         t.truncated = fw.truncated;
     }
 
     native_ids(&mut raw, kernel, mem);
+    let asyncio = opts.tasks.then(|| read_tasks(&mut w, offsets, head, &raw));
 
     if let Some((u, regs)) = native {
         for t in raw.iter_mut() {
@@ -159,10 +164,35 @@ pub fn dump(
             pause_us: None,
             gil_locked: gil_locked.or(holder.map(|h| h != 0)),
             threads,
+            asyncio,
             warnings,
         },
         extra,
     ))
+}
+
+/// The asyncio tasks of the first interpreter; what could not be read
+/// at all is a warning in the result.
+fn read_tasks(w: &mut Walker, o: &Offsets, head: u64, raw: &[RawThread]) -> super::Asyncio {
+    let threads: Vec<tasks::ThreadFrames> = raw
+        .iter()
+        .map(|t| tasks::ThreadFrames {
+            native_id: t.native_id,
+            addrs: &t.addrs,
+            frames: &t.frames,
+        })
+        .collect();
+    let modules = o
+        .get(Field::InterpModules)
+        .ok_or_else(|| "no offset for the interpreter's modules".to_string())
+        .and_then(|m| w.obj.r.u64(head.wrapping_add(m)));
+    match modules.and_then(|m| tasks::read(w, o, m, &threads)) {
+        Ok(a) => a,
+        Err(e) => super::Asyncio {
+            warnings: vec![format!("cannot read the asyncio tasks: {e}")],
+            ..super::Asyncio::default()
+        },
+    }
 }
 
 /// ≤3.10 has no native_thread_id: maps pthread_t → tid.
@@ -255,6 +285,7 @@ fn thread_states(
             };
             raw.push(RawThread {
                 entries: Vec::new(),
+                addrs: Vec::new(),
                 native: None,
                 tstate: ts,
                 thread_id: le_u64(&tb, l.tstate_thread_id as usize),

@@ -1,0 +1,224 @@
+//! `pyattach dump --tasks` on real asyncio targets (3.7–3.13): what it
+//! reads from memory equals what the target says of itself
+//! (`asyncio.all_tasks()`, each task's `get_stack()` and its whole
+//! coroutine stack through `cr_await`), written by the fixture before its
+//! loop gets stuck in a CPU-bound callback; gather, TaskGroup, a task
+//! awaiting another, a deadlock and two loops in two threads are named as
+//! such; versions without a reader say so with status 3.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use testsupport::{pyattach_output, Python, PythonKind, Target};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = pyattach_output(args, b"", Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The addresses in a JSON list, as a set.
+fn set(v: &Value) -> HashSet<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+/// `[file, line, function]` of each frame.
+fn frames(v: &Value) -> Vec<(String, u64, String)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            if let Some(a) = f.as_array() {
+                (
+                    a[0].as_str().unwrap().to_string(),
+                    a[1].as_u64().unwrap(),
+                    a[2].as_str().unwrap().to_string(),
+                )
+            } else {
+                (
+                    f["filename"].as_str().unwrap_or("").to_string(),
+                    f["line"].as_u64().unwrap_or(0),
+                    f["function"].as_str().unwrap().to_string(),
+                )
+            }
+        })
+        .collect()
+}
+
+fn check(py: &Python) {
+    let ctx = &py.id;
+    let report = std::env::temp_dir().join(format!(
+        "pyattach-tasks-{}-{}.jsonl",
+        std::process::id(),
+        py.id
+    ));
+    let _ = std::fs::remove_file(&report);
+    let t = Target::python(py, "tasks.py", &[report.to_str().unwrap()]);
+    let pid = t.pid().to_string();
+    let (code, out, err) = run(&["dump", "--tasks", "--json", &pid]);
+    assert_eq!(code, 0, "{ctx}: {err}");
+    let j: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{ctx}: {e}: {out}"));
+    let a = &j["asyncio"];
+    assert!(a["warnings"].as_array().unwrap().is_empty(), "{ctx}: {a:#}");
+    let mine: HashMap<u64, (&Value, &Value)> = a["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|lp| {
+            lp["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (t["address"].as_u64().unwrap(), (t, lp)))
+        })
+        .collect();
+
+    let text = std::fs::read_to_string(&report).expect("the fixture's report");
+    let _ = std::fs::remove_file(&report);
+    let theirs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut by_label = HashMap::new();
+    for r in &theirs {
+        let addr = r["address"].as_u64().unwrap();
+        let (task, lp) = mine
+            .get(&addr)
+            .unwrap_or_else(|| panic!("{ctx}: task {} not in the dump: {a:#}", r["label"]));
+        let what = format!("{ctx}: task {}", r["label"]);
+        assert_eq!(task["state"], r["state"], "{what}");
+        assert_eq!(task["name"], r["name"], "{what}");
+        assert_eq!(lp["address"], r["loop"], "{what}");
+        let stack = frames(&task["coroutine"]);
+        assert_eq!(stack, frames(&r["stack"]), "{what}");
+        let own = frames(&r["get_stack"]);
+        assert_eq!(stack.first(), own.first(), "{what}: get_stack()");
+        if !r["thread"].is_null() {
+            assert_eq!(lp["thread"], r["thread"], "{what}");
+        }
+        if let Some(l) = r["label"].as_str() {
+            by_label.insert(l.to_string(), addr);
+        }
+    }
+    // Every task read is one the target reported (all_tasks() and the
+    // done ones it keeps): nothing invented, nothing missed.
+    let reported: HashSet<u64> = theirs
+        .iter()
+        .map(|r| r["address"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        mine.keys().copied().collect::<HashSet<_>>(),
+        reported,
+        "{ctx}"
+    );
+
+    let task = |l: &str| mine[&by_label[l]].0;
+    let addr = |l: &str| Value::from(by_label[l]);
+    let main = task("main");
+    assert_eq!(main["awaits"]["kind"], "gather", "{ctx}: {main:#}");
+    assert_eq!(
+        set(&main["awaits"]["tasks"]),
+        HashSet::from([by_label["gather-1"], by_label["gather-2"]]),
+        "{ctx}"
+    );
+    let g1 = task("gather-1");
+    assert_eq!(g1["awaits"]["kind"], "task", "{ctx}");
+    assert_eq!(g1["awaits"]["task"], addr("leaf"), "{ctx}");
+    assert_eq!(task("leaf")["awaited_by"][0], addr("gather-1"), "{ctx}");
+    assert_eq!(task("gather-2")["awaits"]["kind"], "future", "{ctx}");
+    assert_eq!(task("finished")["state"], "done", "{ctx}");
+    assert_eq!(task("cancelled")["state"], "cancelled", "{ctx}");
+    if py.version >= (3, 11, 0) {
+        let g = task("grouper");
+        assert_eq!(g["awaits"]["kind"], "task_group", "{ctx}: {g:#}");
+        assert_eq!(
+            set(&g["awaits"]["tasks"]),
+            HashSet::from([by_label["tg-1"], by_label["tg-2"]]),
+            "{ctx}"
+        );
+    }
+    let deadlocks = a["deadlocks"].as_array().unwrap();
+    assert_eq!(deadlocks.len(), 1, "{ctx}: {deadlocks:?}");
+    assert_eq!(
+        set(&deadlocks[0]["tasks"]),
+        HashSet::from([by_label["dl-a"], by_label["dl-b"]]),
+        "{ctx}"
+    );
+
+    // Two loops: the main thread's, stuck in the callback, and loop-b's.
+    let threads = j["threads"].as_array().unwrap();
+    let tid_named = |n: &str| {
+        threads
+            .iter()
+            .find(|th| th["name"] == n)
+            .map(|th| th["native_id"].clone())
+            .unwrap_or_else(|| panic!("{ctx}: no thread {n}"))
+    };
+    let main_loop = mine[&by_label["main"]].1;
+    let b_loop = mine[&by_label["b-main"]].1;
+    assert_ne!(main_loop["address"], b_loop["address"], "{ctx}");
+    assert_eq!(main_loop["thread"], Value::from(t.pid()), "{ctx}");
+    assert_eq!(b_loop["thread"], tid_named("loop-b"), "{ctx}");
+    let main_thread = threads.iter().find(|th| th["is_main"] == true).unwrap();
+    assert_eq!(main_thread["frames"][0]["function"], "spin", "{ctx}");
+
+    // The text view: the tree, the deadlock, the stuck loop's thread.
+    let (code, out, err) = run(&["dump", "--tasks", &pid]);
+    assert_eq!(code, 0, "{ctx}: {err}");
+    assert!(out.contains("Deadlock: Task "), "{ctx}: {out}");
+    assert!(out.contains("now in spin ("), "{ctx}: {out}");
+    assert!(out.contains("run by thread"), "{ctx}: {out}");
+    if py.version >= (3, 8, 0) {
+        assert!(
+            out.contains("awaits gather(Task \"gather-1\", Task \"gather-2\")")
+                || out.contains("awaits gather(Task \"gather-2\", Task \"gather-1\")"),
+            "{ctx}: {out}"
+        );
+        assert!(
+            out.contains("    └─ Task \"leaf\" [pending]"),
+            "{ctx}: {out}"
+        );
+    }
+    assert!(t.is_alive(), "{ctx}: the target died");
+}
+
+#[test]
+fn tasks_equal_what_asyncio_reports() {
+    let pythons: Vec<Python> = testsupport::pythons()
+        .into_iter()
+        .filter(|p| {
+            p.kind != PythonKind::Embedded && p.version >= (3, 7, 0) && p.version < (3, 14, 0)
+        })
+        .collect();
+    assert!(!pythons.is_empty(), "no Python 3.7-3.13 to test");
+    for py in &pythons {
+        check(py);
+        eprintln!("dump --tasks on {}: as the target reports", py.id);
+    }
+}
+
+#[test]
+fn versions_without_a_reader_say_so() {
+    for v in ["2.7", "3.6"] {
+        let Some(py) = testsupport::python(v) else {
+            testsupport::note(&format!("pyenv {v} is missing"));
+            continue;
+        };
+        let t = Target::python(&py, "sleeper.py", &[]);
+        let (code, out, err) = run(&["dump", "--tasks", &t.pid().to_string()]);
+        assert_eq!(code, 3, "{v}: {out}{err}");
+        assert!(
+            err.contains("asyncio tasks are read on 3.7 to 3.13"),
+            "{v}: {err}"
+        );
+        assert!(t.is_alive(), "{v}");
+    }
+}

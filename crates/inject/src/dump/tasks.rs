@@ -1,0 +1,657 @@
+//! asyncio tasks read from memory (`dump --tasks`, 3.7–3.13): every task of
+//! every event loop, its coroutine stack and what it awaits, without
+//! running anything in the target, so a loop stuck in a callback or a
+//! deadlocked pair of tasks shows as it is.
+//!
+//! Where the tasks are: `asyncio.tasks` keeps the set of live tasks that
+//! `asyncio.all_tasks()` reads, a `weakref.WeakSet` (`_all_tasks` up to
+//! 3.11, `_scheduled_tasks` from 3.12) whose `data` is a `set` of weak
+//! references, plus 3.12's strong `_eager_tasks` set; the C `_asyncio`
+//! module shares these very objects with `asyncio.tasks` (tasks.py imports
+//! them from it). Each task is a `TaskObj` (`Modules/_asynciomodule.c`)
+//! whose `task_coro` is the coroutine and whose `task_fut_waiter` is the
+//! future it waits on. A suspended coroutine's frame (`cr_frame` up to
+//! 3.10, the `_PyInterpreterFrame` inside the object from 3.11) has what it
+//! awaits on top of its value stack, as `_PyGen_yf` reads it; following
+//! that from coroutine to coroutine gives the task's stack, outermost
+//! first, down to the future it waits on (`_asyncio.FutureIter`).
+//!
+//! What a task awaits comes from `task_fut_waiter`: another task; a
+//! `gather()` (`_GatheringFuture`, whose `_children` are the awaited
+//! tasks); a `TaskGroup` (3.11+: the parent waits in `__aexit__` on the
+//! group's `_on_completed_fut`, and each child carries the group's bound
+//! `_on_task_done` as a done callback); or a plain future. Tasks that
+//! await each other in a cycle can never finish: they are named as a
+//! deadlock.
+
+use std::collections::{HashMap, HashSet};
+
+use symbols::offsets::{Field, Offsets};
+
+use super::asyncio::{awaited, cycles, Asyncio, Awaits, EventLoop, Task, TaskState};
+use super::frames::{FrameWalk, Walker};
+use super::layout::{need, opt};
+use super::mem::{le_u64, Reader};
+use super::names::{self, DictLayout};
+use super::Frame;
+
+/// Tasks read at most; more is garbage (or not worth a freeze).
+const MAX_TASKS: usize = 1 << 20;
+/// Coroutines a task's await chain goes through at most.
+const MAX_CHAIN: usize = 1024;
+
+/// Why `dump --tasks` cannot read the tasks of `major.minor`, or `None`.
+pub fn unsupported(major: u32, minor: u32) -> Option<String> {
+    match (major, minor) {
+        (3, 7..=13) => None,
+        (2, _) | (3, 0..=6) => Some(format!(
+            "asyncio tasks are read on 3.7 to 3.13; {major}.{minor} keeps them in \
+             another form (3.6: a class attribute of a Python-level set, 2.7: none)"
+        )),
+        _ => Some(format!(
+            "asyncio tasks are read on 3.7 to 3.13; {major}.{minor} keeps them in \
+             per-thread lists that pyattach does not read yet"
+        )),
+    }
+}
+
+/// The offsets the task reader needs.
+struct TaskLayout {
+    v: (u32, u32),
+    ob_type: u64,
+    tp_name: u64,
+    tp_base: u64,
+    module_dict: u64,
+    list_items: u64,
+    tuple_items: u64,
+    var_size: u64,
+    set_mask: u64,
+    set_table: u64,
+    set_entry: u64,
+    set_key: u64,
+    wr_object: u64,
+    method_self: u64,
+    task_loop: u64,
+    task_cb0: u64,
+    task_cbs: u64,
+    task_state: u64,
+    task_waiter: u64,
+    task_coro: u64,
+    task_name: Option<u64>,
+    gen: Gen,
+}
+
+/// Where a generator's frame and its stack top are.
+enum Gen {
+    /// ≤3.10: `gi_frame` points at a `PyFrameObject`.
+    Object {
+        gi_frame: u64,
+        back: u64,
+        lasti: u64,
+        /// ≤3.9: `f_stacktop`; 3.10: `(f_stackdepth, f_valuestack)`.
+        top: Top,
+    },
+    /// 3.11+: the `_PyInterpreterFrame` is inside the generator.
+    Inline {
+        iframe: u64,
+        frame_state: u64,
+        stacktop: u64,
+        localsplus: u64,
+    },
+}
+
+enum Top {
+    Pointer(u64),
+    Depth(u64, u64),
+}
+
+impl TaskLayout {
+    fn new(o: &Offsets) -> Result<TaskLayout, String> {
+        let v = (o.major, o.minor);
+        let gen = if v <= (3, 10) {
+            Gen::Object {
+                gi_frame: need(o, Field::GenFrame)?,
+                back: need(o, Field::FrameBack)?,
+                lasti: need(o, Field::FrameLasti)?,
+                top: if v <= (3, 9) {
+                    Top::Pointer(need(o, Field::FrameStacktop)?)
+                } else {
+                    Top::Depth(
+                        need(o, Field::FrameStackdepth)?,
+                        need(o, Field::FrameValuestack)?,
+                    )
+                },
+            }
+        } else {
+            Gen::Inline {
+                iframe: need(o, Field::GenIframe)?,
+                frame_state: need(o, Field::GenFrameState)?,
+                stacktop: need(o, Field::IframeStacktop)?,
+                localsplus: need(o, Field::IframeLocalsplus)?,
+            }
+        };
+        Ok(TaskLayout {
+            v,
+            ob_type: need(o, Field::ObType)?,
+            tp_name: need(o, Field::TypeName)?,
+            tp_base: need(o, Field::TypeBase)?,
+            module_dict: need(o, Field::ModuleDict)?,
+            list_items: need(o, Field::ListItems)?,
+            tuple_items: need(o, Field::TupleItems)?,
+            var_size: need(o, Field::VarSize)?,
+            set_mask: need(o, Field::SetMask)?,
+            set_table: need(o, Field::SetTable)?,
+            set_entry: need(o, Field::SetEntrySize)?,
+            set_key: need(o, Field::SetEntryKey)?,
+            wr_object: need(o, Field::WeakrefObject)?,
+            method_self: need(o, Field::MethodSelf)?,
+            task_loop: need(o, Field::TaskLoop)?,
+            task_cb0: need(o, Field::TaskCallback0)?,
+            task_cbs: need(o, Field::TaskCallbacks)?,
+            task_state: need(o, Field::TaskState)?,
+            task_waiter: need(o, Field::TaskFutWaiter)?,
+            task_coro: need(o, Field::TaskCoro)?,
+            task_name: opt(o, Field::TaskName),
+            gen,
+        })
+    }
+}
+
+/// How far a generator got.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GenState {
+    Created,
+    Suspended,
+    Running,
+}
+
+/// A Python thread as the task reader sees it: its kernel id and its
+/// frames' addresses with their functions, innermost first.
+pub(super) struct ThreadFrames<'a> {
+    pub(super) native_id: Option<i32>,
+    pub(super) addrs: &'a [u64],
+    pub(super) frames: &'a [Frame],
+}
+
+struct Reading<'w, 'a> {
+    w: &'w mut Walker<'a>,
+    l: TaskLayout,
+    dicts: DictLayout,
+    /// Type object → its `tp_name` and its bases' (cached).
+    chains: HashMap<u64, Vec<String>>,
+    warnings: Vec<String>,
+}
+
+/// Reads every task of the interpreter whose `sys.modules` is at
+/// `modules`; `threads` tell which thread runs which loop and hold the
+/// frames of a task that runs right now.
+pub(super) fn read(
+    w: &mut Walker,
+    o: &Offsets,
+    modules: u64,
+    threads: &[ThreadFrames],
+) -> Result<Asyncio, String> {
+    let l = TaskLayout::new(o)?;
+    let dicts = DictLayout::new(o).ok_or("no dict layout for this version")?;
+    let mut rd = Reading {
+        w,
+        l,
+        dicts,
+        chains: HashMap::new(),
+        warnings: Vec::new(),
+    };
+    let Some(tasks_mod) = names::lookup(&rd.dicts, &rd.w.obj, modules, "asyncio.tasks")? else {
+        return Ok(Asyncio {
+            warnings: vec!["asyncio is not imported: no tasks".into()],
+            ..Asyncio::default()
+        });
+    };
+    let d = rd.r().u64(tasks_mod.wrapping_add(rd.l.module_dict))?;
+    let addrs = rd.task_addresses(d)?;
+    let current: HashMap<u64, u64> = names::lookup(&rd.dicts, &rd.w.obj, d, "_current_tasks")?
+        .map(|c| names::items(&rd.dicts, &rd.w.obj, c))
+        .transpose()?
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut raw = Vec::new();
+    let mut python_level = 0;
+    for a in addrs {
+        if !rd.derives(a, "_asyncio.Task") {
+            python_level += 1;
+            continue;
+        }
+        raw.push(rd.task(a, &current, threads));
+    }
+    if python_level > 0 {
+        rd.warnings.push(format!(
+            "{python_level} tasks are Python-level Task objects (no _asyncio module): not read"
+        ));
+    }
+    rd.awaits_of(&mut raw);
+    let deadlocks = cycles(raw.iter().map(|(_, t)| &t.task));
+    let mut loops: Vec<EventLoop> = Vec::new();
+    for (lp, t) in raw {
+        match loops.iter_mut().find(|e| e.address == lp) {
+            Some(e) => e.tasks.push(t.task),
+            None => loops.push(EventLoop {
+                address: lp,
+                type_name: rd.w.obj.type_name(lp),
+                thread: rd.loop_thread(lp, threads),
+                current_task: current.get(&lp).copied(),
+                tasks: vec![t.task],
+            }),
+        }
+    }
+    Ok(Asyncio {
+        loops,
+        deadlocks,
+        warnings: rd.warnings,
+    })
+}
+
+impl<'a> Reading<'_, 'a> {
+    fn r(&self) -> &Reader<'a> {
+        &self.w.obj.r
+    }
+
+    /// The names of `obj`'s type and its bases, innermost first.
+    fn chain(&mut self, obj: u64) -> Vec<String> {
+        let Ok(mut ty) = self.r().u64(obj.wrapping_add(self.l.ob_type)) else {
+            return Vec::new();
+        };
+        if let Some(c) = self.chains.get(&ty) {
+            return c.clone();
+        }
+        let first = ty;
+        let mut out = Vec::new();
+        for _ in 0..32 {
+            if ty == 0 {
+                break;
+            }
+            let name = self
+                .r()
+                .u64(ty.wrapping_add(self.l.tp_name))
+                .and_then(|p| self.r().c_string(p, 128));
+            match name {
+                Ok(n) => out.push(n),
+                Err(_) => break,
+            }
+            ty = self.r().u64(ty.wrapping_add(self.l.tp_base)).unwrap_or(0);
+        }
+        self.chains.insert(first, out.clone());
+        out
+    }
+
+    fn derives(&mut self, obj: u64, name: &str) -> bool {
+        obj != 0 && self.chain(obj).iter().any(|n| n == name)
+    }
+
+    /// Every task in `asyncio.tasks`' sets (module dict `d`), deduplicated.
+    fn task_addresses(&mut self, d: u64) -> Result<Vec<u64>, String> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (name, weak) in [
+            ("_all_tasks", true),
+            ("_scheduled_tasks", true),
+            ("_eager_tasks", false),
+        ] {
+            let Some(obj) = names::lookup(&self.dicts, &self.w.obj, d, name)? else {
+                continue;
+            };
+            let set = if weak {
+                match names::attribute(&self.dicts, &self.w.obj, obj, "data")? {
+                    Some(s) => s,
+                    None => {
+                        self.warnings
+                            .push(format!("asyncio.tasks.{name} has no readable data"));
+                        continue;
+                    }
+                }
+            } else {
+                obj
+            };
+            for key in self.set_keys(set)? {
+                let task = if weak {
+                    match self.r().u64(key.wrapping_add(self.l.wr_object)) {
+                        Ok(t) => t,
+                        Err(_) => continue,
+                    }
+                } else {
+                    key
+                };
+                // A dead reference points at None: not a task.
+                if self.w.obj.type_name(task).as_deref() == Some("NoneType") {
+                    continue;
+                }
+                if seen.insert(task) {
+                    out.push(task);
+                }
+            }
+        }
+        if out.len() > MAX_TASKS {
+            self.warnings
+                .push(format!("only the first {MAX_TASKS} tasks are read"));
+            out.truncate(MAX_TASKS);
+        }
+        Ok(out)
+    }
+
+    /// The keys of the `set` at `set` (dummies of removed keys included:
+    /// callers check what they point at).
+    fn set_keys(&self, set: u64) -> Result<Vec<u64>, String> {
+        let mask = self.r().u64(set.wrapping_add(self.l.set_mask))?;
+        if mask >= (MAX_TASKS as u64) * 4 {
+            return Err(format!("implausible set size {mask}"));
+        }
+        let table = self.r().u64(set.wrapping_add(self.l.set_table))?;
+        let n = mask as usize + 1;
+        let size = self.l.set_entry as usize;
+        let b = self.r().bytes(table, n * size)?;
+        Ok((0..n)
+            .map(|i| le_u64(&b, i * size + self.l.set_key as usize))
+            .filter(|&k| k != 0)
+            .collect())
+    }
+
+    /// The items of a list.
+    fn list(&self, list: u64) -> Result<Vec<u64>, String> {
+        let n = self.r().u64(list.wrapping_add(self.l.var_size))? as i64;
+        if !(0..=MAX_TASKS as i64).contains(&n) {
+            return Err(format!("implausible list size {n}"));
+        }
+        let items = self.r().u64(list.wrapping_add(self.l.list_items))?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let b = self.r().bytes(items, n as usize * 8)?;
+        Ok((0..n as usize).map(|i| le_u64(&b, i * 8)).collect())
+    }
+
+    /// One task, with its loop; `awaits` and `awaited_by` come later.
+    fn task(
+        &mut self,
+        a: u64,
+        current: &HashMap<u64, u64>,
+        threads: &[ThreadFrames],
+    ) -> (u64, RawTask) {
+        let b = self
+            .r()
+            .bytes(
+                a,
+                self.l.task_coro.max(self.l.task_name.unwrap_or(0)) as usize + 8,
+            )
+            .unwrap_or_default();
+        let f = |off: u64| le_u64(&b, off as usize);
+        let lp = f(self.l.task_loop);
+        let state = match le_u64(&b, self.l.task_state as usize) as u32 {
+            0 => TaskState::Pending,
+            1 => TaskState::Cancelled,
+            _ => TaskState::Done,
+        };
+        let name = self.l.task_name.map(&f).filter(|&n| n != 0).and_then(|n| {
+            match self.w.obj.type_name(n).as_deref() {
+                Some("str") => self.w.obj.string(n).ok(),
+                // Made lazily from a counter on 3.12+: not a str yet.
+                _ => None,
+            }
+        });
+        let running = current.get(&lp) == Some(&a);
+        let (coroutine, truncated) = self.coroutine(f(self.l.task_coro), threads);
+        let task = Task {
+            address: a,
+            name,
+            state,
+            running,
+            coroutine,
+            awaits: None,
+            awaited_by: Vec::new(),
+            truncated,
+        };
+        let callbacks = self.callbacks(f(self.l.task_cb0), f(self.l.task_cbs));
+        (
+            lp,
+            RawTask {
+                task,
+                waiter: f(self.l.task_waiter),
+                callbacks,
+            },
+        )
+    }
+
+    /// The done callbacks of a future: the first, then the list's.
+    fn callbacks(&self, first: u64, rest: u64) -> Vec<u64> {
+        let mut out: Vec<u64> = [first].into_iter().filter(|&c| c != 0).collect();
+        if rest != 0 {
+            for t in self.list(rest).unwrap_or_default().into_iter().take(64) {
+                // `(callback, context)` tuples.
+                if let Ok(cb) = self.r().u64(t.wrapping_add(self.l.tuple_items)) {
+                    out.push(cb);
+                }
+            }
+        }
+        out
+    }
+
+    /// The frame of the generator or coroutine `g` and how far it got;
+    /// `None` once it finished.
+    fn gen_frame(&self, g: u64) -> Option<(u64, GenState)> {
+        let r = self.r();
+        match self.l.gen {
+            Gen::Object {
+                gi_frame,
+                back,
+                lasti,
+                ..
+            } => {
+                let f = r.u64(g.wrapping_add(gi_frame)).ok().filter(|&f| f != 0)?;
+                let state = if r.i32(f.wrapping_add(lasti)).ok()? < 0 {
+                    GenState::Created
+                } else if r.u64(f.wrapping_add(back)).ok()? != 0 {
+                    GenState::Running
+                } else {
+                    GenState::Suspended
+                };
+                Some((f, state))
+            }
+            Gen::Inline {
+                iframe,
+                frame_state,
+                ..
+            } => {
+                let s = r.bytes(g.wrapping_add(frame_state), 1).ok()?[0] as i8;
+                // 3.11–3.12: created -2, suspended -1; 3.13: created -3,
+                // suspended -2 or -1 (in `yield from`); running 0;
+                // completed or cleared from 1.
+                let created = if self.l.v >= (3, 13) { -3 } else { -2 };
+                let state = match s {
+                    s if s >= 1 => return None,
+                    0 => GenState::Running,
+                    s if s == created => GenState::Created,
+                    s if s < created => return None,
+                    _ => GenState::Suspended,
+                };
+                Some((g.wrapping_add(iframe), state))
+            }
+        }
+    }
+
+    /// What a suspended frame awaits: the top of its value stack.
+    fn stack_top(&self, f: u64) -> Option<u64> {
+        let r = self.r();
+        let at = match self.l.gen {
+            Gen::Object {
+                top: Top::Pointer(p),
+                ..
+            } => r.u64(f.wrapping_add(p)).ok()?.checked_sub(8)?,
+            Gen::Object {
+                top: Top::Depth(depth, stack),
+                ..
+            } => {
+                let n = r.i32(f.wrapping_add(depth)).ok()?;
+                if !(1..1 << 16).contains(&n) {
+                    return None;
+                }
+                r.u64(f.wrapping_add(stack))
+                    .ok()?
+                    .wrapping_add((n as u64 - 1) * 8)
+            }
+            Gen::Inline {
+                stacktop,
+                localsplus,
+                ..
+            } => {
+                let n = r.i32(f.wrapping_add(stacktop)).ok()?;
+                if !(1..1 << 16).contains(&n) {
+                    return None;
+                }
+                f.wrapping_add(localsplus).wrapping_add((n as u64 - 1) * 8)
+            }
+        };
+        r.u64(at).ok().filter(|&x| x != 0)
+    }
+
+    /// The coroutine stack from `coro`, outermost first: each suspended
+    /// coroutine, then what it awaits, down to a future. A coroutine that
+    /// runs right now has its frames on a thread's stack instead.
+    fn coroutine(&mut self, coro: u64, threads: &[ThreadFrames]) -> (Vec<Frame>, Option<String>) {
+        let mut out = Vec::new();
+        let mut obj = coro;
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_CHAIN {
+            if !seen.insert(obj) {
+                return (out, Some(format!("await chain loops at {obj:#x}")));
+            }
+            let tn = self.w.obj.type_name(obj);
+            if !matches!(tn.as_deref(), Some("coroutine" | "generator")) {
+                return (out, None);
+            }
+            let Some((f, state)) = self.gen_frame(obj) else {
+                return (out, None);
+            };
+            if state == GenState::Running {
+                // Innermost first on the thread: from its innermost frame
+                // out to this coroutine's.
+                for t in threads {
+                    if let Some(i) = t.addrs.iter().position(|&a| a == f) {
+                        out.extend(t.frames[..=i].iter().rev().cloned());
+                        return (out, None);
+                    }
+                }
+            }
+            let mut fw = FrameWalk::new(Ok(f));
+            self.w.step(&mut fw);
+            match fw.out.pop() {
+                Some(mut fr) => {
+                    if state == GenState::Created {
+                        fr.line = fr.first_line;
+                    }
+                    out.push(fr);
+                }
+                None => return (out, fw.truncated),
+            }
+            if state != GenState::Suspended {
+                return (out, None);
+            }
+            match self.stack_top(f) {
+                Some(next) => obj = next,
+                None => return (out, None),
+            }
+        }
+        (out, Some(format!("stopped after {MAX_CHAIN} coroutines")))
+    }
+
+    /// Fills in `awaits` and `awaited_by` of every task.
+    fn awaits_of(&mut self, raw: &mut [(u64, RawTask)]) {
+        let is_task: HashSet<u64> = raw.iter().map(|(_, t)| t.task.address).collect();
+        // TaskGroups (3.11+): each child has the group's bound
+        // `_on_task_done` among its done callbacks.
+        let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (_, t) in raw.iter() {
+            for &cb in &t.callbacks {
+                if self.w.obj.type_name(cb).as_deref() != Some("method") {
+                    continue;
+                }
+                let Ok(me) = self.r().u64(cb.wrapping_add(self.l.method_self)) else {
+                    continue;
+                };
+                if self.derives(me, "TaskGroup") {
+                    groups.entry(me).or_default().push(t.task.address);
+                }
+            }
+        }
+        let mut group_of_future = HashMap::new();
+        for (&g, tasks) in &groups {
+            if let Ok(Some(fut)) =
+                names::attribute(&self.dicts, &self.w.obj, g, "_on_completed_fut")
+            {
+                group_of_future.insert(fut, (g, tasks.clone()));
+            }
+        }
+        for (_, t) in raw.iter_mut() {
+            let w = t.waiter;
+            if w == 0 || self.w.obj.type_name(w).as_deref() == Some("NoneType") {
+                continue;
+            }
+            t.task.awaits = Some(if is_task.contains(&w) {
+                Awaits::Task { task: w }
+            } else if let Some((g, tasks)) = group_of_future.get(&w) {
+                Awaits::TaskGroup {
+                    group: *g,
+                    tasks: tasks.clone(),
+                }
+            } else if self.derives(w, "_GatheringFuture") {
+                let children = match names::attribute(&self.dicts, &self.w.obj, w, "_children") {
+                    Ok(Some(c)) => self.list(c).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let tasks: Vec<u64> = children
+                    .iter()
+                    .copied()
+                    .filter(|c| is_task.contains(c))
+                    .collect();
+                Awaits::Gather {
+                    future: w,
+                    others: children.len() - tasks.len(),
+                    tasks,
+                }
+            } else {
+                Awaits::Future {
+                    future: w,
+                    type_name: self.w.obj.type_name(w),
+                }
+            });
+        }
+        let mut by: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (_, t) in raw.iter() {
+            for x in awaited(&t.task) {
+                by.entry(x).or_default().push(t.task.address);
+            }
+        }
+        for (_, t) in raw.iter_mut() {
+            t.task.awaited_by = by.remove(&t.task.address).unwrap_or_default();
+        }
+    }
+
+    /// The thread whose `run_forever` frame has `lp` as `self`.
+    fn loop_thread(&self, lp: u64, threads: &[ThreadFrames]) -> Option<i32> {
+        // `self` is the first local.
+        let locals = self.w.l.frame_localsplus?;
+        threads.iter().find_map(|t| {
+            t.frames
+                .iter()
+                .zip(t.addrs)
+                .filter(|(fr, _)| fr.function == "run_forever")
+                .any(|(_, &a)| self.r().u64(a.wrapping_add(locals)).ok() == Some(lp))
+                .then_some(t.native_id)
+                .flatten()
+        })
+    }
+}
+
+/// A task as read, with what `awaits_of` needs.
+struct RawTask {
+    task: Task,
+    waiter: u64,
+    callbacks: Vec<u64>,
+}
