@@ -98,9 +98,20 @@ fn check(py: &Python) {
         assert_eq!(task["name"], r["name"], "{what}");
         assert_eq!(lp["address"], r["loop"], "{what}");
         let stack = frames(&task["coroutine"]);
-        assert_eq!(stack, frames(&r["stack"]), "{what}");
         let own = frames(&r["get_stack"]);
-        assert_eq!(stack.first(), own.first(), "{what}: get_stack()");
+        assert_eq!(task["running"], r["running"], "{what}");
+        if r["running"] == true {
+            // Running: its coroutine's frame (the innermost of
+            // get_stack(), which goes on to the thread's outer frames),
+            // then what that calls, from the thread's stack.
+            assert_eq!(stack.first(), frames(&r["stack"]).first(), "{what}");
+            assert_eq!(stack.first(), own.last(), "{what}: get_stack()");
+            assert_eq!(stack.last().unwrap().2, "spin_in_task", "{what}");
+            assert_eq!(lp["current_task"], r["address"], "{what}");
+        } else {
+            assert_eq!(stack, frames(&r["stack"]), "{what}");
+            assert_eq!(stack.first(), own.first(), "{what}: get_stack()");
+        }
         if !r["thread"].is_null() {
             assert_eq!(lp["thread"], r["thread"], "{what}");
         }
@@ -153,7 +164,8 @@ fn check(py: &Python) {
         "{ctx}"
     );
 
-    // Two loops: the main thread's, stuck in the callback, and loop-b's.
+    // Three loops: the main thread's, stuck in the callback, loop-b's, and
+    // loop-c's, running its task.
     let threads = j["threads"].as_array().unwrap();
     let tid_named = |n: &str| {
         threads
@@ -167,6 +179,11 @@ fn check(py: &Python) {
     assert_ne!(main_loop["address"], b_loop["address"], "{ctx}");
     assert_eq!(main_loop["thread"], Value::from(t.pid()), "{ctx}");
     assert_eq!(b_loop["thread"], tid_named("loop-b"), "{ctx}");
+    assert_eq!(
+        mine[&by_label["busy"]].1["thread"],
+        tid_named("loop-c"),
+        "{ctx}"
+    );
     let main_thread = threads.iter().find(|th| th["is_main"] == true).unwrap();
     assert_eq!(main_thread["frames"][0]["function"], "spin", "{ctx}");
 
