@@ -109,12 +109,14 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         return Ok(128 + sig as i32);
     }
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: a thousand tasks are thousands of lines.
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let res = if args.json {
         crate::term::write_json(&mut out, &JsonDump::new(&dump))
     } else {
         write_human(&mut out, &dump, colour(), args.condense)
-    };
+    }
+    .and_then(|()| out.flush());
     match res {
         Ok(()) => Ok(0),
         // A closed pipe (`| head`) is a clean exit.

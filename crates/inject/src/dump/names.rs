@@ -198,6 +198,9 @@ pub fn lookup(l: &DictLayout, o: &Objects, d: u64, name: &str) -> Result<Option<
 }
 
 fn find(o: &Objects, items: &[(u64, u64)], name: &str) -> Option<u64> {
+    // The keys' pages in one batch: `sys.modules` has hundreds of keys,
+    // each a string on a page of its own.
+    o.r.prefetch(&items.iter().map(|&(k, _)| (k, 64)).collect::<Vec<_>>());
     items
         .iter()
         .find(|(k, _)| o.string(*k).is_ok_and(|s| s == name))
@@ -262,7 +265,7 @@ pub fn attribute(l: &DictLayout, o: &Objects, obj: u64, name: &str) -> Result<Op
 }
 
 /// A Python int as u64 (thread idents).
-fn int_u64(l: &DictLayout, o: &Objects, v: u64) -> Result<u64, String> {
+pub(super) fn int_u64(l: &DictLayout, o: &Objects, v: u64) -> Result<u64, String> {
     if let (2, Some(iv)) = (l.v.0, l.int_value) {
         if o.type_name(v).as_deref() == Some("int") {
             return o.r.u64(v.wrapping_add(iv));

@@ -221,7 +221,12 @@ pub(super) fn read(
             python_level += 1;
             continue;
         }
-        raw.push(rd.task(a, &current, threads));
+        raw.push(rd.task(a, &current));
+    }
+    let coros: Vec<u64> = raw.iter().map(|(_, t)| t.coro).collect();
+    for ((_, t), (frames, cut)) in raw.iter_mut().zip(rd.coroutines(&coros, threads)) {
+        t.task.coroutine = frames;
+        t.task.truncated = cut;
     }
     if python_level > 0 {
         rd.warnings.push(format!(
@@ -253,6 +258,45 @@ pub(super) fn read(
 impl<'a> Reading<'_, 'a> {
     fn r(&self) -> &Reader<'a> {
         &self.w.obj.r
+    }
+
+    /// Loads the pages of the tasks with a few batched reads (then, a level
+    /// at a time, those of their coroutines: see [`Self::coroutines`]), as
+    /// the thread walk does: a thousand tasks then cost a few dozen system
+    /// calls rather than one per object, and the freeze is that much
+    /// shorter.
+    fn prefetch(&self, tasks: &[u64]) {
+        let r = self.r();
+        let len = self.l.task_coro.max(self.l.task_name.unwrap_or(0)) as usize + 8;
+        r.prefetch(&tasks.iter().map(|&a| (a, len)).collect::<Vec<_>>());
+    }
+
+    /// Loads the pages of the generators `coros` and (≤3.10) their frames.
+    fn prefetch_gens(&self, coros: &[u64]) {
+        let r = self.r();
+        let frame_len = self.w.l.frame_len;
+        match self.l.gen {
+            Gen::Object { gi_frame, .. } => {
+                r.prefetch(
+                    &coros
+                        .iter()
+                        .map(|&c| (c, gi_frame as usize + 8))
+                        .collect::<Vec<_>>(),
+                );
+                let frames: Vec<(u64, usize)> = coros
+                    .iter()
+                    .filter_map(|&c| r.u64(c.wrapping_add(gi_frame)).ok())
+                    .map(|f| (f, frame_len))
+                    .collect();
+                r.prefetch(&frames);
+            }
+            Gen::Inline {
+                iframe, stacktop, ..
+            } => {
+                let len = iframe as usize + frame_len.max(stacktop as usize + 8);
+                r.prefetch(&coros.iter().map(|&c| (c, len)).collect::<Vec<_>>());
+            }
+        }
     }
 
     /// The names of `obj`'s type and its bases, innermost first.
@@ -311,15 +355,19 @@ impl<'a> Reading<'_, 'a> {
             } else {
                 obj
             };
-            for key in self.set_keys(set)? {
-                let task = if weak {
-                    match self.r().u64(key.wrapping_add(self.l.wr_object)) {
-                        Ok(t) => t,
-                        Err(_) => continue,
-                    }
-                } else {
-                    key
-                };
+            let keys = self.set_keys(set)?;
+            let tasks: Vec<u64> = if weak {
+                let at = self.l.wr_object as usize + 8;
+                self.r()
+                    .prefetch(&keys.iter().map(|&k| (k, at)).collect::<Vec<_>>());
+                keys.iter()
+                    .filter_map(|&k| self.r().u64(k.wrapping_add(self.l.wr_object)).ok())
+                    .collect()
+            } else {
+                keys
+            };
+            self.prefetch(&tasks);
+            for task in tasks {
                 // A dead reference points at None: not a task.
                 if self.w.obj.type_name(task).as_deref() == Some("NoneType") {
                     continue;
@@ -368,13 +416,9 @@ impl<'a> Reading<'_, 'a> {
         Ok((0..n as usize).map(|i| le_u64(&b, i * 8)).collect())
     }
 
-    /// One task, with its loop; `awaits` and `awaited_by` come later.
-    fn task(
-        &mut self,
-        a: u64,
-        current: &HashMap<u64, u64>,
-        threads: &[ThreadFrames],
-    ) -> (u64, RawTask) {
+    /// One task, with its loop; its coroutine stack, `awaits` and
+    /// `awaited_by` come later.
+    fn task(&mut self, a: u64, current: &HashMap<u64, u64>) -> (u64, RawTask) {
         let b = self
             .r()
             .bytes(
@@ -392,27 +436,31 @@ impl<'a> Reading<'_, 'a> {
         let name = self.l.task_name.map(&f).filter(|&n| n != 0).and_then(|n| {
             match self.w.obj.type_name(n).as_deref() {
                 Some("str") => self.w.obj.string(n).ok(),
-                // Made lazily from a counter on 3.12+: not a str yet.
+                // 3.12+ keeps the task counter until `get_name()` makes
+                // the default name from it (`Task-N`).
+                Some("int") => names::int_u64(&self.dicts, &self.w.obj, n)
+                    .ok()
+                    .map(|i| format!("Task-{i}")),
                 _ => None,
             }
         });
         let running = current.get(&lp) == Some(&a);
-        let (coroutine, truncated) = self.coroutine(f(self.l.task_coro), threads);
         let task = Task {
             address: a,
             name,
             state,
             running,
-            coroutine,
+            coroutine: Vec::new(),
             awaits: None,
             awaited_by: Vec::new(),
-            truncated,
+            truncated: None,
         };
         let callbacks = self.callbacks(f(self.l.task_cb0), f(self.l.task_cbs));
         (
             lp,
             RawTask {
                 task,
+                coro: f(self.l.task_coro),
                 waiter: f(self.l.task_waiter),
                 callbacks,
             },
@@ -511,59 +559,104 @@ impl<'a> Reading<'_, 'a> {
         r.u64(at).ok().filter(|&x| x != 0)
     }
 
-    /// The coroutine stack from `coro`, outermost first: each suspended
-    /// coroutine, then what it awaits, down to a future. A coroutine that
-    /// runs right now has its frames on a thread's stack instead.
-    fn coroutine(&mut self, coro: u64, threads: &[ThreadFrames]) -> (Vec<Frame>, Option<String>) {
-        let mut out = Vec::new();
-        let mut obj = coro;
-        let mut seen = HashSet::new();
+    /// The coroutine stack of each of `coros`, outermost first: each
+    /// suspended coroutine, then what it awaits, down to a future. A
+    /// coroutine that runs right now has its frames on a thread's stack
+    /// instead. Walked a level at a time over all tasks, each level's
+    /// objects loaded with batched reads.
+    fn coroutines(
+        &mut self,
+        coros: &[u64],
+        threads: &[ThreadFrames],
+    ) -> Vec<(Vec<Frame>, Option<String>)> {
+        let mut walks: Vec<CoroWalk> = coros
+            .iter()
+            .map(|&c| CoroWalk {
+                obj: c,
+                out: Vec::new(),
+                seen: HashSet::new(),
+                truncated: None,
+                done: c == 0,
+            })
+            .collect();
         for _ in 0..MAX_CHAIN {
-            if !seen.insert(obj) {
-                return (out, Some(format!("await chain loops at {obj:#x}")));
+            let level: Vec<u64> = walks.iter().filter(|w| !w.done).map(|w| w.obj).collect();
+            if level.is_empty() {
+                break;
             }
-            let tn = self.w.obj.type_name(obj);
-            if !matches!(tn.as_deref(), Some("coroutine" | "generator")) {
-                return (out, None);
-            }
-            let Some((f, state)) = self.gen_frame(obj) else {
-                return (out, None);
-            };
-            if state == GenState::Running {
-                // Innermost first on the thread: from its innermost frame
-                // out to this coroutine's.
-                for t in threads {
-                    if let Some(i) = t.addrs.iter().position(|&a| a == f) {
-                        out.extend(t.frames[..=i].iter().rev().cloned());
-                        return (out, None);
-                    }
-                }
-            }
-            let mut fw = FrameWalk::new(Ok(f));
-            self.w.step(&mut fw);
-            match fw.out.pop() {
-                Some(mut fr) => {
-                    if state == GenState::Created {
-                        fr.line = fr.first_line;
-                    }
-                    out.push(fr);
-                }
-                None => return (out, fw.truncated),
-            }
-            if state != GenState::Suspended {
-                return (out, None);
-            }
-            match self.stack_top(f) {
-                Some(next) => obj = next,
-                None => return (out, None),
+            self.prefetch_gens(&level);
+            for w in walks.iter_mut().filter(|w| !w.done) {
+                self.coroutine_step(w, threads);
             }
         }
-        (out, Some(format!("stopped after {MAX_CHAIN} coroutines")))
+        walks
+            .into_iter()
+            .map(|w| {
+                let cut = (!w.done).then(|| format!("stopped after {MAX_CHAIN} coroutines"));
+                (w.out, w.truncated.or(cut))
+            })
+            .collect()
+    }
+
+    /// One coroutine of a task's chain: its frame, then on to what it
+    /// awaits, or done.
+    fn coroutine_step(&mut self, c: &mut CoroWalk, threads: &[ThreadFrames]) {
+        c.done = true;
+        let obj = c.obj;
+        if !c.seen.insert(obj) {
+            c.truncated = Some(format!("await chain loops at {obj:#x}"));
+            return;
+        }
+        let tn = self.w.obj.type_name(obj);
+        if !matches!(tn.as_deref(), Some("coroutine" | "generator")) {
+            return;
+        }
+        let Some((f, state)) = self.gen_frame(obj) else {
+            return;
+        };
+        if state == GenState::Running {
+            // Innermost first on the thread: from its innermost frame out
+            // to this coroutine's.
+            for t in threads {
+                if let Some(i) = t.addrs.iter().position(|&a| a == f) {
+                    c.out.extend(t.frames[..=i].iter().rev().cloned());
+                    return;
+                }
+            }
+        }
+        let mut fw = FrameWalk::new(Ok(f));
+        self.w.step(&mut fw);
+        match fw.out.pop() {
+            Some(mut fr) => {
+                if state == GenState::Created {
+                    fr.line = fr.first_line;
+                }
+                c.out.push(fr);
+            }
+            None => {
+                c.truncated = fw.truncated;
+                return;
+            }
+        }
+        if state == GenState::Suspended {
+            if let Some(next) = self.stack_top(f) {
+                c.obj = next;
+                c.done = false;
+            }
+        }
     }
 
     /// Fills in `awaits` and `awaited_by` of every task.
     fn awaits_of(&mut self, raw: &mut [(u64, RawTask)]) {
         let is_task: HashSet<u64> = raw.iter().map(|(_, t)| t.task.address).collect();
+        // Their types are read next: one batch for all.
+        let heads: Vec<(u64, usize)> = raw
+            .iter()
+            .flat_map(|(_, t)| t.callbacks.iter().chain([&t.waiter]))
+            .filter(|&&a| a != 0)
+            .map(|&a| (a, self.l.method_self as usize + 8))
+            .collect();
+        self.r().prefetch(&heads);
         // TaskGroups (3.11+): each child has the group's bound
         // `_on_task_done` among its done callbacks.
         let mut groups: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -649,9 +742,19 @@ impl<'a> Reading<'_, 'a> {
     }
 }
 
+/// One task's coroutine chain being walked.
+struct CoroWalk {
+    obj: u64,
+    out: Vec<Frame>,
+    seen: HashSet<u64>,
+    truncated: Option<String>,
+    done: bool,
+}
+
 /// A task as read, with what `awaits_of` needs.
 struct RawTask {
     task: Task,
+    coro: u64,
     waiter: u64,
     callbacks: Vec<u64>,
 }
