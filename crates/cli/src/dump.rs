@@ -287,7 +287,7 @@ fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::R
         writeln!(out, "    (no Python frames)")?;
     }
     for f in &t.frames {
-        write_frame(out, f, st)?;
+        write_frame(out, f, st, "")?;
     }
     if let Some(why) = &t.truncated {
         writeln!(out, "    {}", st.paint("33", &format!("... {why}")))?;
@@ -295,7 +295,13 @@ fn write_thread(out: &mut impl Write, t: &ThreadStack, st: &Style) -> std::io::R
     Ok(())
 }
 
-pub(crate) fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<()> {
+/// One frame (and its locals), each line after `indent`.
+pub(crate) fn write_frame(
+    out: &mut impl Write,
+    f: &Frame,
+    st: &Style,
+    indent: &str,
+) -> std::io::Result<()> {
     let name = f.qualname.as_deref().unwrap_or(&f.function);
     let loc = match (&f.filename, f.line) {
         (Some(file), Some(l)) => format!("{file}:{l}"),
@@ -305,7 +311,7 @@ pub(crate) fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::i
     match f.kind {
         FrameKind::Python => writeln!(
             out,
-            "    {} ({})",
+            "{indent}    {} ({})",
             st.paint("32", name),
             st.paint("36", &loc)
         )?,
@@ -314,7 +320,12 @@ pub(crate) fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::i
                 (Some(m), l) if l.is_empty() => format!("({m})"),
                 (_, l) => format!("({l})"),
             };
-            writeln!(out, "    {} {}", st.paint("2", name), st.paint("2", &at))?
+            writeln!(
+                out,
+                "{indent}    {} {}",
+                st.paint("2", name),
+                st.paint("2", &at)
+            )?
         }
     }
     if let Some(locals) = &f.locals {
@@ -323,12 +334,12 @@ pub(crate) fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::i
             match (&l.repr, &l.type_name) {
                 (Some(v), Some(t)) => writeln!(
                     out,
-                    "        {} = {}  ({kind}, {})",
+                    "{indent}        {} = {}  ({kind}, {})",
                     field(&l.name),
                     field(v),
                     field(t)
                 )?,
-                _ => writeln!(out, "        {}  ({kind}, unbound)", field(&l.name))?,
+                _ => writeln!(out, "{indent}        {}  ({kind}, unbound)", field(&l.name))?,
             }
         }
     }

@@ -131,8 +131,7 @@ fn write_task(
     writeln!(out, "{head}")?;
     let inner = format!("{indent}   ");
     for f in &t.coroutine {
-        write!(out, "{inner}")?;
-        write_frame(out, f, st)?;
+        write_frame(out, f, st, &inner)?;
     }
     if let Some(why) = &t.truncated {
         writeln!(out, "{inner}    {}", st.paint("33", &format!("... {why}")))?;

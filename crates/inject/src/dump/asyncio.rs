@@ -146,3 +146,69 @@ pub(super) fn cycles<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<Deadlock>
     }
     found.into_iter().map(|tasks| Deadlock { tasks }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(address: u64, awaits: Option<Awaits>) -> Task {
+        Task {
+            address,
+            name: None,
+            state: TaskState::Pending,
+            running: false,
+            coroutine: Vec::new(),
+            awaits,
+            awaited_by: Vec::new(),
+            truncated: None,
+        }
+    }
+
+    fn on(task: u64) -> Option<Awaits> {
+        Some(Awaits::Task { task })
+    }
+
+    #[test]
+    fn cycles_are_found_once_from_their_lowest_task() {
+        let ts = [
+            task(3, on(1)),
+            task(1, on(2)),
+            task(2, on(3)),
+            // A task awaiting the cycle is not part of it.
+            task(9, on(2)),
+            // Itself.
+            task(5, on(5)),
+            task(7, None),
+        ];
+        let found: Vec<Vec<u64>> = cycles(ts.iter()).into_iter().map(|d| d.tasks).collect();
+        assert_eq!(found, vec![vec![1, 2, 3], vec![5]]);
+    }
+
+    #[test]
+    fn cycles_go_through_gathers_and_groups() {
+        let ts = [
+            task(
+                1,
+                Some(Awaits::Gather {
+                    future: 100,
+                    tasks: vec![2, 3],
+                    others: 1,
+                }),
+            ),
+            task(2, None),
+            task(
+                3,
+                Some(Awaits::TaskGroup {
+                    group: 200,
+                    tasks: vec![4],
+                }),
+            ),
+            task(4, on(1)),
+            // Awaiting a task that was not read ends the path.
+            task(6, on(60)),
+        ];
+        let found: Vec<Vec<u64>> = cycles(ts.iter()).into_iter().map(|d| d.tasks).collect();
+        assert_eq!(found, vec![vec![1, 3, 4]]);
+        assert!(cycles([task(1, on(2)), task(2, None)].iter()).is_empty());
+    }
+}

@@ -31,7 +31,7 @@ use symbols::offsets::{Field, Offsets};
 use super::asyncio::{awaited, cycles, Asyncio, Awaits, EventLoop, Task, TaskState};
 use super::frames::{FrameWalk, Walker};
 use super::layout::{need, opt};
-use super::mem::{le_u64, Reader};
+use super::mem::{le_u64, Reader, MAX_READ};
 use super::names::{self, DictLayout};
 use super::Frame;
 
@@ -395,11 +395,24 @@ impl<'a> Reading<'_, 'a> {
         let table = self.r().u64(set.wrapping_add(self.l.set_table))?;
         let n = mask as usize + 1;
         let size = self.l.set_entry as usize;
-        let b = self.r().bytes(table, n * size)?;
-        Ok((0..n)
-            .map(|i| le_u64(&b, i * size + self.l.set_key as usize))
-            .filter(|&k| k != 0)
-            .collect())
+        if !(8..=64).contains(&size) {
+            return Err(format!("implausible set entry size {size}"));
+        }
+        // In pieces: the table of 100,000 tasks is more than one read may
+        // be (`MAX_READ`).
+        let per = MAX_READ / size;
+        let mut out = Vec::new();
+        for first in (0..n).step_by(per) {
+            let count = per.min(n - first);
+            let at = table.wrapping_add((first * size) as u64);
+            let b = self.r().bytes(at, count * size)?;
+            out.extend(
+                (0..count)
+                    .map(|i| le_u64(&b, i * size + self.l.set_key as usize))
+                    .filter(|&k| k != 0),
+            );
+        }
+        Ok(out)
     }
 
     /// The items of a list.
