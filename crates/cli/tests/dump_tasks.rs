@@ -60,7 +60,12 @@ fn check(py: &Python) {
         std::process::id(),
         py.id
     ));
-    let _ = std::fs::remove_file(&report);
+    // A chrooted sid Python writes it under the root.
+    let host_report = match (py.id.starts_with("sid"), testsupport::sid_root()) {
+        (true, Some(root)) => root.join(report.strip_prefix("/").unwrap()),
+        _ => report.clone(),
+    };
+    let _ = std::fs::remove_file(&host_report);
     let t = Target::python(py, "tasks.py", &[report.to_str().unwrap()]);
     let pid = t.pid().to_string();
     let (code, out, err) = run(&["dump", "--tasks", "--json", &pid]);
@@ -81,8 +86,8 @@ fn check(py: &Python) {
         })
         .collect();
 
-    let text = std::fs::read_to_string(&report).expect("the fixture's report");
-    let _ = std::fs::remove_file(&report);
+    let text = std::fs::read_to_string(&host_report).expect("the fixture's report");
+    let _ = std::fs::remove_file(&host_report);
     let theirs: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -211,6 +216,7 @@ fn check(py: &Python) {
 fn tasks_equal_what_asyncio_reports() {
     let pythons: Vec<Python> = testsupport::pythons()
         .into_iter()
+        .chain(testsupport::sid_pythons())
         .filter(|p| {
             p.kind != PythonKind::Embedded && p.version >= (3, 7, 0) && p.version < (3, 14, 0)
         })
@@ -237,5 +243,16 @@ fn versions_without_a_reader_say_so() {
             "{v}: {err}"
         );
         assert!(t.is_alive(), "{v}");
+    }
+    // 3.14+ keep their tasks in per-thread lists.
+    for py in testsupport::sid_pythons()
+        .iter()
+        .filter(|p| p.version >= (3, 14, 0))
+    {
+        let t = Target::python(py, "sleeper.py", &[]);
+        let (code, out, err) = run(&["dump", "--tasks", &t.pid().to_string()]);
+        assert_eq!(code, 3, "{}: {out}{err}", py.id);
+        assert!(err.contains("per-thread lists"), "{}: {err}", py.id);
+        assert!(t.is_alive(), "{}", py.id);
     }
 }
