@@ -43,7 +43,7 @@ pub struct Args {
     /// threads stopped: ignored with --nonblocking.
     #[arg(long)]
     pub native: bool,
-    /// Show every asyncio task instead of the threads (Python 3.7-3.13).
+    /// Show every asyncio task instead of the threads (Python 3.7-3.15).
     ///
     /// Each event loop with the thread that runs it, then its tasks as a
     /// tree of who awaits whom: each task's name, state and coroutine stack

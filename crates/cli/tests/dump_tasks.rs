@@ -1,4 +1,4 @@
-//! `pyattach dump --tasks` on real asyncio targets (3.7–3.13): what it
+//! `pyattach dump --tasks` on real asyncio targets (3.7–3.15): what it
 //! reads from memory equals what the target says of itself
 //! (`asyncio.all_tasks()`, each task's `get_stack()` and its whole
 //! coroutine stack through `cr_await`), written by the fixture before its
@@ -88,9 +88,14 @@ fn check(py: &Python) {
 
     let text = std::fs::read_to_string(&host_report).expect("the fixture's report");
     let _ = std::fs::remove_file(&host_report);
+    // 3.14+ unlink a native task from its thread's list once it is done
+    // (all_tasks() never shows those either): the kept done and cancelled
+    // ones are not read there.
+    let unlinks = py.version >= (3, 14, 0);
     let theirs: Vec<Value> = text
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| !unlinks || r["state"] == "pending")
         .collect();
     let mut by_label = HashMap::new();
     for r in &theirs {
@@ -150,8 +155,10 @@ fn check(py: &Python) {
     assert_eq!(g1["awaits"]["task"], addr("leaf"), "{ctx}");
     assert_eq!(task("leaf")["awaited_by"][0], addr("gather-1"), "{ctx}");
     assert_eq!(task("gather-2")["awaits"]["kind"], "future", "{ctx}");
-    assert_eq!(task("finished")["state"], "done", "{ctx}");
-    assert_eq!(task("cancelled")["state"], "cancelled", "{ctx}");
+    if !unlinks {
+        assert_eq!(task("finished")["state"], "done", "{ctx}");
+        assert_eq!(task("cancelled")["state"], "cancelled", "{ctx}");
+    }
     if py.version >= (3, 11, 0) {
         let g = task("grouper");
         assert_eq!(g["awaits"]["kind"], "task_group", "{ctx}: {g:#}");
@@ -218,10 +225,10 @@ fn tasks_equal_what_asyncio_reports() {
         .into_iter()
         .chain(testsupport::sid_pythons())
         .filter(|p| {
-            p.kind != PythonKind::Embedded && p.version >= (3, 7, 0) && p.version < (3, 14, 0)
+            p.kind != PythonKind::Embedded && p.version >= (3, 7, 0) && p.version < (3, 16, 0)
         })
         .collect();
-    assert!(!pythons.is_empty(), "no Python 3.7-3.13 to test");
+    assert!(!pythons.is_empty(), "no Python 3.7-3.15 to test");
     for py in &pythons {
         check(py);
         eprintln!("dump --tasks on {}: as the target reports", py.id);
@@ -239,20 +246,9 @@ fn versions_without_a_reader_say_so() {
         let (code, out, err) = run(&["dump", "--tasks", &t.pid().to_string()]);
         assert_eq!(code, 3, "{v}: {out}{err}");
         assert!(
-            err.contains("asyncio tasks are read on 3.7 to 3.13"),
+            err.contains("asyncio tasks are read on 3.7 to 3.15"),
             "{v}: {err}"
         );
         assert!(t.is_alive(), "{v}");
-    }
-    // 3.14+ keep their tasks in per-thread lists.
-    for py in testsupport::sid_pythons()
-        .iter()
-        .filter(|p| p.version >= (3, 14, 0))
-    {
-        let t = Target::python(py, "sleeper.py", &[]);
-        let (code, out, err) = run(&["dump", "--tasks", &t.pid().to_string()]);
-        assert_eq!(code, 3, "{}: {out}{err}", py.id);
-        assert!(err.contains("per-thread lists"), "{}: {err}", py.id);
-        assert!(t.is_alive(), "{}", py.id);
     }
 }

@@ -60,7 +60,7 @@ pub struct DumpOptions {
     pub native: bool,
     /// Frames per thread at most; deeper stacks are cut (and say so).
     pub max_depth: usize,
-    /// asyncio tasks too (3.7–3.13), in [`StackDump::asyncio`].
+    /// asyncio tasks too (3.7–3.15), in [`StackDump::asyncio`].
     pub tasks: bool,
 }
 

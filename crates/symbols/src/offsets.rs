@@ -211,6 +211,17 @@ fields! {
     FrameValuestack,
     /// `stacktop` (3.11–3.13): the stack depth above `localsplus`.
     IframeStacktop,
+    /// `stackpointer` (3.14+): just above the top of the frame's stack.
+    IframeStackpointer,
+    /// `_PyThreadStateImpl.asyncio_tasks_head` (3.14+): the list of the
+    /// thread's native asyncio tasks, linked through `TaskObj.task_node`.
+    TstateAsyncioTasksHead,
+    /// `interp->asyncio_tasks_head` (3.14+): tasks of threads that ended.
+    InterpAsyncioTasksHead,
+    /// `_PyThreadStateImpl.asyncio_running_loop` and `…_task` (3.14+): the
+    /// loop the thread runs and the task it runs now.
+    TstateAsyncioRunningLoop,
+    TstateAsyncioRunningTask,
     // `_asyncio` (Modules/_asynciomodule.c), rows in `tables::asyncio`.
     /// `TaskObj.task_loop` (`fut_loop` of the Future head).
     TaskLoop,
@@ -223,6 +234,8 @@ fields! {
     TaskCoro,
     /// `task_name` (3.8+).
     TaskName,
+    /// `task_node` (3.14+): the task's links in its thread's list.
+    TaskNode,
     /// `futureiterobject.future`: what `await future` iterates.
     FutureIterFuture,
 }

@@ -1,4 +1,4 @@
-//! asyncio tasks read from memory (`dump --tasks`, 3.7–3.13): every task of
+//! asyncio tasks read from memory (`dump --tasks`, 3.7–3.15): every task of
 //! every event loop, its coroutine stack and what it awaits, without
 //! running anything in the target, so a loop stuck in a callback or a
 //! deadlocked pair of tasks shows as it is.
@@ -8,7 +8,11 @@
 //! 3.11, `_scheduled_tasks` from 3.12) whose `data` is a `set` of weak
 //! references, plus 3.12's strong `_eager_tasks` set; the C `_asyncio`
 //! module shares these very objects with `asyncio.tasks` (tasks.py imports
-//! them from it). Each task is a `TaskObj` (`Modules/_asynciomodule.c`)
+//! them from it). 3.14+ links native tasks into a list per thread state
+//! (`asyncio_tasks_head`, through `TaskObj.task_node`; the interpreter keeps
+//! those of threads that ended) and records in the thread state the loop it
+//! runs and its current task; those WeakSets then only hold tasks of other
+//! `Task` classes. Each task is a `TaskObj` (`Modules/_asynciomodule.c`)
 //! whose `task_coro` is the coroutine and whose `task_fut_waiter` is the
 //! future it waits on. A suspended coroutine's frame (`cr_frame` up to
 //! 3.10, the `_PyInterpreterFrame` inside the object from 3.11) has what it
@@ -29,11 +33,14 @@ use std::collections::{HashMap, HashSet};
 use symbols::offsets::{Field, Offsets};
 
 use super::asyncio::{awaited, cycles, Asyncio, Awaits, EventLoop, Task, TaskState};
-use super::frames::{FrameWalk, Walker};
+use super::frames::Walker;
 use super::layout::{need, opt};
 use super::mem::{le_u64, Reader, MAX_READ};
 use super::names::{self, DictLayout};
 use super::Frame;
+
+mod coro;
+use coro::Gen;
 
 /// Tasks read at most; more is garbage (or not worth a freeze).
 const MAX_TASKS: usize = 1 << 20;
@@ -43,14 +50,14 @@ const MAX_CHAIN: usize = 1024;
 /// Why `dump --tasks` cannot read the tasks of `major.minor`, or `None`.
 pub fn unsupported(major: u32, minor: u32) -> Option<String> {
     match (major, minor) {
-        (3, 7..=13) => None,
+        (3, 7..=15) => None,
         (2, _) | (3, 0..=6) => Some(format!(
-            "asyncio tasks are read on 3.7 to 3.13; {major}.{minor} keeps them in \
+            "asyncio tasks are read on 3.7 to 3.15; {major}.{minor} keeps them in \
              another form (3.6: a class attribute of a Python-level set, 2.7: none)"
         )),
         _ => Some(format!(
-            "asyncio tasks are read on 3.7 to 3.13; {major}.{minor} keeps them in \
-             per-thread lists that pyattach does not read yet"
+            "asyncio tasks are read on 3.7 to 3.15, not on {major}.{minor}: its \
+             layouts are not known yet"
         )),
     }
 }
@@ -78,57 +85,36 @@ struct TaskLayout {
     task_waiter: u64,
     task_coro: u64,
     task_name: Option<u64>,
+    /// 3.14+: the per-thread (and per-interpreter) lists of native tasks,
+    /// and what each thread runs.
+    lists: Option<Lists>,
     gen: Gen,
 }
 
-/// Where a generator's frame and its stack top are.
-enum Gen {
-    /// ≤3.10: `gi_frame` points at a `PyFrameObject`.
-    Object {
-        gi_frame: u64,
-        back: u64,
-        lasti: u64,
-        /// ≤3.9: `f_stacktop`; 3.10: `(f_stackdepth, f_valuestack)`.
-        top: Top,
-    },
-    /// 3.11+: the `_PyInterpreterFrame` is inside the generator.
-    Inline {
-        iframe: u64,
-        frame_state: u64,
-        stacktop: u64,
-        localsplus: u64,
-    },
-}
-
-enum Top {
-    Pointer(u64),
-    Depth(u64, u64),
+/// Where 3.14+ keeps its native tasks and each thread's running loop.
+#[derive(Clone, Copy)]
+struct Lists {
+    task_node: u64,
+    tstate_head: u64,
+    interp_head: u64,
+    running_loop: u64,
+    running_task: u64,
 }
 
 impl TaskLayout {
     fn new(o: &Offsets) -> Result<TaskLayout, String> {
         let v = (o.major, o.minor);
-        let gen = if v <= (3, 10) {
-            Gen::Object {
-                gi_frame: need(o, Field::GenFrame)?,
-                back: need(o, Field::FrameBack)?,
-                lasti: need(o, Field::FrameLasti)?,
-                top: if v <= (3, 9) {
-                    Top::Pointer(need(o, Field::FrameStacktop)?)
-                } else {
-                    Top::Depth(
-                        need(o, Field::FrameStackdepth)?,
-                        need(o, Field::FrameValuestack)?,
-                    )
-                },
-            }
+        let gen = Gen::new(o)?;
+        let lists = if v >= (3, 14) {
+            Some(Lists {
+                task_node: need(o, Field::TaskNode)?,
+                tstate_head: need(o, Field::TstateAsyncioTasksHead)?,
+                interp_head: need(o, Field::InterpAsyncioTasksHead)?,
+                running_loop: need(o, Field::TstateAsyncioRunningLoop)?,
+                running_task: need(o, Field::TstateAsyncioRunningTask)?,
+            })
         } else {
-            Gen::Inline {
-                iframe: need(o, Field::GenIframe)?,
-                frame_state: need(o, Field::GenFrameState)?,
-                stacktop: need(o, Field::IframeStacktop)?,
-                localsplus: need(o, Field::IframeLocalsplus)?,
-            }
+            None
         };
         Ok(TaskLayout {
             v,
@@ -152,22 +138,17 @@ impl TaskLayout {
             task_waiter: need(o, Field::TaskFutWaiter)?,
             task_coro: need(o, Field::TaskCoro)?,
             task_name: opt(o, Field::TaskName),
+            lists,
             gen,
         })
     }
 }
 
-/// How far a generator got.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum GenState {
-    Created,
-    Suspended,
-    Running,
-}
-
 /// A Python thread as the task reader sees it: its kernel id and its
 /// frames' addresses with their functions, innermost first.
 pub(super) struct ThreadFrames<'a> {
+    /// Its `PyThreadState`.
+    pub(super) tstate: u64,
     pub(super) native_id: Option<i32>,
     pub(super) addrs: &'a [u64],
     pub(super) frames: &'a [Frame],
@@ -182,12 +163,13 @@ struct Reading<'w, 'a> {
     warnings: Vec<String>,
 }
 
-/// Reads every task of the interpreter whose `sys.modules` is at
-/// `modules`; `threads` tell which thread runs which loop and hold the
+/// Reads every task of the interpreter at `interp`, whose `sys.modules` is
+/// at `modules`; `threads` tell which thread runs which loop and hold the
 /// frames of a task that runs right now.
 pub(super) fn read(
     w: &mut Walker,
     o: &Offsets,
+    interp: u64,
     modules: u64,
     threads: &[ThreadFrames],
 ) -> Result<Asyncio, String> {
@@ -207,13 +189,42 @@ pub(super) fn read(
         });
     };
     let d = rd.r().u64(tasks_mod.wrapping_add(rd.l.module_dict))?;
-    let addrs = rd.task_addresses(d)?;
-    let current: HashMap<u64, u64> = names::lookup(&rd.dicts, &rd.w.obj, d, "_current_tasks")?
+    let mut addrs = rd.task_addresses(d)?;
+    let mut current: HashMap<u64, u64> = names::lookup(&rd.dicts, &rd.w.obj, d, "_current_tasks")?
         .map(|c| names::items(&rd.dicts, &rd.w.obj, c))
         .transpose()?
         .unwrap_or_default()
         .into_iter()
         .collect();
+    // 3.14+: native tasks are in lists, and each thread says what it runs.
+    let mut runs: HashMap<u64, i32> = HashMap::new();
+    if let Some(ls) = rd.l.lists {
+        let mut heads = vec![interp.wrapping_add(ls.interp_head)];
+        for t in threads {
+            heads.push(t.tstate.wrapping_add(ls.tstate_head));
+            let lp = rd.r().u64(t.tstate.wrapping_add(ls.running_loop));
+            if let (Ok(lp), Some(tid)) = (lp, t.native_id) {
+                if lp != 0 {
+                    runs.insert(lp, tid);
+                    match rd.r().u64(t.tstate.wrapping_add(ls.running_task)) {
+                        Ok(task) if task != 0 => {
+                            current.insert(lp, task);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut seen: HashSet<u64> = addrs.iter().copied().collect();
+        for h in heads {
+            for task in rd.list_tasks(h, ls.task_node) {
+                if seen.insert(task) {
+                    addrs.push(task);
+                }
+            }
+        }
+        rd.prefetch(&addrs);
+    }
     let mut raw = Vec::new();
     let mut python_level = 0;
     for a in addrs {
@@ -242,7 +253,10 @@ pub(super) fn read(
             None => loops.push(EventLoop {
                 address: lp,
                 type_name: rd.w.obj.type_name(lp),
-                thread: rd.loop_thread(lp, threads),
+                thread: runs
+                    .get(&lp)
+                    .copied()
+                    .or_else(|| rd.loop_thread(lp, threads)),
                 current_task: current.get(&lp).copied(),
                 tasks: vec![t.task],
             }),
@@ -269,34 +283,6 @@ impl<'a> Reading<'_, 'a> {
         let r = self.r();
         let len = self.l.task_coro.max(self.l.task_name.unwrap_or(0)) as usize + 8;
         r.prefetch(&tasks.iter().map(|&a| (a, len)).collect::<Vec<_>>());
-    }
-
-    /// Loads the pages of the generators `coros` and (≤3.10) their frames.
-    fn prefetch_gens(&self, coros: &[u64]) {
-        let r = self.r();
-        let frame_len = self.w.l.frame_len;
-        match self.l.gen {
-            Gen::Object { gi_frame, .. } => {
-                r.prefetch(
-                    &coros
-                        .iter()
-                        .map(|&c| (c, gi_frame as usize + 8))
-                        .collect::<Vec<_>>(),
-                );
-                let frames: Vec<(u64, usize)> = coros
-                    .iter()
-                    .filter_map(|&c| r.u64(c.wrapping_add(gi_frame)).ok())
-                    .map(|f| (f, frame_len))
-                    .collect();
-                r.prefetch(&frames);
-            }
-            Gen::Inline {
-                iframe, stacktop, ..
-            } => {
-                let len = iframe as usize + frame_len.max(stacktop as usize + 8);
-                r.prefetch(&coros.iter().map(|&c| (c, len)).collect::<Vec<_>>());
-            }
-        }
     }
 
     /// The names of `obj`'s type and its bases, innermost first.
@@ -415,6 +401,30 @@ impl<'a> Reading<'_, 'a> {
         Ok(out)
     }
 
+    /// The tasks linked from the list head at `head` (3.14+), each through
+    /// its `task_node`.
+    fn list_tasks(&mut self, head: u64, task_node: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut node = self.r().u64(head).unwrap_or(0);
+        while node != head && node != 0 {
+            if !seen.insert(node) || out.len() >= MAX_TASKS {
+                self.warnings
+                    .push(format!("the task list at {head:#x} loops or is too long"));
+                break;
+            }
+            out.push(node.wrapping_sub(task_node));
+            node = match self.r().u64(node) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.warnings.push(format!("task list at {head:#x}: {e}"));
+                    break;
+                }
+            };
+        }
+        out
+    }
+
     /// The items of a list.
     fn list(&self, list: u64) -> Result<Vec<u64>, String> {
         let n = self.r().u64(list.wrapping_add(self.l.var_size))? as i64;
@@ -492,171 +502,6 @@ impl<'a> Reading<'_, 'a> {
             }
         }
         out
-    }
-
-    /// The frame of the generator or coroutine `g` and how far it got;
-    /// `None` once it finished.
-    fn gen_frame(&self, g: u64) -> Option<(u64, GenState)> {
-        let r = self.r();
-        match self.l.gen {
-            Gen::Object {
-                gi_frame,
-                back,
-                lasti,
-                ..
-            } => {
-                let f = r.u64(g.wrapping_add(gi_frame)).ok().filter(|&f| f != 0)?;
-                let state = if r.i32(f.wrapping_add(lasti)).ok()? < 0 {
-                    GenState::Created
-                } else if r.u64(f.wrapping_add(back)).ok()? != 0 {
-                    GenState::Running
-                } else {
-                    GenState::Suspended
-                };
-                Some((f, state))
-            }
-            Gen::Inline {
-                iframe,
-                frame_state,
-                ..
-            } => {
-                let s = r.bytes(g.wrapping_add(frame_state), 1).ok()?[0] as i8;
-                // 3.11–3.12: created -2, suspended -1; 3.13: created -3,
-                // suspended -2 or -1 (in `yield from`); running 0;
-                // completed or cleared from 1.
-                let created = if self.l.v >= (3, 13) { -3 } else { -2 };
-                let state = match s {
-                    s if s >= 1 => return None,
-                    0 => GenState::Running,
-                    s if s == created => GenState::Created,
-                    s if s < created => return None,
-                    _ => GenState::Suspended,
-                };
-                Some((g.wrapping_add(iframe), state))
-            }
-        }
-    }
-
-    /// What a suspended frame awaits: the top of its value stack.
-    fn stack_top(&self, f: u64) -> Option<u64> {
-        let r = self.r();
-        let at = match self.l.gen {
-            Gen::Object {
-                top: Top::Pointer(p),
-                ..
-            } => r.u64(f.wrapping_add(p)).ok()?.checked_sub(8)?,
-            Gen::Object {
-                top: Top::Depth(depth, stack),
-                ..
-            } => {
-                let n = r.i32(f.wrapping_add(depth)).ok()?;
-                if !(1..1 << 16).contains(&n) {
-                    return None;
-                }
-                r.u64(f.wrapping_add(stack))
-                    .ok()?
-                    .wrapping_add((n as u64 - 1) * 8)
-            }
-            Gen::Inline {
-                stacktop,
-                localsplus,
-                ..
-            } => {
-                let n = r.i32(f.wrapping_add(stacktop)).ok()?;
-                if !(1..1 << 16).contains(&n) {
-                    return None;
-                }
-                f.wrapping_add(localsplus).wrapping_add((n as u64 - 1) * 8)
-            }
-        };
-        r.u64(at).ok().filter(|&x| x != 0)
-    }
-
-    /// The coroutine stack of each of `coros`, outermost first: each
-    /// suspended coroutine, then what it awaits, down to a future. A
-    /// coroutine that runs right now has its frames on a thread's stack
-    /// instead. Walked a level at a time over all tasks, each level's
-    /// objects loaded with batched reads.
-    fn coroutines(
-        &mut self,
-        coros: &[u64],
-        threads: &[ThreadFrames],
-    ) -> Vec<(Vec<Frame>, Option<String>)> {
-        let mut walks: Vec<CoroWalk> = coros
-            .iter()
-            .map(|&c| CoroWalk {
-                obj: c,
-                out: Vec::new(),
-                seen: HashSet::new(),
-                truncated: None,
-                done: c == 0,
-            })
-            .collect();
-        for _ in 0..MAX_CHAIN {
-            let level: Vec<u64> = walks.iter().filter(|w| !w.done).map(|w| w.obj).collect();
-            if level.is_empty() {
-                break;
-            }
-            self.prefetch_gens(&level);
-            for w in walks.iter_mut().filter(|w| !w.done) {
-                self.coroutine_step(w, threads);
-            }
-        }
-        walks
-            .into_iter()
-            .map(|w| {
-                let cut = (!w.done).then(|| format!("stopped after {MAX_CHAIN} coroutines"));
-                (w.out, w.truncated.or(cut))
-            })
-            .collect()
-    }
-
-    /// One coroutine of a task's chain: its frame, then on to what it
-    /// awaits, or done.
-    fn coroutine_step(&mut self, c: &mut CoroWalk, threads: &[ThreadFrames]) {
-        c.done = true;
-        let obj = c.obj;
-        if !c.seen.insert(obj) {
-            c.truncated = Some(format!("await chain loops at {obj:#x}"));
-            return;
-        }
-        let tn = self.w.obj.type_name(obj);
-        if !matches!(tn.as_deref(), Some("coroutine" | "generator")) {
-            return;
-        }
-        let Some((f, state)) = self.gen_frame(obj) else {
-            return;
-        };
-        if state == GenState::Running {
-            // Innermost first on the thread: from its innermost frame out
-            // to this coroutine's.
-            for t in threads {
-                if let Some(i) = t.addrs.iter().position(|&a| a == f) {
-                    c.out.extend(t.frames[..=i].iter().rev().cloned());
-                    return;
-                }
-            }
-        }
-        let mut fw = FrameWalk::new(Ok(f));
-        self.w.step(&mut fw);
-        match fw.out.pop() {
-            Some(mut fr) => {
-                if state == GenState::Created {
-                    fr.line = fr.first_line;
-                }
-                c.out.push(fr);
-            }
-            None => {
-                c.truncated = fw.truncated;
-                return;
-            }
-        }
-        if state == GenState::Suspended {
-            if let Some(next) = self.stack_top(f) {
-                c.obj = next;
-                c.done = false;
-            }
-        }
     }
 
     /// Fills in `awaits` and `awaited_by` of every task.
@@ -753,15 +598,6 @@ impl<'a> Reading<'_, 'a> {
                 .flatten()
         })
     }
-}
-
-/// One task's coroutine chain being walked.
-struct CoroWalk {
-    obj: u64,
-    out: Vec<Frame>,
-    seen: HashSet<u64>,
-    truncated: Option<String>,
-    done: bool,
 }
 
 /// A task as read, with what `awaits_of` needs.

@@ -177,6 +177,7 @@ fn read_tasks(w: &mut Walker, o: &Offsets, head: u64, raw: &[RawThread]) -> supe
     let threads: Vec<tasks::ThreadFrames> = raw
         .iter()
         .map(|t| tasks::ThreadFrames {
+            tstate: t.tstate,
             native_id: t.native_id,
             addrs: &t.addrs,
             frames: &t.frames,
@@ -186,7 +187,7 @@ fn read_tasks(w: &mut Walker, o: &Offsets, head: u64, raw: &[RawThread]) -> supe
         .get(Field::InterpModules)
         .ok_or_else(|| "no offset for the interpreter's modules".to_string())
         .and_then(|m| w.obj.r.u64(head.wrapping_add(m)));
-    match modules.and_then(|m| tasks::read(w, o, m, &threads)) {
+    match modules.and_then(|m| tasks::read(w, o, head, m, &threads)) {
         Ok(a) => a,
         Err(e) => super::Asyncio {
             warnings: vec![format!("cannot read the asyncio tasks: {e}")],

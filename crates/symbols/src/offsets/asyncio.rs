@@ -2,8 +2,10 @@
 //! per minor version, for `dump --tasks`. They live in the `_asyncio`
 //! extension module, not in libpython, so `tests/offsets_dwarf.rs` checks
 //! them against the DWARF of `lib-dynload/_asyncio*.so` of each pyenv build.
-//! 3.14 moved tasks into a per-thread list described by
-//! `_Py_AsyncioModuleDebugOffsets`; it has no table here yet.
+//! 3.14 moved native tasks into per-thread lists (`task_node`; the heads
+//! are in the main tables); 3.14's rows are checked against the debug file
+//! of Debian sid's `_asyncio` module, 3.15's (built into the executable)
+//! against the executable's.
 
 use super::tables::rows;
 use super::{Field, Row};
@@ -18,6 +20,8 @@ pub fn table(major: u32, minor: u32) -> Option<&'static [Row]> {
         (3, 11) => V3_11,
         (3, 12) => V3_12,
         (3, 13) => V3_13,
+        // 3.15's TaskObj is 3.14's (both checked against DWARF).
+        (3, 14) | (3, 15) => V3_14,
         _ => return None,
     })
 }
@@ -95,5 +99,17 @@ pub const V3_13: &[Row] = rows! {
     TaskFutWaiter = 112 => "TaskObj.task_fut_waiter";
     TaskCoro = 120 => "TaskObj.task_coro";
     TaskName = 128 => "TaskObj.task_name";
+    FutureIterFuture = 16 => "futureiterobject.future";
+};
+
+pub const V3_14: &[Row] = rows! {
+    TaskLoop = 16 => "TaskObj.task_loop";
+    TaskCallback0 = 24 => "TaskObj.task_callback0";
+    TaskCallbacks = 40 => "TaskObj.task_callbacks";
+    TaskState = 104 => "TaskObj.task_state";
+    TaskFutWaiter = 120 => "TaskObj.task_fut_waiter";
+    TaskCoro = 128 => "TaskObj.task_coro";
+    TaskName = 136 => "TaskObj.task_name";
+    TaskNode = 152 => "TaskObj.task_node";
     FutureIterFuture = 16 => "futureiterobject.future";
 };
