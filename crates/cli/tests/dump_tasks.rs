@@ -252,3 +252,142 @@ fn versions_without_a_reader_say_so() {
         assert!(t.is_alive(), "{v}");
     }
 }
+
+/// pstree's tree as (task name → its frames as `qualname file:line`, and
+/// its parent task's name).
+type Tree = HashMap<String, (Vec<String>, Option<String>)>;
+
+fn parse_pstree(text: &str) -> Tree {
+    let mut out: Tree = HashMap::new();
+    // (depth, name) of the task nodes on the current path.
+    let mut path: Vec<(usize, String)> = Vec::new();
+    for line in text.lines() {
+        let Some(depth) = line.find(|c: char| c.is_alphanumeric() || c == '(' || c == '_') else {
+            continue;
+        };
+        let item = line[depth..].trim();
+        if let Some(name) = item.strip_prefix("(T) ") {
+            while path.last().is_some_and(|(d, _)| *d >= depth) {
+                path.pop();
+            }
+            let parent = path.last().map(|(_, n)| n.clone());
+            out.insert(name.to_string(), (Vec::new(), parent));
+            path.push((depth, name.to_string()));
+        } else if let Some((_, task)) = path.last() {
+            out.get_mut(task).unwrap().0.push(item.to_string());
+        }
+    }
+    out
+}
+
+/// On 3.14 and 3.15, the tree `python -m asyncio pstree` draws (without
+/// the deadlocked pair, which it refuses to draw) has the same tasks, each
+/// with the same frames and under the same parent, as `--tasks`.
+#[test]
+fn tasks_equal_python_m_asyncio_pstree() {
+    let Some(root) = testsupport::sid_root() else {
+        return testsupport::note("the sid root with Python 3.14 and 3.15 is missing");
+    };
+    let sid = testsupport::sid_pythons(); // mirrors the fixtures into the root
+    for py in sid.iter().filter(|p| p.version >= (3, 14, 0)) {
+        let ctx = &py.id;
+        let v = format!("{}.{}", py.version.0, py.version.1);
+        let fixture = testsupport::fixture("py/tasks.py");
+        let report = format!("/tmp/pyattach-pstree-{}-{ctx}.jsonl", std::process::id());
+        // The target and pstree share a mount namespace with /proc mounted
+        // in the root (pstree reads /proc/PID/maps); nothing stays mounted.
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"]).arg(format!(
+            "mount -t proc proc '{r}/proc' && exec chroot '{r}' /usr/bin/python{v} -u '{f}' '{report}' no-deadlock",
+            r = root.display(),
+            f = fixture.display()
+        ));
+        let t = Target::spawn(cmd);
+        let pid = t.pid().to_string();
+        let (code, out, err) = run(&["dump", "--tasks", "--json", &pid]);
+        assert_eq!(code, 0, "{ctx}: {err}");
+        let j: Value = serde_json::from_str(&out).unwrap();
+        let tree = std::process::Command::new("timeout")
+            .args(["60", "nsenter", "-t", &pid, "-m", "chroot"])
+            .arg(&root)
+            .args([
+                &format!("/usr/bin/python{v}"),
+                "-m",
+                "asyncio",
+                "pstree",
+                &pid,
+            ])
+            .output()
+            .expect("run pstree");
+        let text = String::from_utf8_lossy(&tree.stdout).into_owned();
+        assert!(
+            tree.status.success(),
+            "{ctx}: {text}{}",
+            String::from_utf8_lossy(&tree.stderr)
+        );
+        let theirs = parse_pstree(&text);
+        for n in [
+            "Task-1", "gather-1", "gather-2", "leaf", "grouper", "tg-1", "tg-2",
+        ] {
+            assert!(theirs.contains_key(n), "{ctx}: pstree has no {n}: {text}");
+        }
+        let tasks: Vec<&Value> = j["asyncio"]["loops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|lp| lp["tasks"].as_array().unwrap())
+            .collect();
+        let name_of: HashMap<u64, String> = tasks
+            .iter()
+            .map(|t| {
+                (
+                    t["address"].as_u64().unwrap(),
+                    t["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for (name, (frames, parent)) in &theirs {
+            let mine = tasks
+                .iter()
+                .find(|t| t["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("{ctx}: no task {name} in the dump"));
+            let my_frames: Vec<String> = mine["coroutine"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}:{}",
+                        f["qualname"].as_str().unwrap(),
+                        f["filename"].as_str().unwrap(),
+                        f["line"]
+                    )
+                })
+                .collect();
+            if mine["running"] == true {
+                // pstree stops at the coroutine; --tasks goes on with the
+                // functions it runs, from its thread's stack.
+                assert!(
+                    my_frames.starts_with(frames),
+                    "{ctx}: frames of {name}: {my_frames:?} {frames:?}"
+                );
+                assert!(my_frames.len() > frames.len(), "{ctx}: {name}");
+            } else {
+                assert_eq!(&my_frames, frames, "{ctx}: frames of {name}");
+            }
+            let my_parents: Vec<&String> = mine["awaited_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| &name_of[&a.as_u64().unwrap()])
+                .collect();
+            match parent {
+                Some(p) => assert_eq!(my_parents, vec![p], "{ctx}: parent of {name}"),
+                None => assert!(my_parents.is_empty(), "{ctx}: {name} has {my_parents:?}"),
+            }
+        }
+        assert!(t.is_alive(), "{ctx}");
+        let _ = std::fs::remove_file(root.join(report.trim_start_matches('/')));
+        eprintln!("dump --tasks on {ctx}: as python -m asyncio pstree draws it");
+    }
+}
