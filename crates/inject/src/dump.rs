@@ -227,6 +227,13 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
         }
     }
     let prep = walk::prepare(interp)?;
+    if let Some(why) = prep.tasks_unreadable().filter(|_| opts.tasks) {
+        let v = &interp.version;
+        return Err(DumpError::Unsupported {
+            version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+            why: format!("its asyncio tasks cannot be read: {why}"),
+        });
+    }
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
         let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None)?;

@@ -62,6 +62,15 @@ pub fn unsupported(major: u32, minor: u32) -> Option<String> {
     }
 }
 
+/// Why the task reader cannot work with offsets `o` (a layout it lacks),
+/// checked before the threads are stopped.
+pub(super) fn layout_missing(o: &Offsets) -> Option<String> {
+    if DictLayout::new(o).is_none() {
+        return Some("no dict layout for this version".into());
+    }
+    TaskLayout::new(o).err()
+}
+
 /// The offsets the task reader needs.
 struct TaskLayout {
     v: (u32, u32),
@@ -606,4 +615,80 @@ struct RawTask {
     coro: u64,
     waiter: u64,
     callbacks: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every version `unsupported` accepts has every offset the reader
+    /// needs (a row left out of a table would fail each dump instead).
+    #[test]
+    fn every_accepted_version_has_the_offsets() {
+        for minor in 6..=16 {
+            let Some(o) = Offsets::for_version(3, minor) else {
+                assert!(unsupported(3, minor).is_some(), "3.{minor}");
+                continue;
+            };
+            match unsupported(3, minor) {
+                None => assert_eq!(layout_missing(&o), None, "3.{minor}"),
+                Some(_) => assert!(minor < 7, "3.{minor}"),
+            }
+        }
+        assert!(unsupported(2, 7).is_some());
+        let old = Offsets::for_version(3, 6).unwrap();
+        assert!(layout_missing(&old).is_some());
+    }
+
+    #[test]
+    fn generator_states_per_version() {
+        use coro::GenState::{self, *};
+        type States = &'static [(i8, Option<GenState>)];
+        let cases: &[((u32, u32), States)] = &[
+            (
+                (3, 11),
+                &[
+                    (-2, Some(Created)),
+                    (-1, Some(Suspended)),
+                    (0, Some(Running)),
+                    (1, None),
+                    (4, None),
+                ],
+            ),
+            (
+                (3, 13),
+                &[
+                    (-3, Some(Created)),
+                    (-2, Some(Suspended)),
+                    (-1, Some(Suspended)),
+                    (0, Some(Running)),
+                    (1, None),
+                ],
+            ),
+            (
+                (3, 14),
+                &[
+                    (-3, Some(Created)),
+                    (-1, Some(Suspended)),
+                    (0, Some(Running)),
+                    (4, None),
+                ],
+            ),
+            (
+                (3, 15),
+                &[
+                    (0, Some(Created)),
+                    (1, Some(Suspended)),
+                    (3, Some(Suspended)),
+                    (4, Some(Running)),
+                    (5, None),
+                ],
+            ),
+        ];
+        for (v, states) in cases {
+            for &(s, want) in states.iter() {
+                assert_eq!(coro::gen_state(*v, s), want, "{v:?} {s}");
+            }
+        }
+    }
 }

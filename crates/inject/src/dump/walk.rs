@@ -61,6 +61,13 @@ pub fn prepare(interp: &Interpreter) -> Result<Prepared, DumpError> {
     })
 }
 
+impl Prepared {
+    /// Why `--tasks` cannot read this interpreter's tasks, if it cannot.
+    pub fn tasks_unreadable(&self) -> Option<String> {
+        tasks::layout_missing(&self.offsets)
+    }
+}
+
 /// Per thread, in the order of the dump's threads: what `--native` needs.
 pub struct Extra {
     pub entries: Vec<bool>,

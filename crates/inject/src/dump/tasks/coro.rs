@@ -77,8 +77,8 @@ impl Gen {
 }
 
 /// How far a generator got.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum GenState {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GenState {
     Created,
     Suspended,
     Running,
@@ -86,7 +86,7 @@ enum GenState {
 
 /// What a generator's `gi_frame_state` means in version `v`; `None` once
 /// it finished.
-fn gen_state(v: (u32, u32), s: i8) -> Option<GenState> {
+pub(super) fn gen_state(v: (u32, u32), s: i8) -> Option<GenState> {
     // 3.11–3.12: created -2, suspended -1, running 0, completed 1,
     // cleared 4. 3.13–3.14: created -3, suspended -2 or -1 (in a
     // `yield from`), then the same. 3.15: created 0, suspended 1 to 3,
