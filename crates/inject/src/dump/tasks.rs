@@ -271,6 +271,11 @@ pub(super) fn read(
             }),
         }
     }
+    // The order of a set means nothing: the running task first, then by
+    // name as people number them (Task-2 before Task-10).
+    for e in &mut loops {
+        e.tasks.sort_by_cached_key(order_key);
+    }
     Ok(Asyncio {
         loops,
         deadlocks,
@@ -607,6 +612,21 @@ impl<'a> Reading<'_, 'a> {
                 .flatten()
         })
     }
+}
+
+/// How tasks are listed: running first, then unnamed ones last, names
+/// compared with their trailing number as a number.
+fn order_key(t: &Task) -> (bool, bool, String, u64, u64) {
+    let name = t.name.as_deref().unwrap_or("");
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, num) = name.split_at(name.len() - digits);
+    (
+        !t.running,
+        t.name.is_none(),
+        stem.to_string(),
+        num.parse().unwrap_or(0),
+        t.address,
+    )
 }
 
 /// A task as read, with what `awaits_of` needs.
