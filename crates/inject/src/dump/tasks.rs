@@ -276,6 +276,9 @@ pub(super) fn read(
     for e in &mut loops {
         e.tasks.sort_by_cached_key(order_key);
     }
+    // Loops by the thread that runs them (the main thread's id is the
+    // lowest), those no thread runs last.
+    loops.sort_by_key(|e| (e.thread.is_none(), e.thread, e.address));
     Ok(Asyncio {
         loops,
         deadlocks,
