@@ -203,6 +203,17 @@ fn check(py: &Python) {
     let (code, out, err) = run(&["dump", "--tasks", &pid]);
     assert_eq!(code, 0, "{ctx}: {err}");
     assert!(out.contains("Deadlock: Task "), "{ctx}: {out}");
+    // A task's name is the target's: shown escaped, never sent raw.
+    assert!(
+        !out.contains('\x1b') && !out.contains('\x07'),
+        "{ctx}: {out:?}"
+    );
+    if py.version >= (3, 8, 0) {
+        assert!(
+            out.contains("Task \"evil\\x1b]0;pwned\\x07\\x1b[2J\""),
+            "{ctx}: {out}"
+        );
+    }
     assert!(out.contains("now in spin ("), "{ctx}: {out}");
     assert!(out.contains("run by thread"), "{ctx}: {out}");
     if py.version >= (3, 8, 0) {
