@@ -151,12 +151,30 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    /// `N` bytes at `addr` straight from a cached page, when they lie in
+    /// one: no allocation (the walks read millions of pointers).
+    fn in_page<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let base = addr & !(PAGE - 1);
+        let off = (addr - base) as usize;
+        if addr == 0 || off + N > PAGE as usize {
+            return None;
+        }
+        let p = self.page(base)?;
+        p[off..off + N].try_into().ok()
+    }
+
     pub fn u64(&self, addr: u64) -> Result<u64, String> {
+        if let Some(b) = self.in_page::<8>(addr) {
+            return Ok(u64::from_le_bytes(b));
+        }
         let b = self.bytes(addr, 8)?;
         Ok(le_u64(&b, 0))
     }
 
     pub fn i32(&self, addr: u64) -> Result<i32, String> {
+        if let Some(b) = self.in_page::<4>(addr) {
+            return Ok(i32::from_le_bytes(b));
+        }
         let b = self.bytes(addr, 4)?;
         Ok(le_u32(&b, 0) as i32)
     }
