@@ -47,7 +47,9 @@ const MAX_PAGES: usize = 64 * 1024;
 /// anyway).
 pub struct Reader<'a> {
     mem: &'a dyn Memory,
-    pages: RefCell<HashMap<u64, Option<Rc<[u8]>>>>,
+    /// `Rc<Vec>` rather than `Rc<[u8]>`: a page read into a `Vec` is kept
+    /// as it is, not copied again.
+    pages: RefCell<HashMap<u64, Option<Rc<Vec<u8>>>>>,
 }
 
 impl<'a> Reader<'a> {
@@ -58,7 +60,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn page(&self, base: u64) -> Option<Rc<[u8]>> {
+    fn page(&self, base: u64) -> Option<Rc<Vec<u8>>> {
         if let Some(p) = self.pages.borrow().get(&base) {
             return p.clone();
         }
@@ -66,7 +68,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let mut b = vec![0u8; PAGE as usize];
-        let p: Option<Rc<[u8]>> = self.mem.read(base, &mut b).ok().map(|_| b.into());
+        let p = self.mem.read(base, &mut b).ok().map(|_| Rc::new(b));
         self.pages.borrow_mut().insert(base, p.clone());
         p
     }
@@ -111,7 +113,7 @@ impl<'a> Reader<'a> {
         if self.mem.read_many(&mut reqs).is_ok() {
             let mut cache = self.pages.borrow_mut();
             for (a, b) in bases.into_iter().zip(bufs) {
-                cache.insert(a, Some(b.into()));
+                cache.insert(a, Some(Rc::new(b)));
             }
         }
     }
