@@ -50,7 +50,7 @@ pub fn write(out: &mut impl Write, d: &StackDump, a: &Asyncio, st: &Style) -> st
             .chain(lp.tasks.iter().filter(|t| !t.awaited_by.is_empty()));
         for t in roots {
             if !printed.contains(&t.address) {
-                write_task(out, t, &all, &mut printed, "", st)?;
+                write_task(out, t, &all, &mut printed, "", true, st)?;
             }
         }
     }
@@ -102,14 +102,23 @@ fn label(all: &HashMap<u64, &Task>, t: u64) -> String {
     }
 }
 
+/// One task and, under it, its frames and the tasks it waits on. `indent`
+/// is what comes before its branch; `last`: no sibling follows it, so the
+/// lines below it need no `│` to reach one.
 fn write_task(
     out: &mut impl Write,
     t: &Task,
     all: &HashMap<u64, &Task>,
     printed: &mut HashSet<u64>,
     indent: &str,
+    last: bool,
     st: &Style,
 ) -> std::io::Result<()> {
+    let (branch, below) = if last {
+        ("└─", "   ")
+    } else {
+        ("├─", "│  ")
+    };
     let first = printed.insert(t.address);
     let state = match t.state {
         TaskState::Pending if t.running => "running",
@@ -118,7 +127,7 @@ fn write_task(
         TaskState::Cancelled => "cancelled",
     };
     let mut head = format!(
-        "{indent}└─ {} [{state}]",
+        "{indent}{branch} {} [{state}]",
         st.paint("1", &label(all, t.address))
     );
     if !first {
@@ -129,7 +138,7 @@ fn write_task(
         head.push_str(&format!(", awaits {}", awaits(all, w)));
     }
     writeln!(out, "{head}")?;
-    let inner = format!("{indent}   ");
+    let inner = format!("{indent}{below}");
     for f in &t.coroutine {
         write_frame(out, f, st, &inner)?;
     }
@@ -141,10 +150,15 @@ fn write_task(
         Some(Awaits::Gather { tasks, .. } | Awaits::TaskGroup { tasks, .. }) => tasks.clone(),
         _ => Vec::new(),
     };
-    for c in children {
+    for (i, &c) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
         match all.get(&c) {
-            Some(ct) => write_task(out, ct, all, printed, &inner, st)?,
-            None => writeln!(out, "{inner}└─ Task {c:#x} (not read)")?,
+            Some(ct) => write_task(out, ct, all, printed, &inner, last, st)?,
+            None => writeln!(
+                out,
+                "{inner}{} Task {c:#x} (not read)",
+                if last { "└─" } else { "├─" }
+            )?,
         }
     }
     Ok(())
