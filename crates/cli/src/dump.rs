@@ -59,6 +59,17 @@ pub struct Args {
     /// threads stopped: ignored with --nonblocking.
     #[arg(long)]
     pub native: bool,
+    /// Show every asyncio task instead of the threads (Python 3.7-3.15).
+    ///
+    /// Each event loop with the thread that runs it, then its tasks as a
+    /// tree of who awaits whom: each task's name, state and coroutine stack
+    /// (outermost first, innermost last), and what it waits on (a task, a
+    /// gather, a TaskGroup or a plain future). Tasks that await each other
+    /// in a cycle are named as a deadlock. Read from memory like the
+    /// stacks, so a loop stuck in a callback shows too. With --json, the
+    /// document gains an "asyncio" object.
+    #[arg(long, conflicts_with = "native")]
+    pub tasks: bool,
     /// Print a JSON document (see docs/dump-json.md) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +110,7 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
         locals: args.locals,
         native: args.native,
         max_depth: args.max_depth.max(1),
+        tasks: args.tasks,
     };
     // SIGINT/SIGTERM during the freeze must not skip the release: they are
     // recorded, the dump finishes (milliseconds), the threads are released,
@@ -132,12 +144,14 @@ pub fn execute(args: Args) -> anyhow::Result<i32> {
 /// Prints one dump as the arguments ask.
 fn print(args: &Args, dump: &StackDump) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: a thousand tasks are thousands of lines.
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let res = if args.json {
         crate::term::write_json(&mut out, &JsonDump::new(dump))
     } else {
         write_human(&mut out, dump, colour(), args.condense)
-    };
+    }
+    .and_then(|()| out.flush());
     match res {
         Ok(()) => Ok(0),
         // A closed pipe (`| head`) is a clean exit.
@@ -161,13 +175,13 @@ pub fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-struct Style {
+pub(crate) struct Style {
     colour: bool,
 }
 
 impl Style {
     /// `s` (escaped: see [`crate::term`]) in colour `code` if colour is on.
-    fn paint(&self, code: &str, s: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, s: &str) -> String {
         let s = crate::term::field(s);
         if self.colour {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -232,6 +246,9 @@ pub fn write_human_labelled(
     }
     for w in &d.warnings {
         writeln!(out, "{}", st.paint("33", &format!("warning: {w}")))?;
+    }
+    if let Some(a) = &d.asyncio {
+        return crate::dump_tasks::write(out, d, a, &st);
     }
     // With --condense, threads that share a stack (and state) are grouped
     // under the first of them.
@@ -368,7 +385,7 @@ fn write_thread(
         writeln!(out, "    (no Python frames)")?;
     }
     for f in &t.frames {
-        write_frame(out, f, st)?;
+        write_frame(out, f, st, "")?;
     }
     if let Some(why) = &t.truncated {
         writeln!(out, "    {}", st.paint("33", &format!("... {why}")))?;
@@ -376,7 +393,13 @@ fn write_thread(
     Ok(())
 }
 
-fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<()> {
+/// One frame (and its locals), each line after `indent`.
+pub(crate) fn write_frame(
+    out: &mut impl Write,
+    f: &Frame,
+    st: &Style,
+    indent: &str,
+) -> std::io::Result<()> {
     let name = f.qualname.as_deref().unwrap_or(&f.function);
     let loc = match (&f.filename, f.line) {
         (Some(file), Some(l)) => format!("{file}:{l}"),
@@ -386,7 +409,7 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
     match f.kind {
         FrameKind::Python => writeln!(
             out,
-            "    {} ({})",
+            "{indent}    {} ({})",
             st.paint("32", name),
             st.paint("36", &loc)
         )?,
@@ -395,7 +418,12 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
                 (Some(m), l) if l.is_empty() => format!("({m})"),
                 (_, l) => format!("({l})"),
             };
-            writeln!(out, "    {} {}", st.paint("2", name), st.paint("2", &at))?
+            writeln!(
+                out,
+                "{indent}    {} {}",
+                st.paint("2", name),
+                st.paint("2", &at)
+            )?
         }
     }
     if let Some(locals) = &f.locals {
@@ -404,12 +432,12 @@ fn write_frame(out: &mut impl Write, f: &Frame, st: &Style) -> std::io::Result<(
             match (&l.repr, &l.type_name) {
                 (Some(v), Some(t)) => writeln!(
                     out,
-                    "        {} = {}  ({kind}, {})",
+                    "{indent}        {} = {}  ({kind}, {})",
                     field(&l.name),
                     field(v),
                     field(t)
                 )?,
-                _ => writeln!(out, "        {}  ({kind}, unbound)", field(&l.name))?,
+                _ => writeln!(out, "{indent}        {}  ({kind}, unbound)", field(&l.name))?,
             }
         }
     }

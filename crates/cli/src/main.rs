@@ -3,6 +3,7 @@
 
 mod debuginfod;
 mod dump;
+mod dump_tasks;
 mod dump_tree;
 mod errors;
 mod info;

@@ -21,6 +21,7 @@
 //! # Ok::<(), inject::dump::DumpError>(())
 //! ```
 
+mod asyncio;
 mod core;
 mod error;
 mod frames;
@@ -35,6 +36,7 @@ mod objects;
 mod procfs;
 mod repr;
 mod runtime;
+mod tasks;
 mod value;
 mod walk;
 
@@ -43,6 +45,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 pub use self::core::{dump_core, CoreFiles};
+pub use asyncio::{Asyncio, Awaits, Deadlock, EventLoop, Task, TaskState};
 pub use error::DumpError;
 pub use mem::Memory;
 
@@ -62,6 +65,8 @@ pub struct DumpOptions {
     pub native: bool,
     /// Frames per thread at most; deeper stacks are cut (and say so).
     pub max_depth: usize,
+    /// asyncio tasks too (3.7–3.15), in [`StackDump::asyncio`].
+    pub tasks: bool,
 }
 
 impl Default for DumpOptions {
@@ -71,6 +76,7 @@ impl Default for DumpOptions {
             locals: false,
             native: false,
             max_depth: 4096,
+            tasks: false,
         }
     }
 }
@@ -103,6 +109,9 @@ pub struct StackDump {
     /// it until then (`gil_locked` is then `None`).
     pub gil_exists: bool,
     pub threads: Vec<ThreadStack>,
+    /// With [`DumpOptions::tasks`]: every asyncio task, by event loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<Asyncio>,
     /// What could not be read or decoded (the dump is still useful).
     pub warnings: Vec<String>,
 }
@@ -236,7 +245,30 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     let pid = target.pid();
     let identity = target.identity();
     let interp = target.interpreter();
+    if opts.tasks {
+        let v = &interp.version;
+        // A debug build's interpreter state is laid out otherwise past what
+        // its _Py_DebugOffsets describe (3.14d's asyncio_tasks_head is 8
+        // bytes further: offsets_dwarf.rs).
+        let debug = interp
+            .build
+            .debug_build
+            .then(|| "the asyncio layout of debug builds is not known".to_string());
+        if let Some(why) = debug.or_else(|| tasks::unsupported(v.major, v.minor)) {
+            return Err(DumpError::Unsupported {
+                version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+                why,
+            });
+        }
+    }
     let prep = walk::prepare(interp)?;
+    if let Some(why) = prep.tasks_unreadable().filter(|_| opts.tasks) {
+        let v = &interp.version;
+        return Err(DumpError::Unsupported {
+            version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+            why: format!("its asyncio tasks cannot be read: {why}"),
+        });
+    }
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
         let (mut d, _) = walk::dump(interp, &prep, &mem, opts, None, None)?;
@@ -421,6 +453,7 @@ pub(crate) fn gil_now(
         locals: false,
         native: false,
         max_depth: 1,
+        tasks: false,
     };
     match dump_with(interp, mem, &opts) {
         Ok(d) => (

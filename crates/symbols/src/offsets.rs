@@ -21,6 +21,7 @@
 //! assert_eq!(o.get(Field::TstateNext), Some(8));
 //! ```
 
+pub mod asyncio;
 pub mod debug;
 pub mod tables;
 
@@ -184,6 +185,61 @@ fields! {
     DictUnicodeEntryValue,
     /// `PyCellObject.ob_ref`: the value of a cell variable.
     CellRef,
+    // Sets, weak references, bound methods, types (for `dump --tasks`).
+    /// `PySetObject.mask`: the table has `mask + 1` entries.
+    SetMask,
+    SetTable,
+    /// `sizeof(setentry)` and where its key sits.
+    SetEntrySize,
+    SetEntryKey,
+    /// `PyWeakReference.wr_object`: the referent (`None` once it died).
+    WeakrefObject,
+    /// `PyMethodObject.im_self`: the instance a bound method is bound to.
+    MethodSelf,
+    /// `tp_base`: the base type (to tell a subclass of `_asyncio.Task`).
+    TypeBase,
+    // Generators and coroutines (`PyCoroObject` shares `PyGenObject`'s head).
+    /// `gi_frame` (≤3.10): the frame, a `PyFrameObject`.
+    GenFrame,
+    /// `gi_iframe` (3.11+): the `_PyInterpreterFrame` inside the object.
+    GenIframe,
+    /// `gi_frame_state` (3.11+): created, suspended, running, completed.
+    GenFrameState,
+    /// `f_stacktop` (≤3.9): the top of a suspended frame's value stack
+    /// (NULL while it runs); what it awaits sits just below.
+    FrameStacktop,
+    /// `f_stackdepth` and `f_valuestack` (3.10).
+    FrameStackdepth,
+    FrameValuestack,
+    /// `stacktop` (3.11–3.13): the stack depth above `localsplus`.
+    IframeStacktop,
+    /// `stackpointer` (3.14+): just above the top of the frame's stack.
+    IframeStackpointer,
+    /// `_PyThreadStateImpl.asyncio_tasks_head` (3.14+): the list of the
+    /// thread's native asyncio tasks, linked through `TaskObj.task_node`.
+    TstateAsyncioTasksHead,
+    /// `interp->asyncio_tasks_head` (3.14+): tasks of threads that ended.
+    InterpAsyncioTasksHead,
+    /// `_PyThreadStateImpl.asyncio_running_loop` and `…_task` (3.14+): the
+    /// loop the thread runs and the task it runs now.
+    TstateAsyncioRunningLoop,
+    TstateAsyncioRunningTask,
+    // `_asyncio` (Modules/_asynciomodule.c), rows in `tables::asyncio`.
+    /// `TaskObj.task_loop` (`fut_loop` of the Future head).
+    TaskLoop,
+    TaskCallback0,
+    /// A list of `(callback, context)` tuples besides the first.
+    TaskCallbacks,
+    /// `fut_state`: pending 0, cancelled 1, finished 2.
+    TaskState,
+    TaskFutWaiter,
+    TaskCoro,
+    /// `task_name` (3.8+).
+    TaskName,
+    /// `task_node` (3.14+): the task's links in its thread's list.
+    TaskNode,
+    /// `futureiterobject.future`: what `await future` iterates.
+    FutureIterFuture,
 }
 
 /// One row of a table: a field, its value, and the C member (or
@@ -219,11 +275,13 @@ impl Offsets {
     /// The table for `major.minor`, or `None` if pyattach has none.
     pub fn for_version(major: u32, minor: u32) -> Option<Offsets> {
         let rows = tables::table(major, minor)?;
+        let mut rows = rows.to_vec();
+        rows.extend_from_slice(asyncio::table(major, minor).unwrap_or(&[]));
         Some(Offsets {
             major,
             minor,
             source: OffsetsSource::Table,
-            rows: rows.to_vec(),
+            rows,
         })
     }
 

@@ -152,6 +152,7 @@ impl Walker<'_> {
             (_, Some(e)) => b[e as usize] != 0,
             _ => false,
         });
+        w.addrs.push(f);
         w.out.push(Frame {
             kind: FrameKind::Python,
             function: code.name.clone(),
@@ -190,6 +191,8 @@ impl Walker<'_> {
 pub(super) struct FrameWalk {
     pub(super) f: u64,
     pub(super) out: Vec<Frame>,
+    /// Each frame's address in the target.
+    pub(super) addrs: Vec<u64>,
     /// For each frame: the first one its C evaluation-loop call runs (for
     /// `--native`).
     pub(super) entries: Vec<bool>,
@@ -207,6 +210,7 @@ impl FrameWalk {
         FrameWalk {
             f,
             out: Vec::new(),
+            addrs: Vec::new(),
             entries: Vec::new(),
             seen: HashSet::new(),
             truncated,

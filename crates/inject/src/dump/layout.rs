@@ -39,6 +39,8 @@ pub(super) struct Layout {
     /// `is_entry` (3.11).
     pub(super) frame_is_entry: Option<u64>,
     pub(super) frame_len: usize,
+    /// `f_localsplus` or `localsplus`: the first local.
+    pub(super) frame_localsplus: Option<u64>,
     pub(super) code_filename: u64,
     pub(super) code_name: u64,
     pub(super) code_qualname: Option<u64>,
@@ -184,6 +186,10 @@ impl Layout {
             frame_owner,
             frame_is_entry,
             frame_len,
+            frame_localsplus: match style {
+                Style::FrameObject => opt(o, Field::FrameLocalsplus),
+                Style::Interpreter => opt(o, Field::IframeLocalsplus),
+            },
             code_filename,
             code_name,
             code_qualname,

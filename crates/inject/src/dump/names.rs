@@ -214,6 +214,9 @@ pub fn lookup(l: &DictLayout, o: &Objects, d: u64, name: &str) -> Result<Option<
 }
 
 fn find(o: &Objects, items: &[(u64, u64)], name: &str) -> Option<u64> {
+    // The keys' pages in one batch: `sys.modules` has hundreds of keys,
+    // each a string on a page of its own.
+    o.r.prefetch(&items.iter().map(|&(k, _)| (k, 64)).collect::<Vec<_>>());
     items
         .iter()
         .find(|(k, _)| o.string(*k).is_ok_and(|s| s == name))
@@ -223,8 +226,11 @@ fn find(o: &Objects, items: &[(u64, u64)], name: &str) -> Option<u64> {
 /// The attribute `name` of the instance at `obj` (a plain Python class).
 pub fn attribute(l: &DictLayout, o: &Objects, obj: u64, name: &str) -> Result<Option<u64>, String> {
     let ty = o.r.u64(obj.wrapping_add(l.ob_type))?;
-    if l.v < (3, 11) {
-        let off = o.r.u64(ty.wrapping_add(l.tp_dictoffset))? as i64;
+    let off = o.r.u64(ty.wrapping_add(l.tp_dictoffset))? as i64;
+    // A positive offset is a `__dict__` slot of the object's own (every
+    // class up to 3.10; from 3.11, a subclass of a C type that has one,
+    // such as `_asyncio.Future` up to 3.12); others manage their dict.
+    if l.v < (3, 11) || off > 0 {
         if off <= 0 || off > 1 << 16 {
             return Ok(None);
         }
@@ -275,7 +281,7 @@ pub fn attribute(l: &DictLayout, o: &Objects, obj: u64, name: &str) -> Result<Op
 }
 
 /// A Python int as u64 (thread idents).
-fn int_u64(l: &DictLayout, o: &Objects, v: u64) -> Result<u64, String> {
+pub(super) fn int_u64(l: &DictLayout, o: &Objects, v: u64) -> Result<u64, String> {
     if let (2, Some(iv)) = (l.v.0, l.int_value) {
         if o.type_name(v).as_deref() == Some("int") {
             return o.r.u64(v.wrapping_add(iv));

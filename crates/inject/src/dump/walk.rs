@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use symbols::offsets::Offsets;
+use symbols::offsets::{Field, Offsets};
 use symbols::Interpreter;
 
 use super::frames::{FrameWalk, Walker};
@@ -16,6 +16,7 @@ use super::procfs;
 use super::runtime::{
     addrs, gil_absent, global_gil, interpreters_head, load_offsets, thread_names, Addrs,
 };
+use super::tasks;
 use super::{DumpError, DumpOptions, Frame, StackDump, ThreadStack};
 
 use super::runtime::MAX_INTERPRETERS;
@@ -24,6 +25,8 @@ const MAX_THREADS: usize = 100_000;
 
 struct RawThread {
     entries: Vec<bool>,
+    /// Each frame's address (for `--tasks`).
+    addrs: Vec<u64>,
     native: Option<Vec<u64>>,
     tstate: u64,
     /// The interpreter's address and id (3.7+).
@@ -74,6 +77,13 @@ pub fn prepare_with(
         offsets,
         kernel,
     })
+}
+
+impl Prepared {
+    /// Why `--tasks` cannot read this interpreter's tasks, if it cannot.
+    pub fn tasks_unreadable(&self) -> Option<String> {
+        tasks::layout_missing(&self.offsets)
+    }
 }
 
 /// Per thread, in the order of the dump's threads: what `--native` needs.
@@ -158,10 +168,12 @@ pub fn dump(
     for (t, fw) in raw.iter_mut().zip(walks) {
         t.frames = fw.out;
         t.entries = fw.entries;
+        t.addrs = fw.addrs;
         t.truncated = fw.truncated;
     }
 
     native_ids(&mut raw, kernel, mem, thread_pointers);
+    let asyncio = opts.tasks.then(|| read_tasks(&mut w, offsets, head, &raw));
 
     if let Some((u, regs)) = native {
         for t in raw.iter_mut() {
@@ -190,10 +202,41 @@ pub fn dump(
             core: None,
             gil_exists,
             threads,
+            asyncio,
             warnings,
         },
         extra,
     ))
+}
+
+/// The asyncio tasks of the main interpreter; what could not be read
+/// at all is a warning in the result.
+fn read_tasks(w: &mut Walker, o: &Offsets, head: u64, raw: &[RawThread]) -> super::Asyncio {
+    let threads: Vec<tasks::ThreadFrames> = raw
+        .iter()
+        .map(|t| tasks::ThreadFrames {
+            tstate: t.tstate,
+            native_id: t.native_id,
+            addrs: &t.addrs,
+            frames: &t.frames,
+        })
+        .collect();
+    // The main interpreter's (the list starts with the newest one).
+    let main = raw
+        .iter()
+        .find(|t| t.interp.1 == Some(0))
+        .map_or(head, |t| t.interp.0);
+    let modules = o
+        .get(Field::InterpModules)
+        .ok_or_else(|| "no offset for the interpreter's modules".to_string())
+        .and_then(|m| w.obj.r.u64(main.wrapping_add(m)));
+    match modules.and_then(|m| tasks::read(w, o, main, m, &threads)) {
+        Ok(a) => a,
+        Err(e) => super::Asyncio {
+            warnings: vec![format!("cannot read the asyncio tasks: {e}")],
+            ..super::Asyncio::default()
+        },
+    }
 }
 
 /// The host's tid of each thread state, what the kernel says rather than
@@ -297,6 +340,7 @@ fn thread_states(
             };
             raw.push(RawThread {
                 entries: Vec::new(),
+                addrs: Vec::new(),
                 native: None,
                 tstate: ts,
                 interp,

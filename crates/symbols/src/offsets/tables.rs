@@ -17,6 +17,7 @@ macro_rules! table {
         &[$(Row { field: Field::$f, value: $v, member: $m },)*]
     };
 }
+pub(super) use table as rows;
 
 /// The table for `major.minor`, if pyattach has one.
 pub fn table(major: u32, minor: u32) -> Option<&'static [Row]> {
@@ -204,6 +205,15 @@ pub const V3_7: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_8: &[Row] = table! {
@@ -261,6 +271,15 @@ pub const V3_8: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_9: &[Row] = table! {
@@ -318,6 +337,15 @@ pub const V3_9: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStacktop = 72 => "_frame.f_stacktop";
 };
 
 pub const V3_10: &[Row] = table! {
@@ -375,6 +403,16 @@ pub const V3_10: &[Row] = table! {
     DictEntryKey = 8 => "PyDictKeyEntry.me_key";
     DictEntryValue = 16 => "PyDictKeyEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenFrame = 16 => "PyGenObject.gi_frame";
+    FrameStackdepth = 80 => "_frame.f_stackdepth";
+    FrameValuestack = 64 => "_frame.f_valuestack";
 };
 
 pub const V3_11: &[Row] = table! {
@@ -444,6 +482,16 @@ pub const V3_11: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 80 => "PyGenObject.gi_iframe";
+    GenFrameState = 75 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 pub const V3_12: &[Row] = table! {
@@ -512,6 +560,16 @@ pub const V3_12: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 pub const V3_13: &[Row] = table! {
@@ -579,6 +637,16 @@ pub const V3_13: &[Row] = table! {
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStacktop = 64 => "_PyInterpreterFrame.stacktop";
 };
 
 /// Debian's 3.14.10 (its debug file's DWARF; checked by the tests where
@@ -649,6 +717,20 @@ RuntimeInterpretersHead = 808 => "pyruntimestate.interpreters.head";
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStackpointer = 64 => "_PyInterpreterFrame.stackpointer";
+    TstateAsyncioTasksHead = 880 => "_PyThreadStateImpl.asyncio_tasks_head";
+    InterpAsyncioTasksHead = 10880 => "_is.asyncio_tasks_head";
+    TstateAsyncioRunningLoop = 864 => "_PyThreadStateImpl.asyncio_running_loop";
+    TstateAsyncioRunningTask = 872 => "_PyThreadStateImpl.asyncio_running_task";
 };
 
 /// Debian's 3.15.2, as [`V3_14`].
@@ -717,4 +799,18 @@ RuntimeInterpretersHead = 936 => "pyruntimestate.interpreters.head";
     DictUnicodeEntryKey = 0 => "PyDictUnicodeEntry.me_key";
     DictUnicodeEntryValue = 8 => "PyDictUnicodeEntry.me_value";
     CellRef = 16 => "PyCellObject.ob_ref";
+    SetMask = 32 => "PySetObject.mask";
+    SetTable = 40 => "PySetObject.table";
+    SetEntrySize = 16 => "sizeof(setentry)";
+    SetEntryKey = 0 => "setentry.key";
+    WeakrefObject = 16 => "_PyWeakReference.wr_object";
+    MethodSelf = 24 => "PyMethodObject.im_self";
+    TypeBase = 256 => "_typeobject.tp_base";
+    GenIframe = 72 => "PyGenObject.gi_iframe";
+    GenFrameState = 67 => "PyGenObject.gi_frame_state";
+    IframeStackpointer = 64 => "_PyInterpreterFrame.stackpointer";
+    TstateAsyncioTasksHead = 1048 => "_PyThreadStateImpl.asyncio_tasks_head";
+    InterpAsyncioTasksHead = 10856 => "_is.asyncio_tasks_head";
+    TstateAsyncioRunningLoop = 1024 => "_PyThreadStateImpl.asyncio_running_loop";
+    TstateAsyncioRunningTask = 1032 => "_PyThreadStateImpl.asyncio_running_task";
 };
