@@ -184,11 +184,17 @@ fn every_exception_a_sigalrm_handler_raises_reaches_the_application() {
 /// thread (`--thread`) and a prompt session, every Alarm the handler
 /// raised reached the application exactly once, and every run succeeded.
 /// (Before, most runs on 3.x found their bootstrap's first instruction
-/// raising: no callback, and the Alarm lost.) Ignored until the open race
-/// is closed: an exception handed back to the main thread as an
-/// asynchronous one can land in the next injection's code (about one Alarm
-/// lost in 3 runs of this test over the matrix), and a prompt session on
-/// 3.6 once hung here (not yet understood). `cargo test -- --ignored`.
+/// raising: no callback, and the Alarm lost.) An exception handed back to
+/// the main thread as an asynchronous one no longer lands in the next
+/// injection's code (a replay hands it to that injection instead, and one
+/// set just before is raised and kept as the injection enters). Ignored
+/// until the open race is closed: a handler due as the trampoline claims
+/// (its exception taken by the trampoline) while an earlier replayed
+/// exception is still pending for the thread: the second raises at the
+/// bootstrap's first instruction and the trampoline, holding one already,
+/// drops it (seen with the bootstrap instrumented on 3.10). About one
+/// Alarm lost in 2-3 runs of this test over the matrix; a prompt session
+/// on 3.6 once hung here (not yet understood). `cargo test -- --ignored`.
 #[test]
 #[ignore = "open race: see the doc comment"]
 fn alarms_due_as_the_bootstrap_begins_reach_the_application_once() {
@@ -222,7 +228,7 @@ fn alarms_due_as_the_bootstrap_begins_reach_the_application_once() {
              print('%d %r %d' % (n, sorted(set(range(1, n + 1)) - set(caught)), \
              len(caught) - len(set(caught))))");
         let (fired, rest) = stdout.trim().split_once(' ').expect(&stdout);
-        assert!(fired.parse::<u32>().unwrap() > 20, "{}: {stdout}", py.id);
+        assert!(fired.parse::<u32>().unwrap() >= 10, "{}: {stdout}", py.id);
         assert_eq!(
             rest, "[] 0",
             "{}: fired, lost, caught twice: {stdout}",

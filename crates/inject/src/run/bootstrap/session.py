@@ -132,6 +132,8 @@ def _roomy(start, stack_size):
 
 
 thread.start_new_thread = _roomy(thread.start_new_thread, thread.stack_size)
+# (signals.py: a replay's delivery and the main thread's entries.)
+GATE.append(thread.allocate_lock())
 
 PY3 = sys.version_info[0] >= 3
 
