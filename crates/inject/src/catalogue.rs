@@ -43,6 +43,11 @@ pub const DUE_SIGNALS: [&str; 5] = [
 /// found where it is not exported, before 3.13.
 pub const SET_WAKEUP_FD: &str = "PySignal_SetWakeupFd";
 
+/// Before 3.10 (no `PyErr_SetInterruptEx`), a deferred signal is tripped
+/// again by setting its handler's flag and the module's, static data of
+/// `signalmodule.c`, and queueing `PyErr_CheckSignals` as a pending call.
+pub const TRIP_FLAGS: [&str; 2] = ["Handlers", "is_tripped"];
+
 /// Queues the bootstrap for a main thread running Python.
 pub const PENDING_CALL: &str = "Py_AddPendingCall";
 
@@ -110,6 +115,9 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the handled exception")));
     n.extend(DUE_SIGNALS.map(|f| (f, "signals due as code enters")));
     n.push((SET_WAKEUP_FD, "deferred signals, wakeup fd"));
+    if v < (3, 10) {
+        n.extend(TRIP_FLAGS.map(|f| (f, "deferred signals (< 3.10)")));
+    }
     n.push((PENDING_CALL, "nudge for busy main threads"));
     n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
     n.push((THREADS_INITIALIZED, "new-thread strategy (GIL?)"));

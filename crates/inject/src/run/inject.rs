@@ -335,6 +335,15 @@ fn make_plan(
     params.wakeup_fd_fn = py
         .symbol(crate::catalogue::SET_WAKEUP_FD)
         .map_or(0, |s| s.addr.0);
+    if py.version.short() < (3, 10) {
+        let [handlers, flag] = crate::catalogue::TRIP_FLAGS.map(|n| py.symbol(n));
+        // Only where they have the layout the bootstrap writes: an entry of
+        // 16 bytes per signal (an int, a pointer) and an int.
+        params.trip_flags = handlers
+            .zip(flag)
+            .filter(|(h, f)| h.size % 16 == 0 && h.size >= 16 * 32 && f.size == 4)
+            .map(|(h, f)| (h.addr.0, f.addr.0));
+    }
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);

@@ -405,6 +405,7 @@ mod tests {
             channel: ChannelParams::Pair,
             wait_secs: 0.8,
             wakeup_fd_fn: 0,
+            trip_flags: None,
         };
         let table = vec![0u8; 32];
         Plan::new(s.sites, api, None, params, None, table)

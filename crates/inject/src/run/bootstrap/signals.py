@@ -8,8 +8,8 @@
 # application's. So, while the main thread runs pyattach's code, each
 # Python handler is stood in for by a Deferred that only notes the signal;
 # once the thread has gone back to the application, its own handler runs
-# there, once: tripped as a signal's arrival would (3.10+), or the signal
-# is sent again (before 3.10, where its C handler then runs twice).
+# there, once: tripped as a signal's arrival would, without its C handler
+# (and wakeup fd) seeing it again.
 import sys
 
 
@@ -281,11 +281,11 @@ def trip(signum):
     """Has the application's Python handler of `signum` run in the main
     thread, as a signal's arrival would, without sending one: the signal
     already went through the process's C handler (its wakeup fd, a C
-    library's own handler) once, and must not twice. 3.10+
-    (PyErr_SetInterruptEx); False where it cannot, and the signal is sent
-    again instead."""
+    library's own handler) once, and must not twice: PyErr_SetInterruptEx
+    (3.10+), or the flags it sets (trip_flags, before). False where it
+    cannot, and the signal is sent again instead."""
     if sys.version_info < (3, 10):
-        return False
+        return trip_flags(signum)
     try:
         import ctypes
         api = ctypes.pythonapi
@@ -306,6 +306,42 @@ def trip(signum):
         finally:
             if fd != -1:
                 off(fd)
+    except Exception:
+        return False
+
+
+# Before 3.10: the addresses of signalmodule.c's `Handlers` (an entry of 16
+# bytes a signal: its int flag first) and `is_tripped`, from pyattach
+# (empty: unknown); see trip_flags().
+TRIP_FLAGS = []
+
+
+def trip_flags(signum):
+    """trip() before 3.10, which has no PyErr_SetInterruptEx: what a
+    signal's arrival does after its C handler has written the wakeup fd,
+    done here (the GIL held): its handler's flag and the module's set, and
+    PyErr_CheckSignals queued as a pending call, which only the main thread
+    runs: there it calls the Python handler, whose exception propagates
+    where the thread is, as a handler's does. False where the flags are
+    unknown, and the signal is sent again instead."""
+    if not TRIP_FLAGS or not 0 < signum < 65:
+        return False
+    try:
+        import ctypes
+        api = ctypes.pythonapi
+        handlers, flag = TRIP_FLAGS
+        ctypes.c_int.from_address(handlers + 16 * signum).value = 1
+        ctypes.c_int.from_address(flag).value = 1
+        # Prototypes of their own: the application's ctypes.pythonapi
+        # functions keep their argtypes.
+        add = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_void_p)(('Py_AddPendingCall', api))
+        check = ctypes.cast(ctypes.PYFUNCTYPE(ctypes.c_int)(
+            ('PyErr_CheckSignals', api)), ctypes.c_void_p)
+        # (Refused only when its queue is full: the flags stay set, and the
+        # next check the main thread makes runs the handler.)
+        add(check, None)
+        return True
     except Exception:
         return False
 
