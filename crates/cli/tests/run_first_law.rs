@@ -410,7 +410,7 @@ fn stream_proxies_behave_as_the_originals_and_go_away() {
 /// import lock; a thread caught while another one is inside a slow import
 /// must not wait for it in the bootstrap. The code runs once the import is
 /// done, in a thread of its own, and the main thread (10 ms sleeps) never
-/// stalls. (Not covered: the first injection, whose entry text imports.)
+/// stalls. (The first injection: see the next test.)
 #[test]
 fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
     let Some(py) = testsupport::python("2.7") else {
@@ -445,6 +445,35 @@ fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
     }
     let after = t.output()[seen..].to_string();
     assert!(!after.contains("STALLED"), "{after}");
+}
+
+/// #19 item 12, the first injection (the entry text compiles and defines
+/// the bootstrap, whose every import statement takes Python 2's one import
+/// lock): made while a worker is inside a 2 s import, it takes no thread
+/// but the import's holder (the trampolines read the lock's holder), so
+/// the main thread (10 ms sleeps) never stalls; the code runs once the
+/// import is done, or in the new-thread fallback.
+#[test]
+fn python2_first_injection_takes_no_thread_while_another_imports() {
+    let Some(py) = testsupport::python("2.7") else {
+        return;
+    };
+    for _ in 0..3 {
+        let t = case(&py, "slow_import", &[]);
+        let pid = t.pid().to_string();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !t.output().contains("IMPORTING") && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let out = pyattach(&["--run", "print(1)", "--timeout", "10", &pid], None);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout, "1\n", "{stderr}");
+        // A stall shows once the sleep returns: past the import.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!t.output().contains("STALLED"), "{}", t.output());
+    }
 }
 
 /// #19 item 11: the socket module cannot be imported (`sys.modules['socket']

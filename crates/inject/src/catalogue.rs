@@ -48,6 +48,13 @@ pub const SET_WAKEUP_FD: &str = "PySignal_SetWakeupFd";
 /// `signalmodule.c`, and queueing `PyErr_CheckSignals` as a pending call.
 pub const TRIP_FLAGS: [&str; 2] = ["Handlers", "is_tripped"];
 
+/// Python 2: the thread holding the one import lock (`import.c`'s static
+/// `import_lock_thread`, -1 when free) and the calling thread's ident. A
+/// thread other than the holder is never taken for the bootstrap: every
+/// import statement there would wait for the lock, seconds in a slow
+/// import, and the entry text imports.
+pub const IMPORT_LOCK: [&str; 2] = ["import_lock_thread", "PyThread_get_thread_ident"];
+
 /// Queues the bootstrap for a main thread running Python.
 pub const PENDING_CALL: &str = "Py_AddPendingCall";
 
@@ -129,6 +136,7 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(RAISE.map(|f| (f, "Ctrl-C: raising in a thread")));
     if v.0 == 2 {
         n.push((TICKER, "Ctrl-C of blocked code (2.7)"));
+        n.extend(IMPORT_LOCK.map(|f| (f, "import lock held? (2.7)")));
     }
     if v >= (3, 7) {
         n.push(("_PyRuntime", "interpreters and threads"));

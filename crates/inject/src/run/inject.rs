@@ -347,14 +347,12 @@ fn make_plan(
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);
-    let plan = Plan::new(
-        chosen.sites,
-        Api::find(run.0, lookup),
-        fallback,
-        params,
-        opts.thread,
-        table,
-    );
+    let mut api = Api::find(run.0, lookup);
+    if py.version.major != 2 {
+        // Python 3's imports take per-module locks, not this one.
+        api.import_lock = None;
+    }
+    let plan = Plan::new(chosen.sites, api, fallback, params, opts.thread, table);
     if !plan.fits() {
         return Err(RunError::Unsupported {
             pid,
