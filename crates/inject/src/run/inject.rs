@@ -61,6 +61,10 @@ pub struct Options {
     /// Deadline for a thread to reach a safe point and call back.
     pub timeout: Duration,
     pub channel: ChannelKind,
+    /// The user vouches that seccomp filters pyattach cannot read kill
+    /// for none of the syscalls an injection makes (`--trust-seccomp`;
+    /// see `seccomp.rs`).
+    pub trust_seccomp: bool,
 }
 
 /// When no thread was nudged, nor a pending call queued, how long the
@@ -148,6 +152,7 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     let attempt = Attempt {
         pid,
         restart: crate::dump::restart_for(py.version.major),
+        trust_seccomp: opts.trust_seccomp,
         orphans,
         entries,
     };
