@@ -73,6 +73,16 @@ pub struct Args {
     /// names and messages from the target are always escaped.
     #[arg(long)]
     pub escape_output: bool,
+    /// Go on where the target's seccomp filters cannot be read.
+    ///
+    /// Before touching a target under seccomp, pyattach runs its filters
+    /// on the syscalls an injection makes and refuses (status 10) if one
+    /// would kill the process. Reading them needs CAP_SYS_ADMIN outside any
+    /// container; where they cannot be read, pyattach refuses too, unless
+    /// this says you know they kill for none of them (Docker's default
+    /// profile answers EPERM). Filters it can read are checked regardless.
+    #[arg(long)]
+    pub trust_seccomp: bool,
     /// Run the --run/--run-file code in PID and then in every Python
     /// process descended from it (a pre-fork server's workers, a pool),
     /// one after another, each one's output under a `==> process PID:
@@ -181,6 +191,7 @@ pub fn run_in(
         thread,
         timeout: Duration::from_secs_f64(wait),
         channel: ChannelKind::Auto,
+        trust_seccomp: args.trust_seccomp,
     };
     let (channel, report, leftover) = match inject::run::start_in(target, &opts) {
         Err(e @ inject::run::RunError::NoSafePoint { .. }) => {

@@ -214,8 +214,10 @@ fn seccomp_eperm_on_executable_memory_is_refused() {
 }
 
 /// Filters pyattach cannot read are refused too (it cannot tell whether
-/// they kill), unless the user vouches for them: then an attempt on a
-/// filter that answers EPERM fails cleanly.
+/// they kill), unless the user vouches for them with `--trust-seccomp`:
+/// then an attempt on a filter that answers EPERM fails cleanly. The
+/// environment variable that used to do this (`PYATTACH_TRUST_SECCOMP=1`,
+/// set in both runs) changes nothing.
 #[test]
 fn unreadable_filters_are_refused_unless_trusted() {
     let Some(py) = testsupport::python("3.12") else {
@@ -225,10 +227,13 @@ fn unreadable_filters_are_refused_unless_trusted() {
         let mut cmd = Command::new(&py.exe);
         cmd.args(["-c", UNDER_SECCOMP])
             .arg(testsupport::pyattach_bin())
-            .args(["--timeout", "1", "--run", "pass", &pid.to_string()]);
+            .args(["--timeout", "1", "--run", "pass"]);
         if trust {
-            cmd.env("PYATTACH_TRUST_SECCOMP", "1");
+            cmd.arg("--trust-seccomp");
         }
+        // Not the environment (it once was): inherited, it must change
+        // nothing.
+        cmd.arg(pid.to_string()).env("PYATTACH_TRUST_SECCOMP", "1");
         let out = cmd.output().expect("run the launcher");
         (
             out.status.code(),

@@ -184,11 +184,23 @@ fn every_exception_a_sigalrm_handler_raises_reaches_the_application() {
 /// thread (`--thread`) and a prompt session, every Alarm the handler
 /// raised reached the application exactly once, and every run succeeded.
 /// (Before, most runs on 3.x found their bootstrap's first instruction
-/// raising: no callback, and the Alarm lost.) Ignored until the open race
-/// is closed: an exception handed back to the main thread as an
-/// asynchronous one can land in the next injection's code (about one Alarm
-/// lost in 3 runs of this test over the matrix), and a prompt session on
-/// 3.6 once hung here (not yet understood). `cargo test -- --ignored`.
+/// raising: no callback, and the Alarm lost.) An exception handed back to
+/// the main thread as an asynchronous one no longer lands in the next
+/// injection's code (a replay hands it to that injection instead, and one
+/// set just before is raised and kept as the injection enters). Ignored
+/// until the open race is closed: a handler due as the trampoline claims
+/// (its exception taken by the trampoline) while an earlier replayed
+/// exception is still pending for the thread: the second raises at the
+/// bootstrap's first instruction and the trampoline, holding one already,
+/// drops it (seen with the bootstrap instrumented on 3.10); and a replayed
+/// exception raised inside the application's own handler, cutting it short
+/// (its Alarm never raised). Also seen here, not yet understood: a session
+/// that ends early ("the target closed the session"), and, 2 runs in 8, a
+/// pyattach that waits past the harness's 60 s because the target still
+/// holds its end of the channel with no session thread left (it closes
+/// once the target's garbage collector runs: a reference cycle). Measured
+/// over 8 runs: 1 Alarm lost in all (5 before the replay lock).
+/// `cargo test -- --ignored`.
 #[test]
 #[ignore = "open race: see the doc comment"]
 fn alarms_due_as_the_bootstrap_begins_reach_the_application_once() {
@@ -222,7 +234,7 @@ fn alarms_due_as_the_bootstrap_begins_reach_the_application_once() {
              print('%d %r %d' % (n, sorted(set(range(1, n + 1)) - set(caught)), \
              len(caught) - len(set(caught))))");
         let (fired, rest) = stdout.trim().split_once(' ').expect(&stdout);
-        assert!(fired.parse::<u32>().unwrap() > 20, "{}: {stdout}", py.id);
+        assert!(fired.parse::<u32>().unwrap() >= 10, "{}: {stdout}", py.id);
         assert_eq!(
             rest, "[] 0",
             "{}: fired, lost, caught twice: {stdout}",
@@ -404,7 +416,7 @@ fn stream_proxies_behave_as_the_originals_and_go_away() {
 /// import lock; a thread caught while another one is inside a slow import
 /// must not wait for it in the bootstrap. The code runs once the import is
 /// done, in a thread of its own, and the main thread (10 ms sleeps) never
-/// stalls. (Not covered: the first injection, whose entry text imports.)
+/// stalls. (The first injection: see the next test.)
 #[test]
 fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
     let Some(py) = testsupport::python("2.7") else {
@@ -439,6 +451,35 @@ fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
     }
     let after = t.output()[seen..].to_string();
     assert!(!after.contains("STALLED"), "{after}");
+}
+
+/// #19 item 12, the first injection (the entry text compiles and defines
+/// the bootstrap, whose every import statement takes Python 2's one import
+/// lock): made while a worker is inside a 2 s import, it takes no thread
+/// but the import's holder (the trampolines read the lock's holder), so
+/// the main thread (10 ms sleeps) never stalls; the code runs once the
+/// import is done, or in the new-thread fallback.
+#[test]
+fn python2_first_injection_takes_no_thread_while_another_imports() {
+    let Some(py) = testsupport::python("2.7") else {
+        return;
+    };
+    for _ in 0..3 {
+        let t = case(&py, "slow_import", &[]);
+        let pid = t.pid().to_string();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !t.output().contains("IMPORTING") && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let out = pyattach(&["--run", "print(1)", "--timeout", "10", &pid], None);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout, "1\n", "{stderr}");
+        // A stall shows once the sleep returns: past the import.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!t.output().contains("STALLED"), "{}", t.output());
+    }
 }
 
 /// #19 item 11: the socket module cannot be imported (`sys.modules['socket']

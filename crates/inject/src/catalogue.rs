@@ -43,6 +43,18 @@ pub const DUE_SIGNALS: [&str; 5] = [
 /// found where it is not exported, before 3.13.
 pub const SET_WAKEUP_FD: &str = "PySignal_SetWakeupFd";
 
+/// Before 3.10 (no `PyErr_SetInterruptEx`), a deferred signal is tripped
+/// again by setting its handler's flag and the module's, static data of
+/// `signalmodule.c`, and queueing `PyErr_CheckSignals` as a pending call.
+pub const TRIP_FLAGS: [&str; 2] = ["Handlers", "is_tripped"];
+
+/// Python 2: the thread holding the one import lock (`import.c`'s static
+/// `import_lock_thread`, -1 when free) and the calling thread's ident. A
+/// thread other than the holder is never taken for the bootstrap: every
+/// import statement there would wait for the lock, seconds in a slow
+/// import, and the entry text imports.
+pub const IMPORT_LOCK: [&str; 2] = ["import_lock_thread", "PyThread_get_thread_ident"];
+
 /// Queues the bootstrap for a main thread running Python.
 pub const PENDING_CALL: &str = "Py_AddPendingCall";
 
@@ -110,6 +122,9 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(KEEP_EXC_INFO.map(|f| (f, "keeps the handled exception")));
     n.extend(DUE_SIGNALS.map(|f| (f, "signals due as code enters")));
     n.push((SET_WAKEUP_FD, "deferred signals, wakeup fd"));
+    if v < (3, 10) {
+        n.extend(TRIP_FLAGS.map(|f| (f, "deferred signals (< 3.10)")));
+    }
     n.push((PENDING_CALL, "nudge for busy main threads"));
     n.extend(NEW_THREAD.map(|f| (f, "new-thread strategy")));
     n.push((THREADS_INITIALIZED, "new-thread strategy (GIL?)"));
@@ -121,6 +136,7 @@ pub fn needed(v: (u32, u32)) -> Vec<(&'static str, &'static str)> {
     n.extend(RAISE.map(|f| (f, "Ctrl-C: raising in a thread")));
     if v.0 == 2 {
         n.push((TICKER, "Ctrl-C of blocked code (2.7)"));
+        n.extend(IMPORT_LOCK.map(|f| (f, "import lock held? (2.7)")));
     }
     if v >= (3, 7) {
         n.push(("_PyRuntime", "interpreters and threads"));

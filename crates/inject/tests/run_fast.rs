@@ -22,6 +22,7 @@ fn run(pid: i32, code: &str) -> (String, bool) {
         thread: None,
         timeout: Duration::from_secs(10),
         channel: ChannelKind::Auto,
+        trust_seccomp: false,
     };
     let (mut ch, _report, leftover) = inject::run::start(pid, &opts).expect("injected");
     let (out, raised) = common::output_of(&mut ch);

@@ -37,6 +37,8 @@ const FUTEX: i64 = libc::SYS_futex;
 pub(super) struct Attempt {
     pub pid: i32,
     pub restart: attach::Restart,
+    /// Filters pyattach cannot read are vouched for (`Options`).
+    pub trust_seccomp: bool,
     /// Pages earlier, killed pyattach runs left (unmapped in a later stop
     /// of this run, once nothing can run in them).
     pub orphans: Vec<Orphan>,
@@ -114,7 +116,7 @@ impl Attempt {
         }
         seized.prepare_calls()?;
         let mut st = seized.stop_all()?;
-        if let Err(e) = super::seccomp::check(&st, self.pid, filtered) {
+        if let Err(e) = super::seccomp::check(&st, self.pid, filtered, self.trust_seccomp) {
             st.detach()?;
             return Err(e);
         }

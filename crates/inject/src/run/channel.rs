@@ -115,6 +115,7 @@ impl Rendezvous {
             },
             wait_secs: wait.as_secs_f64(),
             wakeup_fd_fn: 0,
+            trip_flags: None,
         }
     }
 

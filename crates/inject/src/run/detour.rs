@@ -122,10 +122,13 @@ const ROOM_LOOP: [u8; 30] = [
 /// Where in [`ROOM_LOOP`] the `jz exit`'s rel32 sits.
 const ROOM_EXIT: usize = 12;
 
+/// The length of [`Asm::import_lock_free`]'s code.
+const IMPORT_LOCK_LEN: usize = 60;
+
 /// If `code` (read at address `at`, the start of an executable page) is
 /// the first trampoline of a code page made by [`code`], the address of
 /// its data pages (what its claim's `lock cmpxchg` points at); else `None`.
-/// `code` must hold at least 128 bytes.
+/// `code` must hold at least 192 bytes.
 pub fn data_of_code_page(at: u64, code: &[u8]) -> Option<u64> {
     let mut i = SAVE_ARGS.len();
     if code.get(..i)? != SAVE_ARGS {
@@ -137,6 +140,16 @@ pub fn data_of_code_page(at: u64, code: &[u8]) -> Option<u64> {
             return None;
         }
         i += 7 + ROOM_LOOP.len();
+    }
+    // Python 2's import-lock check (Asm::import_lock_free): mov rcx, imm64;
+    // cmp qword [rcx], -1; ...; jne rel32.
+    if code.get(i..i + 2)? == [0x48, 0xb9] {
+        if code.get(i + 10..i + 14)? != [0x48, 0x83, 0x39, 0xff]
+            || code.get(i + IMPORT_LOCK_LEN - 6..i + IMPORT_LOCK_LEN - 4)? != [0x0f, 0x85]
+        {
+            return None;
+        }
+        i += IMPORT_LOCK_LEN;
     }
     // The `--thread` check: mov eax, SYS_gettid; syscall; cmp eax, imm32; jne rel32.
     if code.get(i..i + 7)? == [0xb8, 0xba, 0, 0, 0, 0x0f, 0x05] {
@@ -406,6 +419,31 @@ impl Asm {
         self.raw(&ROOM_LOOP); // see ROOM_LOOP
         self.b.len() - ROOM_LOOP.len() + ROOM_EXIT
     }
+    /// Falls through only if Python 2's import lock is free or held by
+    /// this thread (`lock`: where its holder's ident is kept, -1 when free,
+    /// and `PyThread_get_thread_ident`): a thread taken while another one
+    /// is inside an import would wait for it at the bootstrap's first
+    /// import (seconds in a slow one; for good in one that never ends).
+    /// Another thread claims once the import is done, or the new-thread
+    /// fallback, whose waiting stalls nobody. Expects a 16-byte aligned
+    /// `rsp`; clobbers the caller-saved registers. Returns the fixup to the
+    /// exit.
+    fn import_lock_free(&mut self, lock: (u64, u64)) -> usize {
+        let (holder, ident) = lock;
+        let start = self.b.len();
+        self.mov_imm(&[0x48, 0xb9], holder); //       48 b9 imm64     mov rcx, &import_lock_thread
+        self.raw(&[0x48, 0x83, 0x39, 0xff]); //       48 83 39 ff     cmp qword [rcx], -1
+        self.raw(&[0x0f, 0x84, 0, 0, 0, 0]); //       0f 84 rel32     je free
+        let free = self.b.len() - 4;
+        self.mov_imm(&[0x48, 0xb8], ident); //        48 b8 imm64     mov rax, PyThread_get_thread_ident
+        self.call_rax_and_forget();
+        self.mov_imm(&[0x48, 0xb9], holder); //       48 b9 imm64     mov rcx, &import_lock_thread
+        self.raw(&[0x48, 0x3b, 0x01]); //             48 3b 01        cmp rax, [rcx]
+        let held = self.jne_fwd();
+        self.land(&[free]);
+        debug_assert_eq!(self.b.len() - start, IMPORT_LOCK_LEN);
+        held
+    }
     /// Claims the flag and, if this thread won, records who and runs the
     /// bootstrap (see [`Asm::run_bootstrap`]). Expects a 16-byte aligned
     /// `rsp`; clobbers the caller-saved registers. Returns the fixups to
@@ -633,6 +671,9 @@ pub struct Layout {
     /// Running Python signal handlers already due before the bootstrap,
     /// their exception handed to it (needs `fast` and `keep_error`).
     pub signals: Option<Signals>,
+    /// Python 2: where the import lock's holder is kept, and
+    /// `PyThread_get_thread_ident` (see [`Asm::import_lock_free`]).
+    pub import_lock: Option<(u64, u64)>,
 }
 
 /// What calling the bootstrap's `start` directly needs: C API functions of
@@ -713,6 +754,9 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
         if let Some(table) = l.stacks {
             skip.push(a.room(table));
         }
+        if let Some(lock) = l.import_lock {
+            skip.push(a.import_lock_free(lock));
+        }
         skip.extend(a.claim_and_run(l, i as u32 + 1, l.only_tid));
         a.land(&skip);
         a.restore_args();
@@ -726,6 +770,9 @@ pub fn code(l: &Layout, sites: &[(u64, &Relocated)]) -> Code {
     let mut out = Vec::new();
     if let Some(table) = l.stacks {
         out.push(a.room(table));
+    }
+    if let Some(lock) = l.import_lock {
+        out.push(a.import_lock_free(lock));
     }
     out.extend(a.claim_and_run(l, 0, None));
     a.land(&out);

@@ -62,6 +62,10 @@ pub struct Options {
     /// Deadline for a thread to reach a safe point and call back.
     pub timeout: Duration,
     pub channel: ChannelKind,
+    /// The user vouches that seccomp filters pyattach cannot read kill
+    /// for none of the syscalls an injection makes (`--trust-seccomp`;
+    /// see `seccomp.rs`).
+    pub trust_seccomp: bool,
 }
 
 /// When no thread was nudged, nor a pending call queued, how long the
@@ -149,6 +153,7 @@ pub fn start_in(target: &Target, opts: &Options) -> Result<(Channel, Report, Lef
     let attempt = Attempt {
         pid,
         restart: crate::dump::restart_for(py.version.major),
+        trust_seccomp: opts.trust_seccomp,
         orphans,
         entries,
     };
@@ -336,6 +341,15 @@ fn make_plan(
     params.wakeup_fd_fn = py
         .symbol(crate::catalogue::SET_WAKEUP_FD)
         .map_or(0, |s| s.addr.0);
+    if py.version.short() < (3, 10) {
+        let [handlers, flag] = crate::catalogue::TRIP_FLAGS.map(|n| py.symbol(n));
+        // Only where they have the layout the bootstrap writes: an entry of
+        // 16 bytes per signal (an int, a pointer) and an int.
+        params.trip_flags = handlers
+            .zip(flag)
+            .filter(|(h, f)| h.size % 16 == 0 && h.size >= 16 * 32 && f.size == 4)
+            .map(|(h, f)| (h.addr.0, f.addr.0));
+    }
     // The stacks with room for the bootstrap, for the trampolines to check
     // (a table after the payload).
     let table = super::stacks::table(stacks);
@@ -344,14 +358,12 @@ fn make_plan(
     let only_tid = opts
         .thread
         .map(|t| attach::procinfo::find_thread(pid, t).map_or(t, |(_, ns)| ns));
-    let plan = Plan::new(
-        chosen.sites,
-        Api::find(run.0, lookup),
-        fallback,
-        params,
-        only_tid,
-        table,
-    );
+    let mut api = Api::find(run.0, lookup);
+    if py.version.major != 2 {
+        // Python 3's imports take per-module locks, not this one.
+        api.import_lock = None;
+    }
+    let plan = Plan::new(chosen.sites, api, fallback, params, only_tid, table);
     if !plan.fits() {
         return Err(RunError::Unsupported {
             pid,

@@ -80,7 +80,7 @@ impl Orphan {
                 continue;
             }
             let code = m.start.0;
-            let Ok(bytes) = mem.read_vec(code, 128) else {
+            let Ok(bytes) = mem.read_vec(code, 192) else {
                 continue;
             };
             let Some(data) = detour::data_of_code_page(code, &bytes) else {

@@ -101,6 +101,9 @@ pub(super) struct Api {
     /// Running a signal handler already due first (see
     /// `catalogue::DUE_SIGNALS`), in that order.
     pub signals: Option<[u64; 5]>,
+    /// Python 2 only (see `catalogue::IMPORT_LOCK`): where the import
+    /// lock's holder is kept, and `PyThread_get_thread_ident`.
+    pub import_lock: Option<(u64, u64)>,
 }
 
 impl Api {
@@ -119,6 +122,7 @@ impl Api {
             keep_error,
             pending: lookup(catalogue::PENDING_CALL),
             signals: all(&catalogue::DUE_SIGNALS).map(|f| [f[0], f[1], f[2], f[3], f[4]]),
+            import_lock: all(&catalogue::IMPORT_LOCK).map(|f| (f[0], f[1])),
         }
     }
 }
@@ -210,6 +214,7 @@ impl Plan {
                 run_string: f[4],
                 main_name,
             }),
+            import_lock: self.api.import_lock,
         }
     }
 
@@ -405,6 +410,7 @@ mod tests {
             channel: ChannelParams::Pair,
             wait_secs: 0.8,
             wakeup_fd_fn: 0,
+            trip_flags: None,
         };
         let table = vec![0u8; 32];
         Plan::new(s.sites, api, None, params, None, table)

@@ -11,10 +11,12 @@
 //! attempt go on: it fails cleanly if it must.
 //!
 //! The list covers what pyattach itself causes; the code the user runs
-//! may make other syscalls, as any code in that process would. Setting
-//! `PYATTACH_TRUST_SECCOMP=1` skips the check where the filters cannot be
-//! read (a pyattach in a container runs under seccomp itself, and Docker's
-//! default profile answers EPERM, never KILL).
+//! may make other syscalls, as any code in that process would. The
+//! caller's `trusted` (the CLI's `--trust-seccomp`) skips the check where
+//! the filters cannot be read (a pyattach in a container runs under
+//! seccomp itself, and Docker's default profile answers EPERM, never
+//! KILL); an option, not the environment, so that nothing inherited can
+//! change what pyattach risks.
 
 use attach::Verdict;
 
@@ -139,14 +141,15 @@ fn calls() -> Vec<Call> {
 
 /// Checks, with every thread held, that no filter of the `filtered`
 /// threads could kill the target for a syscall of the injection; the
-/// reason to refuse otherwise.
+/// reason to refuse otherwise. `trusted`: filters that cannot be read are
+/// taken to kill for none of them.
 pub(super) fn check(
     st: &attach::Stopped,
     pid: i32,
     filtered: &[(i32, u32)],
+    trusted: bool,
 ) -> Result<(), RunError> {
     let refuse = |why: String| Err(RunError::Seccomp { pid, why });
-    let trusted = std::env::var_os("PYATTACH_TRUST_SECCOMP").is_some_and(|v| v == "1");
     let held = st.threads();
     let mut seen: Vec<attach::Filters> = Vec::new();
     for &(tid, mode) in filtered {
@@ -164,7 +167,7 @@ pub(super) fn check(
             Err(attach::Error::Unsupported(_)) if trusted => continue,
             Err(attach::Error::Unsupported(why)) => {
                 return refuse(format!(
-                    "it runs under a seccomp filter that pyattach cannot read ({why}); a filter may kill the process for a syscall pyattach makes (mmap, mprotect with PROT_EXEC, socketpair, clone); run pyattach as root outside any container to let it check, or set PYATTACH_TRUST_SECCOMP=1 if you know the filter kills for none of them"
+                    "it runs under a seccomp filter that pyattach cannot read ({why}); a filter may kill the process for a syscall pyattach makes (mmap, mprotect with PROT_EXEC, socketpair, clone); run pyattach as root outside any container to let it check, or pass --trust-seccomp if you know the filter kills for none of them"
                 ))
             }
             Err(e) => return Err(e.into()),

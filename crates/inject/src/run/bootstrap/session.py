@@ -19,7 +19,8 @@
 # and 'file-here' to run the code in the thread that called start (else a
 # thread of its own runs it); chan: 'pair' | 'unix'; path: the unix socket
 # (chan 'unix'); wait: seconds to wait for pyattach's ack; wakeup_fd_fn:
-# PySignal_SetWakeupFd's address, decimal, 0 if unknown; code: the code to
+# PySignal_SetWakeupFd's address, decimal, 0 if unknown, and before 3.10
+# ",HANDLERS,IS_TRIPPED" (signals.py, trip_flags); code: the code to
 # run (mode 'run'; mode 'file': the file's name NUL its bytes), the rest of
 # the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
@@ -132,6 +133,8 @@ def _roomy(start, stack_size):
 
 
 thread.start_new_thread = _roomy(thread.start_new_thread, thread.stack_size)
+# (signals.py: a replay's delivery and the main thread's entries.)
+GATE.append(thread.allocate_lock())
 
 PY3 = sys.version_info[0] >= 3
 
@@ -199,7 +202,10 @@ def parse(blob):
     P['mode'], here, _ = P['mode'].partition('-here')
     P['here'] = bool(here)
     P['wait'] = float(u(f[5]))
-    WAKEUP_FD_FN[0] = int(f[6]) or WAKEUP_FD_FN[0]
+    w = [int(x) for x in f[6].split(b',')]
+    WAKEUP_FD_FN[0] = w[0] or WAKEUP_FD_FN[0]
+    if len(w) == 3:
+        TRIP_FLAGS[:] = w[1:]
     P['code'] = f[7]
     return P
 

@@ -8,8 +8,8 @@
 # application's. So, while the main thread runs pyattach's code, each
 # Python handler is stood in for by a Deferred that only notes the signal;
 # once the thread has gone back to the application, its own handler runs
-# there, once: tripped as a signal's arrival would (3.10+), or the signal
-# is sent again (before 3.10, where its C handler then runs twice).
+# there, once: tripped as a signal's arrival would, without its C handler
+# (and wakeup fd) seeing it again.
 import sys
 
 
@@ -95,9 +95,75 @@ def defer_signals():
         keep(state)
     for signum in signums:
         swap(mod, signum, state, lambda h: Deferred(h, state), installed)
-    if not installed and state['exc'] is None:
-        return None
+    enter(state)
     return mod, state, installed
+
+
+# The main thread's states while it runs pyattach's code, innermost last
+# (an injection may come in while it runs another's --thread code); and
+# the lock (made once `thread` is defined, session.py) that makes a
+# replay's look at them and its delivery one step against an entry: a
+# replay never sets its exception for the main thread once it is inside,
+# where pyattach's code would catch it, but hands it to the innermost
+# state, whose redeliver gives it back (replay).
+INSIDE = []
+GATE = []
+
+
+def enter(state):
+    """The main thread is in pyattach's code until leave(state): replays
+    from here on hand their signals and exception over to `state`. One a
+    replay set before that is raised here, and kept."""
+    for _ in range(8):
+        try:
+            if not [s for s in INSIDE if s is state]:
+                if GATE:
+                    with GATE[0]:
+                        INSIDE.append(state)
+                else:
+                    # The module's definition (no replay of it yet).
+                    INSIDE.append(state)
+            break
+        except BaseException:
+            keep(state)
+    drain(state)
+
+
+def drain(state):
+    # An asynchronous exception set for this thread is raised at the next
+    # eval-breaker check: one of a loop's backward jumps (3.x), or, on
+    # Python 2, once the check interval has run out.
+    n = 4 if sys.version_info[0] >= 3 else \
+        min(sys.getcheckinterval(), 100000) + 2
+    for _ in range(3):
+        try:
+            for _ in range(n):
+                pass
+            return
+        except BaseException:
+            keep(state)
+
+
+def leave(state):
+    # The main thread is leaving pyattach's code: what replays handed to
+    # `state` meanwhile is its own to redeliver.
+    for _ in range(8):
+        try:
+            if GATE:
+                with GATE[0]:
+                    gone(state)
+            else:
+                gone(state)
+            return
+        except BaseException:
+            keep(state)
+
+
+def gone(state):
+    for i, s in enumerate(INSIDE):
+        if s is state:
+            del INSIDE[i]
+            return
 
 
 def redeliver(held):
@@ -110,6 +176,7 @@ def redeliver(held):
     # From here on the handlers are the application's again: one that runs
     # and raises in the few instructions left of pyattach's code is lost.
     state['on'] = False
+    leave(state)
     # A handler may still raise here (around the thread's start): kept, and
     # the start tried again; one replay only (the token), which reads the
     # state once this thread has left pyattach's code.
@@ -157,10 +224,31 @@ def replay(mod, state, ident):
         return
     import time
     end = time.time() + 5
-    while in_pyattach(sys._current_frames().get(ident)):
-        if time.time() > end:
-            return
+    while True:
+        with GATE[0]:
+            if INSIDE:
+                # Back in pyattach's code (another injection): its state
+                # takes them over, and its redeliver gives them back.
+                handed(INSIDE[-1], state)
+                return
+            if not in_pyattach(sys._current_frames().get(ident)) or \
+                    time.time() > end:
+                deliver(mod, state, ident)
+                return
         time.sleep(0.001)
+
+
+def handed(to, state):
+    # The older exception goes first (it came first); a second one, raised
+    # by a handler while the first was on its way, has no place to go.
+    if state['exc'] is not None:
+        to['exc'] = state['exc']
+    for signum in state['got']:
+        if signum not in to['got']:
+            to['got'].append(signum)
+
+
+def deliver(mod, state, ident):
     exc = state['exc']
     if exc is not None:
         # Raised where the thread is now, in the application; the same
@@ -193,11 +281,11 @@ def trip(signum):
     """Has the application's Python handler of `signum` run in the main
     thread, as a signal's arrival would, without sending one: the signal
     already went through the process's C handler (its wakeup fd, a C
-    library's own handler) once, and must not twice. 3.10+
-    (PyErr_SetInterruptEx); False where it cannot, and the signal is sent
-    again instead."""
+    library's own handler) once, and must not twice: PyErr_SetInterruptEx
+    (3.10+), or the flags it sets (trip_flags, before). False where it
+    cannot, and the signal is sent again instead."""
     if sys.version_info < (3, 10):
-        return False
+        return trip_flags(signum)
     try:
         import ctypes
         api = ctypes.pythonapi
@@ -218,6 +306,42 @@ def trip(signum):
         finally:
             if fd != -1:
                 off(fd)
+    except Exception:
+        return False
+
+
+# Before 3.10: the addresses of signalmodule.c's `Handlers` (an entry of 16
+# bytes a signal: its int flag first) and `is_tripped`, from pyattach
+# (empty: unknown); see trip_flags().
+TRIP_FLAGS = []
+
+
+def trip_flags(signum):
+    """trip() before 3.10, which has no PyErr_SetInterruptEx: what a
+    signal's arrival does after its C handler has written the wakeup fd,
+    done here (the GIL held): its handler's flag and the module's set, and
+    PyErr_CheckSignals queued as a pending call, which only the main thread
+    runs: there it calls the Python handler, whose exception propagates
+    where the thread is, as a handler's does. False where the flags are
+    unknown, and the signal is sent again instead."""
+    if not TRIP_FLAGS or not 0 < signum < 65:
+        return False
+    try:
+        import ctypes
+        api = ctypes.pythonapi
+        handlers, flag = TRIP_FLAGS
+        ctypes.c_int.from_address(handlers + 16 * signum).value = 1
+        ctypes.c_int.from_address(flag).value = 1
+        # Prototypes of their own: the application's ctypes.pythonapi
+        # functions keep their argtypes.
+        add = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_void_p)(('Py_AddPendingCall', api))
+        check = ctypes.cast(ctypes.PYFUNCTYPE(ctypes.c_int)(
+            ('PyErr_CheckSignals', api)), ctypes.c_void_p)
+        # (Refused only when its queue is full: the flags stay set, and the
+        # next check the main thread makes runs the handler.)
+        add(check, None)
+        return True
     except Exception:
         return False
 

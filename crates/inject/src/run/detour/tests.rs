@@ -25,6 +25,7 @@ fn moves_a_typical_prologue_and_reaims_rip_relative_operands() {
         fast: None,
         keep_error: None,
         signals: None,
+        import_lock: None,
     };
     let c = code(&l, &[(0x1000, &r2)]);
     let (bytes, tramps) = (c.bytes, c.tramps);
@@ -90,10 +91,11 @@ fn moves_a_tail_jump_that_ends_the_patch() {
 #[test]
 fn a_code_page_leads_back_to_its_data_pages() {
     let r = relocate(0x1000, &[0x48, 0x8b, 0x05, 0x10, 0, 0, 0, 0x90]).unwrap();
-    for (only_tid, stacks) in [
-        (None, None),
-        (Some(1234), None),
-        (Some(1234), Some(0x10_0800)),
+    for (only_tid, stacks, import_lock) in [
+        (None, None, None),
+        (Some(1234), None, None),
+        (Some(1234), Some(0x10_0800), None),
+        (None, Some(0x10_0800), Some((0x7000, 0x8000))),
     ] {
         let l = Layout {
             data: 0x10_0000,
@@ -106,6 +108,7 @@ fn a_code_page_leads_back_to_its_data_pages() {
             fast: None,
             keep_error: None,
             signals: None,
+            import_lock,
         };
         let c = code(&l, &[(0x1000, &r)]);
         assert_eq!(data_of_code_page(l.code, &c.bytes), Some(l.data));
