@@ -6,6 +6,7 @@ mod dump;
 mod dump_tree;
 mod errors;
 mod info;
+mod manhole;
 mod run;
 mod run_tree;
 mod session;
@@ -41,6 +42,10 @@ enum Command {
     /// Print every thread's Python stack, read from memory without running
     /// any code in the target.
     Dump(dump::Args),
+    /// Leave a prompt socket in the process (python-manhole's): `socat
+    /// readline unix-connect:PATH` or `nc -U PATH` reach it again and
+    /// again; `--stop` removes it.
+    Manhole(manhole::Args),
 }
 
 fn main() {
@@ -48,6 +53,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Info(args)) => info::execute(args),
         Some(Command::Dump(args)) => dump::execute(args),
+        Some(Command::Manhole(args)) => manhole::execute(args),
         None => run::execute(cli.run),
     };
     std::process::exit(errors::finish(result));
