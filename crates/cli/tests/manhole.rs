@@ -410,3 +410,45 @@ fn a_dead_manholes_file_is_replaced_and_a_live_one_or_a_file_is_not() {
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--stop` while a connection's code is blocked in a long call: the
+/// listener and its file go at once, the status (1) names the thread, and
+/// that thread ends once the call returns (KeyboardInterrupt is pending
+/// there), leaving what the process held before.
+#[test]
+fn stop_during_a_blocked_statement_says_so_and_the_thread_ends_after_it() {
+    if !have("socat", "socat") {
+        return;
+    }
+    let Some(py) = python("3.12") else {
+        return note("no pyenv 3.12");
+    };
+    let t = start(&py);
+    let pid = t.pid();
+    let p = pid.to_string();
+    let threads = holdings(pid).threads;
+    assert_eq!(
+        pyattach(&["--run", "pass", &p], None).status.code(),
+        Some(0)
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while holdings(pid).threads != threads && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = holdings(pid);
+    let path = PathBuf::from(manhole(&[&p]));
+    let mut c = Conn::open(client("socat", &path));
+    c.expect(">>> ");
+    c.send("import time; time.sleep(8); print('slept')\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = pyattach(&["manhole", "--stop", &p], None);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    assert!(se.contains("still runs in thread"), "{se}");
+    assert!(!path.exists());
+    let out = c.finish();
+    assert!(!out.contains("slept"), "{out}");
+    assert!(!t.output().contains("slept"), "{}", t.output());
+    assert_eq!(holds_again(pid, &before), before);
+    assert!(t.ticks_on(2));
+}
