@@ -73,6 +73,20 @@ fn holdings(pid: i32) -> Holdings {
     }
 }
 
+/// What `pid` holds before a manhole: what any injection leaves (the
+/// README's list: the modules the bootstrap imports, ctypes's libffi memfd
+/// with them) is there first, and the injection's thread gone.
+fn before_manhole(pid: i32) -> Holdings {
+    let threads = holdings(pid).threads;
+    let out = pyattach(&["--run", "pass", &pid.to_string()], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while holdings(pid).threads != threads && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    holdings(pid)
+}
+
 /// Waits up to 10 s for the target to hold what it held `before`.
 fn holds_again(pid: i32, before: &Holdings) -> Holdings {
     let end = Instant::now() + Duration::from_secs(10);
@@ -218,19 +232,7 @@ fn a_manhole_serves_socat_and_nc_in_turn_and_together_and_stop_leaves_nothing() 
         let t = start(&py);
         let pid = t.pid();
         let p = pid.to_string();
-        // What any injection leaves (the README's list: the modules the
-        // bootstrap imports, ctypes's libffi memfd with them) is there
-        // before the manhole comes.
-        let threads = holdings(pid).threads;
-        assert_eq!(
-            pyattach(&["--run", "pass", &p], None).status.code(),
-            Some(0)
-        );
-        let end = Instant::now() + Duration::from_secs(10);
-        while holdings(pid).threads != threads && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let before = holdings(pid);
+        let before = before_manhole(pid);
         assert_eq!(manhole(&[&p]), format!("/tmp/manhole-{pid}"), "{}", py.id);
         // The path in the target's filesystem (sid's runs in a chroot).
         let host = PathBuf::from(format!("/proc/{pid}/root/tmp/manhole-{pid}"));
@@ -426,16 +428,7 @@ fn stop_during_a_blocked_statement_says_so_and_the_thread_ends_after_it() {
     let t = start(&py);
     let pid = t.pid();
     let p = pid.to_string();
-    let threads = holdings(pid).threads;
-    assert_eq!(
-        pyattach(&["--run", "pass", &p], None).status.code(),
-        Some(0)
-    );
-    let end = Instant::now() + Duration::from_secs(10);
-    while holdings(pid).threads != threads && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let before = holdings(pid);
+    let before = before_manhole(pid);
     let path = PathBuf::from(manhole(&[&p]));
     let mut c = Conn::open(client("socat", &path));
     c.expect(">>> ");
