@@ -118,6 +118,7 @@ fn client(tool: &str, path: &Path) -> Command {
 struct Conn {
     child: Child,
     out: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Conn {
@@ -131,7 +132,7 @@ impl Conn {
         let mut stdout = child.stdout.take().unwrap();
         let out = Arc::new(Mutex::new(String::new()));
         let sink = out.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stdout.read(&mut buf) {
                 if n == 0 {
@@ -142,7 +143,11 @@ impl Conn {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Conn { child, out }
+        Conn {
+            child,
+            out,
+            reader: Some(reader),
+        }
     }
 
     fn send(&mut self, line: &str) {
@@ -177,8 +182,11 @@ impl Conn {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        // The reader has the rest once the pipe is closed.
-        std::thread::sleep(Duration::from_millis(50));
+        // The reader has the rest once the pipe is closed (the client
+        // gone, it reads to the end).
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
         let out = self.out.lock().unwrap().clone();
         if out.is_empty() {
             // What the client said, for a failure's message.
@@ -195,19 +203,27 @@ impl Conn {
 /// One whole session: the banner, every thread's stack, then the prompt;
 /// an expression's value and a print come back.
 fn session(tool: &str, path: &Path, pid: i32) -> String {
+    let out = session_in(tool, path, pid, "run_states.py");
+    assert!(out.contains("(main):"), "{tool}: {out}");
+    out
+}
+
+/// [`session`] with `script` in the stacks (a gevent process's main
+/// thread is in its hub, outside any Python frame: "Thread " there).
+fn session_in(tool: &str, path: &Path, pid: i32, script: &str) -> String {
     let mut c = Conn::open(client(tool, path));
     c.send("6 * 7\nprint('hi' + 'ho')\n");
     let out = c.finish();
     assert!(
         out.contains(&format!("pyattach manhole in process {pid}"))
-            && out.contains("(main):")
-            && out.contains("run_states.py")
+            && out.contains("Thread ")
+            && out.contains(script)
             && out.contains(">>> 42\n")
             && out.contains("hiho\n"),
         "{tool}: {out}"
     );
     // The stacks come before the first prompt.
-    assert!(out.find("(main):") < out.find(">>> "), "{tool}: {out}");
+    assert!(out.find(script) < out.find(">>> "), "{tool}: {out}");
     out
 }
 
@@ -444,4 +460,62 @@ fn stop_during_a_blocked_statement_says_so_and_the_thread_ends_after_it() {
     assert!(!t.output().contains("slept"), "{}", t.output());
     assert_eq!(holds_again(pid, &before), before);
     assert!(t.ticks_on(2));
+}
+
+/// gevent and eventlet servers (everything monkey-patched): the listener
+/// and its connections run on the interpreter's own thread and socket
+/// primitives, so the connections are served while the event loop serves
+/// requests, and `--stop` leaves what the process held.
+#[test]
+fn gevent_and_eventlet_processes_get_a_manhole_that_serves_beside_their_loop() {
+    if !have("socat", "socat") {
+        return;
+    }
+    let Some(py) = python("3.12") else {
+        return note("no pyenv 3.12");
+    };
+    let ok = Command::new(&py.exe)
+        .args(["-c", "import gevent, eventlet"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        return note("pyenv 3.12 lacks gevent or eventlet (scripts/setup)");
+    }
+    for kind in ["gevent", "eventlet"] {
+        let t = Target::python(&py, "green_server.py", &[kind]);
+        let pid = t.pid();
+        let port: u16 = t
+            .ready_line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .expect("READY <pid> <port>");
+        let get = || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            assert!(body.contains("\r\n\r\nok "), "{kind}: {body}");
+        };
+        get();
+        let before = before_manhole(pid);
+        let path = PathBuf::from(manhole(&[&pid.to_string()]));
+        // A connection open at its prompt while the loop serves.
+        let mut c = Conn::open(client("socat", &path));
+        c.expect(">>> ");
+        get();
+        c.send("import socket; print(socket.socket.__module__)\n");
+        let out = c.expect(">>> ");
+        get();
+        let out = out + &c.finish();
+        assert!(out.contains(kind), "{kind}: {out}");
+        session_in("nc", &path, pid, "Thread ");
+        let out = pyattach(&["manhole", "--stop", &pid.to_string()], None);
+        assert_eq!(out.status.code(), Some(0), "{kind}: {out:?}");
+        assert!(!path.exists(), "{kind}");
+        assert_eq!(holds_again(pid, &before), before, "{kind}");
+        get();
+    }
 }

@@ -177,8 +177,8 @@ def cloexec(sock):
 def peek(addr, n):
     """n bytes of this process's memory at addr: /proc/self/mem read
     unbuffered (a buffered read would run past the end), ctypes where /proc
-    is not mounted."""
-    os = module('os')
+    is not mounted. posix, not os: see read_tid in repl.py."""
+    os = module('posix')
     s = b''
     try:
         fd = os.open('/proc/self/mem', os.O_RDONLY)
