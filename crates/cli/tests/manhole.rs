@@ -418,6 +418,15 @@ fn a_dead_manholes_file_is_replaced_and_a_live_one_or_a_file_is_not() {
     );
     assert!(!sock.exists());
 
+    // A path connect() could never reach (sun_path holds 107 bytes).
+    let long = dir.join("l".repeat(110));
+    let out = pyattach(&["manhole", "--socket", long.to_str().unwrap(), &p2], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("too long for a unix socket"),
+        "{out:?}"
+    );
+
     // Not a socket: refused, untouched.
     std::fs::write(&sock, "keep").unwrap();
     let out = pyattach(&["manhole", "--socket", s, &p2], None);

@@ -47,6 +47,10 @@ def manhole(sess):
 def manhole_start(path):
     os = module('os')
     path = path or '/tmp/manhole-%d' % os.getpid()
+    if len(b(path)) > 107:
+        # connect() could never reach it (sun_path's size).
+        raise ManholeError('%s is too long for a unix socket (107 bytes at '
+                           'most)' % path)
     reg = sys.__dict__.setdefault(REGISTRY, {})
     try:
         if path not in reg:
@@ -150,8 +154,9 @@ def private_dir(parent):
     keeps /dev/urandom open for good on Python 2."""
     os = module('os')
     for n in range(100):
-        d = os.path.join(parent, '.pyattach-%d-%x-%d' % (
-            os.getpid(), thread.get_ident(), n))
+        # Short: the name bound is this one's, and a unix socket's path
+        # has 107 bytes at most.
+        d = os.path.join(parent, '.pyattach-%d-%d' % (os.getpid(), n))
         try:
             os.mkdir(d, 0o700)
             return d
