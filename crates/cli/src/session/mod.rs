@@ -221,6 +221,7 @@ pub fn drive(
                 running.tid.store(tid.unwrap_or(0), Ordering::SeqCst);
                 running.generation.fetch_add(1, Ordering::SeqCst);
             }
+            Event::Msg(FromTarget::Blocked(tid)) => unblock_other(tid, &target),
             Event::Msg(FromTarget::Hello { .. } | FromTarget::Completions(_)) => {}
             Event::Closed(err) => {
                 stdout.flush().ok();
@@ -266,6 +267,20 @@ pub fn drive(
 fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, target: &Arc<inject::Target>) {
     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
     unblock_later(running, target);
+}
+
+/// Another session's code, KeyboardInterrupt pending in thread `tid` (a
+/// manhole connection `--stop` ends): its blocking call cut short, in a
+/// thread of its own while the target waits for it. Failures only leave
+/// the code blocked, which the target reports.
+fn unblock_other(tid: i32, target: &Arc<inject::Target>) {
+    let target = target.clone();
+    std::thread::spawn(move || {
+        let Ok(_one) = UNBLOCKING.lock() else {
+            return;
+        };
+        let _ = inject::run::interrupt_blocked(&target, tid, Duration::from_secs(2));
+    });
 }
 
 /// The KeyboardInterrupt just sent is raised between bytecodes: if the

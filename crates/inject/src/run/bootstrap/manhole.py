@@ -32,7 +32,9 @@ def manhole(sess):
         if op == 'start':
             sess.send(b'O', manhole_start(path) + '\n')
         else:
-            for p in manhole_stop(path):
+            def blocked(tid):
+                sess.send(b'B', str(tid))
+            for p in manhole_stop(path, blocked):
                 sess.send(b'O', 'stopped %s\n' % p)
     except ManholeError as e:
         status = 'raised'
@@ -67,14 +69,14 @@ def manhole_start(path):
     return path
 
 
-def manhole_stop(path):
+def manhole_stop(path, blocked):
     reg = sys.__dict__.get(REGISTRY) or {}
     paths = [path] if path else sorted(reg)
     if not paths or path and path not in reg:
         raise ManholeError('no manhole of pyattach listens in this process%s'
                            % (' at %s' % path if path else ''))
     for p in paths:
-        busy = reg[p].stop()
+        busy = reg[p].stop(blocked)
         if busy:
             # KeyboardInterrupt is pending there, raised once the call it
             # is blocked in returns (a sleep, a read).
@@ -302,9 +304,11 @@ class Manhole(object):
                 sys.__dict__.pop(REGISTRY, None)
         self.ended.release()
 
-    def stop(self):
+    def stop(self, blocked):
         """Ends the listener and every session; the tids of the sessions'
-        threads that are not done within STOP_WAIT (blocked in code)."""
+        threads that are not done within STOP_WAIT (blocked in code).
+        blocked(tid) asks pyattach to cut short the blocking call of a
+        session's thread that is not done at once."""
         self.stopping = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -317,6 +321,11 @@ class Manhole(object):
             sessions = list(self.sessions)
         for sess in sessions:
             sess.end()
+        for sess in sessions:
+            # Only code (KeyboardInterrupt pending in it) is cut short.
+            if not wait_lock(sess.done, 0.2) and sess.executing and \
+                    sess.native:
+                blocked(sess.native)
         # One wait for them all, however many are blocked.
         return [str(sess.native or '?') for sess in sessions
                 if not wait_lock(sess.done, max(end - time.time(), 0.01))]

@@ -31,6 +31,8 @@
 #   (payload: prompt), C completions, R result of --run ('ok' | 'raised';
 #   a prompt sends 'ok' when the user left it, and only then),
 #   I the code runs in this thread (payload: its tid; '0': it stopped),
+#   B another session's code, KeyboardInterrupt pending, still runs in this
+#   thread: cut its blocking call short (payload: its tid; manhole.py),
 #   X the bootstrap could not go on (payload: why; the session ends)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
