@@ -30,9 +30,9 @@ fn have(tool: &str, package: &str) -> bool {
     there
 }
 
-/// 3.12 and 2.7 (required), 3.8, and Debian sid's 3.14 where present.
-fn interpreters() -> Vec<Python> {
-    let mut out: Vec<Python> = ["3.12", "2.7", "3.8"]
+/// The pyenv builds of `versions` there are (a note for each missing).
+fn pyenv(versions: &[&str]) -> Vec<Python> {
+    versions
         .iter()
         .filter_map(|v| {
             let p = python(v);
@@ -41,7 +41,12 @@ fn interpreters() -> Vec<Python> {
             }
             p
         })
-        .collect();
+        .collect()
+}
+
+/// 3.12 and 2.7 (required), 3.8, and Debian sid's 3.14 where present.
+fn interpreters() -> Vec<Python> {
+    let mut out = pyenv(&["3.12", "2.7", "3.8"]);
     out.extend(sid_pythons().into_iter().filter(|p| p.version.1 == 14));
     out
 }
@@ -323,11 +328,7 @@ fn another_user_is_refused_by_the_file_mode_and_by_peer_credentials() {
     if !testsupport::is_root() || !Path::new("/usr/bin/setpriv").exists() {
         return note("not root, or setpriv is missing (util-linux): no other user to be");
     }
-    for v in ["3.12", "2.7"] {
-        let Some(py) = python(v) else {
-            note(&format!("no pyenv {v}"));
-            continue;
-        };
+    for py in pyenv(&["3.12", "2.7"]) {
         let t = start(&py);
         let pid = t.pid();
         let p = pid.to_string();
@@ -447,11 +448,7 @@ fn stop_during_a_blocked_statement_interrupts_it_and_leaves_nothing() {
     if !have("socat", "socat") {
         return;
     }
-    for v in ["3.12", "2.7"] {
-        let Some(py) = python(v) else {
-            note(&format!("no pyenv {v}"));
-            continue;
-        };
+    for py in pyenv(&["3.12", "2.7"]) {
         let t = start(&py);
         let pid = t.pid();
         let p = pid.to_string();
