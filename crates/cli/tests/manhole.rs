@@ -534,3 +534,63 @@ fn gevent_and_eventlet_processes_get_a_manhole_that_serves_beside_their_loop() {
         get();
     }
 }
+
+/// A child the target forks while its manhole listens inherits the
+/// listening socket but not the thread: `--stop` in the child closes its
+/// copy only, and the parent's manhole serves on.
+#[test]
+fn stop_in_a_forked_child_leaves_the_parents_manhole_serving() {
+    if !have("socat", "socat") {
+        return;
+    }
+    for py in pyenv(&["3.12", "2.7"]) {
+        let dir = std::env::temp_dir().join(format!(
+            "pyattach-manhole-fork-{}-{}",
+            std::process::id(),
+            py.id
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let go = dir.join("go");
+        let script = "import os, sys, time\n\
+            print('READY %d' % os.getpid()); sys.stdout.flush()\n\
+            while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n\
+            if os.fork() == 0:\n    print('CHILD %d' % os.getpid()); sys.stdout.flush()\n\
+            while True: time.sleep(0.1)\n";
+        let mut cmd = Command::new(&py.exe);
+        cmd.args(["-u", "-c", script]).arg(&go);
+        let t = Target::spawn(cmd);
+        let pid = t.pid();
+        let path = PathBuf::from(manhole(&[&pid.to_string()]));
+        std::fs::write(&go, "").unwrap();
+        assert!(
+            t.wait_for_output("CHILD ", Duration::from_secs(20)),
+            "{}",
+            py.id
+        );
+        let child: i32 = t
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("CHILD "))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap();
+        // The child is not the test's to reap: killed by pid at the end.
+        struct Kill(i32);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = Command::new("kill")
+                    .args(["-9", &self.0.to_string()])
+                    .status();
+            }
+        }
+        let _child = Kill(child);
+        let out = pyattach(&["manhole", "--stop", &child.to_string()], None);
+        assert_eq!(out.status.code(), Some(0), "{}: {out:?}", py.id);
+        assert!(path.exists(), "{}", py.id);
+        session_in("socat", &path, pid, "Thread ");
+        let out = pyattach(&["manhole", "--stop", &pid.to_string()], None);
+        assert_eq!(out.status.code(), Some(0), "{}: {out:?}", py.id);
+        assert!(!path.exists(), "{}", py.id);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

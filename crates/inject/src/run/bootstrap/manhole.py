@@ -99,11 +99,23 @@ def wait_lock(lock, secs):
         while not lock.acquire(False):
             if time.time() > end:
                 return False
-            time.sleep(0.005)
+            nap(0.005)
         ok = True
     if ok:
         lock.release()
     return ok
+
+
+def nap(secs):
+    """time.sleep, but never gevent's or eventlet's (patched in place, it
+    would make a hub in this thread): a timed wait on a lock of the
+    original primitives (Python 2, which has none, sleeps)."""
+    if PY3:
+        lock = thread.allocate_lock()
+        lock.acquire()
+        lock.acquire(True, secs)
+    else:
+        module('time').sleep(secs)
 
 
 def errno_of(e):
@@ -219,6 +231,9 @@ class Manhole(object):
     def __init__(self, path):
         os = module('os')
         self.path = path
+        # A forked child inherits this object and the socket, not the
+        # thread (see stop()).
+        self.pid = os.getpid()
         self.sessions = []
         self.lock = thread.allocate_lock()
         self.stopping = False
@@ -239,11 +254,11 @@ class Manhole(object):
                     conn = accept(self.sock)
                 except socket.error as e:
                     # stop() shuts the socket down: accept fails (EINVAL).
-                    if self.stopping:
+                    if self.stopping or errno_of(e) == 22:
                         break
                     if errno_of(e) != 4:  # EINTR
                         # Out of descriptors, memory: later, again.
-                        module('time').sleep(0.1)
+                        nap(0.1)
                     continue
                 if self.stopping or not peer_allowed(conn):
                     conn.close()
@@ -296,19 +311,31 @@ class Manhole(object):
                 os.unlink(self.path)
         except Exception:
             pass
+        self.forget()
+        self.ended.release()
+
+    def forget(self):
         reg = sys.__dict__.get(REGISTRY)
         if reg is not None:
             if reg.get(self.path) is self:
                 del reg[self.path]
             if not reg:
                 sys.__dict__.pop(REGISTRY, None)
-        self.ended.release()
 
     def stop(self, blocked):
         """Ends the listener and every session; the tids of the sessions'
         threads that are not done within STOP_WAIT (blocked in code).
         blocked(tid) asks pyattach to cut short the blocking call of a
         session's thread that is not done at once."""
+        if module('os').getpid() != self.pid:
+            # A forked child's copy: the listener is the parent's, whose
+            # socket a shutdown here would end too. Only the copy goes.
+            try:
+                self.sock.close()
+            except Exception:
+                pass
+            self.forget()
+            return []
         self.stopping = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
