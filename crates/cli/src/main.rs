@@ -42,9 +42,14 @@ enum Command {
     /// Print every thread's Python stack, read from memory without running
     /// any code in the target.
     Dump(dump::Args),
-    /// Leave a prompt socket in the process (python-manhole's): `socat
-    /// readline unix-connect:PATH` or `nc -U PATH` reach it again and
-    /// again; `--stop` removes it.
+    /// Leave a prompt socket in the process (python-manhole's); --stop
+    /// removes it.
+    ///
+    /// Prints the socket's path. `socat - unix-connect:PATH` or `nc -N -U
+    /// PATH` reach it again and again, several at once, with no ptrace
+    /// rights: each connection gets every thread's stack, then a prompt
+    /// over the target's `__main__`. Only the process's user and root may
+    /// connect (file mode 0600, SO_PEERCRED).
     Manhole(manhole::Args),
 }
 
