@@ -7,6 +7,7 @@ mod dump_tasks;
 mod dump_tree;
 mod errors;
 mod info;
+mod manhole;
 mod run;
 mod run_tree;
 mod session;
@@ -42,6 +43,15 @@ enum Command {
     /// Print every thread's Python stack, read from memory without running
     /// any code in the target.
     Dump(dump::Args),
+    /// Leave a prompt socket in the process (python-manhole's); --stop
+    /// removes it.
+    ///
+    /// Prints the socket's path. `socat - unix-connect:PATH` or `nc -N -U
+    /// PATH` reach it again and again, several at once, with no ptrace
+    /// rights: each connection gets every thread's stack, then a prompt
+    /// over the target's `__main__`. Only the process's user and root may
+    /// connect (file mode 0600, SO_PEERCRED).
+    Manhole(manhole::Args),
     /// Print a completion script for SHELL, e.g.
     /// `pyattach completions bash > /etc/bash_completion.d/pyattach`.
     Completions {
@@ -76,6 +86,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Info(args)) => info::execute(args),
         Some(Command::Dump(args)) => dump::execute(args),
+        Some(Command::Manhole(args)) => manhole::execute(args),
         Some(c @ (Command::Completions { .. } | Command::Man)) => generate(&c),
         None => run::execute(cli.run),
     };

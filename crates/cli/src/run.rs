@@ -18,7 +18,7 @@ pub const EXIT_CODE_RAISED: i32 = 8;
 pub const EXIT_CODE_TIMEOUT: i32 = 124;
 
 /// The wait for a safe point when `--timeout` is not given.
-const DEFAULT_WAIT: f64 = 5.0;
+pub const DEFAULT_WAIT: f64 = 5.0;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("code").args(["run", "run_file"])))]
@@ -180,7 +180,10 @@ pub fn run_in(
     let repl = matches!(mode, Mode::Repl);
     // pdb lasts as long as the user wants, and says when it ended (a
     // session closed without that means the target or the channel went).
-    let bounded = matches!(mode, Mode::Run { .. } | Mode::RunFile { .. });
+    let bounded = matches!(
+        mode,
+        Mode::Run { .. } | Mode::RunFile { .. } | Mode::Manhole { .. }
+    );
     // The host's tid, whichever of its ids the user gave.
     let thread = args
         .thread
@@ -313,7 +316,7 @@ fn warn_if_large(mode: &Mode) {
     let n = match mode {
         Mode::Run { code, .. } => code.len(),
         Mode::RunFile { source, .. } => source.len(),
-        Mode::Repl | Mode::Pdb => 0,
+        Mode::Repl | Mode::Pdb | Mode::Manhole { .. } => 0,
     };
     if n >= LARGE_CODE {
         eprintln!(

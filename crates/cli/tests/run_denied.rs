@@ -41,7 +41,11 @@ fn run_pass(pid: i32) -> (Option<i32>, String) {
 }
 
 /// How many of the target's mappings hold pages of pyattach: an anonymous
-/// page that begins with its header (the magic `pyattach` at byte 56).
+/// mapping whose first page begins with its header (the magic `pyattach`
+/// at byte 56), as pyattach maps them and as its own finder looks for
+/// them. Not any page: the Python heap may hold a copy of the header (the
+/// bootstrap reads its parameters into a bytes object), which a page of a
+/// 1 MiB arena can happen to start with.
 fn marked(pid: i32) -> usize {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
@@ -57,11 +61,9 @@ fn marked(pid: i32) -> usize {
         if b - a > (1 << 20) {
             continue;
         }
-        for page in (a..b).step_by(4096) {
-            let mut magic = [0u8; 8];
-            if mem.read_exact_at(&mut magic, page + 56).is_ok() && &magic == b"pyattach" {
-                n += 1;
-            }
+        let mut magic = [0u8; 8];
+        if mem.read_exact_at(&mut magic, a + 56).is_ok() && &magic == b"pyattach" {
+            n += 1;
         }
     }
     n

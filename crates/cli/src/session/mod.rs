@@ -221,6 +221,7 @@ pub fn drive(
                 running.tid.store(tid.unwrap_or(0), Ordering::SeqCst);
                 running.generation.fetch_add(1, Ordering::SeqCst);
             }
+            Event::Msg(FromTarget::Blocked(tid)) => unblock_other(tid, &target),
             Event::Msg(FromTarget::Hello { .. } | FromTarget::Completions(_)) => {}
             Event::Closed(err) => {
                 stdout.flush().ok();
@@ -267,6 +268,30 @@ fn interrupt(writer: &Mutex<Channel>, running: &Arc<Running>, target: &Arc<injec
     let _ = writer.lock().unwrap().send(&ToTarget::Interrupt);
     unblock_later(running, target);
 }
+
+/// Another session's code, KeyboardInterrupt pending in thread `tid` (a
+/// manhole connection `--stop` ends): its blocking call cut short, in a
+/// thread of its own while the target waits for it. Failures only leave
+/// the code blocked, which the target reports. At most [`UNBLOCK_MAX`]
+/// wait their turn: a hostile target's flood of such frames is dropped.
+fn unblock_other(tid: i32, target: &Arc<inject::Target>) {
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    if WAITING.fetch_add(1, Ordering::SeqCst) >= UNBLOCK_MAX {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let target = target.clone();
+    std::thread::spawn(move || {
+        if let Ok(_one) = UNBLOCKING.lock() {
+            let _ = inject::run::interrupt_blocked(&target, tid, Duration::from_secs(2));
+        }
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+/// How many blocked threads of other sessions pyattach cuts short at once
+/// (`manhole --stop` with that many connections running code).
+const UNBLOCK_MAX: usize = 64;
 
 /// The KeyboardInterrupt just sent is raised between bytecodes: if the
 /// code is still running a moment later, it is probably blocked in a

@@ -41,6 +41,10 @@ pub enum FromTarget {
     /// the target sees it), or (`None`) has stopped; for Ctrl-C, which may
     /// have to cut a blocking call short (`interrupt_blocked`).
     Executing(Option<i32>),
+    /// `B`: code of another session (a manhole connection `--stop` ends)
+    /// still runs in this thread, KeyboardInterrupt pending there: cut its
+    /// blocking call short (`interrupt_blocked`) so that it ends.
+    Blocked(i32),
     /// `X`: the bootstrap could not go on (no thread could be started, an
     /// import was refused); the payload says why. The session ends: the
     /// bootstrap has undone what it changed.
@@ -149,6 +153,10 @@ fn decode(kind: u8, payload: Vec<u8>) -> io::Result<FromTarget> {
         },
         b'X' => FromTarget::Failed(text(payload)),
         b'I' => FromTarget::Executing(text(payload).trim().parse().ok().filter(|&t: &i32| t > 0)),
+        b'B' => match text(payload).trim().parse() {
+            Ok(t) if t > 0 => FromTarget::Blocked(t),
+            _ => return Err(bad("the target sent a bad thread id".into())),
+        },
         k => {
             return Err(bad(format!(
                 "the target sent a frame of unknown kind {k:#04x}"

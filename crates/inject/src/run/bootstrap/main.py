@@ -34,6 +34,8 @@ def _main(P):
     sess = Session(mine, P)
     if P['mode'] == 'repl':
         body = repl
+    elif P['mode'] == 'manhole':
+        body = manhole
     elif P['mode'] == 'pdb':
         body = with_pdb('debug')
     elif wants_pdb(P['code']):

@@ -130,8 +130,11 @@ def read_tid(ident):
     """The kernel's tid of the thread whose pthread_t is `ident`: glibc's
     struct pthread holds it at 0x2d0 on x86_64. Read through /proc/self/mem
     (a bad address fails there, it cannot crash); only believed when the
-    same read gives this thread's own tid (see tid_reader)."""
-    import os
+    same read gives this thread's own tid (see tid_reader). posix, not
+    os: eventlet's os.open registers the descriptor with the calling
+    thread's hub, making one (an epoll descriptor that outlived each
+    session) in this thread of pyattach's."""
+    os = module('posix')
     try:
         fd = os.open('/proc/self/mem', os.O_RDONLY)
         try:

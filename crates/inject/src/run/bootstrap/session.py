@@ -15,14 +15,15 @@
 # wrote it; `exc`, an exception a signal handler raised as the entry text
 # began (signals.py):
 #   nonce NUL token NUL mode NUL chan NUL path NUL wait NUL wakeup_fd_fn NUL code
-# nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb', or 'run-here'
-# and 'file-here' to run the code in the thread that called start (else a
-# thread of its own runs it); chan: 'pair' | 'unix'; path: the unix socket
+# nonce, token: hex; mode: 'run' | 'file' | 'repl' | 'pdb' | 'manhole', or
+# 'run-here' and 'file-here' to run the code in the thread that called start
+# (else a thread of its own runs it); chan: 'pair' | 'unix'; path: the unix socket
 # (chan 'unix'); wait: seconds to wait for pyattach's ack; wakeup_fd_fn:
 # PySignal_SetWakeupFd's address, decimal, 0 if unknown, and before 3.10
 # ",HANDLERS,IS_TRIPPED" (signals.py, trip_flags); code: the code to
-# run (mode 'run'; mode 'file': the file's name NUL its bytes), the rest of
-# the blob, any bytes.
+# run (mode 'run'; mode 'file': the file's name NUL its bytes; mode
+# 'manhole': 'start' or 'stop' NUL the socket's path, see manhole.py), the
+# rest of the blob, any bytes.
 # start never raises, and every path here catches its own errors, so
 # nothing reaches the target's code.
 #
@@ -31,6 +32,8 @@
 #   (payload: prompt), C completions, R result of --run ('ok' | 'raised';
 #   a prompt sends 'ok' when the user left it, and only then),
 #   I the code runs in this thread (payload: its tid; '0': it stopped),
+#   B another session's code, KeyboardInterrupt pending, still runs in this
+#   thread: cut its blocking call short (payload: its tid; manhole.py),
 #   X the bootstrap could not go on (payload: why; the session ends)
 # pyattach -> target: A ack, D a line, Z end of input, T complete, K Ctrl-C
 #
@@ -154,8 +157,16 @@ def u(s):
 def module(name):
     """The module `name`, imported if it is not yet. Not an import
     statement: on Python 2 every one waits for the process's import lock,
-    even for a module already imported (see import_busy in util.py)."""
-    return sys.modules.get(name) or __import__(name)
+    even for a module already imported (see import_busy in util.py). A
+    module another thread is still importing (Python 3 marks its spec;
+    two manhole connections at once, each importing traceback) is waited
+    for by the import, not used half made."""
+    mod = sys.modules.get(name)
+    if mod is None or getattr(getattr(mod, '__spec__', None),
+                              '_initializing', False):
+        __import__(name)
+        mod = sys.modules[name]
+    return mod
 
 
 def cloexec(sock):
@@ -171,8 +182,8 @@ def cloexec(sock):
 def peek(addr, n):
     """n bytes of this process's memory at addr: /proc/self/mem read
     unbuffered (a buffered read would run past the end), ctypes where /proc
-    is not mounted."""
-    os = module('os')
+    is not mounted. posix, not os: see read_tid in repl.py."""
+    os = module('posix')
     s = b''
     try:
         fd = os.open('/proc/self/mem', os.O_RDONLY)
@@ -232,7 +243,9 @@ class Session(object):
     # -- framing ---------------------------------------------------
     def send(self, kind, payload=b''):
         payload = b(payload)
-        data = struct.pack('>cI', kind, len(payload)) + payload
+        self.write(struct.pack('>cI', kind, len(payload)) + payload)
+
+    def write(self, data):
         # `with`, not acquire/try: a KeyboardInterrupt from Ctrl-C can
         # land between any two bytecodes of the session's code, and the
         # interpreter never delivers one between a with-statement's
