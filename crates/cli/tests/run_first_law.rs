@@ -423,6 +423,7 @@ fn python2_never_waits_in_the_bootstrap_for_another_threads_import() {
         return;
     };
     let t = case(&py, "slow_import", &[]);
+    let _dir = SlowModDir(t.pid());
     let pid = t.pid().to_string();
     let imports = |t: &Target| t.output().matches("IMPORTING").count();
     let next_import = |t: &Target| {
@@ -466,6 +467,7 @@ fn python2_first_injection_takes_no_thread_while_another_imports() {
     };
     for _ in 0..3 {
         let t = case(&py, "slow_import", &[]);
+        let _dir = SlowModDir(t.pid());
         let pid = t.pid().to_string();
         let end = Instant::now() + Duration::from_secs(10);
         while !t.output().contains("IMPORTING") && Instant::now() < end {
@@ -504,5 +506,17 @@ fn a_refused_socket_import_fails_in_bounded_time_and_leaves_nothing() {
         assert!(!output.contains("HANDLER False"), "{}: {output}", py.id);
         assert!(!output.contains("ran"), "{}", py.id);
         assert_eq!(fd_count(t.pid()), fds, "{}: descriptors left", py.id);
+    }
+}
+
+/// The directory the slow_import target writes its module into, removed
+/// when the test is done with the target (which is killed and never
+/// cleans up itself).
+struct SlowModDir(i32);
+
+impl Drop for SlowModDir {
+    fn drop(&mut self) {
+        let dir = std::env::temp_dir().join(format!("pyattach-slowmod-{}", self.0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
