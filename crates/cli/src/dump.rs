@@ -265,6 +265,12 @@ pub fn write_human_labelled(
             t.stale,
         )
     };
+    // Interpreters are named only when there are several (subinterpreters).
+    let first_interp = d.threads.iter().find_map(|t| t.interpreter_id);
+    let several = d
+        .threads
+        .iter()
+        .any(|t| t.interpreter_id.is_some_and(|i| Some(i) != first_interp));
     let mut done = vec![false; d.threads.len()];
     for (i, t) in d.threads.iter().enumerate() {
         if done[i] {
@@ -281,7 +287,7 @@ pub fn write_human_labelled(
             }
         }
         writeln!(out)?;
-        write_thread(out, t, &st, interpreter_label(d, t).as_deref())?;
+        write_thread(out, t, &st, interpreter_label(d, t, several).as_deref())?;
         if !same.is_empty() {
             let ids: Vec<String> = same
                 .iter()
@@ -307,12 +313,9 @@ pub fn write_human_labelled(
 /// Which interpreter `t` belongs to, when the process has several; for an
 /// OS thread that runs a subinterpreter (a thread state in each), which
 /// way it went.
-fn interpreter_label(d: &StackDump, t: &ThreadStack) -> Option<String> {
+fn interpreter_label(d: &StackDump, t: &ThreadStack, several: bool) -> Option<String> {
     let id = t.interpreter_id?;
-    let mut ids: Vec<i64> = d.threads.iter().filter_map(|u| u.interpreter_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() < 2 {
+    if !several {
         return None;
     }
     let same: Vec<i64> = d

@@ -302,3 +302,46 @@ fn files_that_are_not_cores_are_refused_with_status_7() {
     assert_eq!(code, 7, "a core that is not one comes first: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--tasks` reads a core's asyncio tasks as a live dump reads them (the
+/// same readability checks go first, `dump::tasks_readable`).
+#[test]
+fn a_cores_asyncio_tasks_read_as_the_live_ones() {
+    let Some(py) = testsupport::python("3.12") else {
+        return testsupport::note("pyenv 3.12 is missing");
+    };
+    if Command::new("gcore").arg("--version").output().is_err() {
+        return testsupport::note("gcore (gdb) is missing: run scripts/setup");
+    }
+    let code = "import asyncio, os\n\
+async def leaf(): await asyncio.sleep(1000)\n\
+async def mid(): await leaf()\n\
+async def main():\n    t = asyncio.create_task(mid(), name='worker')\n    \
+await asyncio.sleep(0.1)\n    print('READY', os.getpid(), flush=True)\n    await t\n\
+asyncio.run(main())\n";
+    let mut cmd = Command::new(&py.exe);
+    cmd.args(["-u", "-c", code]);
+    let t = Target::spawn(cmd);
+    let pid = t.pid().to_string();
+    let (live, err, status) = run(&["dump", "--tasks", "--json", &pid]);
+    assert_eq!(status, 0, "{err}");
+    let dir = scratch("tasks");
+    let Some(core) = gcore(t.pid(), &dir) else {
+        return;
+    };
+    let (saved, err, status) = run(&[
+        "dump",
+        "--tasks",
+        "--json",
+        "--core",
+        core.to_str().unwrap(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    let (live, saved): (Value, Value) = (
+        serde_json::from_str(&live).unwrap(),
+        serde_json::from_str(&saved).unwrap(),
+    );
+    assert!(live["asyncio"].to_string().contains("worker"), "{live}");
+    assert_eq!(live["asyncio"], saved["asyncio"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -246,28 +246,11 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     let identity = target.identity();
     let interp = target.interpreter();
     if opts.tasks {
-        let v = &interp.version;
-        // A debug build's interpreter state is laid out otherwise past what
-        // its _Py_DebugOffsets describe (3.14d's asyncio_tasks_head is 8
-        // bytes further: offsets_dwarf.rs).
-        let debug = interp
-            .build
-            .debug_build
-            .then(|| "the asyncio layout of debug builds is not known".to_string());
-        if let Some(why) = debug.or_else(|| tasks::unsupported(v.major, v.minor)) {
-            return Err(DumpError::Unsupported {
-                version: format!("{}.{}.{}", v.major, v.minor, v.micro),
-                why,
-            });
-        }
+        tasks_readable(interp, None)?;
     }
     let prep = walk::prepare(interp)?;
-    if let Some(why) = prep.tasks_unreadable().filter(|_| opts.tasks) {
-        let v = &interp.version;
-        return Err(DumpError::Unsupported {
-            version: format!("{}.{}.{}", v.major, v.minor, v.micro),
-            why: format!("its asyncio tasks cannot be read: {why}"),
-        });
+    if opts.tasks {
+        tasks_readable(interp, Some(&prep))?;
     }
     if !opts.freeze {
         let mem = attach::ProcessMemory::open(pid).map_err(|e| DumpError::from_attach(pid, e))?;
@@ -352,6 +335,35 @@ fn dump_through(target: &crate::Target, opts: &DumpOptions) -> Result<StackDump,
     }
 }
 
+/// Whether `dump --tasks` can read `interp`'s tasks: its version and build
+/// (before anything else is read), then, once `prep` is there, the offsets
+/// found. Live dumps and core files ask alike.
+pub(crate) fn tasks_readable(
+    interp: &symbols::Interpreter,
+    prep: Option<&walk::Prepared>,
+) -> Result<(), DumpError> {
+    let v = &interp.version;
+    // A debug build's interpreter state is laid out otherwise past what
+    // its _Py_DebugOffsets describe (3.14d's asyncio_tasks_head is 8
+    // bytes further: offsets_dwarf.rs).
+    let why = match prep {
+        None if interp.build.debug_build => {
+            Some("the asyncio layout of debug builds is not known".to_string())
+        }
+        None => tasks::unsupported(v.major, v.minor),
+        Some(p) => p
+            .tasks_unreadable()
+            .map(|why| format!("its asyncio tasks cannot be read: {why}")),
+    };
+    match why {
+        Some(why) => Err(DumpError::Unsupported {
+            version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Puts each thread's native frames (unwound while the threads were
 /// held) around its Python frames.
 fn merge_native(interp: &symbols::Interpreter, d: &mut StackDump, extra: Vec<walk::Extra>) {
@@ -364,16 +376,19 @@ fn merge_native(interp: &symbols::Interpreter, d: &mut StackDump, extra: Vec<wal
     // subinterpreter has one in each interpreter) share its native stack:
     // merged once, innermost interpreter first, then split between them.
     let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_tid: HashMap<i32, usize> = HashMap::new();
     for (i, (t, x)) in d.threads.iter().zip(&extra).enumerate() {
         if x.native.is_none() {
             continue;
         }
-        match groups
-            .iter_mut()
-            .find(|g| t.native_id.is_some() && d.threads[g[0]].native_id == t.native_id)
-        {
-            Some(g) => g.push(i),
-            None => groups.push(vec![i]),
+        match t.native_id.and_then(|n| by_tid.get(&n)) {
+            Some(&g) => groups[g].push(i),
+            None => {
+                if let Some(n) = t.native_id {
+                    by_tid.insert(n, groups.len());
+                }
+                groups.push(vec![i]);
+            }
         }
     }
     for mut g in groups {

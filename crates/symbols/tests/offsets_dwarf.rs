@@ -10,7 +10,7 @@
 mod dwarf;
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use symbols::offsets::{tables, Field, Offsets, Row};
 
 fn pyenv_root() -> PathBuf {
@@ -69,6 +69,20 @@ fn check_rows(what: &str, data: &[u8], rows: &[Row]) -> Vec<String> {
     bad
 }
 
+/// [`check_rows`] on the file at `path`, framed as a table to paste when
+/// blessing.
+fn check_table(what: &str, (maj, min): (u32, u32), path: &Path, rows: &[Row]) -> Vec<String> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if bless() {
+        println!("pub const V{maj}_{min}: &[Row] = table! {{");
+    }
+    let bad = check_rows(what, &data, rows);
+    if bless() {
+        println!("}};");
+    }
+    bad
+}
+
 #[test]
 fn every_table_row_matches_dwarf_of_pyenv_builds() {
     let mut bad = Vec::new();
@@ -81,14 +95,7 @@ fn every_table_row_matches_dwarf_of_pyenv_builds() {
         let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap());
         let (maj, min) = (it.next().unwrap(), it.next().unwrap());
         let rows = tables::table(maj, min).unwrap_or_else(|| panic!("no table for {v}"));
-        let data = std::fs::read(&lib).unwrap();
-        if bless() {
-            println!("pub const V{maj}_{min}: &[Row] = table! {{");
-        }
-        bad.extend(check_rows(v, &data, rows));
-        if bless() {
-            println!("}};");
-        }
+        bad.extend(check_table(v, (maj, min), &lib, rows));
         checked += 1;
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
@@ -128,14 +135,7 @@ fn asyncio_tables_match_dwarf_of_pyenv_builds() {
             testsupport::note(&format!("pyenv {v} has no _asyncio module"));
             continue;
         };
-        let data = std::fs::read(&so).unwrap();
-        if bless() {
-            println!("pub const V{maj}_{min}: &[Row] = table! {{");
-        }
-        bad.extend(check_rows(v, &data, rows));
-        if bless() {
-            println!("}};");
-        }
+        bad.extend(check_table(v, (maj, min), &so, rows));
         checked += 1;
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));

@@ -41,7 +41,13 @@ pub fn dump_core(
     }
     let interp = symbols::discover_core(&core, files.exe.as_deref(), discover)
         .map_err(DumpError::Discover)?;
+    if opts.tasks {
+        super::tasks_readable(&interp, None)?;
+    }
     let prep = walk::prepare_with(&interp, &core, kernel_view(&core))?;
+    if opts.tasks {
+        super::tasks_readable(&interp, Some(&prep))?;
+    }
     let unwinder = opts.native.then(|| native::Unwinder::new(&interp));
     let regs: HashMap<i32, native::Regs> = core
         .threads

@@ -17,8 +17,8 @@ pub fn table(major: u32, minor: u32) -> Option<&'static [Row]> {
         (3, 8) => V3_8,
         (3, 9) => V3_9,
         (3, 10) => V3_10,
-        (3, 11) => V3_11,
-        (3, 12) => V3_12,
+        // 3.12's TaskObj is 3.11's.
+        (3, 11) | (3, 12) => V3_11,
         (3, 13) => V3_13,
         // 3.15's TaskObj is 3.14's (both checked against DWARF).
         (3, 14) | (3, 15) => V3_14,
@@ -70,17 +70,6 @@ pub const V3_10: &[Row] = rows! {
 };
 
 pub const V3_11: &[Row] = rows! {
-    TaskLoop = 16 => "TaskObj.task_loop";
-    TaskCallback0 = 24 => "TaskObj.task_callback0";
-    TaskCallbacks = 40 => "TaskObj.task_callbacks";
-    TaskState = 88 => "TaskObj.task_state";
-    TaskFutWaiter = 128 => "TaskObj.task_fut_waiter";
-    TaskCoro = 136 => "TaskObj.task_coro";
-    TaskName = 144 => "TaskObj.task_name";
-    FutureIterFuture = 16 => "futureiterobject.future";
-};
-
-pub const V3_12: &[Row] = rows! {
     TaskLoop = 16 => "TaskObj.task_loop";
     TaskCallback0 = 24 => "TaskObj.task_callback0";
     TaskCallbacks = 40 => "TaskObj.task_callbacks";
